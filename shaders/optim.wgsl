@@ -1,0 +1,66 @@
+// optim.wgsl — one optimizer step over a flat parameter vector (PyTorch's formulas).
+//
+// With g = grad + l1·sign(p) + wd·p (the L2 term is skipped for AdamW):
+//   0 SGD       p ← p − lr·g
+//   1 Momentum  b ← μ·b + g;               p ← p − lr·b
+//   2 Nesterov  b ← μ·b + g;               p ← p − lr·(g + μ·b)
+//   3 RMSProp   v ← α·v + (1−α)·g²;  d = √v + ε;  μ>0: b ← μ·b + g/d, p ← p − lr·b;  else p ← p − lr·g/d
+//   4 Adam      m ← m + (1−β₁)(g − m);  v ← β₂·v + (1−β₂)·g²;  p ← p − step·m/(√v/bc2 + ε)
+//   5 AdamW     p ← p·(1 − lr·wd), then Adam
+// step = lr/(1 − β₁ᵗ) and bc2 = √(1 − β₂ᵗ) are computed on the host in f64 each step.
+// State s1 = momentum buffer b (kinds 1–3) or m (Adam); s2 = v. Both start at zero.
+// Dispatch: one invocation per element, 64 per workgroup, grid folded past 65,535 workgroups.
+// Bindings: 0 grad, 1 param, 2 s1, 3 s2, 4 p
+
+struct OptParams {
+    kind: u32, len: u32, lr: f32, momentum: f32,
+    alpha: f32, beta1: f32, beta2: f32, eps: f32,
+    wd: f32, l1: f32, step: f32, bc2: f32,
+}
+
+@group(0) @binding(0) var<storage, read> o_g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> o_p: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o_s1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o_s2: array<f32>;
+@group(0) @binding(4) var<uniform> o_params: OptParams;
+
+@compute @workgroup_size(64)
+fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let q = o_params;
+    let i = flat_id(wid, nwg, li);
+    if (i >= q.len) { return; }
+    var p = o_p[i];
+    var g = o_g[i];
+    if (q.l1 != 0.0) { g += q.l1 * sign(p); }
+    if (q.kind != 5u && q.wd != 0.0) { g += q.wd * p; }
+    switch q.kind {
+        case 0u: { p -= q.lr * g; }
+        case 1u, 2u: {
+            let b = q.momentum * o_s1[i] + g;
+            o_s1[i] = b;
+            if (q.kind == 2u) { p -= q.lr * (g + q.momentum * b); } else { p -= q.lr * b; }
+        }
+        case 3u: {
+            let v = q.alpha * o_s2[i] + (1.0 - q.alpha) * g * g;
+            o_s2[i] = v;
+            let d = sqrt(v) + q.eps;
+            if (q.momentum > 0.0) {
+                let b = q.momentum * o_s1[i] + g / d;
+                o_s1[i] = b;
+                p -= q.lr * b;
+            } else {
+                p -= q.lr * g / d;
+            }
+        }
+        default: {
+            if (q.kind == 5u) { p *= 1.0 - q.lr * q.wd; }
+            let m = o_s1[i] + (1.0 - q.beta1) * (g - o_s1[i]);
+            let v = q.beta2 * o_s2[i] + (1.0 - q.beta2) * g * g;
+            o_s1[i] = m;
+            o_s2[i] = v;
+            p -= q.step * m / (sqrt(v) / q.bc2 + q.eps);
+        }
+    }
+    o_p[i] = p;
+}

@@ -1,0 +1,731 @@
+//! The functional API: every kernel as one call, with identical signatures and
+//! semantics on the CPU reference path and on the GPU.
+//!
+//! Inputs are validated (shapes, zero-sized dims, strides, target ranges, device
+//! binding limits) before anything is uploaded or dispatched.
+
+use std::sync::Arc;
+
+use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
+
+use crate::cpu;
+use crate::cpu::conv2d::ConvDims;
+use crate::cpu::matmul::Gemm;
+use crate::error::{Error, Result};
+use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
+use crate::gpu::ops::{
+    groups64, ConvParams, EwParams, GemmParams, LossParams, OptParams, PoolParams,
+};
+use crate::gpu::GpuContext;
+use crate::optim::Optimizer;
+use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+
+/// Gradients of a convolution: `dx [N,C,H,W]`, `dw [O,C,kh,kw]`, `db [O]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dGrads {
+    pub dx: Array4<f32>,
+    pub dw: Array4<f32>,
+    pub db: Array1<f32>,
+}
+
+/// Gradients of a linear layer: `dx [N,in]`, `dw [out,in]`, `db [out]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearGrads {
+    pub dx: Array2<f32>,
+    pub dw: Array2<f32>,
+    pub db: Array1<f32>,
+}
+
+/// Where ops run: the CPU reference path or a WebGPU device.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The CPU twins in [`crate::cpu`].
+    Cpu,
+    /// The WGSL kernels on a WebGPU device.
+    Gpu(Arc<GpuContext>),
+}
+
+/// Contiguous row-major copy of an array's elements.
+fn flat<D: ndarray::Dimension>(a: &ndarray::ArrayBase<impl ndarray::Data<Elem = f32>, D>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+fn dims4(a: &Array4<f32>) -> [usize; 4] {
+    let (n, c, h, w) = a.dim();
+    [n, c, h, w]
+}
+
+fn arr4(d: [usize; 4], v: Vec<f32>) -> Result<Array4<f32>> {
+    Array4::from_shape_vec((d[0], d[1], d[2], d[3]), v)
+        .map_err(|e| Error::shape("result", e.to_string()))
+}
+
+fn arr2(d: [usize; 2], v: Vec<f32>) -> Result<Array2<f32>> {
+    Array2::from_shape_vec((d[0], d[1]), v).map_err(|e| Error::shape("result", e.to_string()))
+}
+
+fn nonempty(op: &str, what: &str, shape: &[usize]) -> Result<()> {
+    if shape.contains(&0) {
+        return Err(Error::shape(
+            op,
+            format!("{what} has a zero-sized dimension: {shape:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Backend {
+    /// The CPU reference path.
+    pub fn cpu() -> Self {
+        Backend::Cpu
+    }
+
+    /// The best WebGPU adapter (see [`GpuContext::new`]); an error says how to get one.
+    pub fn gpu() -> Result<Self> {
+        Ok(Backend::Gpu(Arc::new(GpuContext::new()?)))
+    }
+
+    /// `"cpu"` or the adapter description.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Cpu => "cpu (reference path)".into(),
+            Backend::Gpu(g) => format!("gpu: {}", g.adapter()),
+        }
+    }
+
+    /// The GPU context, if this is the GPU backend.
+    pub fn gpu_context(&self) -> Option<&Arc<GpuContext>> {
+        match self {
+            Backend::Gpu(g) => Some(g),
+            Backend::Cpu => None,
+        }
+    }
+
+    /// Checks every tensor (name, element count) against the device's binding limit.
+    fn check_sizes(&self, op: &str, tensors: &[(&str, usize)]) -> Result<()> {
+        if let Backend::Gpu(g) = self {
+            for (name, len) in tensors {
+                g.check_binding(op, name, bytes_of_len(*len))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// 2-D convolution (cross-correlation).
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]`, `w [O,C,kh,kw]`, `b [O]` → `y [N,O,oh,ow]` with
+    /// `oh = ⌊(H + 2·ph − kh)/sh⌋ + 1`.
+    pub fn conv2d(
+        &self,
+        x: &Array4<f32>,
+        w: &Array4<f32>,
+        b: Option<&Array1<f32>>,
+        p: Conv2dParams,
+    ) -> Result<Array4<f32>> {
+        let op = "conv2d";
+        let y_dim = p.out_shape(op, dims4(x), dims4(w))?;
+        if let Some(b) = b {
+            if b.len() != w.dim().0 {
+                return Err(Error::shape(
+                    op,
+                    format!("bias has {} elements, expected {}", b.len(), w.dim().0),
+                ));
+            }
+        }
+        let d = ConvDims {
+            x: dims4(x),
+            w: dims4(w),
+            y: y_dim,
+            p,
+        };
+        let out_len: usize = y_dim.iter().product();
+        self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("y", out_len)])?;
+        let (xv, wv) = (flat(x), flat(w));
+        let bv = b.map(flat);
+        let y = match self {
+            Backend::Cpu => cpu::conv2d::conv2d_forward(d, &xv, &wv, bv.as_deref(), (0, 0.0)),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ws = Slice::whole(g.upload("w", &wv));
+                let bs = Slice::whole(g.upload("b", bv.as_deref().unwrap_or(&[0.0])));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
+                let prm = ConvParams::new(&d, b.is_some(), (0, 0.0));
+                let (disp, _) = g.record(
+                    "conv2d_forward",
+                    &[xs, ws, bs, ys.clone()],
+                    &prm,
+                    groups64(out_len),
+                )?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        arr4(y_dim, y)
+    }
+
+    /// Gradients of [`Backend::conv2d`] for an upstream gradient `dy [N,O,oh,ow]`.
+    pub fn conv2d_backward(
+        &self,
+        x: &Array4<f32>,
+        w: &Array4<f32>,
+        dy: &Array4<f32>,
+        p: Conv2dParams,
+    ) -> Result<Conv2dGrads> {
+        let op = "conv2d_backward";
+        let y_dim = p.out_shape(op, dims4(x), dims4(w))?;
+        if dims4(dy) != y_dim {
+            return Err(Error::shape(
+                op,
+                format!("dy has shape {:?}, expected {y_dim:?}", dims4(dy)),
+            ));
+        }
+        let d = ConvDims {
+            x: dims4(x),
+            w: dims4(w),
+            y: y_dim,
+            p,
+        };
+        self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("dy", dy.len())])?;
+        let (xv, wv, dyv) = (flat(x), flat(w), flat(dy));
+        let o = w.dim().0;
+        let (dx, dw, db) = match self {
+            Backend::Cpu => {
+                let dx = cpu::conv2d::conv2d_backward_input(d, &dyv, &wv, None);
+                let (dw, db) = cpu::conv2d::conv2d_backward_weight(d, &xv, &dyv, None);
+                (dx, dw, db)
+            }
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ws = Slice::whole(g.upload("w", &wv));
+                let dys = Slice::whole(g.upload("dy", &dyv));
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x.len())));
+                let dws = Slice::whole(g.zeros("dw", bytes_of_len(w.len())));
+                let dbs = Slice::whole(g.zeros("db", bytes_of_len(o)));
+                let prm = ConvParams::new(&d, true, (0, 0.0));
+                let (d1, _) = g.record(
+                    "conv2d_backward_input",
+                    &[dys.clone(), ws, dys.clone(), dxs.clone()],
+                    &prm,
+                    groups64(x.len()),
+                )?;
+                let (d2, _) = g.record(
+                    "conv2d_backward_weight",
+                    &[xs, dys.clone(), dys, dws.clone(), dbs.clone()],
+                    &prm,
+                    (w.len() + o) as u64,
+                )?;
+                let r = g.run(&[d1, d2], &[dxs, dws, dbs])?;
+                (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
+            }
+        };
+        Ok(Conv2dGrads {
+            dx: arr4(d.x, dx)?,
+            dw: arr4(d.w, dw)?,
+            db: Array1::from(db),
+        })
+    }
+
+    /// 2-D max-pooling; also returns, for every output, the flat index `h·W + w` of its
+    /// argmax inside its input plane (PyTorch's convention).
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]` → `y, idx [N,C,oh,ow]`.
+    pub fn max_pool2d(
+        &self,
+        x: &Array4<f32>,
+        pp: Pool2dParams,
+    ) -> Result<(Array4<f32>, Array4<u32>)> {
+        let op = "max_pool2d";
+        let y_dim = pp.out_shape(op, dims4(x))?;
+        let out_len: usize = y_dim.iter().product();
+        self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
+        let xv = flat(x);
+        let (y, idx) = match self {
+            Backend::Cpu => cpu::pool::max_pool2d_forward(dims4(x), y_dim, pp, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
+                let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
+                let prm = PoolParams::new(dims4(x), y_dim, &pp);
+                let (disp, _) = g.record(
+                    "max_pool2d_forward",
+                    &[xs, ys.clone(), is.clone()],
+                    &prm,
+                    groups64(out_len),
+                )?;
+                let r = g.run(&[disp], &[ys, is])?;
+                (to_f32(&r[0]), to_u32(&r[1]))
+            }
+        };
+        let sh = (y_dim[0], y_dim[1], y_dim[2], y_dim[3]);
+        let idx =
+            Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
+        Ok((arr4(y_dim, y)?, idx))
+    }
+
+    /// Backward of max-pooling: routes `dy` to the recorded argmax positions (summing
+    /// where windows overlap). `x_dim` is the forward input's shape.
+    ///
+    /// The pooling geometry is inferred from the shapes: the indices alone define the
+    /// routing, so any window/stride/padding that produced `idx` works.
+    pub fn max_pool2d_backward(
+        &self,
+        dy: &Array4<f32>,
+        idx: &Array4<u32>,
+        x_dim: (usize, usize, usize, usize),
+    ) -> Result<Array4<f32>> {
+        self.max_pool2d_backward_with(dy, idx, x_dim, None)
+    }
+
+    /// [`Backend::max_pool2d_backward`] knowing the forward pooling geometry, so the GPU
+    /// kernel visits only the windows that can hold each input (as the training
+    /// executor does). Without it every output of the plane is visited.
+    pub fn max_pool2d_backward_with(
+        &self,
+        dy: &Array4<f32>,
+        idx: &Array4<u32>,
+        x_dim: (usize, usize, usize, usize),
+        geometry: Option<Pool2dParams>,
+    ) -> Result<Array4<f32>> {
+        let op = "max_pool2d_backward";
+        let xd = [x_dim.0, x_dim.1, x_dim.2, x_dim.3];
+        let yd = dims4(dy);
+        nonempty(op, "x", &xd)?;
+        nonempty(op, "dy", &yd)?;
+        if idx.dim() != dy.dim() {
+            return Err(Error::shape(
+                op,
+                format!("idx has shape {:?} but dy has {:?}", idx.dim(), dy.dim()),
+            ));
+        }
+        if yd[0] != xd[0] || yd[1] != xd[1] {
+            return Err(Error::shape(
+                op,
+                format!("dy {yd:?} and x {xd:?} disagree on batch or channels"),
+            ));
+        }
+        let plane = (xd[2] * xd[3]) as u32;
+        if let Some(bad) = idx.iter().find(|&&i| i >= plane) {
+            return Err(Error::invalid(
+                op,
+                format!("index {bad} is outside the {}x{} input plane", xd[2], xd[3]),
+            ));
+        }
+        let x_len: usize = xd.iter().product();
+        self.check_sizes(op, &[("dy", dy.len()), ("dx", x_len)])?;
+        let dyv = flat(dy);
+        let iv: Vec<u32> = idx.iter().copied().collect();
+        let dx = match self {
+            Backend::Cpu => cpu::pool::max_pool2d_backward(xd, yd, &dyv, &iv),
+            Backend::Gpu(g) => {
+                // Without the geometry, a stride-1 window padded by the output size on
+                // each side makes every output of the plane a candidate for every input.
+                let pp = match geometry {
+                    Some(pp) => {
+                        if pp.out_shape(op, xd)? != yd {
+                            return Err(Error::shape(
+                                op,
+                                format!("dy {yd:?} does not match pooling {pp:?} of x {xd:?}"),
+                            ));
+                        }
+                        pp
+                    }
+                    None => Pool2dParams {
+                        kernel: [xd[2] + yd[2] + 1, xd[3] + yd[3] + 1],
+                        stride: [1, 1],
+                        padding: [yd[2], yd[3]],
+                    },
+                };
+                let dys = Slice::whole(g.upload("dy", &dyv));
+                let is = Slice::whole(g.upload("idx", &iv));
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x_len)));
+                let prm = PoolParams::new(xd, yd, &pp);
+                let (disp, _) = g.record(
+                    "max_pool2d_backward",
+                    &[dys, is, dxs.clone()],
+                    &prm,
+                    groups64(x_len),
+                )?;
+                to_f32(&g.run(&[disp], &[dxs])?[0])
+            }
+        };
+        arr4(xd, dx)
+    }
+
+    fn gemm_run(
+        &self,
+        gm: &Gemm,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        ya: Option<&[f32]>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Backend::Cpu => Ok(cpu::matmul::gemm(gm, a, b, bias, ya)),
+            Backend::Gpu(g) => {
+                let as_ = Slice::whole(g.upload("a", a));
+                let bs = Slice::whole(g.upload("b", b));
+                let bias_s = Slice::whole(g.upload("bias", bias.unwrap_or(&[0.0])));
+                let ya_s = match ya {
+                    Some(v) => Slice::whole(g.upload("ya", v)),
+                    None => as_.clone(),
+                };
+                let cs = Slice::whole(g.zeros("c", bytes_of_len(gm.m * gm.n)));
+                let cbs = Slice::whole(g.zeros("cb", bytes_of_len(gm.m)));
+                let prm = GemmParams::new(gm, bias.is_some());
+                let (disp, _) = g.record(
+                    "gemm",
+                    &[as_, bs, bias_s, ya_s, cs.clone(), cbs.clone()],
+                    &prm,
+                    prm.groups(),
+                )?;
+                let r = g.run(&[disp], &[cs, cbs])?;
+                let mut cb = to_f32(&r[1]);
+                if !gm.ones_col {
+                    cb.clear();
+                }
+                Ok((to_f32(&r[0]), cb))
+            }
+        }
+    }
+
+    /// Matrix product.
+    ///
+    /// # Shapes
+    /// `a [M,K]`, `b [K,N]` → `[M,N]`.
+    pub fn matmul(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Array2<f32>> {
+        let op = "matmul";
+        let ((m, k), (k2, n)) = (a.dim(), b.dim());
+        nonempty(op, "a", &[m, k])?;
+        nonempty(op, "b", &[k2, n])?;
+        if k != k2 {
+            return Err(Error::shape(
+                op,
+                format!("inner dimensions differ: a [{m},{k}] · b [{k2},{n}]"),
+            ));
+        }
+        self.check_sizes(op, &[("a", m * k), ("b", k * n), ("c", m * n)])?;
+        let (c, _) = self.gemm_run(&Gemm::matmul(m, k, n), &flat(a), &flat(b), None, None)?;
+        arr2([m, n], c)
+    }
+
+    fn check_linear(op: &str, x: &Array2<f32>, w: &Array2<f32>) -> Result<(usize, usize, usize)> {
+        let ((n, i), (o, i2)) = (x.dim(), w.dim());
+        nonempty(op, "x", &[n, i])?;
+        nonempty(op, "w", &[o, i2])?;
+        if i != i2 {
+            return Err(Error::shape(
+                op,
+                format!("x has {i} features but w [out={o}, in={i2}] expects {i2}"),
+            ));
+        }
+        Ok((n, i, o))
+    }
+
+    /// Linear layer `y = x·wᵀ + b` (PyTorch layout).
+    ///
+    /// # Shapes
+    /// `x [N,in]`, `w [out,in]`, `b [out]` → `y [N,out]`.
+    pub fn linear(
+        &self,
+        x: &Array2<f32>,
+        w: &Array2<f32>,
+        b: Option<&Array1<f32>>,
+    ) -> Result<Array2<f32>> {
+        let op = "linear";
+        let (n, i, o) = Self::check_linear(op, x, w)?;
+        if let Some(b) = b {
+            if b.len() != o {
+                return Err(Error::shape(
+                    op,
+                    format!("bias has {} elements, expected {o}", b.len()),
+                ));
+            }
+        }
+        self.check_sizes(op, &[("x", n * i), ("w", o * i), ("y", n * o)])?;
+        let bv = b.map(flat);
+        let (y, _) = self.gemm_run(
+            &Gemm::linear_forward(n, i, o, (0, 0.0)),
+            &flat(x),
+            &flat(w),
+            bv.as_deref(),
+            None,
+        )?;
+        arr2([n, o], y)
+    }
+
+    /// Gradients of [`Backend::linear`] for an upstream gradient `dy [N,out]`.
+    pub fn linear_backward(
+        &self,
+        x: &Array2<f32>,
+        w: &Array2<f32>,
+        dy: &Array2<f32>,
+    ) -> Result<LinearGrads> {
+        let op = "linear_backward";
+        let (n, i, o) = Self::check_linear(op, x, w)?;
+        if dy.dim() != (n, o) {
+            return Err(Error::shape(
+                op,
+                format!("dy has shape {:?}, expected [{n}, {o}]", dy.dim()),
+            ));
+        }
+        self.check_sizes(op, &[("x", n * i), ("w", o * i), ("dy", n * o)])?;
+        let (xv, wv, dyv) = (flat(x), flat(w), flat(dy));
+        let (dx, _) = self.gemm_run(
+            &Gemm::linear_backward_input(n, i, o, (0, 0.0)),
+            &dyv,
+            &wv,
+            None,
+            None,
+        )?;
+        let (dw, db) = self.gemm_run(
+            &Gemm::linear_backward_weight(n, i, o, (0, 0.0)),
+            &dyv,
+            &xv,
+            None,
+            None,
+        )?;
+        Ok(LinearGrads {
+            dx: arr2([n, i], dx)?,
+            dw: arr2([o, i], dw)?,
+            db: Array1::from(db),
+        })
+    }
+
+    fn elementwise(
+        &self,
+        op: &str,
+        kernel: &str,
+        act: Activation,
+        ins: &[&ArrayD<f32>],
+    ) -> Result<ArrayD<f32>> {
+        let shape = ins[0].shape().to_vec();
+        nonempty(op, "x", &shape)?;
+        for t in &ins[1..] {
+            if t.shape() != shape.as_slice() {
+                return Err(Error::shape(
+                    op,
+                    format!("shapes differ: {:?} vs {:?}", shape, t.shape()),
+                ));
+            }
+        }
+        let len = ins[0].len();
+        self.check_sizes(op, &[("x", len)])?;
+        let vals: Vec<Vec<f32>> = ins.iter().map(|t| flat(*t)).collect();
+        let out = match self {
+            Backend::Cpu => match kernel {
+                "activation_forward" => cpu::elementwise::activation_forward(act, &vals[0]),
+                "activation_backward" => {
+                    cpu::elementwise::activation_backward(act, &vals[0], &vals[1])
+                }
+                _ => cpu::elementwise::add(&vals[0], &vals[1]),
+            },
+            Backend::Gpu(g) => {
+                let mut slices: Vec<Slice> =
+                    vals.iter().map(|v| Slice::whole(g.upload("in", v))).collect();
+                let out = Slice::whole(g.zeros("out", bytes_of_len(len)));
+                slices.push(out.clone());
+                let prm = EwParams {
+                    len: len as u32,
+                    act: act.code(),
+                    alpha: act.alpha(),
+                    pad: 0,
+                };
+                let (disp, _) = g.record(kernel, &slices, &prm, groups64(len))?;
+                to_f32(&g.run(&[disp], &[out])?[0])
+            }
+        };
+        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
+    }
+
+    /// Elementwise activation `y = f(x)`, any shape.
+    pub fn activation(&self, act: Activation, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        self.elementwise("activation", "activation_forward", act, &[x])
+    }
+
+    /// Activation backward `dx = dy · f'(x)` from the forward input `x`.
+    pub fn activation_backward(
+        &self,
+        act: Activation,
+        x: &ArrayD<f32>,
+        dy: &ArrayD<f32>,
+    ) -> Result<ArrayD<f32>> {
+        self.elementwise("activation_backward", "activation_backward", act, &[x, dy])
+    }
+
+    /// Elementwise sum `a + b` of two tensors of the same shape.
+    pub fn add(&self, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        self.elementwise("add", "add", Activation::Relu, &[a, b])
+    }
+
+    /// Row-wise softmax.
+    ///
+    /// # Shapes
+    /// `logits [N,K]` → `[N,K]`.
+    pub fn softmax(&self, logits: &Array2<f32>) -> Result<Array2<f32>> {
+        let op = "softmax";
+        let (r, c) = logits.dim();
+        nonempty(op, "logits", &[r, c])?;
+        self.check_sizes(op, &[("logits", r * c)])?;
+        let xv = flat(logits);
+        let s = match self {
+            Backend::Cpu => cpu::loss::softmax_forward(r, c, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ss = Slice::whole(g.zeros("s", bytes_of_len(r * c)));
+                let prm = LossParams {
+                    rows: r as u32,
+                    cols: c as u32,
+                    accumulate: 0,
+                    has_grad: 0,
+                    scale: 1.0,
+                    pad: [0; 3],
+                };
+                let (disp, _) =
+                    g.record("softmax_forward", &[xs, ss.clone()], &prm, groups64(r))?;
+                to_f32(&g.run(&[disp], &[ss])?[0])
+            }
+        };
+        arr2([r, c], s)
+    }
+
+    /// Softmax + cross-entropy with integer targets, mean over the batch; returns the
+    /// loss and `d loss / d logits`.
+    ///
+    /// # Shapes
+    /// `logits [N,K]`, `targets [N]` (each `< K`) → `(loss, dlogits [N,K])`.
+    pub fn cross_entropy(&self, logits: &Array2<f32>, targets: &[u32]) -> Result<(f32, Array2<f32>)> {
+        let op = "cross_entropy";
+        let (r, c) = logits.dim();
+        nonempty(op, "logits", &[r, c])?;
+        if targets.len() != r {
+            return Err(Error::shape(
+                op,
+                format!("{} targets for {r} rows", targets.len()),
+            ));
+        }
+        if let Some((i, t)) = targets.iter().enumerate().find(|(_, &t)| t as usize >= c) {
+            return Err(Error::invalid(
+                op,
+                format!("target {t} at row {i} is out of range for {c} classes"),
+            ));
+        }
+        self.check_sizes(op, &[("logits", r * c)])?;
+        let xv = flat(logits);
+        let scale = 1.0 / r as f32;
+        let (dx, m) = match self {
+            Backend::Cpu => cpu::loss::cross_entropy(r, c, &xv, targets, scale),
+            Backend::Gpu(g) => {
+                let (dx, m) = self.loss_gpu(g, "cross_entropy", r, c, &xv, bytemuck::cast_slice(targets), scale)?;
+                (dx, m)
+            }
+        };
+        Ok((m[0] / r as f32, arr2([r, c], dx)?))
+    }
+
+    /// Mean squared error over all elements (PyTorch's default reduction) and its gradient.
+    pub fn mse(&self, pred: &ArrayD<f32>, target: &ArrayD<f32>) -> Result<(f32, ArrayD<f32>)> {
+        let op = "mse";
+        nonempty(op, "pred", pred.shape())?;
+        if pred.shape() != target.shape() {
+            return Err(Error::shape(
+                op,
+                format!("pred {:?} vs target {:?}", pred.shape(), target.shape()),
+            ));
+        }
+        let len = pred.len();
+        self.check_sizes(op, &[("pred", len)])?;
+        let (pv, tv) = (flat(pred), flat(target));
+        let scale = 1.0 / len as f32;
+        let (dp, m) = match self {
+            Backend::Cpu => cpu::loss::mse(1, len, &pv, &tv, scale),
+            Backend::Gpu(g) => self.loss_gpu(g, "mse", 1, len, &pv, bytemuck::cast_slice(&tv), scale)?,
+        };
+        let dp = ArrayD::from_shape_vec(IxDyn(pred.shape()), dp)
+            .map_err(|e| Error::shape(op, e.to_string()))?;
+        Ok((m[0], dp))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn loss_gpu(
+        &self,
+        g: &GpuContext,
+        kernel: &str,
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        second: &[u8],
+        scale: f32,
+    ) -> Result<(Vec<f32>, [f32; 4])> {
+        let xs = Slice::whole(g.upload("x", x));
+        let ts = Slice::whole(g.upload("t", second));
+        let dxs = Slice::whole(g.zeros("dx", bytes_of_len(rows * cols)));
+        let ms = Slice::whole(g.zeros("metrics", 16));
+        let prm = LossParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            accumulate: 0,
+            has_grad: 1,
+            scale,
+            pad: [0; 3],
+        };
+        let (disp, _) = g.record(kernel, &[xs, ts, dxs.clone(), ms.clone()], &prm, 1)?;
+        let r = g.run(&[disp], &[dxs, ms])?;
+        let m = to_f32(&r[1]);
+        Ok((to_f32(&r[0]), [m[0], m[1], m[2], m[3]]))
+    }
+
+    /// One optimizer step at step number `t` (from 1) on a flat parameter vector.
+    /// `state1`/`state2` hold the optimizer state (momentum/first moment, second moment),
+    /// zero before the first step, same length as `p`.
+    pub fn optimizer_step(
+        &self,
+        opt: &Optimizer,
+        t: u64,
+        p: &mut [f32],
+        g: &[f32],
+        state1: &mut [f32],
+        state2: &mut [f32],
+    ) -> Result<()> {
+        let op = "optimizer_step";
+        opt.validate()?;
+        let n = p.len();
+        if g.len() != n || state1.len() != n || state2.len() != n {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "p {n}, grad {}, state1 {}, state2 {} must have equal lengths",
+                    g.len(),
+                    state1.len(),
+                    state2.len()
+                ),
+            ));
+        }
+        if t == 0 {
+            return Err(Error::invalid(op, "step numbers start at 1"));
+        }
+        nonempty(op, "p", &[n])?;
+        self.check_sizes(op, &[("p", n)])?;
+        match self {
+            Backend::Cpu => cpu::optim::optimizer_step(opt, t, p, g, state1, state2),
+            Backend::Gpu(ctx) => {
+                let gs = Slice::whole(ctx.upload("g", g));
+                let ps = Slice::whole(ctx.upload("p", p));
+                let s1 = Slice::whole(ctx.upload("s1", state1));
+                let s2 = Slice::whole(ctx.upload("s2", state2));
+                let prm = OptParams::new(opt, t, n);
+                let (disp, _) = ctx.record(
+                    "optimizer_step",
+                    &[gs, ps.clone(), s1.clone(), s2.clone()],
+                    &prm,
+                    groups64(n),
+                )?;
+                let r = ctx.run(&[disp], &[ps, s1, s2])?;
+                p.copy_from_slice(&to_f32(&r[0]));
+                state1.copy_from_slice(&to_f32(&r[1]));
+                state2.copy_from_slice(&to_f32(&r[2]));
+            }
+        }
+        Ok(())
+    }
+}

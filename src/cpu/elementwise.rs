@@ -1,0 +1,121 @@
+//! CPU twins of `shaders/elementwise.wgsl` and the activation helpers of `common.wgsl`.
+
+use crate::shape::Activation;
+
+/// `f(x)` for activation code `code` (0 = identity), as `act_fwd` in common.wgsl.
+pub fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
+    match code {
+        1 => x.max(0.0),
+        2 => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        3 => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * (x.exp() - 1.0)
+            }
+        }
+        4 => 1.0 / (1.0 + (-x).exp()),
+        5 => x.clamp(-15.0, 15.0).tanh(),
+        6 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        _ => x,
+    }
+}
+
+/// `f'(x)` from the input `x`, as `act_grad_x` in common.wgsl.
+pub fn act_grad_x(x: f32, code: u32, alpha: f32) -> f32 {
+    match code {
+        1 => (x > 0.0) as u32 as f32,
+        2 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        3 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                alpha * x.exp()
+            }
+        }
+        4 => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 - s)
+        }
+        5 => {
+            let t = x.clamp(-15.0, 15.0).tanh();
+            1.0 - t * t
+        }
+        6 => 0.0,
+        _ => 1.0,
+    }
+}
+
+/// `f'(x)` from the output `y = f(x)`, as `act_grad_y` in common.wgsl (α > 0).
+pub fn act_grad_y(y: f32, code: u32, alpha: f32) -> f32 {
+    match code {
+        1 => (y > 0.0) as u32 as f32,
+        2 => {
+            if y > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        3 => {
+            if y > 0.0 {
+                1.0
+            } else {
+                y + alpha
+            }
+        }
+        4 => y * (1.0 - y),
+        5 => 1.0 - y * y,
+        6 => 0.0,
+        _ => 1.0,
+    }
+}
+
+/// `dy'[i] = dy[i] · f'(y[i])` for a fused activation (`code`, `alpha`); `dy` unchanged if 0.
+pub fn fused_grad(dy: &[f32], y: &[f32], code: u32, alpha: f32) -> Vec<f32> {
+    if code == 0 {
+        return dy.to_vec();
+    }
+    dy.iter()
+        .zip(y)
+        .map(|(&d, &v)| d * act_grad_y(v, code, alpha))
+        .collect()
+}
+
+/// `y[i] = f(x[i])`
+pub fn activation_forward(act: Activation, x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| act_fwd(v, act.code(), act.alpha()))
+        .collect()
+}
+
+/// `dx[i] = dy[i] · f'(x[i])`
+pub fn activation_backward(act: Activation, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(dy)
+        .map(|(&v, &d)| d * act_grad_x(v, act.code(), act.alpha()))
+        .collect()
+}
+
+/// `c[i] = a[i] + b[i]`
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}

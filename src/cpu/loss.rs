@@ -1,0 +1,66 @@
+//! CPU twins of `shaders/loss.wgsl`.
+
+/// Row-wise softmax of `x [rows, cols]`.
+pub fn softmax_forward(rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let mut s = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - mx).exp()).sum();
+        for c in 0..cols {
+            s[r * cols + c] = (row[c] - mx).exp() / sum;
+        }
+    }
+    s
+}
+
+/// Metrics written by the loss kernels: `[Σ per-row loss, correct, rows, non-finite flag]`.
+pub type Metrics = [f32; 4];
+
+/// Softmax + cross-entropy with integer targets: per-row loss `logsumexp(x_r) − x[r,t_r]`,
+/// gradient `(softmax(x) − onehot(t))·scale`. Returns `(dx, metrics)`.
+pub fn cross_entropy(
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    targets: &[u32],
+    scale: f32,
+) -> (Vec<f32>, Metrics) {
+    let mut dx = vec![0.0f32; rows * cols];
+    let mut lsum = 0.0f32;
+    let mut hits = 0.0f32;
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let t = targets[r] as usize;
+        let (mut mx, mut arg) = (row[0], 0);
+        for (c, &v) in row.iter().enumerate().skip(1) {
+            if v > mx {
+                mx = v;
+                arg = c;
+            }
+        }
+        let sum: f32 = row.iter().map(|v| (v - mx).exp()).sum();
+        lsum += (mx + sum.ln()) - row[t];
+        hits += (arg == t) as u32 as f32;
+        for c in 0..cols {
+            let s = (row[c] - mx).exp() / sum;
+            dx[r * cols + c] = (s - (c == t) as u32 as f32) * scale;
+        }
+    }
+    let bad = (!lsum.is_finite()) as u32 as f32;
+    (dx, [lsum, hits, rows as f32, bad])
+}
+
+/// Mean squared error over all `rows·cols` elements: gradient `2(p − q)·scale`
+/// (`scale = 1/len`); metrics carry `rows · mean`.
+pub fn mse(rows: usize, cols: usize, pred: &[f32], target: &[f32], scale: f32) -> (Vec<f32>, Metrics) {
+    let mut dp = vec![0.0f32; rows * cols];
+    let mut lsum = 0.0f32;
+    for i in 0..rows * cols {
+        let d = pred[i] - target[i];
+        lsum += d * d;
+        dp[i] = 2.0 * d * scale;
+    }
+    let l = lsum * scale * rows as f32;
+    (dp, [l, 0.0, rows as f32, (!l.is_finite()) as u32 as f32])
+}

@@ -1,0 +1,80 @@
+//! CPU twin of `shaders/optim.wgsl` (formulas in [`crate::optim`]).
+
+use crate::optim::{Optimizer, OptimizerKind};
+
+/// Host-side per-step constants: `(lr/(1−β₁ᵗ), √(1−β₂ᵗ))`, computed in f64 like PyTorch.
+pub fn adam_constants(opt: &Optimizer, t: u64) -> (f32, f32) {
+    let t = t.max(1) as i32;
+    let bc1 = 1.0 - (opt.beta1 as f64).powi(t);
+    let bc2 = 1.0 - (opt.beta2 as f64).powi(t);
+    ((opt.lr as f64 / bc1) as f32, bc2.sqrt() as f32)
+}
+
+/// One optimizer step at step number `t` (from 1) on flat `p` with gradient `g` and
+/// state `s1`, `s2` (zero-initialised, same length as `p`; unused slots may be empty).
+pub fn optimizer_step(
+    opt: &Optimizer,
+    t: u64,
+    p: &mut [f32],
+    g: &[f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+) {
+    let (step, bc2) = adam_constants(opt, t);
+    for i in 0..p.len() {
+        let mut pi = p[i];
+        let mut gi = g[i];
+        if opt.l1 != 0.0 {
+            gi += opt.l1 * sign(pi);
+        }
+        if opt.kind != OptimizerKind::AdamW && opt.weight_decay != 0.0 {
+            gi += opt.weight_decay * pi;
+        }
+        match opt.kind {
+            OptimizerKind::Sgd => pi -= opt.lr * gi,
+            OptimizerKind::Momentum | OptimizerKind::Nesterov => {
+                let b = opt.momentum * s1[i] + gi;
+                s1[i] = b;
+                if opt.kind == OptimizerKind::Nesterov {
+                    pi -= opt.lr * (gi + opt.momentum * b);
+                } else {
+                    pi -= opt.lr * b;
+                }
+            }
+            OptimizerKind::RmsProp => {
+                let v = opt.alpha * s2[i] + (1.0 - opt.alpha) * gi * gi;
+                s2[i] = v;
+                let d = v.sqrt() + opt.eps;
+                if opt.momentum > 0.0 {
+                    let b = opt.momentum * s1[i] + gi / d;
+                    s1[i] = b;
+                    pi -= opt.lr * b;
+                } else {
+                    pi -= opt.lr * gi / d;
+                }
+            }
+            OptimizerKind::Adam | OptimizerKind::AdamW => {
+                if opt.kind == OptimizerKind::AdamW {
+                    pi *= 1.0 - opt.lr * opt.weight_decay;
+                }
+                let m = s1[i] + (1.0 - opt.beta1) * (gi - s1[i]);
+                let v = opt.beta2 * s2[i] + (1.0 - opt.beta2) * gi * gi;
+                s1[i] = m;
+                s2[i] = v;
+                pi -= step * m / (v.sqrt() / bc2 + opt.eps);
+            }
+        }
+        p[i] = pi;
+    }
+}
+
+/// `torch.sign`: −1, 0 or 1.
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}

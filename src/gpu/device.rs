@@ -1,0 +1,271 @@
+//! Adapter choice, device limits and error capture.
+//!
+//! The best adapter wins (discrete > integrated > virtual > CPU; Vulkan/Metal/DX12
+//! before GL on a tie). `WGCNN_BACKEND=vulkan|metal|dx12|gl` restricts the backend,
+//! `WGCNN_ADAPTER=<substring>` picks an adapter by name. The device is requested with
+//! the adapter's own limits, not the downlevel defaults.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// What was chosen, for the user to see.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {}{})",
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.driver.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", self.driver)
+            }
+        )
+    }
+}
+
+/// The device: adapter info, limits, queue, and the pipeline cache.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) summary: AdapterSummary,
+    pub(crate) kernels: super::kernels::KernelCache,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.summary)
+            .finish()
+    }
+}
+
+fn parse_backend_env() -> Result<wgpu::Backends> {
+    match std::env::var("WGCNN_BACKEND") {
+        Err(_) => Ok(wgpu::Backends::all()),
+        Ok(v) => match v.to_ascii_lowercase().as_str() {
+            "" => Ok(wgpu::Backends::all()),
+            "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+            "metal" => Ok(wgpu::Backends::METAL),
+            "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+            "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+            other => Err(Error::invalid(
+                "WGCNN_BACKEND",
+                format!("unknown backend '{other}' (expected vulkan|metal|dx12|gl)"),
+            )),
+        },
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+impl GpuContext {
+    /// Picks the best adapter (see the module docs) and opens a device on it.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let backends = parse_backend_env()?;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        let all_names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        if let Ok(want) = std::env::var("WGCNN_ADAPTER") {
+            let want_l = want.to_ascii_lowercase();
+            adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(&want_l));
+            if adapters.is_empty() {
+                return Err(Error::NoAdapter {
+                    detail: format!(
+                        " whose name contains WGCNN_ADAPTER='{want}' (available: {})",
+                        if all_names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            all_names.join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (type_rank(i.device_type), backend_rank(i.backend))
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            return Err(Error::NoAdapter {
+                detail: if backends == wgpu::Backends::all() {
+                    String::new()
+                } else {
+                    format!(" for WGCNN_BACKEND={backends:?}")
+                },
+            });
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgcnn"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(format!("request_device on '{}': {e}", info.name)))?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost2.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        // Errors outside our error scopes must not abort the process; they are
+        // reported by the scopes around every pipeline creation and submit.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("wgcnn: uncaptured wgpu error: {e}");
+        }));
+        let summary = AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+        };
+        Ok(GpuContext {
+            device,
+            queue,
+            limits,
+            summary,
+            kernels: Default::default(),
+            lost,
+        })
+    }
+
+    /// The adapter in use.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// The device limits (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Fails if the device was lost.
+    pub(crate) fn check_lost(&self) -> Result<()> {
+        if let Ok(l) = self.lost.lock() {
+            if let Some(msg) = l.as_ref() {
+                return Err(Error::Device(format!("device lost: {msg}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation + out-of-memory error scopes and turns a captured
+    /// error into a typed one that names `what`.
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_lost()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let val_err = pollster::block_on(val.pop());
+        let oom_err = pollster::block_on(oom.pop());
+        if let Some(e) = oom_err {
+            return Err(Error::OutOfMemory {
+                what: what.to_string(),
+                msg: e.to_string(),
+            });
+        }
+        if let Some(e) = val_err {
+            return Err(Error::Device(format!("{what}: {e}")));
+        }
+        Ok(out)
+    }
+
+    /// Checks a binding of `bytes` against the storage-binding and buffer limits.
+    pub(crate) fn check_binding(&self, op: &str, tensor: &str, bytes: u64) -> Result<()> {
+        let lim = self.limits.max_storage_buffer_binding_size;
+        if bytes > lim {
+            return Err(Error::TooLarge {
+                op: op.to_string(),
+                tensor: tensor.to_string(),
+                bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: lim,
+            });
+        }
+        if bytes > self.limits.max_buffer_size {
+            return Err(Error::TooLarge {
+                op: op.to_string(),
+                tensor: tensor.to_string(),
+                bytes,
+                limit_name: "max_buffer_size",
+                limit: self.limits.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Workgroup grid for `groups` workgroups, folded into 2-D/3-D so that no
+    /// dimension exceeds `max_compute_workgroups_per_dimension`.
+    pub(crate) fn grid(&self, groups: u64) -> Result<[u32; 3]> {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        let groups = groups.max(1);
+        if groups <= max {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let y = groups.div_ceil(max);
+        if y <= max {
+            return Ok([max as u32, y as u32, 1]);
+        }
+        let z = y.div_ceil(max);
+        if z <= max {
+            return Ok([max as u32, max as u32, z as u32]);
+        }
+        Err(Error::TooLarge {
+            op: "dispatch".into(),
+            tensor: "grid".into(),
+            bytes: groups,
+            limit_name: "max_compute_workgroups_per_dimension³",
+            limit: max * max * max,
+        })
+    }
+}

@@ -1,0 +1,36 @@
+//! # wgcnn — convolutional networks on any GPU through WebGPU
+//!
+//! The architecture in one sentence: **graph → plan → executor → device**. A model is
+//! a graph of ops ([`graph`]); the graph is planned for a batch size (schedule,
+//! lifetimes, memory) ([`plan`]); an executor runs the plan with the WGSL kernels on
+//! the GPU or with their CPU twins ([`exec`]); the device layer picks the adapter and
+//! caches pipelines ([`gpu`]).
+//!
+//! Every kernel is also callable on its own through [`Backend`]:
+//!
+//! ```no_run
+//! use wgcnn::{Backend, Conv2dParams, ndarray::Array4};
+//! # fn main() -> Result<(), wgcnn::Error> {
+//! let x = Array4::<f32>::ones((1, 1, 5, 5));
+//! let w = Array4::<f32>::ones((2, 1, 3, 3));
+//! let y_cpu = Backend::cpu().conv2d(&x, &w, None, Conv2dParams::default())?;
+//! let y_gpu = Backend::gpu()?.conv2d(&x, &w, None, Conv2dParams::default())?;
+//! assert_eq!(y_cpu, y_gpu);
+//! # Ok(()) }
+//! ```
+
+pub use ndarray;
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod optim;
+pub mod shape;
+
+pub use backend::{Backend, Conv2dGrads, LinearGrads};
+pub use error::{Error, Result};
+pub use optim::{Optimizer, OptimizerKind};
+pub use shape::{Activation, Conv2dParams, Pool2dParams};

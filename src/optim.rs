@@ -1,0 +1,189 @@
+//! Optimizer configurations, following PyTorch's update formulas exactly.
+//!
+//! The update kernels live with the other shaders (`shaders/optim.wgsl`) and their
+//! CPU twin in `src/cpu/optim.rs`. With `g = ∇p (+ wd·p for L2) (+ l1·sign(p))`:
+//!
+//! | kind | update (t = 1, 2, …; state starts at zero) |
+//! |---|---|
+//! | `Sgd` | `p ← p − lr·g` |
+//! | `Momentum` | `b ← μ·b + g;  p ← p − lr·b` |
+//! | `Nesterov` | `b ← μ·b + g;  p ← p − lr·(g + μ·b)` |
+//! | `RmsProp` | `v ← α·v + (1−α)·g²;  p ← p − lr·g/(√v + ε)` (with momentum μ>0: `b ← μ·b + g/(√v+ε); p ← p − lr·b`) |
+//! | `Adam` | `m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − (lr/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε)` |
+//! | `AdamW` | `p ← p·(1 − lr·wd)`, then Adam with no L2 term |
+
+use crate::error::{Error, Result};
+
+/// Which update rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Nesterov,
+    RmsProp,
+    Adam,
+    AdamW,
+}
+
+impl OptimizerKind {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Momentum => 1,
+            OptimizerKind::Nesterov => 2,
+            OptimizerKind::RmsProp => 3,
+            OptimizerKind::Adam => 4,
+            OptimizerKind::AdamW => 5,
+        }
+    }
+
+    /// Number of state tensors per parameter (momentum buffer, second moment, ...).
+    pub fn state_slots(self) -> usize {
+        match self {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Momentum | OptimizerKind::Nesterov => 1,
+            OptimizerKind::RmsProp | OptimizerKind::Adam | OptimizerKind::AdamW => 2,
+        }
+    }
+
+    /// Parses `sgd|momentum|nesterov|rmsprop|adam|adamw`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "momentum" => OptimizerKind::Momentum,
+            "nesterov" => OptimizerKind::Nesterov,
+            "rmsprop" => OptimizerKind::RmsProp,
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::AdamW,
+            other => {
+                return Err(Error::invalid(
+                    "optimizer",
+                    format!(
+                        "unknown optimizer '{other}' (expected sgd|momentum|nesterov|rmsprop|adam|adamw)"
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+/// An optimizer: its kind and hyper-parameters (PyTorch's names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    /// Learning rate; may be changed between steps.
+    pub lr: f32,
+    /// Momentum μ (Momentum, Nesterov, RmsProp).
+    pub momentum: f32,
+    /// RMSProp smoothing α (PyTorch default 0.99).
+    pub alpha: f32,
+    /// Adam β₁ (0.9).
+    pub beta1: f32,
+    /// Adam β₂ (0.999).
+    pub beta2: f32,
+    /// ε added to the denominator (1e-8).
+    pub eps: f32,
+    /// L2 weight decay (`g += wd·p`); decoupled for AdamW.
+    pub weight_decay: f32,
+    /// L1 penalty (`g += l1·sign(p)`).
+    pub l1: f32,
+}
+
+impl Optimizer {
+    fn base(kind: OptimizerKind, lr: f32) -> Self {
+        Optimizer {
+            kind,
+            lr,
+            momentum: 0.0,
+            alpha: 0.99,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            l1: 0.0,
+        }
+    }
+    /// Plain SGD.
+    pub fn sgd(lr: f32) -> Self {
+        Self::base(OptimizerKind::Sgd, lr)
+    }
+    /// SGD with (heavy-ball) momentum μ.
+    pub fn momentum(lr: f32, momentum: f32) -> Self {
+        Optimizer {
+            momentum,
+            ..Self::base(OptimizerKind::Momentum, lr)
+        }
+    }
+    /// SGD with Nesterov momentum μ.
+    pub fn nesterov(lr: f32, momentum: f32) -> Self {
+        Optimizer {
+            momentum,
+            ..Self::base(OptimizerKind::Nesterov, lr)
+        }
+    }
+    /// RMSProp (α = 0.99, ε = 1e-8, no momentum).
+    pub fn rmsprop(lr: f32) -> Self {
+        Self::base(OptimizerKind::RmsProp, lr)
+    }
+    /// Adam (β = (0.9, 0.999), ε = 1e-8).
+    pub fn adam(lr: f32) -> Self {
+        Self::base(OptimizerKind::Adam, lr)
+    }
+    /// AdamW with decoupled weight decay (PyTorch default 0.01).
+    pub fn adamw(lr: f32, weight_decay: f32) -> Self {
+        Optimizer {
+            weight_decay,
+            ..Self::base(OptimizerKind::AdamW, lr)
+        }
+    }
+    /// The optimizer `kind` with PyTorch's default hyper-parameters and the given `lr`
+    /// (momentum 0.9 for Momentum/Nesterov, weight decay 0.01 for AdamW).
+    pub fn from_kind(kind: OptimizerKind, lr: f32) -> Self {
+        match kind {
+            OptimizerKind::Sgd => Self::sgd(lr),
+            OptimizerKind::Momentum => Self::momentum(lr, 0.9),
+            OptimizerKind::Nesterov => Self::nesterov(lr, 0.9),
+            OptimizerKind::RmsProp => Self::rmsprop(lr),
+            OptimizerKind::Adam => Self::adam(lr),
+            OptimizerKind::AdamW => Self::adamw(lr, 0.01),
+        }
+    }
+    /// Sets the L2 weight decay.
+    pub fn weight_decay(mut self, wd: f32) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// Sets the L1 penalty.
+    pub fn l1(mut self, l1: f32) -> Self {
+        self.l1 = l1;
+        self
+    }
+    /// Sets the momentum μ.
+    pub fn with_momentum(mut self, m: f32) -> Self {
+        self.momentum = m;
+        self
+    }
+
+    /// Rejects non-finite or negative hyper-parameters.
+    pub fn validate(&self) -> Result<()> {
+        let fields = [
+            ("lr", self.lr),
+            ("momentum", self.momentum),
+            ("alpha", self.alpha),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("l1", self.l1),
+        ];
+        for (name, v) in fields {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::invalid(
+                    "optimizer",
+                    format!("{name} must be finite and non-negative, got {v}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
