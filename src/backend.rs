@@ -46,7 +46,9 @@ pub enum Backend {
 }
 
 /// Contiguous row-major copy of an array's elements.
-fn flat<D: ndarray::Dimension>(a: &ndarray::ArrayBase<impl ndarray::Data<Elem = f32>, D>) -> Vec<f32> {
+fn flat<D: ndarray::Dimension>(
+    a: &ndarray::ArrayBase<impl ndarray::Data<Elem = f32>, D>,
+) -> Vec<f32> {
     a.iter().copied().collect()
 }
 
@@ -258,8 +260,7 @@ impl Backend {
             }
         };
         let sh = (y_dim[0], y_dim[1], y_dim[2], y_dim[3]);
-        let idx =
-            Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
+        let idx = Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
         Ok((arr4(y_dim, y)?, idx))
     }
 
@@ -521,8 +522,10 @@ impl Backend {
                 _ => cpu::elementwise::add(&vals[0], &vals[1]),
             },
             Backend::Gpu(g) => {
-                let mut slices: Vec<Slice> =
-                    vals.iter().map(|v| Slice::whole(g.upload("in", v))).collect();
+                let mut slices: Vec<Slice> = vals
+                    .iter()
+                    .map(|v| Slice::whole(g.upload("in", v)))
+                    .collect();
                 let out = Slice::whole(g.zeros("out", bytes_of_len(len)));
                 slices.push(out.clone());
                 let prm = EwParams {
@@ -594,7 +597,11 @@ impl Backend {
     ///
     /// # Shapes
     /// `logits [N,K]`, `targets [N]` (each `< K`) → `(loss, dlogits [N,K])`.
-    pub fn cross_entropy(&self, logits: &Array2<f32>, targets: &[u32]) -> Result<(f32, Array2<f32>)> {
+    pub fn cross_entropy(
+        &self,
+        logits: &Array2<f32>,
+        targets: &[u32],
+    ) -> Result<(f32, Array2<f32>)> {
         let op = "cross_entropy";
         let (r, c) = logits.dim();
         nonempty(op, "logits", &[r, c])?;
@@ -616,7 +623,15 @@ impl Backend {
         let (dx, m) = match self {
             Backend::Cpu => cpu::loss::cross_entropy(r, c, &xv, targets, scale),
             Backend::Gpu(g) => {
-                let (dx, m) = self.loss_gpu(g, "cross_entropy", r, c, &xv, bytemuck::cast_slice(targets), scale)?;
+                let (dx, m) = self.loss_gpu(
+                    g,
+                    "cross_entropy",
+                    r,
+                    c,
+                    &xv,
+                    bytemuck::cast_slice(targets),
+                    scale,
+                )?;
                 (dx, m)
             }
         };
@@ -639,7 +654,9 @@ impl Backend {
         let scale = 1.0 / len as f32;
         let (dp, m) = match self {
             Backend::Cpu => cpu::loss::mse(1, len, &pv, &tv, scale),
-            Backend::Gpu(g) => self.loss_gpu(g, "mse", 1, len, &pv, bytemuck::cast_slice(&tv), scale)?,
+            Backend::Gpu(g) => {
+                self.loss_gpu(g, "mse", 1, len, &pv, bytemuck::cast_slice(&tv), scale)?
+            }
         };
         let dp = ArrayD::from_shape_vec(IxDyn(pred.shape()), dp)
             .map_err(|e| Error::shape(op, e.to_string()))?;

@@ -26,11 +26,17 @@ pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod exec;
 pub mod gpu;
+pub mod graph;
+pub mod nn;
 pub mod optim;
+pub mod plan;
 pub mod shape;
 
 pub use backend::{Backend, Conv2dGrads, LinearGrads};
 pub use error::{Error, Result};
+pub use exec::{Executor, Metrics, Targets};
+pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
 pub use shape::{Activation, Conv2dParams, Pool2dParams};

@@ -33,10 +33,14 @@ fn config() -> ProptestConfig {
 /// Deterministic pseudo-random values in [-1, 1) from a seed (cheaper than proptest
 /// vectors for large tensors, and shrinks with the shape).
 fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -74,17 +78,20 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
         0usize..=3,
         any::<u64>(),
     )
-        .prop_filter_map("kernel fits the padded input", |(n, c, o, h, w, kh, kw, sh, sw, ph, pw, seed)| {
-            (kh <= h + 2 * ph && kw <= w + 2 * pw).then_some(ConvProblem {
-                x: [n, c, h, w],
-                w: [o, c, kh, kw],
-                p: Conv2dParams {
-                    stride: [sh, sw],
-                    padding: [ph, pw],
-                },
-                seed,
-            })
-        })
+        .prop_filter_map(
+            "kernel fits the padded input",
+            |(n, c, o, h, w, kh, kw, sh, sw, ph, pw, seed)| {
+                (kh <= h + 2 * ph && kw <= w + 2 * pw).then_some(ConvProblem {
+                    x: [n, c, h, w],
+                    w: [o, c, kh, kw],
+                    p: Conv2dParams {
+                        stride: [sh, sw],
+                        padding: [ph, pw],
+                    },
+                    seed,
+                })
+            },
+        )
 }
 
 proptest! {

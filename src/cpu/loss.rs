@@ -53,7 +53,13 @@ pub fn cross_entropy(
 
 /// Mean squared error over all `rows·cols` elements: gradient `2(p − q)·scale`
 /// (`scale = 1/len`); metrics carry `rows · mean`.
-pub fn mse(rows: usize, cols: usize, pred: &[f32], target: &[f32], scale: f32) -> (Vec<f32>, Metrics) {
+pub fn mse(
+    rows: usize,
+    cols: usize,
+    pred: &[f32],
+    target: &[f32],
+    scale: f32,
+) -> (Vec<f32>, Metrics) {
     let mut dp = vec![0.0f32; rows * cols];
     let mut lsum = 0.0f32;
     for i in 0..rows * cols {

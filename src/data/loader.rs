@@ -451,13 +451,14 @@ impl Loader {
     /// ```
     pub fn fill(&self, indices: &[usize], images: &mut [f32], labels: &mut [u32]) -> Result<()> {
         let ppi = self.rows * self.cols;
-        if images.len() != indices.len() * ppi || labels.len() != indices.len() {
+        let want = indices.len().saturating_mul(ppi);
+        if images.len() != want || labels.len() != indices.len() {
             return Err(Error::invalid(
                 "Loader::fill",
                 format!(
                     "{} indices need {} image values and {} labels, got buffers of {} and {}",
                     indices.len(),
-                    indices.len() * ppi,
+                    want,
                     indices.len(),
                     images.len(),
                     labels.len()
@@ -534,7 +535,8 @@ impl Epoch<'_> {
     /// use wgcnn::data::{Dataset, Loader, Normalize};
     /// let ds = Dataset::new("toy", vec![0; 5], vec![0; 5], 1, 1, 10)?;
     /// let loader = Loader::new(&ds, 2, false, 0, Normalize::default())?;
-    /// let chunks: Vec<&[usize]> = loader.epoch(0).batch_indices().collect();
+    /// let epoch = loader.epoch(0);
+    /// let chunks: Vec<&[usize]> = epoch.batch_indices().collect();
     /// assert_eq!(chunks, vec![&[0, 1][..], &[2, 3][..], &[4][..]]);
     /// # Ok::<(), wgcnn::Error>(())
     /// ```

@@ -51,17 +51,19 @@ impl GpuContext {
     pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Arc<wgpu::Buffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let buf = if bytes.is_empty() {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &[0u8; 4],
-                usage: STORAGE,
-            })
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &[0u8; 4],
+                    usage: STORAGE,
+                })
         } else {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: STORAGE,
-            })
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: STORAGE,
+                })
         };
         Arc::new(buf)
     }

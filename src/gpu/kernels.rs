@@ -19,7 +19,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
 ];
@@ -170,12 +173,12 @@ impl GpuContext {
                     },
                     count: None,
                 });
-                let layout = self
-                    .device
-                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                        label: Some(spec.name),
-                        entries: &entries,
-                    });
+                let layout =
+                    self.device
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(spec.name),
+                            entries: &entries,
+                        });
                 let pl = self
                     .device
                     .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {

@@ -36,7 +36,13 @@ pub fn backends() -> Vec<(&'static str, Backend)> {
 /// Asserts `|got − want| ≤ atol + rtol·|want|` elementwise and returns the worst
 /// ratio `|got − want| / (atol + rtol·|want|)` (≤ 1 means within tolerance).
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}: length {} != {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} != {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = 0.0f32;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let tol = atol + rtol * w.abs();

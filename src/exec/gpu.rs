@@ -1,0 +1,500 @@
+//! The GPU executor: every buffer, bind group and pipeline is created when the plan is
+//! built (and once more for a smaller last batch); a training step is one command
+//! encoder and one submit; only metrics (16 bytes) are read back, and only when asked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Counters, Flat};
+use crate::error::Result;
+use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
+use crate::gpu::ops::{
+    groups64, ConvParams, EwParams, GemmParams, LossParams, OptParams, PoolParams,
+};
+use crate::gpu::GpuContext;
+use crate::optim::Optimizer;
+use crate::plan::{Home, Mode, Plan, Step, TensorId};
+
+/// Dispatches of one schedule, with the uniform buffers they own.
+struct Program {
+    dispatches: Vec<Dispatch>,
+    _uniforms: Vec<Arc<wgpu::Buffer>>,
+}
+
+pub(crate) struct GpuExec {
+    ctx: Arc<GpuContext>,
+    params: Arc<wgpu::Buffer>,
+    grads: Arc<wgpu::Buffer>,
+    s1: Arc<wgpu::Buffer>,
+    s2: Arc<wgpu::Buffer>,
+    arena: Vec<Arc<wgpu::Buffer>>,
+    input: Arc<wgpu::Buffer>,
+    targets: Arc<wgpu::Buffer>,
+    metrics: [Arc<wgpu::Buffer>; 2],
+    /// 4-byte stand-ins for unused bindings: one read-only, one writable (one buffer
+    /// can't be both within a dispatch).
+    dummy: [Arc<wgpu::Buffer>; 2],
+    opt_uniform: Arc<wgpu::Buffer>,
+    opt_dispatch: Dispatch,
+    programs: HashMap<(usize, Mode), Program>,
+    flat_len: usize,
+    pub counters: Counters,
+}
+
+impl GpuExec {
+    pub fn new(ctx: Arc<GpuContext>, plan: &Plan, params: &[f32]) -> Result<Self> {
+        let flat_bytes = bytes_of_len(plan.flat_len);
+        ctx.check_binding("plan", "parameters", flat_bytes)?;
+        for (i, &len) in plan.arena.iter().enumerate() {
+            ctx.check_binding(
+                "plan",
+                &format!("activation buffer #{i}"),
+                bytes_of_len(len),
+            )?;
+        }
+        let in_bytes = bytes_of_len(plan.tensors[plan.input].len(plan.batch));
+        ctx.check_binding("plan", "input batch", in_bytes)?;
+        let t_bytes = bytes_of_len(plan.tensors[plan.targets].len(plan.batch));
+        let mut allocated = 0u64;
+        let exec_parts = ctx.scoped("allocating the plan", || {
+            let mut zeros = |label: &str, bytes: u64| {
+                allocated += bytes.max(4).next_multiple_of(4);
+                ctx.zeros(label, bytes)
+            };
+            let p = zeros("params", flat_bytes);
+            let g = zeros("grads", flat_bytes);
+            let s1 = zeros("state1", flat_bytes);
+            let s2 = zeros("state2", flat_bytes);
+            let arena: Vec<_> = plan
+                .arena
+                .iter()
+                .map(|&l| zeros("activations", bytes_of_len(l)))
+                .collect();
+            let input = zeros("input", in_bytes);
+            let targets = zeros("targets", t_bytes);
+            let metrics = [zeros("metrics.train", 16), zeros("metrics.eval", 16)];
+            let dummy = [zeros("dummy.read", 4), zeros("dummy.write", 4)];
+            (p, g, s1, s2, arena, input, targets, metrics, dummy)
+        })?;
+        let (p, g, s1, s2, arena, input, targets, metrics, dummy) = exec_parts;
+        ctx.queue.write_buffer(&p, 0, bytemuck::cast_slice(params));
+        let prm = OptParams::new(&Optimizer::sgd(0.0), 1, plan.flat_len);
+        let (d, u) = ctx.record(
+            "optimizer_step",
+            &[
+                Slice::whole(g.clone()),
+                Slice::whole(p.clone()),
+                Slice::whole(s1.clone()),
+                Slice::whole(s2.clone()),
+            ],
+            &prm,
+            groups64(plan.flat_len),
+        )?;
+        allocated += std::mem::size_of::<OptParams>() as u64;
+        let mut ex = GpuExec {
+            ctx,
+            params: p,
+            grads: g,
+            s1,
+            s2,
+            arena,
+            input,
+            targets,
+            metrics,
+            dummy,
+            opt_uniform: u,
+            opt_dispatch: d,
+            programs: HashMap::new(),
+            flat_len: plan.flat_len,
+            counters: Counters::default(),
+        };
+        ex.counters.bytes_uploaded += flat_bytes;
+        ex.counters.gpu_bytes_allocated = allocated;
+        // The full-batch programs are built now, so no pipeline is compiled during training.
+        ex.program(plan, plan.batch, Mode::Train)?;
+        ex.program(plan, plan.batch, Mode::Eval)?;
+        Ok(ex)
+    }
+
+    fn slice(&self, plan: &Plan, t: TensorId, n: usize) -> Slice {
+        let ts = &plan.tensors[t];
+        let bytes = bytes_of_len(ts.len(n));
+        let (buffer, offset) = match ts.home {
+            Home::Param(o) => (self.params.clone(), o as u64 * 4),
+            Home::Grad(o) => (self.grads.clone(), o as u64 * 4),
+            Home::Arena(b) => (self.arena[b].clone(), 0),
+            Home::Input => (self.input.clone(), 0),
+            Home::Targets => (self.targets.clone(), 0),
+            Home::Metrics(k) => (self.metrics[k].clone(), 0),
+        };
+        Slice {
+            buffer,
+            offset,
+            bytes,
+        }
+    }
+
+    /// Stand-in for an unused read-only binding.
+    fn dummy(&self) -> Slice {
+        Slice::whole(self.dummy[0].clone())
+    }
+
+    /// Stand-in for an unused writable binding.
+    fn dummy_out(&self) -> Slice {
+        Slice::whole(self.dummy[1].clone())
+    }
+
+    /// Builds (once) the dispatches of the schedule for batch `n` in `mode`.
+    fn program(&mut self, plan: &Plan, n: usize, mode: Mode) -> Result<&Program> {
+        if !self.programs.contains_key(&(n, mode)) {
+            let steps = plan.steps(n, mode)?;
+            let mut dispatches = Vec::with_capacity(steps.len());
+            let mut uniforms = Vec::with_capacity(steps.len());
+            let mut uniform_bytes = 0;
+            for s in &steps {
+                let (d, u, ub) = self.record_step(plan, n, s)?;
+                dispatches.push(d);
+                uniforms.push(u);
+                uniform_bytes += ub;
+            }
+            self.counters.gpu_bytes_allocated += uniform_bytes;
+            self.programs.insert(
+                (n, mode),
+                Program {
+                    dispatches,
+                    _uniforms: uniforms,
+                },
+            );
+        }
+        Ok(&self.programs[&(n, mode)])
+    }
+
+    fn record_step(
+        &self,
+        plan: &Plan,
+        n: usize,
+        s: &Step,
+    ) -> Result<(Dispatch, Arc<wgpu::Buffer>, u64)> {
+        let sl = |t: TensorId| self.slice(plan, t, n);
+        let c = &self.ctx;
+        macro_rules! rec {
+            ($name:expr, $slices:expr, $params:expr, $groups:expr) => {{
+                let prm = $params;
+                let (d, u) = c.record($name, &$slices, &prm, $groups)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }};
+        }
+        match s {
+            Step::Conv2dForward { x, w, b, y, d, act } => {
+                let bs = b.map_or_else(|| self.dummy(), sl);
+                let len = d.y.iter().product::<usize>();
+                rec!(
+                    "conv2d_forward",
+                    [sl(*x), sl(*w), bs, sl(*y)],
+                    ConvParams::new(d, b.is_some(), *act),
+                    groups64(len)
+                )
+            }
+            Step::Conv2dBackwardInput {
+                dy,
+                w,
+                y,
+                dx,
+                d,
+                act,
+            } => {
+                let len = d.x.iter().product::<usize>();
+                rec!(
+                    "conv2d_backward_input",
+                    [sl(*dy), sl(*w), sl(*y), sl(*dx)],
+                    ConvParams::new(d, false, *act),
+                    groups64(len)
+                )
+            }
+            Step::Conv2dBackwardWeight {
+                x,
+                dy,
+                y,
+                dw,
+                db,
+                d,
+                act,
+            } => {
+                let dbs = db.map_or_else(|| self.dummy_out(), sl);
+                let nw = d.w.iter().product::<usize>();
+                let groups = nw + if db.is_some() { d.w[0] } else { 0 };
+                rec!(
+                    "conv2d_backward_weight",
+                    [sl(*x), sl(*dy), sl(*y), sl(*dw), dbs],
+                    ConvParams::new(d, db.is_some(), *act),
+                    groups as u64
+                )
+            }
+            Step::MaxPool2dForward {
+                x,
+                y,
+                idx,
+                xd,
+                yd,
+                p,
+            } => rec!(
+                "max_pool2d_forward",
+                [sl(*x), sl(*y), sl(*idx)],
+                PoolParams::new(*xd, *yd, p),
+                groups64(yd.iter().product())
+            ),
+            Step::MaxPool2dBackward {
+                dy,
+                idx,
+                dx,
+                xd,
+                yd,
+                p,
+            } => rec!(
+                "max_pool2d_backward",
+                [sl(*dy), sl(*idx), sl(*dx)],
+                PoolParams::new(*xd, *yd, p),
+                groups64(xd.iter().product())
+            ),
+            Step::Gemm {
+                a,
+                b,
+                bias,
+                ya,
+                c: out,
+                cb,
+                g,
+            } => {
+                let prm = GemmParams::new(g, bias.is_some());
+                let groups = prm.groups();
+                let a_s = sl(*a);
+                let bias_s = bias.map_or_else(|| self.dummy(), sl);
+                let ya_s = ya.map_or_else(|| a_s.clone(), sl);
+                let cb_s = cb.map_or_else(|| self.dummy_out(), sl);
+                rec!(
+                    "gemm",
+                    [a_s, sl(*b), bias_s, ya_s, sl(*out), cb_s],
+                    prm,
+                    groups
+                )
+            }
+            Step::ActivationForward { x, y, act } => {
+                let len = plan.tensors[*x].len(n);
+                rec!(
+                    "activation_forward",
+                    [sl(*x), sl(*y)],
+                    EwParams {
+                        len: len as u32,
+                        act: act.code(),
+                        alpha: act.alpha(),
+                        pad: 0
+                    },
+                    groups64(len)
+                )
+            }
+            Step::ActivationBackward { x, dy, dx, act } => {
+                let len = plan.tensors[*x].len(n);
+                rec!(
+                    "activation_backward",
+                    [sl(*x), sl(*dy), sl(*dx)],
+                    EwParams {
+                        len: len as u32,
+                        act: act.code(),
+                        alpha: act.alpha(),
+                        pad: 0
+                    },
+                    groups64(len)
+                )
+            }
+            Step::Add { a, b, c: out } => {
+                let len = plan.tensors[*a].len(n);
+                rec!(
+                    "add",
+                    [sl(*a), sl(*b), sl(*out)],
+                    EwParams {
+                        len: len as u32,
+                        act: 0,
+                        alpha: 0.0,
+                        pad: 0
+                    },
+                    groups64(len)
+                )
+            }
+            Step::CrossEntropy {
+                logits,
+                dlogits,
+                metrics,
+                rows,
+                cols,
+            } => rec!(
+                "cross_entropy",
+                [
+                    sl(*logits),
+                    sl(plan.targets),
+                    dlogits.map_or_else(|| self.dummy_out(), sl),
+                    sl(*metrics)
+                ],
+                LossParams {
+                    rows: *rows as u32,
+                    cols: *cols as u32,
+                    accumulate: 1,
+                    has_grad: dlogits.is_some() as u32,
+                    scale: 1.0 / *rows as f32,
+                    pad: [0; 3]
+                },
+                1
+            ),
+            Step::Mse {
+                pred,
+                dpred,
+                metrics,
+                rows,
+                cols,
+            } => rec!(
+                "mse",
+                [
+                    sl(*pred),
+                    sl(plan.targets),
+                    dpred.map_or_else(|| self.dummy_out(), sl),
+                    sl(*metrics)
+                ],
+                LossParams {
+                    rows: *rows as u32,
+                    cols: *cols as u32,
+                    accumulate: 1,
+                    has_grad: dpred.is_some() as u32,
+                    scale: 1.0 / (*rows * *cols) as f32,
+                    pad: [0; 3]
+                },
+                1
+            ),
+        }
+    }
+
+    fn upload(&mut self, buf: &wgpu::Buffer, bytes: &[u8]) {
+        self.ctx.queue.write_buffer(buf, 0, bytes);
+        self.counters.bytes_uploaded += bytes.len() as u64;
+    }
+
+    /// Uploads the batch and runs the schedule (plus the optimizer when training) in one
+    /// encoder and one submit. Nothing is read back.
+    pub fn run(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        mode: Mode,
+        images: &[f32],
+        targets: &[u32],
+        opt: Option<(&Optimizer, u64)>,
+    ) -> Result<()> {
+        self.ctx.check_lost()?;
+        self.program(plan, n, mode)?;
+        let (input, tbuf) = (self.input.clone(), self.targets.clone());
+        self.upload(&input, bytemuck::cast_slice(images));
+        self.upload(&tbuf, bytemuck::cast_slice(targets));
+        if let Some((o, t)) = opt {
+            let prm = OptParams::new(o, t, self.flat_len);
+            let u = self.opt_uniform.clone();
+            self.upload(&u, bytemuck::bytes_of(&prm));
+        }
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        let prog = &self.programs[&(n, mode)];
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            let opt_d = opt.map(|_| &self.opt_dispatch);
+            for d in prog.dispatches.iter().chain(opt_d) {
+                pass.set_pipeline(&d.kernel.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
+            }
+        }
+        let dispatches = prog.dispatches.len() as u64 + opt.is_some() as u64;
+        self.ctx.scoped("submitting a step", || {
+            self.ctx.queue.submit(Some(encoder.finish()))
+        })?;
+        self.counters.submits += 1;
+        if opt.is_some() {
+            self.counters.steps += 1;
+            self.counters.dispatches_per_step = dispatches;
+            self.counters.submits_last_step = 1;
+        }
+        Ok(())
+    }
+
+    /// Forward pass without the loss, for prediction.
+    pub fn run_predict(&mut self, plan: &Plan, n: usize, images: &[f32]) -> Result<()> {
+        let zeros = vec![0u32; n * plan.target_len];
+        // The eval program accumulates metrics; keep them out of the user's evaluation.
+        let saved = self.read_bytes(&self.metrics[1].clone(), 16)?;
+        self.run(plan, n, Mode::Eval, images, &zeros, None)?;
+        let m = self.metrics[1].clone();
+        self.upload(&m, &saved);
+        Ok(())
+    }
+
+    fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
+        let encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read"),
+            });
+        let s = Slice {
+            buffer: buf.clone(),
+            offset: 0,
+            bytes,
+        };
+        let mut r = self.ctx.finish_and_read(encoder, &[s])?;
+        self.counters.submits += 1;
+        self.counters.bytes_read_back += bytes;
+        Ok(r.pop().unwrap_or_default())
+    }
+
+    pub fn read(&mut self, plan: &Plan, t: TensorId, n: usize) -> Result<Vec<f32>> {
+        let s = self.slice(plan, t, n);
+        let encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read"),
+            });
+        let mut r = self.ctx.finish_and_read(encoder, &[s.clone()])?;
+        self.counters.submits += 1;
+        self.counters.bytes_read_back += s.bytes;
+        Ok(to_f32(&r.pop().unwrap_or_default()))
+    }
+
+    pub fn take_metrics(&mut self, mode: Mode) -> Result<[f32; 4]> {
+        let k = (mode == Mode::Eval) as usize;
+        let buf = self.metrics[k].clone();
+        let v = to_f32(&self.read_bytes(&buf, 16)?);
+        self.upload(&buf, &[0u8; 16]);
+        Ok([v[0], v[1], v[2], v[3]])
+    }
+
+    pub fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
+        let buf = match which {
+            Flat::Params => self.params.clone(),
+            Flat::Grads => self.grads.clone(),
+            Flat::State1 => self.s1.clone(),
+            Flat::State2 => self.s2.clone(),
+        };
+        Ok(to_f32(&self.read_bytes(&buf, bytes_of_len(self.flat_len))?))
+    }
+
+    pub fn load(&mut self, p: &[f32], s1: &[f32], s2: &[f32]) -> Result<()> {
+        let (pb, b1, b2) = (self.params.clone(), self.s1.clone(), self.s2.clone());
+        self.upload(&pb, bytemuck::cast_slice(p));
+        self.upload(&b1, bytemuck::cast_slice(s1));
+        self.upload(&b2, bytemuck::cast_slice(s2));
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! Executors: run a [`Plan`] on the GPU (every tensor resident, one submit per
+//! training step, nothing read back but metrics when asked) or on the CPU with the
+//! kernels' twins. Both expose the same [`Executor`] API and produce the same numbers.
+//!
+//! ```no_run
+//! use wgcnn::{exec::{Executor, Targets}, nn, Backend, Optimizer, plan::Mode};
+//! # fn main() -> Result<(), wgcnn::Error> {
+//! let graph = nn::lenet5()?;
+//! let mut ex = Executor::new(&Backend::gpu()?, &graph, 64, Optimizer::momentum(0.05, 0.9), 0)?;
+//! let images = vec![0.0f32; 64 * 28 * 28];
+//! let labels = vec![3u32; 64];
+//! ex.train_step(&images, Targets::Classes(&labels))?;   // one submit, no readback
+//! let m = ex.take_metrics(Mode::Train)?;                  // one small readback
+//! println!("loss {:.4} acc {:.3}", m.loss, m.accuracy);
+//! # Ok(()) }
+//! ```
+
+mod cpu;
+mod gpu;
+
+use rand::{Rng, SeedableRng};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::optim::Optimizer;
+use crate::plan::{MemoryReport, Mode, Plan, Step};
+
+/// Targets of a batch: class indices (cross-entropy) or dense values (MSE).
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    Classes(&'a [u32]),
+    Values(&'a [f32]),
+}
+
+/// Metrics accumulated since the last [`Executor::take_metrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Mean loss per sample.
+    pub loss: f32,
+    /// Fraction of samples whose argmax equals the target (cross-entropy only).
+    pub accuracy: f32,
+    /// Samples seen.
+    pub samples: usize,
+    /// Whether a non-finite loss was seen.
+    pub non_finite: bool,
+}
+
+impl Metrics {
+    fn from_raw(m: [f32; 4]) -> Self {
+        Metrics {
+            loss: if m[2] > 0.0 { m[0] / m[2] } else { 0.0 },
+            accuracy: if m[2] > 0.0 { m[1] / m[2] } else { 0.0 },
+            samples: m[2] as usize,
+            non_finite: m[3] != 0.0 || !m[0].is_finite(),
+        }
+    }
+}
+
+/// What the executor did, for napkin math and for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Training steps run.
+    pub steps: u64,
+    /// Queue submits in total.
+    pub submits: u64,
+    /// Dispatches recorded by the last training step.
+    pub dispatches_per_step: u64,
+    /// Submits made by the last training step.
+    pub submits_last_step: u64,
+    /// Bytes written to the device with `queue.write_buffer` in total.
+    pub bytes_uploaded: u64,
+    /// Bytes read back from the device in total.
+    pub bytes_read_back: u64,
+    /// Bytes of device buffers currently allocated by this executor.
+    pub gpu_bytes_allocated: u64,
+}
+
+/// A named tensor read back from the executor.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// PyTorch's default initialisation of conv and linear layers: weights and biases
+/// uniform in `±1/√fan_in` (Kaiming-uniform with `a = √5`), drawn in parameter order
+/// from `StdRng::seed_from_u64(seed)`. Returns the flat, 256-byte-aligned layout.
+pub fn init_params(plan: &Plan, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut flat = vec![0.0f32; plan.flat_len];
+    for (p, &(t, _)) in plan.graph.params().iter().zip(&plan.param_tensors) {
+        let bound = 1.0 / (p.fan_in.max(1) as f32).sqrt();
+        let off = offset_of(plan, t);
+        for v in &mut flat[off..off + p.len()] {
+            *v = rng.random_range(-bound..bound);
+        }
+    }
+    flat
+}
+
+pub(crate) fn offset_of(plan: &Plan, t: usize) -> usize {
+    match plan.tensors[t].home {
+        crate::plan::Home::Param(o) | crate::plan::Home::Grad(o) => o,
+        _ => 0,
+    }
+}
+
+enum Inner {
+    Cpu(cpu::CpuExec),
+    Gpu(gpu::GpuExec),
+}
+
+/// Runs a planned graph: training steps, evaluation, prediction, state I/O.
+pub struct Executor {
+    plan: Plan,
+    opt: Optimizer,
+    step: u64,
+    inner: Inner,
+}
+
+impl Executor {
+    /// Plans `graph` for batches of up to `batch` samples on `backend`, with parameters
+    /// initialised from `seed` (see [`init_params`]).
+    pub fn new(
+        backend: &Backend,
+        graph: &Graph,
+        batch: usize,
+        opt: Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        opt.validate()?;
+        let mut plan = Plan::new(graph, batch)?;
+        plan.memory.optimizer_state = (opt.kind.state_slots() * plan.flat_len * 4) as u64;
+        let params = init_params(&plan, seed);
+        let inner = match backend {
+            Backend::Cpu => Inner::Cpu(cpu::CpuExec::new(&plan, params)),
+            Backend::Gpu(ctx) => Inner::Gpu(gpu::GpuExec::new(ctx.clone(), &plan, &params)?),
+        };
+        Ok(Executor {
+            plan,
+            opt,
+            step: 0,
+            inner,
+        })
+    }
+
+    /// The plan being executed.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Bytes by kind (parameters, gradients, optimizer state, activations, inputs).
+    pub fn memory(&self) -> MemoryReport {
+        self.plan.memory
+    }
+
+    /// The optimizer (its learning rate may be changed with [`Executor::set_lr`]).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    /// Changes the learning rate for the following steps.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        let mut o = self.opt;
+        o.lr = lr;
+        o.validate()?;
+        self.opt = o;
+        Ok(())
+    }
+
+    /// Training steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Counters (submits, dispatches, bytes moved, bytes allocated).
+    pub fn counters(&self) -> Counters {
+        match &self.inner {
+            Inner::Cpu(c) => c.counters,
+            Inner::Gpu(g) => g.counters,
+        }
+    }
+
+    /// Validates a batch and returns its size.
+    fn check_batch(&self, images: &[f32], targets: Option<Targets<'_>>) -> Result<usize> {
+        let per: usize = self.plan.input_shape.iter().product();
+        if images.is_empty() || images.len() % per != 0 {
+            return Err(Error::shape(
+                "batch",
+                format!(
+                    "{} input values is not a whole number of samples of shape {:?}",
+                    images.len(),
+                    self.plan.input_shape
+                ),
+            ));
+        }
+        let n = images.len() / per;
+        if n > self.plan.batch {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "{n} samples, but the plan was built for at most {}",
+                    self.plan.batch
+                ),
+            ));
+        }
+        match (targets, self.plan.classes) {
+            (None, _) => {}
+            (Some(Targets::Classes(t)), true) => {
+                if t.len() != n {
+                    return Err(Error::shape(
+                        "targets",
+                        format!("{} labels for {n} samples", t.len()),
+                    ));
+                }
+                let k = self
+                    .plan
+                    .graph
+                    .numel(self.plan.graph.output_node().expect("validated"));
+                if let Some(bad) = t.iter().find(|&&c| c as usize >= k) {
+                    return Err(Error::invalid(
+                        "targets",
+                        format!("class {bad} out of range for {k} outputs"),
+                    ));
+                }
+            }
+            (Some(Targets::Values(v)), false) => {
+                if v.len() != n * self.plan.target_len {
+                    return Err(Error::shape(
+                        "targets",
+                        format!(
+                            "{} target values for {n} samples of {}",
+                            v.len(),
+                            self.plan.target_len
+                        ),
+                    ));
+                }
+            }
+            (Some(_), true) => {
+                return Err(Error::invalid(
+                    "targets",
+                    "a cross-entropy model takes Targets::Classes",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::invalid(
+                    "targets",
+                    "an MSE model takes Targets::Values",
+                ))
+            }
+        }
+        Ok(n)
+    }
+
+    fn target_words(targets: Targets<'_>) -> Vec<u32> {
+        match targets {
+            Targets::Classes(c) => c.to_vec(),
+            Targets::Values(v) => v.iter().map(|x| x.to_bits()).collect(),
+        }
+    }
+
+    /// One training step: upload the batch, forward, loss, backward, optimizer update.
+    /// On the GPU this is one command encoder and one submit, with nothing read back;
+    /// loss and accuracy accumulate on the device until [`Executor::take_metrics`].
+    pub fn train_step(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
+        let n = self.check_batch(images, Some(targets))?;
+        let t = Self::target_words(targets);
+        self.step += 1;
+        let (opt, step) = (self.opt, self.step);
+        let r = match &mut self.inner {
+            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Train, images, &t, Some((&opt, step))),
+            Inner::Gpu(g) => g.run(&self.plan, n, Mode::Train, images, &t, Some((&opt, step))),
+        };
+        if r.is_err() {
+            self.step -= 1;
+        }
+        r
+    }
+
+    /// Forward pass and loss on a batch, accumulating the evaluation metrics.
+    pub fn eval_batch(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
+        let n = self.check_batch(images, Some(targets))?;
+        let t = Self::target_words(targets);
+        match &mut self.inner {
+            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Eval, images, &t, None),
+            Inner::Gpu(g) => g.run(&self.plan, n, Mode::Eval, images, &t, None),
+        }
+    }
+
+    /// Forward pass only; returns the model output `[n, out]` (logits for cross-entropy).
+    pub fn predict(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
+        let n = self.check_batch(images, None)?;
+        let zeros = vec![0u32; n * self.plan.target_len];
+        match &mut self.inner {
+            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Eval, images, &zeros, None)?,
+            Inner::Gpu(g) => g.run_predict(&self.plan, n, images)?,
+        }
+        if let Inner::Cpu(c) = &mut self.inner {
+            c.discard_eval_metrics();
+        }
+        self.output(n)
+    }
+
+    /// The model output `[n, out]` of the last forward pass on `n` samples.
+    pub fn output(&mut self, n: usize) -> Result<ndarray::Array2<f32>> {
+        let out = self
+            .plan
+            .graph
+            .numel(self.plan.graph.output_node().expect("validated"));
+        let t = self.plan.output;
+        let v = match &mut self.inner {
+            Inner::Cpu(c) => c.read(&self.plan, t, n),
+            Inner::Gpu(g) => g.read(&self.plan, t, n)?,
+        };
+        ndarray::Array2::from_shape_vec((n, out), v[..n * out].to_vec())
+            .map_err(|e| Error::shape("output", e.to_string()))
+    }
+
+    /// Reads back and resets the metrics of `mode` (one 16-byte readback on the GPU).
+    /// A non-finite loss is an [`Error::NonFinite`] naming the step.
+    pub fn take_metrics(&mut self, mode: Mode) -> Result<Metrics> {
+        let raw = match &mut self.inner {
+            Inner::Cpu(c) => c.take_metrics(mode),
+            Inner::Gpu(g) => g.take_metrics(mode)?,
+        };
+        let m = Metrics::from_raw(raw);
+        if m.non_finite {
+            return Err(Error::NonFinite { step: self.step });
+        }
+        Ok(m)
+    }
+
+    fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
+        match &mut self.inner {
+            Inner::Cpu(c) => Ok(c.flat(which).to_vec()),
+            Inner::Gpu(g) => g.read_flat(which),
+        }
+    }
+
+    fn named(&self, flat: &[f32], grads: bool) -> Vec<NamedTensor> {
+        self.plan
+            .graph
+            .params()
+            .iter()
+            .zip(&self.plan.param_tensors)
+            .map(|(p, &(pt, gt))| {
+                let off = offset_of(&self.plan, if grads { gt } else { pt });
+                (
+                    p.name.clone(),
+                    p.shape.clone(),
+                    flat[off..off + p.len()].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every parameter, by PyTorch-style name, in PyTorch layout.
+    pub fn parameters(&mut self) -> Result<Vec<NamedTensor>> {
+        let flat = self.read_flat(Flat::Params)?;
+        Ok(self.named(&flat, false))
+    }
+
+    /// The gradients of the last training step, by parameter name.
+    pub fn gradients(&mut self) -> Result<Vec<NamedTensor>> {
+        let flat = self.read_flat(Flat::Grads)?;
+        Ok(self.named(&flat, true))
+    }
+
+    /// Optimizer state tensors, named `<param>.state1` / `<param>.state2`.
+    pub fn optimizer_state(&mut self) -> Result<Vec<NamedTensor>> {
+        let mut out = Vec::new();
+        for (slot, which) in [(1, Flat::State1), (2, Flat::State2)] {
+            if self.opt.kind.state_slots() < slot {
+                continue;
+            }
+            let flat = self.read_flat(which)?;
+            for (name, shape, v) in self.named(&flat, false) {
+                out.push((format!("{name}.state{slot}"), shape, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores parameters (and optionally optimizer state and the step counter), e.g.
+    /// from a checkpoint. Every parameter must be given with its exact shape.
+    pub fn load_state(
+        &mut self,
+        params: &[NamedTensor],
+        opt_state: &[NamedTensor],
+        step: u64,
+    ) -> Result<()> {
+        let mut flats = [
+            vec![0.0f32; self.plan.flat_len],
+            vec![0.0f32; self.plan.flat_len],
+            vec![0.0f32; self.plan.flat_len],
+        ];
+        let find = |list: &[NamedTensor], name: &str| -> Option<(Vec<usize>, Vec<f32>)> {
+            list.iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, s, v)| (s.clone(), v.clone()))
+        };
+        let slots = self.opt.kind.state_slots();
+        for (p, &(pt, _)) in self
+            .plan
+            .graph
+            .params()
+            .iter()
+            .zip(&self.plan.param_tensors)
+        {
+            let off = offset_of(&self.plan, pt);
+            let mut names = vec![(0usize, p.name.clone(), params)];
+            for s in 1..=slots {
+                names.push((s, format!("{}.state{s}", p.name), opt_state));
+            }
+            for (k, name, list) in names {
+                if k > 0 && opt_state.is_empty() {
+                    continue;
+                }
+                let (shape, v) = find(list, &name).ok_or_else(|| {
+                    Error::shape("load_state", format!("missing tensor '{name}'"))
+                })?;
+                if shape != p.shape || v.len() != p.len() {
+                    return Err(Error::shape(
+                        "load_state",
+                        format!(
+                            "'{name}' has shape {shape:?}, the model expects {:?}",
+                            p.shape
+                        ),
+                    ));
+                }
+                flats[k][off..off + p.len()].copy_from_slice(&v);
+            }
+        }
+        let [pf, s1, s2] = flats;
+        match &mut self.inner {
+            Inner::Cpu(c) => c.load(pf, s1, s2),
+            Inner::Gpu(g) => g.load(&pf, &s1, &s2)?,
+        }
+        self.step = step;
+        Ok(())
+    }
+
+    /// The training schedule for a batch of `n` (for inspection).
+    pub fn steps(&self, n: usize) -> Result<Vec<Step>> {
+        self.plan.steps(n, Mode::Train)
+    }
+}
+
+/// The flat buffers an executor keeps resident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flat {
+    Params,
+    Grads,
+    State1,
+    State2,
+}

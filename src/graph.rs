@@ -1,0 +1,407 @@
+//! The graph: a DAG of ops with shapes inferred and checked as nodes are added.
+//!
+//! Shapes here are per sample (the batch dimension is chosen when the graph is
+//! planned). Nodes can only refer to earlier nodes, so the insertion order is a
+//! topological order. A tensor may be used several times (residual connections);
+//! its gradients are then summed.
+//!
+//! ```
+//! use wgcnn::graph::Graph;
+//! use wgcnn::{Activation, Conv2dParams};
+//! # fn main() -> Result<(), wgcnn::Error> {
+//! let mut g = Graph::new();
+//! let x = g.input("x", &[1, 8, 8])?;
+//! let c = g.conv2d("c1", x, 4, [3, 3], Conv2dParams::new(1, 1), true)?;
+//! let r = g.activation("r1", c, Activation::Relu)?;
+//! let s = g.add("res", r, c)?;             // c is used twice
+//! let f = g.flatten("flat", s)?;
+//! let l = g.linear("fc", f, 10, true)?;
+//! g.cross_entropy("loss", l)?;
+//! assert_eq!(g.node(l).shape, vec![10]);
+//! # Ok(()) }
+//! ```
+
+use crate::error::{Error, Result};
+use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+
+/// Index of a node in its graph.
+pub type NodeId = usize;
+
+/// Index of a parameter in its graph.
+pub type ParamId = usize;
+
+/// The op vocabulary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The data input (one per graph).
+    Input,
+    /// 2-D convolution with optional bias and an optionally fused activation.
+    Conv2d {
+        x: NodeId,
+        w: ParamId,
+        b: Option<ParamId>,
+        p: Conv2dParams,
+        act: Option<Activation>,
+    },
+    /// 2-D max-pooling (records argmax indices for the backward pass).
+    MaxPool2d { x: NodeId, p: Pool2dParams },
+    /// `y = x·wᵀ + b` with an optionally fused activation.
+    Linear {
+        x: NodeId,
+        w: ParamId,
+        b: Option<ParamId>,
+        act: Option<Activation>,
+    },
+    /// Reshape to one dimension per sample (a view, no data movement).
+    Flatten { x: NodeId },
+    /// Elementwise activation.
+    Activation { x: NodeId, act: Activation },
+    /// Elementwise sum of two tensors of the same shape.
+    Add { a: NodeId, b: NodeId },
+    /// Softmax + cross-entropy against integer class targets (mean over the batch).
+    CrossEntropy { logits: NodeId },
+    /// Mean squared error against dense targets (mean over all elements).
+    Mse { pred: NodeId },
+}
+
+impl Op {
+    /// The nodes this op reads.
+    pub fn inputs(&self) -> Vec<NodeId> {
+        match *self {
+            Op::Input => vec![],
+            Op::Conv2d { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::Linear { x, .. }
+            | Op::Flatten { x }
+            | Op::Activation { x, .. } => vec![x],
+            Op::Add { a, b } => vec![a, b],
+            Op::CrossEntropy { logits } => vec![logits],
+            Op::Mse { pred } => vec![pred],
+        }
+    }
+
+    /// The parameters this op owns.
+    pub fn params(&self) -> Vec<ParamId> {
+        match *self {
+            Op::Conv2d { w, b, .. } | Op::Linear { w, b, .. } => {
+                std::iter::once(w).chain(b).collect()
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// One node: its name, op and per-sample output shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub shape: Vec<usize>,
+}
+
+/// A learnable tensor, named like PyTorch (`c1.weight`, `c1.bias`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Fan-in used by the default (Kaiming-uniform) initialisation.
+    pub fan_in: usize,
+}
+
+impl Param {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True for a zero-sized parameter (never produced by the builders).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A model graph. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    params: Vec<Param>,
+    input: Option<NodeId>,
+    loss: Option<NodeId>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All nodes in topological (insertion) order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// One node.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// All parameters in creation order.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The input node, if declared.
+    pub fn input_node(&self) -> Option<NodeId> {
+        self.input
+    }
+
+    /// The loss node, if declared.
+    pub fn loss_node(&self) -> Option<NodeId> {
+        self.loss
+    }
+
+    /// The node feeding the loss (logits or predictions).
+    pub fn output_node(&self) -> Option<NodeId> {
+        self.loss.map(|l| self.nodes[l].op.inputs()[0])
+    }
+
+    fn check_ref(&self, name: &str, id: NodeId) -> Result<&Node> {
+        let n = self
+            .nodes
+            .get(id)
+            .ok_or_else(|| Error::shape(name, format!("refers to unknown node #{id}")))?;
+        if matches!(n.op, Op::CrossEntropy { .. } | Op::Mse { .. }) {
+            return Err(Error::shape(
+                name,
+                format!("cannot consume the loss node '{}'", n.name),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn push(&mut self, name: &str, op: Op, shape: Vec<usize>) -> Result<NodeId> {
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(Error::shape(name, "a node with this name already exists"));
+        }
+        if shape.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("output shape {shape:?} has a zero-sized dimension"),
+            ));
+        }
+        self.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            shape,
+        });
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize) -> ParamId {
+        self.params.push(Param {
+            name,
+            shape,
+            fan_in,
+        });
+        self.params.len() - 1
+    }
+
+    /// The data input with per-sample `shape` (e.g. `[1, 28, 28]`).
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
+        if self.input.is_some() {
+            return Err(Error::shape(name, "the graph already has an input"));
+        }
+        if shape.is_empty() {
+            return Err(Error::shape(name, "input shape must have at least one dim"));
+        }
+        let id = self.push(name, Op::Input, shape.to_vec())?;
+        self.input = Some(id);
+        Ok(id)
+    }
+
+    /// Convolution `x [C,H,W] → [out_channels, oh, ow]` with parameters `name.weight`
+    /// `[out, C, kh, kw]` and (if `bias`) `name.bias` `[out]`.
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: [usize; 2],
+        p: Conv2dParams,
+        bias: bool,
+    ) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("conv2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let wshape = [out_channels, xs[0], kernel[0], kernel[1]];
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]], wshape)
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        let fan_in = xs[0] * kernel[0] * kernel[1];
+        let w = self.param(format!("{name}.weight"), wshape.to_vec(), fan_in);
+        let b = bias.then(|| self.param(format!("{name}.bias"), vec![out_channels], fan_in));
+        self.push(
+            name,
+            Op::Conv2d {
+                x,
+                w,
+                b,
+                p,
+                act: None,
+            },
+            y[1..].to_vec(),
+        )
+    }
+
+    /// Max-pooling `x [C,H,W] → [C, oh, ow]`.
+    pub fn max_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("max_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::MaxPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Linear layer `x [in] → [out]` with `name.weight [out, in]` and `name.bias [out]`.
+    pub fn linear(&mut self, name: &str, x: NodeId, out: usize, bias: bool) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "linear needs a flat input, but '{xname}' has shape {xs:?} (add a Flatten)"
+                ),
+            ));
+        }
+        let inp = xs[0];
+        let w = self.param(format!("{name}.weight"), vec![out, inp], inp);
+        let b = bias.then(|| self.param(format!("{name}.bias"), vec![out], inp));
+        self.push(name, Op::Linear { x, w, b, act: None }, vec![out])
+    }
+
+    /// Linear layer that checks the expected input width `inp` (as `nn::Linear::new(in, out)`).
+    pub fn linear_checked(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        inp: usize,
+        out: usize,
+        bias: bool,
+    ) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        let have: usize = xs.iter().product();
+        if xs.len() != 1 || have != inp {
+            return Err(Error::shape(
+                name,
+                format!("expects {inp} input features, but '{xname}' produces shape {xs:?}"),
+            ));
+        }
+        self.linear(name, x, out, bias)
+    }
+
+    /// Flatten `[d0, d1, …] → [d0·d1·…]`.
+    pub fn flatten(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        self.push(name, Op::Flatten { x }, vec![xs.iter().product()])
+    }
+
+    /// Elementwise activation.
+    pub fn activation(&mut self, name: &str, x: NodeId, act: Activation) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if let Activation::LeakyRelu(a) | Activation::Elu(a) = act {
+            if !a.is_finite() {
+                return Err(Error::invalid(
+                    name,
+                    format!("activation parameter {a} is not finite"),
+                ));
+            }
+        }
+        self.push(name, Op::Activation { x, act }, xs)
+    }
+
+    /// Elementwise sum; both operands must have the same shape.
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let sa = self.check_ref(name, a)?.shape.clone();
+        let sb = self.check_ref(name, b)?.shape.clone();
+        if sa != sb {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "operands '{}' {sa:?} and '{}' {sb:?} differ in shape",
+                    self.nodes[a].name, self.nodes[b].name
+                ),
+            ));
+        }
+        self.push(name, Op::Add { a, b }, sa)
+    }
+
+    fn set_loss(&mut self, name: &str, op: Op) -> Result<NodeId> {
+        if self.loss.is_some() {
+            return Err(Error::shape(name, "the graph already has a loss"));
+        }
+        let id = self.push(name, op, vec![1])?;
+        self.loss = Some(id);
+        Ok(id)
+    }
+
+    /// Softmax + cross-entropy loss on `logits [K]` against class targets.
+    pub fn cross_entropy(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
+        let s = self.check_ref(name, logits)?.shape.clone();
+        if s.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!("cross-entropy needs flat logits, got {s:?}"),
+            ));
+        }
+        self.set_loss(name, Op::CrossEntropy { logits })
+    }
+
+    /// Mean-squared-error loss on `pred` against dense targets of the same shape.
+    pub fn mse(&mut self, name: &str, pred: NodeId) -> Result<NodeId> {
+        self.check_ref(name, pred)?;
+        self.set_loss(name, Op::Mse { pred })
+    }
+
+    /// Checks the graph is complete: one input, one loss, and every parameter used once.
+    pub fn validate(&self) -> Result<()> {
+        if self.input.is_none() {
+            return Err(Error::shape("graph", "no input node"));
+        }
+        if self.loss.is_none() {
+            return Err(Error::shape(
+                "graph",
+                "no loss node (add cross_entropy or mse)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of consumers of every node.
+    pub fn consumers(&self) -> Vec<usize> {
+        let mut c = vec![0; self.nodes.len()];
+        for n in &self.nodes {
+            for i in n.op.inputs() {
+                c[i] += 1;
+            }
+        }
+        c
+    }
+
+    /// Per-sample element count of node `id`.
+    pub fn numel(&self, id: NodeId) -> usize {
+        self.nodes[id].shape.iter().product()
+    }
+}

@@ -1,0 +1,249 @@
+//! Layers that read like PyTorch/Keras, composed into a [`Sequential`] model that
+//! builds a [`Graph`]. Parameter names follow PyTorch (`c1.weight`, `c1.bias`).
+//!
+//! ```
+//! use wgcnn::nn::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
+//! # fn main() -> Result<(), wgcnn::Error> {
+//! let graph = Sequential::new(&[1, 28, 28])
+//!     .add("c1", Conv2d::new(1, 6, 5).padding(2))
+//!     .add("r1", Relu)
+//!     .add("s2", MaxPool2d::new(2))
+//!     .add("flat", Flatten)
+//!     .add("f", Linear::new(6 * 14 * 14, 10))
+//!     .cross_entropy()?;
+//! assert_eq!(graph.params()[0].name, "c1.weight");
+//! # Ok(()) }
+//! ```
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId};
+use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+
+/// A layer: adds its node(s) to a graph.
+pub trait Layer {
+    /// Adds the layer named `name` on top of `x`.
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId>;
+}
+
+/// `nn.Conv2d(in, out, k)` with `.stride(s)`, `.padding(p)`, `.bias(false)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2d {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub params: Conv2dParams,
+    pub bias: bool,
+}
+
+impl Conv2d {
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        Conv2d {
+            in_channels,
+            out_channels,
+            kernel: [kernel, kernel],
+            params: Conv2dParams::default(),
+            bias: true,
+        }
+    }
+    pub fn kernel2(mut self, kh: usize, kw: usize) -> Self {
+        self.kernel = [kh, kw];
+        self
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.params.stride = [s, s];
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.params.padding = [p, p];
+        self
+    }
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+}
+
+impl Layer for Conv2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = &g.node(x).shape;
+        if xs.first() != Some(&self.in_channels) {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "Conv2d expects {} input channels, but '{}' produces shape {xs:?}",
+                    self.in_channels,
+                    g.node(x).name
+                ),
+            ));
+        }
+        g.conv2d(
+            name,
+            x,
+            self.out_channels,
+            self.kernel,
+            self.params,
+            self.bias,
+        )
+    }
+}
+
+/// `nn.MaxPool2d(k)` with `.stride(s)`, `.padding(p)`.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2d(pub Pool2dParams);
+
+impl MaxPool2d {
+    pub fn new(k: usize) -> Self {
+        MaxPool2d(Pool2dParams::new(k))
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.0.stride = [s, s];
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.0.padding = [p, p];
+        self
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.max_pool2d(name, x, self.0)
+    }
+}
+
+/// `nn.Linear(in, out)` with `.bias(false)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+}
+
+impl Linear {
+    pub fn new(in_features: usize, out_features: usize) -> Self {
+        Linear {
+            in_features,
+            out_features,
+            bias: true,
+        }
+    }
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+}
+
+impl Layer for Linear {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.linear_checked(name, x, self.in_features, self.out_features, self.bias)
+    }
+}
+
+/// `nn.Flatten()`
+#[derive(Clone, Copy, Debug)]
+pub struct Flatten;
+
+impl Layer for Flatten {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.flatten(name, x)
+    }
+}
+
+macro_rules! act_layer {
+    ($(#[$m:meta])* $name:ident, $act:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name;
+        impl Layer for $name {
+            fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+                g.activation(name, x, $act)
+            }
+        }
+    };
+}
+
+act_layer!(
+    /// `nn.ReLU()`
+    Relu,
+    Activation::Relu
+);
+act_layer!(
+    /// `nn.Sigmoid()`
+    Sigmoid,
+    Activation::Sigmoid
+);
+act_layer!(
+    /// `nn.Tanh()`
+    Tanh,
+    Activation::Tanh
+);
+
+/// Any [`Activation`] as a layer (LeakyReLU(α), ELU(α), Step, …).
+#[derive(Clone, Copy, Debug)]
+pub struct Act(pub Activation);
+
+impl Layer for Act {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.activation(name, x, self.0)
+    }
+}
+
+/// A stack of layers on one input; the first error is kept and reported by the
+/// finishing call.
+pub struct Sequential {
+    graph: Graph,
+    last: Result<NodeId>,
+}
+
+impl Sequential {
+    /// Starts a model whose samples have `input_shape` (e.g. `[1, 28, 28]`).
+    pub fn new(input_shape: &[usize]) -> Self {
+        let mut graph = Graph::new();
+        let last = graph.input("input", input_shape);
+        Sequential { graph, last }
+    }
+
+    /// Appends `layer` under `name` (its parameters are `name.weight`, `name.bias`).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, name: &str, layer: impl Layer) -> Self {
+        self.last = match self.last {
+            Ok(x) => layer.build(&mut self.graph, name, x),
+            Err(e) => Err(e),
+        };
+        self
+    }
+
+    /// Finishes with a softmax + cross-entropy loss.
+    pub fn cross_entropy(mut self) -> Result<Graph> {
+        let x = self.last?;
+        self.graph.cross_entropy("loss", x)?;
+        Ok(self.graph)
+    }
+
+    /// Finishes with an MSE loss.
+    pub fn mse(mut self) -> Result<Graph> {
+        let x = self.last?;
+        self.graph.mse("loss", x)?;
+        Ok(self.graph)
+    }
+}
+
+/// LeNet-5 for 1×28×28 inputs, as in the MNIST example: conv 1→6 5×5 pad 2, ReLU,
+/// max-pool 2; conv 6→16 5×5, ReLU, max-pool 2; 400→120→84→10 with ReLUs.
+/// Parameter names `c1, c3, f5, f6, f7`.
+pub fn lenet5() -> Result<Graph> {
+    Sequential::new(&[1, 28, 28])
+        .add("c1", Conv2d::new(1, 6, 5).padding(2))
+        .add("relu1", Relu)
+        .add("s2", MaxPool2d::new(2))
+        .add("c3", Conv2d::new(6, 16, 5))
+        .add("relu3", Relu)
+        .add("s4", MaxPool2d::new(2))
+        .add("flatten", Flatten)
+        .add("f5", Linear::new(400, 120))
+        .add("relu5", Relu)
+        .add("f6", Linear::new(120, 84))
+        .add("relu6", Relu)
+        .add("f7", Linear::new(84, 10))
+        .cross_entropy()
+}
