@@ -33,6 +33,7 @@ pub mod nn;
 pub mod optim;
 pub mod plan;
 pub mod shape;
+pub mod train;
 
 pub use backend::{Backend, Conv2dGrads, LinearGrads};
 pub use error::{Error, Result};

@@ -162,50 +162,127 @@ fn every_family_parses_and_validates() {
     }
 }
 
+/// Every way the kernel `k` disagrees with its entry point in `f` (empty when they agree).
+fn table_errors(f: &Family, k: &KernelSpec) -> Vec<String> {
+    let mut errs = Vec::new();
+    let Some(i) = f
+        .module
+        .entry_points
+        .iter()
+        .position(|ep| ep.name == k.name)
+    else {
+        return vec![format!(
+            "{}: no entry point of that name in {}.wgsl",
+            k.name, f.name
+        )];
+    };
+    let ep = &f.module.entry_points[i];
+    if ep.stage != ShaderStage::Compute {
+        errs.push(format!(
+            "{}: {:?} entry point, not compute",
+            k.name, ep.stage
+        ));
+    }
+    if ep.workgroup_size != [64, 1, 1] {
+        errs.push(format!(
+            "{}: @workgroup_size{:?}, the host dispatches 64 invocations per workgroup",
+            k.name, ep.workgroup_size
+        ));
+    }
+    let used = used_resources(f, i);
+    let layout = host_layout(k);
+    if used.len() != layout.len() {
+        errs.push(format!(
+            "{}: the WGSL uses {} resources {used:?}, KERNELS says {} inputs + {} outputs + 1 uniform",
+            k.name,
+            used.len(),
+            k.inputs,
+            k.outputs
+        ));
+    }
+    for (b, want) in layout.iter().enumerate() {
+        let got = used.get(&(0, b as u32));
+        if got != Some(want) {
+            errs.push(format!(
+                "{}: @group(0) @binding({b}) is {got:?} in the WGSL, the host layout binds {want:?}",
+                k.name
+            ));
+        }
+    }
+    errs
+}
+
 #[test]
 fn kernel_table_matches_the_wgsl() {
     let fams = families();
+    let mut errs = Vec::new();
     for k in KERNELS {
-        let f = fams
-            .iter()
-            .find(|f| f.name == k.family)
-            .unwrap_or_else(|| panic!("{}: unknown family {}", k.name, k.family));
-        let i = entry_index(f, k.name);
-        let ep = &f.module.entry_points[i];
-        assert_eq!(
-            ep.stage,
-            ShaderStage::Compute,
-            "{}: not a compute entry point",
-            k.name
-        );
-        assert_eq!(
-            ep.workgroup_size,
-            [64, 1, 1],
-            "{}: workgroup size (the host dispatches 64 invocations per workgroup)",
-            k.name
-        );
-        let used = used_resources(f, i);
-        let layout = host_layout(k);
-        assert_eq!(
-            used.len(),
-            (k.inputs + k.outputs + 1) as usize,
-            "{}: the WGSL uses {} resources {:?}, KERNELS says {} inputs + {} outputs + 1 uniform",
-            k.name,
-            used.len(),
-            used,
-            k.inputs,
-            k.outputs
-        );
-        for (b, want) in layout.iter().enumerate() {
-            let got = used.get(&(0, b as u32));
-            assert_eq!(
-                got,
-                Some(want),
-                "{}: @group(0) @binding({b}) is {got:?} in the WGSL, the host layout binds {want:?} (all used: {used:?})",
-                k.name
-            );
+        match fams.iter().find(|f| f.name == k.family) {
+            Some(f) => errs.extend(table_errors(f, k)),
+            None => errs.push(format!("{}: unknown family {}", k.name, k.family)),
         }
     }
+    assert!(errs.is_empty(), "KERNELS vs WGSL:\n{}", errs.join("\n"));
+}
+
+/// The check above on a module with known mistakes: it must report each of them.
+#[test]
+fn kernel_table_check_catches_mismatches() {
+    let src = r#"
+        struct P { n: u32 }
+        @group(0) @binding(0) var<storage, read> a_x: array<f32>;
+        @group(0) @binding(1) var<storage, read_write> a_y: array<f32>;
+        @group(0) @binding(2) var<uniform> a_p: P;
+        @compute @workgroup_size(64)
+        fn good(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (id.x < a_p.n) { a_y[id.x] = a_x[id.x]; }
+        }
+        @compute @workgroup_size(32)
+        fn narrow(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (id.x < a_p.n) { a_y[id.x] = a_x[id.x]; }
+        }
+        @group(0) @binding(0) var<storage, read> b_x: array<f32>;
+        @group(0) @binding(1) var<storage, read> b_z: array<f32>;
+        @group(0) @binding(2) var<storage, read_write> b_y: array<f32>;
+        @group(0) @binding(3) var<uniform> b_p: P;
+        @compute @workgroup_size(64)
+        fn two_inputs(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (id.x < b_p.n) { b_y[id.x] = b_x[id.x] + b_z[id.x]; }
+        }
+    "#;
+    let module = naga::front::wgsl::parse_str(src).expect("test module parses");
+    let info = Validator::new(ValidationFlags::default(), Capabilities::empty())
+        .validate(&module)
+        .expect("test module validates");
+    let f = Family {
+        name: "test",
+        module,
+        info,
+    };
+    let spec = |name, inputs, outputs| KernelSpec {
+        name,
+        family: "test",
+        inputs,
+        outputs,
+    };
+    assert_eq!(table_errors(&f, &spec("good", 1, 1)), Vec::<String>::new());
+    assert_eq!(
+        table_errors(&f, &spec("two_inputs", 2, 1)),
+        Vec::<String>::new()
+    );
+    // wrong workgroup size
+    assert_eq!(table_errors(&f, &spec("narrow", 1, 1)).len(), 1);
+    // no such entry point
+    assert_eq!(table_errors(&f, &spec("missing", 1, 1)).len(), 1);
+    // the table claims one input too few: counts differ, and bindings 1 and 2 have the
+    // wrong kind (and 3 is missing from the host's view)
+    let e = table_errors(&f, &spec("two_inputs", 1, 1));
+    assert!(e.iter().any(|m| m.contains("uses 4 resources")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("@binding(1)")), "{e:?}");
+    // one output too many
+    let e = table_errors(&f, &spec("good", 1, 2));
+    assert!(e.iter().any(|m| m.contains("uses 3 resources")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("@binding(2)")), "{e:?}");
 }
 
 /// The used resources of `ep` resolved against the kernel's host layout (bindings that the

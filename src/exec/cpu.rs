@@ -112,9 +112,8 @@ impl CpuExec {
         targets: &[u32],
         opt: Option<(&Optimizer, u64)>,
     ) -> Result<()> {
-        if !self.programs.contains_key(&(n, mode)) {
-            let steps = plan.steps(n, mode)?;
-            self.programs.insert((n, mode), steps);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.programs.entry((n, mode)) {
+            e.insert(plan.steps(n, mode)?);
         }
         let steps = self.programs.get(&(n, mode)).cloned().unwrap_or_default();
         self.input = images.to_vec();

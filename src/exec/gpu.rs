@@ -466,7 +466,9 @@ impl GpuExec {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("read"),
             });
-        let mut r = self.ctx.finish_and_read(encoder, &[s.clone()])?;
+        let mut r = self
+            .ctx
+            .finish_and_read(encoder, std::slice::from_ref(&s))?;
         self.counters.submits += 1;
         self.counters.bytes_read_back += s.bytes;
         Ok(to_f32(&r.pop().unwrap_or_default()))

@@ -181,7 +181,7 @@ impl Executor {
     /// Validates a batch and returns its size.
     fn check_batch(&self, images: &[f32], targets: Option<Targets<'_>>) -> Result<usize> {
         let per: usize = self.plan.input_shape.iter().product();
-        if images.is_empty() || images.len() % per != 0 {
+        if images.is_empty() || !images.len().is_multiple_of(per) {
             return Err(Error::shape(
                 "batch",
                 format!(
