@@ -28,6 +28,26 @@ enum BackendArg {
     Cpu,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Schedule {
+    Cosine,
+    Constant,
+}
+
+impl Schedule {
+    /// Learning rate for `epoch` of `epochs` (cosine annealing per epoch, as
+    /// PyTorch's `CosineAnnealingLR` with `T_max = epochs`, `eta_min = 0`).
+    fn lr(self, base: f32, epoch: u64, epochs: u64) -> f32 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let t = epoch as f64 / epochs.max(1) as f64;
+                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Train LeNet-5 on MNIST-format data with wgcnn")]
 struct Args {
@@ -45,6 +65,12 @@ struct Args {
     /// sgd|momentum|nesterov|rmsprop|adam|adamw
     #[arg(long, default_value = "momentum")]
     optimizer: String,
+    /// L2 weight decay (decoupled for adamw; 0 there means PyTorch's default 0.01).
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Learning-rate schedule over the epochs: cosine (anneal to 0) or constant.
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: Schedule,
     #[arg(long, value_enum, default_value = "gpu")]
     backend: BackendArg,
     #[arg(long, default_value_t = 0)]
@@ -82,7 +108,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
         _ => 1e-3,
     });
-    let opt = Optimizer::from_kind(kind, lr);
+    let mut opt = Optimizer::from_kind(kind, lr);
+    if args.weight_decay != 0.0 {
+        opt = opt.weight_decay(args.weight_decay);
+    }
     opt.validate()?;
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
@@ -204,6 +233,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let bar = ProgressBar::new(pair.train.n as u64)
             .with_style(style.clone())
             .with_prefix(format!("epoch {:>2}/{}", epoch + 1, args.epochs));
+        ex.set_lr(args.schedule.lr(lr, epoch, args.epochs))?;
         let te = Instant::now();
         let skip = if epoch == start_epoch { start_batch } else { 0 };
         bar.set_position((skip * args.batch_size).min(pair.train.n) as u64);
