@@ -20,7 +20,7 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
 // y = f(x)
 fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
     switch code {
-        case 1u: { return max(x, 0.0); }
+        case 1u: { return select(x, 0.0, x < 0.0); } // NaN propagates, like PyTorch
         case 2u: { return select(alpha * x, x, x > 0.0); }
         case 3u: { return select(alpha * (exp(x) - 1.0), x, x > 0.0); }
         case 4u: { return 1.0 / (1.0 + exp(-x)); }

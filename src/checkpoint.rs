@@ -274,6 +274,10 @@ impl Checkpoint {
                 })?;
                 continue;
             }
+            if name.is_empty() {
+                // `push` and `to_bytes` refuse empty names too: what loads must save
+                return Err(err("corrupt header: a tensor has an empty name".into()));
+            }
             let info: RawTensorInfo = serde_json::from_value(value)
                 .map_err(|e| err(format!("corrupt header entry for tensor '{name}': {e}")))?;
             if info.dtype != "F32" {

@@ -569,6 +569,26 @@ impl Plan {
         if batch == 0 {
             return Err(Error::invalid("plan", "batch size must be at least 1"));
         }
+        // Every tensor holds at most (widest node) · batch floats; refuse batches for
+        // which that overflows (with alignment and bytes) instead of wrapping.
+        let mut widest = Some(1usize);
+        for n in graph.nodes() {
+            let numel = n.shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+            widest = widest.zip(numel).map(|(w, e)| w.max(e));
+        }
+        let bytes = widest
+            .and_then(|w| w.checked_mul(batch))
+            .and_then(|e| e.checked_add(ALIGN))
+            .and_then(|e| e.checked_mul(4));
+        if bytes.is_none() {
+            return Err(Error::TooLarge {
+                op: "plan".into(),
+                tensor: "activations".into(),
+                bytes: u64::MAX,
+                limit_name: "addressable memory (usize::MAX)",
+                limit: usize::MAX as u64,
+            });
+        }
         let (tensors, steps, param_tensors, flat_len, io, fused) =
             Self::lower(graph, batch, Mode::Train)?;
         let (input, targets, output) = io;

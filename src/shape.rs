@@ -55,14 +55,17 @@ impl Conv2dParams {
             return Err(Error::invalid(op, "stride must be at least 1"));
         }
         let [ph, pw] = self.padding;
-        if kh > h + 2 * ph || kw > wd + 2 * pw {
+        let padded = |len: usize, pad: usize| pad.checked_mul(2).and_then(|p| p.checked_add(len));
+        let (Some(hp), Some(wp)) = (padded(h, ph), padded(wd, pw)) else {
             return Err(Error::invalid(
                 op,
-                format!(
-                    "kernel {kh}x{kw} is larger than the padded input {}x{}",
-                    h + 2 * ph,
-                    wd + 2 * pw
-                ),
+                format!("padding {:?} is too large", self.padding),
+            ));
+        };
+        if kh > hp || kw > wp {
+            return Err(Error::invalid(
+                op,
+                format!("kernel {kh}x{kw} is larger than the padded input {hp}x{wp}"),
             ));
         }
         Ok([
@@ -119,7 +122,7 @@ impl Pool2dParams {
             return Err(Error::invalid(op, "stride must be at least 1"));
         }
         let [ph, pw] = self.padding;
-        if 2 * ph > kh || 2 * pw > kw {
+        if ph > kh / 2 || pw > kw / 2 {
             return Err(Error::invalid(
                 op,
                 format!(

@@ -166,9 +166,19 @@ pub fn save_checkpoint(ex: &mut Executor, path: &Path, epoch: u64, batch: usize)
     for (name, shape, v) in ex.optimizer_state()? {
         opt.push(name, shape, v)?;
     }
+    let params = ex.parameters()?;
+    if params
+        .iter()
+        .any(|(_, _, v)| v.iter().any(|x| !x.is_finite()))
+    {
+        // never replace the last good checkpoint with a diverged model
+        return Err(Error::NonFinite {
+            step: ex.step_count(),
+        });
+    }
     let mut model = Checkpoint::new();
     model.metadata = meta;
-    for (name, shape, v) in ex.parameters()? {
+    for (name, shape, v) in params {
         model.push(name, shape, v)?;
     }
     // optimizer first: a crash between the two leaves a model whose step disagrees with

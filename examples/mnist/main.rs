@@ -255,7 +255,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 stats.batches_done,
                 args.checkpoint.display()
             );
-            return Ok(());
+            // 130 = interrupted by SIGINT, so scripts can tell this from a finished run
+            std::process::exit(130);
         }
         train_images += stats.images;
         train_secs += secs;

@@ -5,7 +5,13 @@ use crate::shape::Activation;
 /// `f(x)` for activation code `code` (0 = identity), as `act_fwd` in common.wgsl.
 pub fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
     match code {
-        1 => x.max(0.0),
+        1 => {
+            if x < 0.0 {
+                0.0
+            } else {
+                x
+            }
+        }
         2 => {
             if x > 0.0 {
                 x
