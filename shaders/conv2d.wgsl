@@ -1,22 +1,44 @@
-// conv2d.wgsl — 2-D convolution (cross-correlation), forward and both backward passes.
+// conv2d.wgsl — 2-D convolution (cross-correlation), forward and both backward passes, each an
+// implicit GEMM (no im2col buffer) with register tiling.
 //
 //   forward:          y[n,o,i,j] = act( b[o] + Σ_c Σ_a Σ_b w[o,c,a,b] · x[n,c, i·sh+a−ph, j·sw+b−pw] )
+//                     GEMM: M = O, N = N·OH·OW positions, K = C·KH·KW
 //   backward-input:   dx[n,c,h,w] = Σ_o Σ_a Σ_b dy'[n,o,i,j] · w[o,c,a,b]  with i = (h+ph−a)/sh, j = (w+pw−b)/sw
 //                     (only where the division is exact and in range): the full correlation of the
 //                     stride-dilated dy' with the 180°-flipped kernel, written as a gather.
+//                     GEMM: M = C, N = N·H·W positions, K = O·KH·KW
 //   backward-weight:  dw[o,c,a,b] = Σ_n Σ_i Σ_j dy'[n,o,i,j] · x[n,c, i·sh+a−ph, j·sw+b−pw]
-//                     db[o]       = Σ_n Σ_i Σ_j dy'[n,o,i,j]
-//   where dy' = dy · act'(y) when an activation is fused into the forward output (act ≠ 0),
+//                     db[o]       = Σ_n Σ_i Σ_j dy'[n,o,i,j]         (a virtual column of ones)
+//                     GEMM: M = O, N = C·KH·KW (+1), K = N·OH·OW positions (the long side)
+//   where dy' = dy · act'(y) when an activation is fused into the forward output (ACT ≠ 0),
 //   computed from the kept output y; dy' = dy otherwise.
 //
 // Shapes: x [N,C,H,W], w [O,C,KH,KW], b [O], y/dy [N,O,OH,OW]; all row-major f32.
-// Dispatch: forward and backward-input, one invocation per output element, 64 per workgroup;
-// backward-weight, one workgroup per dw element (then one per db element), its 64 invocations
-// sum strided slices of N·OH·OW and reduce in workgroup memory in a fixed order (deterministic).
+//
+// Specialisation: the `const`s below are replaced per pipeline by the host (src/gpu/kernels.rs,
+// chosen in src/gpu/ops.rs): the register tile and the fused activation and bias (which must
+// equal the uniform's act and has_bias). Conditions on these constants fold away when
+// compiled; a condition on a uniform would not (a CPU adapter such as lavapipe runs both sides
+// of every branch, masked). Loops marked `/*unroll*/` are expanded by the host, so every index
+// into a register tile is a constant and the tile stays in registers.
+//
+// Dispatch (64 invocations per workgroup, the grid folded by `flat_group`):
+//   forward:          a workgroup per (FR output channels) × (64·FS positions); each invocation
+//                     accumulates an FR × FS register tile, its FS positions 64 apart.
+//   backward-input:   a workgroup per (IR input channels) × (64·IS positions), likewise.
+//   backward-weight:  a workgroup per WR × WS tile of [dw | db]; its 64 invocations split the
+//                     N·OH rows (row r to invocation r mod 64), each accumulating the whole tile
+//                     over its rows, then the 64 partial tiles are summed in workgroup memory by a
+//                     fixed-order tree (deterministic; no atomics).
+// Stride-1 variants (same functions, picked by the host for layers they apply to; see their
+// sections at the end): conv2d_backward_input_rows (an invocation per IR channels × IS
+// consecutive positions of one input row) and conv2d_backward_weight_rows (tiles of WR output
+// channels × WA whole kernel rows), both reusing each loaded value across the KWC kernel
+// columns that slide over it.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
 //   conv2d_forward:          0 x, 1 w, 2 b, 3 y, 4 p
-//   conv2d_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p
-//   conv2d_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p
+//   conv2d_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv2d_backward_input_rows)
+//   conv2d_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv2d_backward_weight_rows)
 
 struct ConvParams {
     n: u32, c: u32, h: u32, w: u32,
@@ -24,6 +46,17 @@ struct ConvParams {
     sw: u32, ph: u32, pw: u32, oh: u32,
     ow: u32, has_bias: u32, act: u32, alpha: f32,
 }
+
+// ---- specialisation constants (defaults: generic) -------------------------------------------
+const ACT: u32 = 0u;        // fused activation code (see common.wgsl)
+const HAS_BIAS: u32 = 0u;   // forward adds b, backward-weight writes db
+const FR: u32 = 8u;         // forward: output channels per invocation
+const FS: u32 = 8u;         // forward: positions per invocation
+const IR: u32 = 4u;         // backward-input: input channels per invocation
+const IS: u32 = 8u;         // backward-input: positions per invocation
+const WR: u32 = 8u;         // backward-weight: output channels per tile
+const WS: u32 = 8u;         // backward-weight: (c,a,b) columns per tile
+// (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
 
 // ---- forward ---------------------------------------------------------------------------
 @group(0) @binding(0) var<storage, read> f_x: array<f32>;
@@ -35,31 +68,68 @@ struct ConvParams {
 @compute @workgroup_size(64)
 fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
-    let p = f_p;
-    let idx = flat_id(wid, nwg, li);
-    if (idx >= p.n * p.o * p.oh * p.ow) { return; }
-    let j = idx % p.ow;
-    let i = (idx / p.ow) % p.oh;
-    let o = (idx / (p.ow * p.oh)) % p.o;
-    let n = idx / (p.ow * p.oh * p.o);
-    var acc = 0.0;
-    for (var c = 0u; c < p.c; c++) {
-        let xbase = (n * p.c + c) * p.h;
-        let wbase = (o * p.c + c) * p.kh;
-        for (var a = 0u; a < p.kh; a++) {
-            let ih = i32(i * p.sh + a) - i32(p.ph);
-            if (ih < 0 || ih >= i32(p.h)) { continue; }
-            let xrow = (xbase + u32(ih)) * p.w;
-            let wrow = (wbase + a) * p.kw;
-            for (var b = 0u; b < p.kw; b++) {
-                let iw = i32(j * p.sw + b) - i32(p.pw);
-                if (iw < 0 || iw >= i32(p.w)) { continue; }
-                acc += f_w[wrow + b] * f_x[xrow + u32(iw)];
+    let alpha = f_p.alpha;
+    let g = f_p;
+    let plane = g.oh * g.ow;
+    let npos = g.n * plane;
+    let hw = g.h * g.w;
+    let kk = g.c * g.kh * g.kw;
+    let tiles_p = (npos + WG * FS - 1u) / (WG * FS);
+    let t = flat_group(wid, nwg);
+    let o0 = (t / tiles_p) * FR;
+    let q0 = (t % tiles_p) * (WG * FS) + li;
+    // per position: the x offset of its window's top-left corner (negative inside padding)
+    var xb: array<i32, FS>;
+    var ih0: array<i32, FS>;
+    var iw0: array<i32, FS>;
+    /*unroll*/ for (var s = 0u; s < FS; s++) {
+        let q = min(q0 + s * WG, npos - 1u);
+        let n = q / plane;
+        let r = q % plane;
+        ih0[s] = i32((r / g.ow) * g.sh) - i32(g.ph);
+        iw0[s] = i32((r % g.ow) * g.sw) - i32(g.pw);
+        xb[s] = i32(n * g.c * hw) + ih0[s] * i32(g.w) + iw0[s];
+    }
+    var wb: array<u32, FR>;
+    /*unroll*/ for (var r = 0u; r < FR; r++) { wb[r] = min(o0 + r, g.o - 1u) * kk; }
+    var acc: array<array<f32, FS>, FR>;
+    var kidx = 0u;
+    for (var c = 0u; c < g.c; c++) {
+        for (var a = 0u; a < g.kh; a++) {
+            var rok: array<bool, FS>;
+            /*unroll*/ for (var s = 0u; s < FS; s++) {
+                let ih = ih0[s] + i32(a);
+                rok[s] = ih >= 0 && ih < i32(g.h);
+            }
+            let rowoff = i32(c * hw + a * g.w);
+            for (var b = 0u; b < g.kw; b++) {
+                var xv: array<f32, FS>;
+                /*unroll*/ for (var s = 0u; s < FS; s++) {
+                    let iw = iw0[s] + i32(b);
+                    let ok = rok[s] && iw >= 0 && iw < i32(g.w);
+                    let xi = select(0, xb[s] + rowoff + i32(b), ok);
+                    xv[s] = select(0.0, f_x[u32(xi)], ok);
+                }
+                /*unroll*/ for (var r = 0u; r < FR; r++) {
+                    let wv = f_w[wb[r] + kidx];
+                    /*unroll*/ for (var s = 0u; s < FS; s++) { acc[r][s] += wv * xv[s]; }
+                }
+                kidx += 1u;
             }
         }
     }
-    if (p.has_bias == 1u) { acc += f_b[o]; }
-    f_y[idx] = act_fwd(acc, p.act, p.alpha);
+    /*unroll*/ for (var r = 0u; r < FR; r++) {
+        let o = o0 + r;
+        var bias = 0.0;
+        if (HAS_BIAS == 1u) { bias = f_b[min(o, g.o - 1u)]; }
+        /*unroll*/ for (var s = 0u; s < FS; s++) {
+            let q = q0 + s * WG;
+            if (o < g.o && q < npos) {
+                let n = q / plane;
+                f_y[(n * g.o + o) * plane + q % plane] = act_fwd(acc[r][s] + bias, ACT, alpha);
+            }
+        }
+    }
 }
 
 // ---- backward to the input -------------------------------------------------------------
@@ -72,33 +142,71 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(64)
 fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) li: u32) {
-    let p = bi_p;
-    let idx = flat_id(wid, nwg, li);
-    if (idx >= p.n * p.c * p.h * p.w) { return; }
-    let xw = idx % p.w;
-    let xh = (idx / p.w) % p.h;
-    let c = (idx / (p.w * p.h)) % p.c;
-    let n = idx / (p.w * p.h * p.c);
-    var acc = 0.0;
-    for (var a = 0u; a < p.kh; a++) {
-        let t = i32(xh + p.ph) - i32(a);
-        if (t < 0 || (u32(t) % p.sh) != 0u) { continue; }
-        let i = u32(t) / p.sh;
-        if (i >= p.oh) { continue; }
-        for (var b = 0u; b < p.kw; b++) {
-            let s = i32(xw + p.pw) - i32(b);
-            if (s < 0 || (u32(s) % p.sw) != 0u) { continue; }
-            let j = u32(s) / p.sw;
-            if (j >= p.ow) { continue; }
-            for (var o = 0u; o < p.o; o++) {
-                let yi = ((n * p.o + o) * p.oh + i) * p.ow + j;
-                var g = bi_dy[yi];
-                if (p.act != 0u) { g *= act_grad_y(bi_y[yi], p.act, p.alpha); }
-                acc += g * bi_w[((o * p.c + c) * p.kh + a) * p.kw + b];
+    let alpha = bi_p.alpha;
+    let g = bi_p;
+    let hw = g.h * g.w;
+    let npos = g.n * hw;
+    let plane = g.oh * g.ow;
+    let khw = g.kh * g.kw;
+    let wo = g.c * khw;
+    let tiles_p = (npos + WG * IS - 1u) / (WG * IS);
+    let t = flat_group(wid, nwg);
+    let c0 = (t / tiles_p) * IR;
+    let q0 = (t % tiles_p) * (WG * IS) + li;
+    var yb: array<u32, IS>;
+    var th: array<i32, IS>;
+    var tw: array<i32, IS>;
+    /*unroll*/ for (var s = 0u; s < IS; s++) {
+        let q = min(q0 + s * WG, npos - 1u);
+        let n = q / hw;
+        let r = q % hw;
+        yb[s] = n * g.o * plane;
+        th[s] = i32(r / g.w + g.ph);
+        tw[s] = i32(r % g.w + g.pw);
+    }
+    var wb: array<u32, IR>;
+    /*unroll*/ for (var r = 0u; r < IR; r++) { wb[r] = min(c0 + r, g.c - 1u) * khw; }
+    var acc: array<array<f32, IS>, IR>;
+    for (var a = 0u; a < g.kh; a++) {
+        for (var b = 0u; b < g.kw; b++) {
+            // the dy' element each position gathers for this (a, b), if any
+            var yo: array<u32, IS>;
+            var ok: array<bool, IS>;
+            /*unroll*/ for (var s = 0u; s < IS; s++) {
+                let ti = th[s] - i32(a);
+                let tj = tw[s] - i32(b);
+                let i = u32(max(ti, 0)) / g.sh;
+                let j = u32(max(tj, 0)) / g.sw;
+                ok[s] = ti >= 0 && tj >= 0 && i * g.sh == u32(ti) && j * g.sw == u32(tj)
+                        && i < g.oh && j < g.ow;
+                yo[s] = select(0u, yb[s] + i * g.ow + j, ok[s]);
+            }
+            let kab = a * g.kw + b;
+            for (var o = 0u; o < g.o; o++) {
+                var dv: array<f32, IS>;
+                /*unroll*/ for (var s = 0u; s < IS; s++) {
+                    let yi = yo[s] + o * plane;
+                    var d = bi_dy[yi];
+                    if (ACT != 0u) { d *= act_grad_y(bi_y[yi], ACT, alpha); }
+                    dv[s] = select(0.0, d, ok[s]);
+                }
+                /*unroll*/ for (var r = 0u; r < IR; r++) {
+                    let wv = bi_w[o * wo + wb[r] + kab];
+                    /*unroll*/ for (var s = 0u; s < IS; s++) { acc[r][s] += wv * dv[s]; }
+                }
             }
         }
     }
-    bi_dx[idx] = acc;
+    /*unroll*/ for (var r = 0u; r < IR; r++) {
+        let c = c0 + r;
+        /*unroll*/ for (var s = 0u; s < IS; s++) {
+            let q = q0 + s * WG;
+            if (c < g.c && q < npos) {
+                let n = q / hw;
+                bi_dx[(n * g.c + c) * hw + q % hw] = acc[r][s];
+            }
+        }
+    }
 }
 
 // ---- backward to the weights and bias ----------------------------------------------------
@@ -109,53 +217,281 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(4) var<storage, read_write> bw_db: array<f32>;
 @group(0) @binding(5) var<uniform> bw_p: ConvParams;
 
-var<workgroup> bw_part: array<f32, 64>;
+var<workgroup> bw_red: array<f32, WG * WS>;
 
 @compute @workgroup_size(64)
 fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) li: u32) {
-    let p = bw_p;
-    let g = flat_group(wid, nwg);
-    let nw = p.o * p.c * p.kh * p.kw;
-    let total = nw + select(0u, p.o, p.has_bias == 1u);
-    if (g >= total) { return; }
-    let per = p.n * p.oh * p.ow;
-    let plane = p.oh * p.ow;
-    var acc = 0.0;
-    if (g < nw) {
-        let b = g % p.kw;
-        let a = (g / p.kw) % p.kh;
-        let c = (g / (p.kw * p.kh)) % p.c;
-        let o = g / (p.kw * p.kh * p.c);
-        for (var t = li; t < per; t += WG) {
-            let n = t / plane;
-            let r = t % plane;
-            let i = r / p.ow;
-            let j = r % p.ow;
-            let ih = i32(i * p.sh + a) - i32(p.ph);
-            let iw = i32(j * p.sw + b) - i32(p.pw);
-            if (ih < 0 || ih >= i32(p.h) || iw < 0 || iw >= i32(p.w)) { continue; }
-            let yi = (n * p.o + o) * plane + r;
-            var d = bw_dy[yi];
-            if (p.act != 0u) { d *= act_grad_y(bw_y[yi], p.act, p.alpha); }
-            acc += d * bw_x[((n * p.c + c) * p.h + u32(ih)) * p.w + u32(iw)];
+    let alpha = bw_p.alpha;
+    let g = bw_p;
+    let khw = g.kh * g.kw;
+    let kk = g.c * khw;
+    let hw = g.h * g.w;
+    let plane = g.oh * g.ow;
+    let tiles_k = (kk + HAS_BIAS + WS - 1u) / WS;
+    let t = flat_group(wid, nwg);
+    let o0 = (t / tiles_k) * WR;
+    let k0 = (t % tiles_k) * WS;
+    // per column: x offset inside a sample relative to the window corner, kernel row/col
+    // offsets; the bias column (k = kk) reads ones, columns past it read zeros
+    var koff: array<i32, WS>;
+    var ka: array<i32, WS>;
+    var kb: array<i32, WS>;
+    var isx: array<bool, WS>;
+    var cst: array<f32, WS>;
+    /*unroll*/ for (var s = 0u; s < WS; s++) {
+        let k = min(k0 + s, kk - 1u);
+        let c = k / khw;
+        let a = (k / g.kw) % g.kh;
+        let b = k % g.kw;
+        ka[s] = i32(a) - i32(g.ph);
+        kb[s] = i32(b) - i32(g.pw);
+        koff[s] = i32(c * hw) + ka[s] * i32(g.w) + kb[s];
+        isx[s] = k0 + s < kk;
+        cst[s] = select(0.0, 1.0, HAS_BIAS == 1u && k0 + s == kk);
+    }
+    var yoff: array<u32, WR>;
+    /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
+    var acc: array<array<f32, WS>, WR>;
+    let nrows = g.n * g.oh;
+    for (var row = li; row < nrows; row += WG) {
+        let n = row / g.oh;
+        let i = row % g.oh;
+        let ybase = n * g.o * plane + i * g.ow;
+        let ihb = i32(i * g.sh);
+        let xbase = i32(n * g.c * hw) + ihb * i32(g.w);
+        var rok: array<bool, WS>;
+        /*unroll*/ for (var s = 0u; s < WS; s++) {
+            let ih = ihb + ka[s];
+            rok[s] = isx[s] && ih >= 0 && ih < i32(g.h);
         }
-    } else {
-        let o = g - nw;
-        for (var t = li; t < per; t += WG) {
-            let yi = ((t / plane) * p.o + o) * plane + t % plane;
-            var d = bw_dy[yi];
-            if (p.act != 0u) { d *= act_grad_y(bw_y[yi], p.act, p.alpha); }
-            acc += d;
+        for (var j = 0u; j < g.ow; j++) {
+            var dv: array<f32, WR>;
+            /*unroll*/ for (var r = 0u; r < WR; r++) {
+                let yi = ybase + yoff[r] + j;
+                var d = bw_dy[yi];
+                if (ACT != 0u) { d *= act_grad_y(bw_y[yi], ACT, alpha); }
+                dv[r] = d;
+            }
+            let jw = i32(j * g.sw);
+            var xv: array<f32, WS>;
+            /*unroll*/ for (var s = 0u; s < WS; s++) {
+                let iw = jw + kb[s];
+                let ok = rok[s] && iw >= 0 && iw < i32(g.w);
+                let xi = select(0, xbase + koff[s] + jw, ok);
+                xv[s] = select(cst[s], bw_x[u32(xi)], ok);
+            }
+            /*unroll*/ for (var r = 0u; r < WR; r++) {
+                /*unroll*/ for (var s = 0u; s < WS; s++) { acc[r][s] += dv[r] * xv[s]; }
+            }
         }
     }
-    bw_part[li] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (li < s) { bw_part[li] += bw_part[li + s]; }
+    // sum the 64 partial tiles, one output row at a time, by a fixed-order tree
+    /*unroll*/ for (var r = 0u; r < WR; r++) {
+        /*unroll*/ for (var s = 0u; s < WS; s++) { bw_red[s * WG + li] = acc[r][s]; }
+        workgroupBarrier();
+        for (var st = WG / 2u; st > 0u; st = st / 2u) {
+            if (li < st) {
+                /*unroll*/ for (var s = 0u; s < WS; s++) { bw_red[s * WG + li] += bw_red[s * WG + li + st]; }
+            }
+            workgroupBarrier();
+        }
+        let o = o0 + r;
+        if (li < WS && o < g.o) {
+            let k = k0 + li;
+            if (k < kk) {
+                bw_dw[o * kk + k] = bw_red[li * WG];
+            } else if (HAS_BIAS == 1u && k == kk) {
+                bw_db[o] = bw_red[li * WG];
+            }
+        }
         workgroupBarrier();
     }
-    if (li == 0u) {
-        if (g < nw) { bw_dw[g] = bw_part[0]; } else { bw_db[g - nw] = bw_part[0]; }
+}
+
+// ---- backward to the weights, stride-1 rows variant ---------------------------------------
+// The same sums as conv2d_backward_weight for sw = 1, with the tile's columns whole kernel
+// rows: WA (c,a) rows × KWC columns b. Along an output row, consecutive positions j see the
+// input row shifted by one, so each invocation keeps a window of KWC inputs per (c,a) row and
+// loads one new input per row and position instead of KWC. The bias sum db[o] is accumulated
+// by every tile and written by the last one. Same bindings as conv2d_backward_weight.
+const WA: u32 = 6u;    // (c,a) kernel rows per tile
+const KWC: u32 = 5u;   // kernel width (= kw)
+const KWM: u32 = 4u;   // KWC − 1
+const WRED: u32 = 31u; // WA·KWC + 1 values per output channel to reduce
+
+var<workgroup> bwr_red: array<f32, WG * WRED>;
+
+@compute @workgroup_size(64)
+fn conv2d_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) li: u32) {
+    let alpha = bw_p.alpha;
+    let g = bw_p;
+    let hw = g.h * g.w;
+    let plane = g.oh * g.ow;
+    let nca = g.c * g.kh;
+    let kk = nca * KWC;
+    let tiles_a = (nca + WA - 1u) / WA;
+    let t = flat_group(wid, nwg);
+    let o0 = (t / tiles_a) * WR;
+    let ca0 = (t % tiles_a) * WA;
+    // per (c,a) row of the tile: x offset of the input row inside a sample, kernel row − ph
+    var coff: array<i32, WA>;
+    var ka: array<i32, WA>;
+    var live: array<bool, WA>;
+    /*unroll*/ for (var u = 0u; u < WA; u++) {
+        let ca = min(ca0 + u, nca - 1u);
+        let c = ca / g.kh;
+        ka[u] = i32(ca % g.kh) - i32(g.ph);
+        coff[u] = i32(c * hw) + ka[u] * i32(g.w);
+        live[u] = ca0 + u < nca;
+    }
+    var yoff: array<u32, WR>;
+    /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
+    var acc: array<array<array<f32, KWC>, WA>, WR>;
+    var accb: array<f32, WR>;
+    let nrows = g.n * g.oh;
+    let wi = i32(g.w);
+    let pw = i32(g.pw);
+    for (var row = li; row < nrows; row += WG) {
+        let n = row / g.oh;
+        let i = row % g.oh;
+        let ybase = n * g.o * plane + i * g.ow;
+        let ihb = i32(i * g.sh);
+        let xb = i32(n * g.c * hw) + ihb * wi;
+        var rok: array<bool, WA>;
+        /*unroll*/ for (var u = 0u; u < WA; u++) {
+            let ih = ihb + ka[u];
+            rok[u] = live[u] && ih >= 0 && ih < i32(g.h);
+        }
+        // window[u][b] = x[row of u, j − pw + b]; preload b = 1..KWC−1 for j = −1
+        var win: array<array<f32, KWC>, WA>;
+        /*unroll*/ for (var u = 0u; u < WA; u++) {
+            /*unroll*/ for (var b = 0u; b < KWM; b++) {
+                let iw = i32(b) - pw;
+                let ok = rok[u] && iw >= 0 && iw < wi;
+                win[u][b + 1u] = select(0.0, bw_x[u32(select(0, xb + coff[u] + iw, ok))], ok);
+            }
+        }
+        for (var j = 0u; j < g.ow; j++) {
+            let iw = i32(j + KWM) - pw;
+            let okc = iw >= 0 && iw < wi;
+            /*unroll*/ for (var u = 0u; u < WA; u++) {
+                /*unroll*/ for (var b = 0u; b < KWM; b++) { win[u][b] = win[u][b + 1u]; }
+                let ok = rok[u] && okc;
+                win[u][KWM] = select(0.0, bw_x[u32(select(0, xb + coff[u] + iw, ok))], ok);
+            }
+            /*unroll*/ for (var r = 0u; r < WR; r++) {
+                let yi = ybase + yoff[r] + j;
+                var d = bw_dy[yi];
+                if (ACT != 0u) { d *= act_grad_y(bw_y[yi], ACT, alpha); }
+                accb[r] += d;
+                /*unroll*/ for (var u = 0u; u < WA; u++) {
+                    /*unroll*/ for (var b = 0u; b < KWC; b++) { acc[r][u][b] += d * win[u][b]; }
+                }
+            }
+        }
+    }
+    // sum the 64 partial tiles, one output channel at a time, by a fixed-order tree
+    let last_a = t % tiles_a == tiles_a - 1u;
+    /*unroll*/ for (var r = 0u; r < WR; r++) {
+        /*unroll*/ for (var u = 0u; u < WA; u++) {
+            /*unroll*/ for (var b = 0u; b < KWC; b++) { bwr_red[(u * KWC + b) * WG + li] = acc[r][u][b]; }
+        }
+        bwr_red[(WRED - 1u) * WG + li] = accb[r];
+        workgroupBarrier();
+        for (var st = WG / 2u; st > 0u; st = st / 2u) {
+            if (li < st) {
+                for (var v = 0u; v < WRED; v++) { bwr_red[v * WG + li] += bwr_red[v * WG + li + st]; }
+            }
+            workgroupBarrier();
+        }
+        let o = o0 + r;
+        if (o < g.o) {
+            for (var v = li; v < WRED; v += WG) {
+                if (v < WRED - 1u) {
+                    let ca = ca0 + v / KWC;
+                    if (ca < nca) { bw_dw[o * kk + ca * KWC + v % KWC] = bwr_red[v * WG]; }
+                } else if (HAS_BIAS == 1u && last_a) {
+                    bw_db[o] = bwr_red[v * WG];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- backward to the input, stride-1 rows variant -------------------------------------------
+// The same sums as conv2d_backward_input for sh = sw = 1. Each invocation computes IR input
+// channels × IS consecutive positions of one input row; for every (o, a) it loads the
+// IS + KWC − 1 values of dy' the row segment needs once (instead of IS·KWC gathers) and the
+// IR·KWC weights, then does IR·IS·KWC multiply-adds. Same bindings as conv2d_backward_input.
+const SEG: u32 = 12u;  // IS + KWM
+
+@compute @workgroup_size(64)
+fn conv2d_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let alpha = bi_p.alpha;
+    let g = bi_p;
+    let hw = g.h * g.w;
+    let plane = g.oh * g.ow;
+    let khw = g.kh * KWC;
+    let wo = g.c * khw;
+    let segs = (g.w + IS - 1u) / IS;
+    let nseg = g.n * g.h * segs;
+    let tiles_p = (nseg + WG - 1u) / WG;
+    let t = flat_group(wid, nwg);
+    let c0 = (t / tiles_p) * IR;
+    let qq = (t % tiles_p) * WG + li;
+    let live = qq < nseg;
+    let q = min(qq, nseg - 1u);
+    let nh = q / segs;
+    let w0 = (q % segs) * IS;
+    let n = nh / g.h;
+    let h = nh % g.h;
+    let ybase = n * g.o * plane;
+    // the dy' columns of the segment: j = w0 + pw − KWM + t
+    let j0 = i32(w0 + g.pw) - i32(KWM);
+    var segok: array<bool, SEG>;
+    var segj: array<u32, SEG>;
+    /*unroll*/ for (var e = 0u; e < SEG; e++) {
+        let j = j0 + i32(e);
+        segok[e] = j >= 0 && j < i32(g.ow);
+        segj[e] = u32(select(0, j, segok[e]));
+    }
+    var wb: array<u32, IR>;
+    /*unroll*/ for (var r = 0u; r < IR; r++) { wb[r] = min(c0 + r, g.c - 1u) * khw; }
+    var acc: array<array<f32, IS>, IR>;
+    for (var a = 0u; a < g.kh; a++) {
+        let ti = i32(h + g.ph) - i32(a);
+        let iok = ti >= 0 && ti < i32(g.oh);
+        let irow = u32(max(ti, 0)) * g.ow;
+        for (var o = 0u; o < g.o; o++) {
+            let yb = ybase + o * plane + irow;
+            var seg: array<f32, SEG>;
+            /*unroll*/ for (var e = 0u; e < SEG; e++) {
+                let ok = iok && segok[e];
+                let yi = select(0u, yb + segj[e], ok);
+                var d = bi_dy[yi];
+                if (ACT != 0u) { d *= act_grad_y(bi_y[yi], ACT, alpha); }
+                seg[e] = select(0.0, d, ok);
+            }
+            let wk = o * wo + a * KWC;
+            /*unroll*/ for (var r = 0u; r < IR; r++) {
+                /*unroll*/ for (var b = 0u; b < KWC; b++) {
+                    let wv = bi_w[wk + wb[r] + b];
+                    /*unroll*/ for (var s = 0u; s < IS; s++) { acc[r][s] += wv * seg[s + KWM - b]; }
+                }
+            }
+        }
+    }
+    /*unroll*/ for (var r = 0u; r < IR; r++) {
+        let c = c0 + r;
+        /*unroll*/ for (var s = 0u; s < IS; s++) {
+            let w = w0 + s;
+            if (live && c < g.c && w < g.w) { bi_dx[(n * g.c + c) * hw + h * g.w + w] = acc[r][s]; }
+        }
     }
 }

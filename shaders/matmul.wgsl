@@ -1,8 +1,9 @@
-// matmul.wgsl — one register-tiled GEMM serving matmul and the linear layer's three products.
+// matmul.wgsl — one register-tiled GEMM serving matmul and the linear layer's three products,
+// and its untiled twin `gemm_naive` (same semantics; the benchmark's baseline).
 //
 //   c[m,n] = act_out( Σ_k A(m,k) · B(k,n) + bias[n] )
-//   A(m,k) = a[m·sam + k·sak] · act'(ya[m·sam + k·sak])   (the act' factor only when act_in ≠ 0)
-//   B(k,n) = b[k·sbk + n·sbn]; with ones_col = 1 a virtual column n = N of ones is appended and
+//   A(m,k) = a[m·sam + k·sak] · act'(ya[m·sam + k·sak])   (the act' factor only when ACT_IN ≠ 0)
+//   B(k,n) = b[k·sbk + n·sbn]; with ONES_COL = 1 a virtual column n = N of ones is appended and
 //            its result Σ_k A(m,k) is written to cb[m] (the bias gradient, in the same dispatch).
 //
 // The strides express the transposes (PyTorch layout, w is [out,in]):
@@ -11,9 +12,16 @@
 //   linear backward-input   dx[N,in] = dy'[N,out] · w[out,in]
 //   linear backward-weight  dw[out,in] = dy'ᵀ · x, db[out] = Σ_n dy'[n,·]   (ones column)
 //
-// Dispatch: each invocation computes a 4×4 block of c (rows ly+8r, columns lx+8s); a workgroup of
-// 8×8 invocations covers a 32×32 tile; tiles are numbered row-major and folded into the grid.
-// Bindings: 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 p
+// Specialisation: the `const`s below are replaced per pipeline by the host (src/gpu/kernels.rs,
+// chosen in src/gpu/ops.rs from the uniform's has_bias, act_out, act_in, ones_col, which they
+// must equal); the tile is TR × TS per invocation. Loops marked `/*unroll*/` are expanded by
+// the host, so the tile stays in registers.
+// Dispatch: `gemm`: each invocation computes a TR×TS block of c (rows ly+8r, columns lx+8s,
+// ly = li/8, lx = li%8); a workgroup of 8×8 invocations covers an (8·TR)×(8·TS) tile; tiles are
+// numbered row-major and folded into the grid. Every k-step loads TR + TS values for TR·TS
+// multiply-adds. `gemm_naive`: one invocation per element of the (ones-extended) output, two
+// loads per multiply-add.
+// Bindings (both): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 p
 
 struct GemmParams {
     m: u32, n: u32, k: u32, sam: u32,
@@ -21,6 +29,14 @@ struct GemmParams {
     act_out: u32, act_in: u32, ones_col: u32, alpha: f32,
     alpha_in: f32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
+
+// ---- specialisation constants (defaults: plain matmul) --------------------------------------
+const HAS_BIAS: u32 = 0u;
+const ACT_OUT: u32 = 0u;
+const ACT_IN: u32 = 0u;
+const ONES_COL: u32 = 0u;
+const TR: u32 = 4u;   // rows per invocation
+const TS: u32 = 4u;   // columns per invocation
 
 @group(0) @binding(0) var<storage, read> g_a: array<f32>;
 @group(0) @binding(1) var<storage, read> g_b: array<f32>;
@@ -30,58 +46,82 @@ struct GemmParams {
 @group(0) @binding(5) var<storage, read_write> g_cb: array<f32>;
 @group(0) @binding(6) var<uniform> g_p: GemmParams;
 
-const TILE: u32 = 32u;
-
-fn load_a(p: GemmParams, m: u32, k: u32) -> f32 {
-    if (m >= p.m) { return 0.0; }
-    let i = m * p.sam + k * p.sak;
+fn load_a(i: u32, alpha_in: f32) -> f32 {
     var v = g_a[i];
-    if (p.act_in != 0u) { v *= act_grad_y(g_ya[i], p.act_in, p.alpha_in); }
+    if (ACT_IN != 0u) { v *= act_grad_y(g_ya[i], ACT_IN, alpha_in); }
     return v;
 }
 
-fn load_b(p: GemmParams, k: u32, n: u32) -> f32 {
-    if (n < p.n) { return g_b[k * p.sbk + n * p.sbn]; }
-    return select(0.0, 1.0, p.ones_col == 1u && n == p.n);
+// Writes one result: c[m,n] for n < N, the ones column's row sum to cb[m].
+fn store_c(p: GemmParams, m: u32, n: u32, v: f32) {
+    if (m >= p.m) { return; }
+    if (n < p.n) {
+        var o = v;
+        if (HAS_BIAS == 1u) { o += g_bias[n]; }
+        g_c[m * p.n + n] = act_fwd(o, ACT_OUT, p.alpha);
+    } else if (ONES_COL == 1u && n == p.n) {
+        g_cb[m] = v;
+    }
 }
 
 @compute @workgroup_size(64)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let p = g_p;
-    let ncols = p.n + p.ones_col;
-    let tiles_n = (ncols + TILE - 1u) / TILE;
-    let tiles_m = (p.m + TILE - 1u) / TILE;
+    let ncols = p.n + ONES_COL;
+    let tiles_n = (ncols + 8u * TS - 1u) / (8u * TS);
     let t = flat_group(wid, nwg);
-    if (t >= tiles_n * tiles_m) { return; }
-    let m0 = (t / tiles_n) * TILE + li / 8u;
-    let n0 = (t % tiles_n) * TILE + li % 8u;
-    var acc: array<array<f32, 4>, 4>;
+    let m0 = (t / tiles_n) * (8u * TR) + li / 8u;
+    let n0 = (t % tiles_n) * (8u * TS) + li % 8u;
+    // row and column offsets, clamped so every load is in range (the stores are masked)
+    var ia: array<u32, TR>;
+    /*unroll*/ for (var r = 0u; r < TR; r++) { ia[r] = min(m0 + 8u * r, p.m - 1u) * p.sam; }
+    var ib: array<u32, TS>;
+    var bmul: array<f32, TS>;
+    var badd: array<f32, TS>;
+    /*unroll*/ for (var s = 0u; s < TS; s++) {
+        let n = n0 + 8u * s;
+        ib[s] = min(n, p.n - 1u) * p.sbn;
+        bmul[s] = select(0.0, 1.0, n < p.n);
+        badd[s] = select(0.0, 1.0, n == p.n);
+    }
+    var acc: array<array<f32, TS>, TR>;
+    var ka = 0u;
+    var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
-        var av: array<f32, 4>;
-        var bv: array<f32, 4>;
-        for (var r = 0u; r < 4u; r++) {
-            av[r] = load_a(p, m0 + 8u * r, k);
-            bv[r] = load_b(p, k, n0 + 8u * r);
+        var av: array<f32, TR>;
+        /*unroll*/ for (var r = 0u; r < TR; r++) { av[r] = load_a(ia[r] + ka, p.alpha_in); }
+        var bv: array<f32, TS>;
+        /*unroll*/ for (var s = 0u; s < TS; s++) {
+            bv[s] = g_b[ib[s] + kb];
+            if (ONES_COL == 1u) { bv[s] = bv[s] * bmul[s] + badd[s]; }
         }
-        for (var r = 0u; r < 4u; r++) {
-            for (var s = 0u; s < 4u; s++) {
-                acc[r][s] += av[r] * bv[s];
-            }
+        /*unroll*/ for (var r = 0u; r < TR; r++) {
+            /*unroll*/ for (var s = 0u; s < TS; s++) { acc[r][s] += av[r] * bv[s]; }
         }
+        ka += p.sak;
+        kb += p.sbk;
     }
-    for (var r = 0u; r < 4u; r++) {
-        let m = m0 + 8u * r;
-        if (m >= p.m) { continue; }
-        for (var s = 0u; s < 4u; s++) {
-            let n = n0 + 8u * s;
-            if (n < p.n) {
-                var v = acc[r][s];
-                if (p.has_bias == 1u) { v += g_bias[n]; }
-                g_c[m * p.n + n] = act_fwd(v, p.act_out, p.alpha);
-            } else if (p.ones_col == 1u && n == p.n) {
-                g_cb[m] = acc[r][s];
-            }
-        }
+    /*unroll*/ for (var r = 0u; r < TR; r++) {
+        /*unroll*/ for (var s = 0u; s < TS; s++) { store_c(p, m0 + 8u * r, n0 + 8u * s, acc[r][s]); }
     }
+}
+
+@compute @workgroup_size(64)
+fn gemm_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let p = g_p;
+    let ncols = p.n + ONES_COL;
+    let idx = flat_id(wid, nwg, li);
+    if (idx >= p.m * ncols) { return; }
+    let m = idx / ncols;
+    let n = idx % ncols;
+    let nb = min(n, p.n - 1u);
+    var acc = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        var bv = g_b[k * p.sbk + nb * p.sbn];
+        if (ONES_COL == 1u && n == p.n) { bv = 1.0; }
+        acc += load_a(m * p.sam + k * p.sak, p.alpha_in) * bv;
+    }
+    store_c(p, m, n, acc);
 }

@@ -8,6 +8,11 @@
 //              (stride < kernel) sum correctly without float atomics, in a fixed order.
 //
 // Shapes: x/dx [N,C,H,W], y/dy/idx [N,C,OH,OW].
+// Specialisation: for the executor's pooling layers the host replaces the `const`s below
+// (GEO = 1 and the per-sample geometry: all of the uniform but N and C; src/gpu/ops.rs), so
+// the index arithmetic divides by constants — integer division by a uniform is scalarised on
+// a CPU adapter and dominated these kernels there (2–3× faster specialised). The functional
+// API keeps GEO = 0 so that arbitrary shapes share one pipeline.
 // Dispatch: one invocation per output element (forward) or input element (backward), 64 per workgroup.
 // Bindings:
 //   max_pool2d_forward:   0 x, 1 y, 2 idx (u32), 3 p
@@ -20,6 +25,28 @@ struct PoolParams {
     _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
 }
 
+// ---- specialisation constants (GEO = 0: everything from the uniform) ----------------------
+const GEO: u32 = 0u;
+const S_H: u32 = 1u;
+const S_W: u32 = 1u;
+const S_KH: u32 = 1u;
+const S_KW: u32 = 1u;
+const S_SH: u32 = 1u;
+const S_SW: u32 = 1u;
+const S_PH: u32 = 0u;
+const S_PW: u32 = 0u;
+const S_OH: u32 = 1u;
+const S_OW: u32 = 1u;
+
+// The parameters with the specialised geometry substituted (constants when GEO = 1).
+fn spec(p: PoolParams) -> PoolParams {
+    if (GEO == 1u) {
+        return PoolParams(p.n, p.c, S_H, S_W, S_KH, S_KW, S_SH, S_SW, S_PH, S_PW, S_OH, S_OW,
+                          0u, 0u, 0u, 0u);
+    }
+    return p;
+}
+
 @group(0) @binding(0) var<storage, read> f_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> f_y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f_idx: array<u32>;
@@ -28,7 +55,7 @@ struct PoolParams {
 @compute @workgroup_size(64)
 fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let p = f_p;
+    let p = spec(f_p);
     let id = flat_id(wid, nwg, li);
     if (id >= p.n * p.c * p.oh * p.ow) { return; }
     let j = id % p.ow;
@@ -65,7 +92,7 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @compute @workgroup_size(64)
 fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) li: u32) {
-    let p = b_p;
+    let p = spec(b_p);
     let id = flat_id(wid, nwg, li);
     if (id >= p.n * p.c * p.h * p.w) { return; }
     let xw = id % p.w;

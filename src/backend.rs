@@ -153,12 +153,7 @@ impl Backend {
                 let bs = Slice::whole(g.upload("b", bv.as_deref().unwrap_or(&[0.0])));
                 let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
                 let prm = ConvParams::new(&d, b.is_some(), (0, 0.0));
-                let (disp, _) = g.record(
-                    "conv2d_forward",
-                    &[xs, ws, bs, ys.clone()],
-                    &prm,
-                    groups64(out_len),
-                )?;
+                let (disp, _) = g.record_conv("conv2d_forward", &[xs, ws, bs, ys.clone()], &prm)?;
                 to_f32(&g.run(&[disp], &[ys])?[0])
             }
         };
@@ -204,17 +199,15 @@ impl Backend {
                 let dws = Slice::whole(g.zeros("dw", bytes_of_len(w.len())));
                 let dbs = Slice::whole(g.zeros("db", bytes_of_len(o)));
                 let prm = ConvParams::new(&d, true, (0, 0.0));
-                let (d1, _) = g.record(
+                let (d1, _) = g.record_conv(
                     "conv2d_backward_input",
                     &[dys.clone(), ws, dys.clone(), dxs.clone()],
                     &prm,
-                    groups64(x.len()),
                 )?;
-                let (d2, _) = g.record(
+                let (d2, _) = g.record_conv(
                     "conv2d_backward_weight",
                     &[xs, dys.clone(), dys, dws.clone(), dbs.clone()],
                     &prm,
-                    (w.len() + o) as u64,
                 )?;
                 let r = g.run(&[d1, d2], &[dxs, dws, dbs])?;
                 (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
@@ -249,11 +242,11 @@ impl Backend {
                 let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
                 let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
                 let prm = PoolParams::new(dims4(x), y_dim, &pp);
-                let (disp, _) = g.record(
+                let (disp, _) = g.record_pool(
                     "max_pool2d_forward",
                     &[xs, ys.clone(), is.clone()],
                     &prm,
-                    groups64(out_len),
+                    false,
                 )?;
                 let r = g.run(&[disp], &[ys, is])?;
                 (to_f32(&r[0]), to_u32(&r[1]))
@@ -341,12 +334,8 @@ impl Backend {
                 let is = Slice::whole(g.upload("idx", &iv));
                 let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x_len)));
                 let prm = PoolParams::new(xd, yd, &pp);
-                let (disp, _) = g.record(
-                    "max_pool2d_backward",
-                    &[dys, is, dxs.clone()],
-                    &prm,
-                    groups64(x_len),
-                )?;
+                let (disp, _) =
+                    g.record_pool("max_pool2d_backward", &[dys, is, dxs.clone()], &prm, false)?;
                 to_f32(&g.run(&[disp], &[dxs])?[0])
             }
         };
@@ -374,11 +363,10 @@ impl Backend {
                 let cs = Slice::whole(g.zeros("c", bytes_of_len(gm.m * gm.n)));
                 let cbs = Slice::whole(g.zeros("cb", bytes_of_len(gm.m)));
                 let prm = GemmParams::new(gm, bias.is_some());
-                let (disp, _) = g.record(
+                let (disp, _) = g.record_gemm(
                     "gemm",
                     &[as_, bs, bias_s, ya_s, cs.clone(), cbs.clone()],
                     &prm,
-                    prm.groups(),
                 )?;
                 let r = g.run(&[disp], &[cs, cbs])?;
                 let mut cb = to_f32(&r[1]);

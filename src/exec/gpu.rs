@@ -45,6 +45,13 @@ impl GpuExec {
     pub fn new(ctx: Arc<GpuContext>, plan: &Plan, params: &[f32]) -> Result<Self> {
         let flat_bytes = bytes_of_len(plan.flat_len);
         ctx.check_binding("plan", "parameters", flat_bytes)?;
+        // name the graph tensor that doesn't fit, then check the pooled buffers
+        // (rounded up to the alignment, they can exceed the limit when no tensor does)
+        for t in &plan.tensors {
+            if matches!(t.home, crate::plan::Home::Arena(_)) {
+                ctx.check_binding("plan", &t.name, bytes_of_len(t.len(plan.batch)))?;
+            }
+        }
         for (i, &len) in plan.arena.iter().enumerate() {
             ctx.check_binding(
                 "plan",
@@ -187,13 +194,10 @@ impl GpuExec {
         match s {
             Step::Conv2dForward { x, w, b, y, d, act } => {
                 let bs = b.map_or_else(|| self.dummy(), sl);
-                let len = d.y.iter().product::<usize>();
-                rec!(
-                    "conv2d_forward",
-                    [sl(*x), sl(*w), bs, sl(*y)],
-                    ConvParams::new(d, b.is_some(), *act),
-                    groups64(len)
-                )
+                let prm = ConvParams::new(d, b.is_some(), *act);
+                let slices = [sl(*x), sl(*w), bs, sl(*y)];
+                let (d, u) = c.record_conv("conv2d_forward", &slices, &prm)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }
             Step::Conv2dBackwardInput {
                 dy,
@@ -203,13 +207,10 @@ impl GpuExec {
                 d,
                 act,
             } => {
-                let len = d.x.iter().product::<usize>();
-                rec!(
-                    "conv2d_backward_input",
-                    [sl(*dy), sl(*w), sl(*y), sl(*dx)],
-                    ConvParams::new(d, false, *act),
-                    groups64(len)
-                )
+                let prm = ConvParams::new(d, false, *act);
+                let slices = [sl(*dy), sl(*w), sl(*y), sl(*dx)];
+                let (d, u) = c.record_conv("conv2d_backward_input", &slices, &prm)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }
             Step::Conv2dBackwardWeight {
                 x,
@@ -221,14 +222,10 @@ impl GpuExec {
                 act,
             } => {
                 let dbs = db.map_or_else(|| self.dummy_out(), sl);
-                let nw = d.w.iter().product::<usize>();
-                let groups = nw + if db.is_some() { d.w[0] } else { 0 };
-                rec!(
-                    "conv2d_backward_weight",
-                    [sl(*x), sl(*dy), sl(*y), sl(*dw), dbs],
-                    ConvParams::new(d, db.is_some(), *act),
-                    groups as u64
-                )
+                let prm = ConvParams::new(d, db.is_some(), *act);
+                let slices = [sl(*x), sl(*dy), sl(*y), sl(*dw), dbs];
+                let (d, u) = c.record_conv("conv2d_backward_weight", &slices, &prm)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }
             Step::MaxPool2dForward {
                 x,
@@ -237,12 +234,12 @@ impl GpuExec {
                 xd,
                 yd,
                 p,
-            } => rec!(
-                "max_pool2d_forward",
-                [sl(*x), sl(*y), sl(*idx)],
-                PoolParams::new(*xd, *yd, p),
-                groups64(yd.iter().product())
-            ),
+            } => {
+                let prm = PoolParams::new(*xd, *yd, p);
+                let slices = [sl(*x), sl(*y), sl(*idx)];
+                let (d, u) = c.record_pool("max_pool2d_forward", &slices, &prm, true)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }
             Step::MaxPool2dBackward {
                 dy,
                 idx,
@@ -250,12 +247,12 @@ impl GpuExec {
                 xd,
                 yd,
                 p,
-            } => rec!(
-                "max_pool2d_backward",
-                [sl(*dy), sl(*idx), sl(*dx)],
-                PoolParams::new(*xd, *yd, p),
-                groups64(xd.iter().product())
-            ),
+            } => {
+                let prm = PoolParams::new(*xd, *yd, p);
+                let slices = [sl(*dy), sl(*idx), sl(*dx)];
+                let (d, u) = c.record_pool("max_pool2d_backward", &slices, &prm, true)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }
             Step::Gemm {
                 a,
                 b,
@@ -266,17 +263,13 @@ impl GpuExec {
                 g,
             } => {
                 let prm = GemmParams::new(g, bias.is_some());
-                let groups = prm.groups();
                 let a_s = sl(*a);
                 let bias_s = bias.map_or_else(|| self.dummy(), sl);
                 let ya_s = ya.map_or_else(|| a_s.clone(), sl);
                 let cb_s = cb.map_or_else(|| self.dummy_out(), sl);
-                rec!(
-                    "gemm",
-                    [a_s, sl(*b), bias_s, ya_s, sl(*out), cb_s],
-                    prm,
-                    groups
-                )
+                let slices = [a_s, sl(*b), bias_s, ya_s, sl(*out), cb_s];
+                let (d, u) = c.record_gemm("gemm", &slices, &prm)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }
             Step::ActivationForward { x, y, act } => {
                 let len = plan.tensors[*x].len(n);

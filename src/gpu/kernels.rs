@@ -3,14 +3,35 @@
 //! One WGSL file per op family in `shaders/`, each prefixed with `shaders/common.wgsl`.
 //! Every kernel binds its read-only inputs first, then its outputs, then one uniform
 //! params struct. Pipelines and bind group layouts are created once per device and
-//! cached by entry point; creation runs inside error scopes so a shader or pipeline
-//! validation error becomes [`Error::Shader`] naming the kernel.
+//! cached by entry point and specialisation; creation runs inside error scopes so a shader
+//! or pipeline validation error becomes [`Error::Shader`] naming the kernel.
+//!
+//! **Specialisation.** A family declares module-scope `const NAME: u32 = v;` values (tile
+//! sizes, fused activation codes, bias and ones-column flags, pooling geometry). A pipeline
+//! may be compiled with some of them replaced ([`Consts`]): the text is substituted before
+//! the module is created, so the driver sees true constants — loops get constant trip
+//! counts, conditions on them fold away. (WGSL `override`s would do the same but need
+//! pipeline-constant processing before naga's backends; substitution keeps every shader file
+//! valid as written.) Loops marked `/*unroll*/` are then expanded into straight-line
+//! blocks, so register tiles are only ever indexed by constants. The executor compiles all its variants when
+//! the plan is built — register tiles are chosen per layer, not per batch size — and never
+//! during training; [`GpuContext::pipeline_stats`] counts them.
+//!
+//! **Benchmarking.** [`BenchOp`] describes one launch (by hand or from a plan step) and
+//! [`GpuContext::bench_program`] records launches on their own buffers, with the same
+//! specialisation and grid as the executor, for `examples/bench.rs`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::device::GpuContext;
+use crate::cpu::conv2d::ConvDims;
+use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
+use crate::plan::{Plan, Step, TensorId};
+use crate::shape::{Activation, Pool2dParams};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
@@ -46,14 +67,20 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 }
 
 /// Every kernel of the library. The CPU twin of each lives in `src/cpu/<family>.rs`
-/// under the same name.
+/// under the same name, except for alternative kernels computing the same function, which
+/// share their twin: `conv2d_backward_input_rows` and `conv2d_backward_weight_rows`
+/// (stride-1 layers; the host picks them) and `gemm_naive` (the untiled baseline the
+/// benchmark compares `gemm` with).
 pub const KERNELS: &[KernelSpec] = &[
     k("conv2d_forward", "conv2d", 3, 1),
     k("conv2d_backward_input", "conv2d", 3, 1),
+    k("conv2d_backward_input_rows", "conv2d", 3, 1),
     k("conv2d_backward_weight", "conv2d", 3, 2),
+    k("conv2d_backward_weight_rows", "conv2d", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
     k("gemm", "matmul", 4, 2),
+    k("gemm_naive", "matmul", 4, 2),
     k("activation_forward", "elementwise", 1, 1),
     k("activation_backward", "elementwise", 2, 1),
     k("add", "elementwise", 2, 1),
@@ -72,19 +99,158 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// Specialisation constants of one pipeline: `(name, value)` pairs replacing the family's
+/// module-scope `const NAME: u32 = …;` declarations.
+pub type Consts = Vec<(&'static str, u32)>;
+
 /// A compiled kernel: its pipeline and bind group layout.
 #[derive(Debug)]
 pub struct Kernel {
     pub spec: KernelSpec,
+    /// The specialisation it was compiled with.
+    pub consts: Consts,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
 }
 
-/// Pipelines and shader modules, created once per device.
+/// Pipelines and shader modules, created once per device and specialisation.
 #[derive(Default)]
 pub(crate) struct KernelCache {
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
-    kernels: Mutex<HashMap<&'static str, Arc<Kernel>>>,
+    modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    /// Register tile chosen per batch-independent launch description (src/gpu/ops.rs).
+    pub(crate) tiles: Mutex<HashMap<String, (u32, u32)>>,
+    compiled: AtomicU64,
+    compile_ns: AtomicU64,
+}
+
+/// Pipelines compiled on a device so far, and the host time spent creating them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PipelineStats {
+    pub pipelines: u64,
+    pub seconds: f64,
+}
+
+/// `src` with each `const NAME: u32 = …;` of `consts` replaced; an unknown name is an error.
+fn specialise(family: &str, src: &str, consts: &[(&'static str, u32)]) -> Result<String> {
+    let mut out = src.to_string();
+    for (name, v) in consts {
+        let pat = format!("\nconst {name}: u32 = ");
+        let Some(at) = out.find(&pat) else {
+            return Err(Error::Shader {
+                kernel: format!("{family}.wgsl"),
+                msg: format!("no specialisation constant `{name}`"),
+            });
+        };
+        let start = at + pat.len();
+        let end = start
+            + out[start..].find(';').ok_or_else(|| Error::Shader {
+                kernel: format!("{family}.wgsl"),
+                msg: format!("unterminated constant `{name}`"),
+            })?;
+        out.replace_range(start..end, &format!("{v}u"));
+    }
+    Ok(out)
+}
+
+/// Expands every `/*unroll*/ for (var V = 0u; V < B; V++) { BODY }` of `src` into `B` blocks
+/// `{ let V = ku; BODY }` (k = 0, 1, …), innermost loops included. `B` is a literal or the
+/// name of a module-scope `const B: u32 = …;` of `src`. The bodies of such loops must not
+/// `break` or `continue`. A CPU adapter keeps a register tile in registers only when every
+/// index into it is a constant, and its compiler does not reliably unroll these loops itself.
+fn unroll(family: &str, src: &str) -> Result<String> {
+    const MARK: &str = "/*unroll*/";
+    let err = |msg: String| Error::Shader {
+        kernel: format!("{family}.wgsl"),
+        msg,
+    };
+    let mut s = src.to_string();
+    let mut from = 0;
+    while let Some(found) = s[from..].find(MARK) {
+        let at = from + found;
+        // a mention inside a `//` comment is not a marker
+        let line_start = s[..at].rfind('\n').map_or(0, |i| i + 1);
+        if s[line_start..at].contains("//") {
+            from = at + MARK.len();
+            continue;
+        }
+        let head_at = at + MARK.len();
+        let open = head_at
+            + s[head_at..]
+                .find('{')
+                .ok_or_else(|| err("unroll: no loop body".into()))?;
+        let head = s[head_at..open].trim();
+        let inner = head
+            .strip_prefix("for")
+            .map(str::trim)
+            .and_then(|h| h.strip_prefix('('))
+            .and_then(|h| h.strip_suffix(')'))
+            .ok_or_else(|| err(format!("unroll: not a for loop: `{head}`")))?;
+        let parts: Vec<&str> = inner.split(';').map(str::trim).collect();
+        let var = parts
+            .first()
+            .and_then(|p| p.strip_prefix("var "))
+            .and_then(|p| p.strip_suffix("= 0u"))
+            .map(str::trim)
+            .ok_or_else(|| err(format!("unroll: loop must start at 0u: `{head}`")))?;
+        let bound = parts
+            .get(1)
+            .and_then(|p| p.strip_prefix(var))
+            .map(str::trim)
+            .and_then(|p| p.strip_prefix('<'))
+            .map(str::trim)
+            .ok_or_else(|| err(format!("unroll: loop must test `{var} < N`: `{head}`")))?;
+        if parts.get(2) != Some(&format!("{var}++").as_str()) {
+            return Err(err(format!("unroll: loop must step `{var}++`: `{head}`")));
+        }
+        let n = match bound.trim_end_matches('u').parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let pat = format!("\nconst {bound}: u32 = ");
+                let at = s
+                    .find(&pat)
+                    .ok_or_else(|| err(format!("unroll: no constant `{bound}`")))?
+                    + pat.len();
+                let end = at + s[at..].find(';').unwrap_or(0);
+                s[at..end]
+                    .trim()
+                    .trim_end_matches('u')
+                    .parse::<u32>()
+                    .map_err(|_| err(format!("unroll: `{bound}` is not a literal")))?
+            }
+        };
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, ch) in s[open..].char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(open + i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let close = close.ok_or_else(|| err("unroll: unbalanced braces".into()))?;
+        let body = &s[open + 1..close];
+        let expanded: String = (0..n)
+            .map(|k| format!("{{ let {var} = {k}u;{body}}}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        s.replace_range(at..close + 1, &expanded);
+    }
+    Ok(s)
+}
+
+fn cache_key(name: &str, consts: &[(&'static str, u32)]) -> String {
+    let mut key = name.to_string();
+    for (n, v) in consts {
+        key.push_str(&format!(" {n}={v}"));
+    }
+    key
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -101,23 +267,32 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl GpuContext {
-    fn module(&self, family: &'static str) -> Result<Arc<wgpu::ShaderModule>> {
+    fn module(
+        &self,
+        family: &'static str,
+        consts: &[(&'static str, u32)],
+    ) -> Result<Arc<wgpu::ShaderModule>> {
+        let key = cache_key(family, consts);
         let mut modules = self
             .kernels
             .modules
             .lock()
             .map_err(|_| Error::Device("shader cache lock poisoned".into()))?;
-        if let Some(m) = modules.get(family) {
+        if let Some(m) = modules.get(&key) {
             return Ok(m.clone());
         }
         let src = FAMILIES
             .iter()
             .find(|(n, _)| *n == family)
-            .map(|(_, s)| format!("{COMMON}\n{s}"))
+            .map(|(_, s)| {
+                specialise(family, s, consts)
+                    .and_then(|s| unroll(family, &s))
+                    .map(|s| format!("{COMMON}\n{s}"))
+            })
             .ok_or_else(|| Error::Shader {
                 kernel: family.into(),
                 msg: "unknown shader family".into(),
-            })?;
+            })??;
         let module = self
             .scoped(family, || {
                 self.device
@@ -131,12 +306,16 @@ impl GpuContext {
                 msg: e.to_string(),
             })?;
         let m = Arc::new(module);
-        modules.insert(family, m.clone());
+        modules.insert(key, m.clone());
         Ok(m)
     }
 
-    /// The cached kernel `name`, compiling it on first use.
-    pub(crate) fn kernel(&self, name: &str) -> Result<Arc<Kernel>> {
+    /// The cached kernel `name` specialised with `consts`, compiling it on first use.
+    pub(crate) fn kernel_with(
+        &self,
+        name: &str,
+        consts: &[(&'static str, u32)],
+    ) -> Result<Arc<Kernel>> {
         let spec = *KERNELS
             .iter()
             .find(|s| s.name == name)
@@ -144,16 +323,18 @@ impl GpuContext {
                 kernel: name.into(),
                 msg: "no such kernel".into(),
             })?;
+        let key = cache_key(spec.name, consts);
         if let Some(k) = self
             .kernels
             .kernels
             .lock()
             .map_err(|_| Error::Device("kernel cache lock poisoned".into()))?
-            .get(spec.name)
+            .get(&key)
         {
             return Ok(k.clone());
         }
-        let module = self.module(spec.family)?;
+        let t0 = Instant::now();
+        let module = self.module(spec.family, consts)?;
         let (layout, pipeline) = self
             .scoped(spec.name, || {
                 let mut entries = Vec::new();
@@ -193,7 +374,11 @@ impl GpuContext {
                             layout: Some(&pl),
                             module: &module,
                             entry_point: Some(spec.name),
-                            compilation_options: Default::default(),
+                            // Every kernel writes its workgroup memory before reading it.
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &[],
+                                zero_initialize_workgroup_memory: false,
+                            },
                             cache: None,
                         });
                 (layout, pipeline)
@@ -204,6 +389,7 @@ impl GpuContext {
             })?;
         let kernel = Arc::new(Kernel {
             spec,
+            consts: consts.to_vec(),
             pipeline,
             layout,
         });
@@ -211,7 +397,206 @@ impl GpuContext {
             .kernels
             .lock()
             .map_err(|_| Error::Device("kernel cache lock poisoned".into()))?
-            .insert(spec.name, kernel.clone());
+            .insert(key, kernel.clone());
+        let c = &self.kernels;
+        c.compiled.fetch_add(1, Ordering::Relaxed);
+        c.compile_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(kernel)
+    }
+
+    /// Pipelines compiled on this device so far and the host time their creation took
+    /// (shader module + pipeline; on a CPU adapter this includes the JIT compilation).
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        let c = &self.kernels;
+        PipelineStats {
+            pipelines: c.compiled.load(Ordering::Relaxed),
+            seconds: c.compile_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
+    }
+}
+
+/// One kernel launch to time on its own, on device-resident buffers (for benchmarks and
+/// napkin math: see `examples/bench.rs`). Build them by hand or from a plan's schedule
+/// with [`BenchOp::from_step`]; record them with [`GpuContext::bench_program`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BenchOp {
+    /// `act`: (code, α) of the fused activation (applied to y; its derivative from y in the
+    /// backward passes), `(0, 0.0)` for none.
+    Conv2dForward {
+        d: ConvDims,
+        bias: bool,
+        act: (u32, f32),
+    },
+    Conv2dBackwardInput {
+        d: ConvDims,
+        act: (u32, f32),
+    },
+    Conv2dBackwardWeight {
+        d: ConvDims,
+        bias: bool,
+        act: (u32, f32),
+    },
+    Gemm {
+        g: Gemm,
+        bias: bool,
+    },
+    /// The untiled GEMM (one output per invocation), the baseline of the tiled one.
+    GemmNaive {
+        g: Gemm,
+        bias: bool,
+    },
+    MaxPool2dForward {
+        x: [usize; 4],
+        y: [usize; 4],
+        p: Pool2dParams,
+    },
+    MaxPool2dBackward {
+        x: [usize; 4],
+        y: [usize; 4],
+        p: Pool2dParams,
+    },
+    ActivationForward {
+        len: usize,
+        act: Activation,
+    },
+    ActivationBackward {
+        len: usize,
+        act: Activation,
+    },
+    Add {
+        len: usize,
+    },
+    CrossEntropy {
+        rows: usize,
+        cols: usize,
+    },
+    Mse {
+        rows: usize,
+        cols: usize,
+    },
+    OptimizerStep {
+        len: usize,
+    },
+}
+
+impl BenchOp {
+    /// The kernel (entry point) it runs.
+    pub fn kernel(&self) -> &'static str {
+        match self {
+            BenchOp::Conv2dForward { .. } => "conv2d_forward",
+            BenchOp::Conv2dBackwardInput { .. } => "conv2d_backward_input",
+            BenchOp::Conv2dBackwardWeight { .. } => "conv2d_backward_weight",
+            BenchOp::Gemm { .. } => "gemm",
+            BenchOp::GemmNaive { .. } => "gemm_naive",
+            BenchOp::MaxPool2dForward { .. } => "max_pool2d_forward",
+            BenchOp::MaxPool2dBackward { .. } => "max_pool2d_backward",
+            BenchOp::ActivationForward { .. } => "activation_forward",
+            BenchOp::ActivationBackward { .. } => "activation_backward",
+            BenchOp::Add { .. } => "add",
+            BenchOp::CrossEntropy { .. } => "cross_entropy",
+            BenchOp::Mse { .. } => "mse",
+            BenchOp::OptimizerStep { .. } => "optimizer_step",
+        }
+    }
+
+    /// Floating-point operations, counting a multiply-add as 2 (convolutions: every
+    /// multiply-add of the dense definition, padding included; GEMMs: 2·M·N·K, plus M·K for
+    /// a ones column). Elementwise ops, pooling, losses and the optimizer count 0.
+    pub fn flops(&self) -> f64 {
+        let conv = |d: &ConvDims| {
+            let [n, o, oh, ow] = d.y;
+            let [_, c, kh, kw] = d.w;
+            2.0 * (n * o * oh * ow) as f64 * (c * kh * kw) as f64
+        };
+        match self {
+            BenchOp::Conv2dForward { d, .. }
+            | BenchOp::Conv2dBackwardInput { d, .. }
+            | BenchOp::Conv2dBackwardWeight { d, .. } => conv(d),
+            BenchOp::Gemm { g, .. } | BenchOp::GemmNaive { g, .. } => {
+                2.0 * g.m as f64 * (g.n + g.ones_col as usize) as f64 * g.k as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The launch of one step of a plan's schedule at batch size `n`.
+    pub fn from_step(plan: &Plan, step: &Step, n: usize) -> Self {
+        let len = |t: TensorId| plan.tensors[t].len(n);
+        match step {
+            Step::Conv2dForward { b, d, act, .. } => BenchOp::Conv2dForward {
+                d: *d,
+                bias: b.is_some(),
+                act: *act,
+            },
+            Step::Conv2dBackwardInput { d, act, .. } => {
+                BenchOp::Conv2dBackwardInput { d: *d, act: *act }
+            }
+            Step::Conv2dBackwardWeight { db, d, act, .. } => BenchOp::Conv2dBackwardWeight {
+                d: *d,
+                bias: db.is_some(),
+                act: *act,
+            },
+            Step::MaxPool2dForward { xd, yd, p, .. } => BenchOp::MaxPool2dForward {
+                x: *xd,
+                y: *yd,
+                p: *p,
+            },
+            Step::MaxPool2dBackward { xd, yd, p, .. } => BenchOp::MaxPool2dBackward {
+                x: *xd,
+                y: *yd,
+                p: *p,
+            },
+            Step::Gemm { bias, g, .. } => BenchOp::Gemm {
+                g: *g,
+                bias: bias.is_some(),
+            },
+            Step::ActivationForward { x, act, .. } => BenchOp::ActivationForward {
+                len: len(*x),
+                act: *act,
+            },
+            Step::ActivationBackward { x, act, .. } => BenchOp::ActivationBackward {
+                len: len(*x),
+                act: *act,
+            },
+            Step::Add { a, .. } => BenchOp::Add { len: len(*a) },
+            Step::CrossEntropy { rows, cols, .. } => BenchOp::CrossEntropy {
+                rows: *rows,
+                cols: *cols,
+            },
+            Step::Mse { rows, cols, .. } => BenchOp::Mse {
+                rows: *rows,
+                cols: *cols,
+            },
+        }
+    }
+}
+
+/// Dispatches recorded by [`GpuContext::bench_program`] on their own buffers (inputs filled
+/// with deterministic values in [−1, 1), valid indices and class labels).
+pub struct BenchProgram {
+    pub ops: Vec<BenchOp>,
+    pub(crate) dispatches: Vec<super::buffers::Dispatch>,
+    pub(crate) _buffers: Vec<Arc<wgpu::Buffer>>,
+}
+
+impl BenchProgram {
+    /// The entry point recorded for op `i` and its specialisation, e.g.
+    /// `conv2d_backward_input_rows ACT=1 HAS_BIAS=0 … IR=6 IS=16`.
+    pub fn variant(&self, i: usize) -> String {
+        let k = &self.dispatches[i].kernel;
+        let mut s = k.spec.name.to_string();
+        for (n, v) in &k.consts {
+            s.push_str(&format!(" {n}={v}"));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for BenchProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchProgram")
+            .field("ops", &self.ops)
+            .finish()
     }
 }

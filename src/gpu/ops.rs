@@ -4,8 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffers::{Dispatch, Slice};
+use super::buffers::{bytes_of_len, Dispatch, Slice};
 use super::device::GpuContext;
+use super::kernels::{BenchOp, BenchProgram, Consts};
 use crate::cpu::conv2d::ConvDims;
 use crate::cpu::matmul::Gemm;
 use crate::error::Result;
@@ -126,12 +127,6 @@ impl GemmParams {
             pad: [0; 3],
         }
     }
-
-    /// Workgroups: one per 32×32 tile of the (possibly ones-extended) output.
-    pub fn groups(&self) -> u64 {
-        let cols = (self.n + self.ones_col) as u64;
-        cols.div_ceil(32) * (self.m as u64).div_ceil(32)
-    }
 }
 
 #[repr(C)]
@@ -196,7 +191,246 @@ pub(crate) fn groups64(len: usize) -> u64 {
     (len as u64).div_ceil(64)
 }
 
+/// Tile extents a pipeline may be specialised with: few values, so that arbitrary shapes
+/// share pipelines (each costs ~0.05–0.3 s to compile on a CPU adapter), yet the channel
+/// counts of common layers (1, 3, 6, 16, 32, 64…) split without waste.
+const EXTENTS: &[u32] = &[1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
+
+/// `len` split into `parts` as evenly as possible, the part rounded up to an allowed extent.
+fn split(len: u32, parts: u32) -> u32 {
+    let part = len.div_ceil(parts.max(1)).max(1);
+    EXTENTS.iter().copied().find(|&e| e >= part).unwrap_or(part)
+}
+
+/// `len` split into the fewest parts of at most `max` (an allowed extent): the part size.
+fn balanced(len: u32, max: u32) -> u32 {
+    split(len, len.div_ceil(max.max(1)))
+}
+
+/// Register-tile limits for one adapter class. Each candidate list is tried in order and the
+/// first tile that still gives the dispatch `min_groups` workgroups wins.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiles {
+    /// Conv forward: at most this many output channels per invocation (balanced over O) …
+    fwd_channels: u32,
+    /// … times one of these position counts per invocation.
+    fwd_positions: &'static [u32],
+    /// Conv backward-input (general kernel): input channels, position counts.
+    bwd_in_channels: u32,
+    bwd_in_positions: &'static [u32],
+    /// Conv backward-input, stride-1 rows variant: input channels × row-segment width.
+    bwd_in_rows: (u32, u32),
+    /// Conv backward-weight (general kernel): output channels × (c,a,b) columns per
+    /// workgroup tile (columns split further while there are too few tiles).
+    bwd_w: (u32, u32),
+    /// Conv backward-weight, stride-1 rows variant: (c,a) kernel rows per tile (the output
+    /// channels as `bwd_w.0`).
+    bwd_w_rows: u32,
+    /// GEMM: rows × columns per invocation.
+    gemm: &'static [(u32, u32)],
+    /// Workgroups a dispatch should have to occupy the device.
+    pub min_groups: u64,
+}
+
+/// CPU adapters (lavapipe/llvmpipe, SwiftShader, WARP: a workgroup runs on one thread, SIMD
+/// across invocations). Tuned on lavapipe (LLVM 15, 8-wide AVX2), where a storage load costs
+/// ~20 multiply-adds: the larger the tile, the fewer loads per multiply-add, as long as the
+/// tile is fully unrolled (`/*unroll*/`) so it stays in registers; spilling the extra
+/// accumulators to the stack is cheap next to the loads. Measured alternatives are in
+/// docs/PERFORMANCE.md. `min_groups` is set to the host's cores.
+const CPU_TILES: Tiles = Tiles {
+    fwd_channels: 16,
+    fwd_positions: &[12, 8, 4, 2, 1],
+    bwd_in_channels: 8,
+    bwd_in_positions: &[12, 8, 4, 2, 1],
+    bwd_in_rows: (8, 16),
+    bwd_w: (8, 32),
+    // 8 measured best for 5×5 and 3×3 kernels (6 rows ran 1.6× slower, 16 no faster)
+    bwd_w_rows: 8,
+    gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
+    min_groups: 2,
+};
+
+/// Hardware GPUs: registers are per invocation and few, so tiles of at most 16–40
+/// accumulators (not measured here — no hardware GPU was available; see
+/// docs/PERFORMANCE.md), and enough workgroups to spread over the compute units.
+const GPU_TILES: Tiles = Tiles {
+    fwd_channels: 4,
+    fwd_positions: &[4, 2, 1],
+    bwd_in_channels: 4,
+    bwd_in_positions: &[4, 2, 1],
+    bwd_in_rows: (4, 8),
+    bwd_w: (4, 8),
+    bwd_w_rows: 2,
+    gemm: &[(4, 4), (2, 4), (1, 4)],
+    min_groups: 32,
+};
+
+/// The widest kernel the stride-1 rows variants are specialised for: 7 keeps the
+/// weight-gradient reduction buffer (64 × (8 rows · KW + 1) floats) within the 16 KiB of
+/// workgroup memory every WebGPU adapter offers.
+const ROWS_MAX_KW: u32 = 7;
+
+/// The first candidate whose workgroup count reaches `min_groups`, else the one with the most.
+fn pick<T: Copy>(cands: &[T], groups: impl Fn(T) -> u64, min_groups: u64) -> (T, u64) {
+    let mut best = (cands[0], groups(cands[0]));
+    for &c in cands {
+        let g = groups(c);
+        if g >= min_groups {
+            return (c, g);
+        }
+        if g > best.1 {
+            best = (c, g);
+        }
+    }
+    best
+}
+
+/// Workgroups of conv kernel `name` for register tile `tile`.
+fn conv_groups(name: &str, p: &ConvParams, (r, s): (u32, u32)) -> u64 {
+    match name {
+        "conv2d_forward" => {
+            let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
+            pos.div_ceil(64 * s as u64) * p.o.div_ceil(r) as u64
+        }
+        "conv2d_backward_input" => {
+            let pos = p.n as u64 * p.h as u64 * p.w as u64;
+            pos.div_ceil(64 * s as u64) * p.c.div_ceil(r) as u64
+        }
+        "conv2d_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
+        "conv2d_backward_input_rows" => {
+            let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
+            segs.div_ceil(64) * p.c.div_ceil(r) as u64
+        }
+        _ => {
+            let cols = p.c * p.kh * p.kw + p.has_bias;
+            p.o.div_ceil(r) as u64 * cols.div_ceil(s) as u64
+        }
+    }
+}
+
+/// The conv kernel that computes `name`: the rows variants of the backward passes for layers
+/// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
+/// `ROWS_MAX_KW` wide. (A rows variant of the forward pass measured no faster: its weight
+/// loads dominate either way.)
+fn conv_kernel(name: &str, p: &ConvParams) -> &'static str {
+    match name {
+        "conv2d_forward" => "conv2d_forward",
+        "conv2d_backward_input" if p.sh == 1 && p.sw == 1 && p.kw <= ROWS_MAX_KW => {
+            "conv2d_backward_input_rows"
+        }
+        "conv2d_backward_input" => "conv2d_backward_input",
+        _ if p.sw == 1 && p.kw <= ROWS_MAX_KW => "conv2d_backward_weight_rows",
+        _ => "conv2d_backward_weight",
+    }
+}
+
+/// The register tile of conv kernel `name`: (channels, positions) per invocation for the
+/// forward and backward-input kernels, (output channels, columns) per workgroup for the
+/// backward-weight kernel. `min_groups` is the parallelism to keep: tiles shrink until the
+/// dispatch has that many workgroups, if they can.
+fn conv_tile(name: &str, p: &ConvParams, t: &Tiles) -> (u32, u32) {
+    let min_groups = t.min_groups;
+    match name {
+        "conv2d_forward" | "conv2d_backward_input" => {
+            let (chan, max, cands) = if name == "conv2d_forward" {
+                (p.o, t.fwd_channels, t.fwd_positions)
+            } else {
+                (p.c, t.bwd_in_channels, t.bwd_in_positions)
+            };
+            let r = balanced(chan, max);
+            let (s, _) = pick(cands, |s| conv_groups(name, p, (r, s)), min_groups);
+            (r, s)
+        }
+        "conv2d_backward_input_rows" => {
+            let r = balanced(p.c, t.bwd_in_rows.0);
+            let mut parts = p.w.div_ceil(t.bwd_in_rows.1);
+            let mut s = split(p.w, parts);
+            while conv_groups(name, p, (r, s)) < min_groups && s > 1 {
+                parts += 1;
+                s = split(p.w, parts);
+            }
+            (r, s)
+        }
+        "conv2d_backward_weight_rows" => {
+            let r = balanced(p.o, t.bwd_w.0);
+            let rows = p.c * p.kh;
+            let mut a = balanced(rows, t.bwd_w_rows);
+            let mut parts = rows.div_ceil(a);
+            while conv_groups(name, p, (r, a)) < min_groups && a > 1 {
+                parts += 1;
+                a = split(rows, parts);
+            }
+            (r, a)
+        }
+        _ => {
+            let r = balanced(p.o, t.bwd_w.0);
+            let cols = p.c * p.kh * p.kw + p.has_bias;
+            let mut c = balanced(cols, t.bwd_w.1);
+            let mut parts = cols.div_ceil(c);
+            while conv_groups(name, p, (r, c)) < min_groups && c > 1 {
+                parts += 1;
+                c = split(cols, parts);
+            }
+            (r, c)
+        }
+    }
+}
+
+/// The specialisation of conv kernel `name`: fused activation and bias, register tile.
+fn conv_consts(name: &str, p: &ConvParams, (r, s): (u32, u32)) -> Consts {
+    let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias)];
+    let names = match name {
+        "conv2d_forward" => ("FR", "FS"),
+        "conv2d_backward_input" => ("IR", "IS"),
+        "conv2d_backward_weight_rows" => {
+            consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("WRED", s * p.kw + 1)]);
+            ("WR", "WA")
+        }
+        "conv2d_backward_input_rows" => {
+            consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("SEG", s + p.kw - 1)]);
+            ("IR", "IS")
+        }
+        _ => ("WR", "WS"),
+    };
+    consts.extend([(names.0, r), (names.1, s)]);
+    consts
+}
+
+/// Workgroups of the tiled `gemm` for tile `(tr, ts)` (rows × columns per invocation).
+fn gemm_groups(p: &GemmParams, (tr, ts): (u32, u32)) -> u64 {
+    let cols = (p.n + p.ones_col) as u64;
+    cols.div_ceil(8 * ts as u64) * (p.m as u64).div_ceil(8 * tr as u64)
+}
+
+/// The specialisation of `gemm` / `gemm_naive`: fused bias, activations, ones column, tile.
+fn gemm_consts(name: &str, p: &GemmParams, (tr, ts): (u32, u32)) -> Consts {
+    let mut consts: Consts = vec![
+        ("HAS_BIAS", p.has_bias),
+        ("ACT_OUT", p.act_out),
+        ("ACT_IN", p.act_in),
+        ("ONES_COL", p.ones_col),
+    ];
+    if name != "gemm_naive" {
+        consts.extend([("TR", tr), ("TS", ts)]);
+    }
+    consts
+}
+
 impl GpuContext {
+    /// The register-tile limits for this adapter's class: [`CPU_TILES`] on a CPU adapter
+    /// (with one workgroup per host core to keep), [`GPU_TILES`] otherwise.
+    pub(crate) fn tiles(&self) -> Tiles {
+        if self.summary.device_type == "Cpu" {
+            Tiles {
+                min_groups: std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+                ..CPU_TILES
+            }
+        } else {
+            GPU_TILES
+        }
+    }
+
     /// Records kernel `name` over `slices` with uniform `params` and `groups` workgroups.
     /// Returns the dispatch and the uniform buffer (kept by callers that rewrite it).
     pub(crate) fn record<T: Pod>(
@@ -206,9 +440,328 @@ impl GpuContext {
         params: &T,
         groups: u64,
     ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
-        let kernel = self.kernel(name)?;
+        self.record_with(name, &[], slices, params, groups)
+    }
+
+    /// [`GpuContext::record`] for a specialised pipeline.
+    pub(crate) fn record_with<T: Pod>(
+        &self,
+        name: &str,
+        consts: &[(&'static str, u32)],
+        slices: &[Slice],
+        params: &T,
+        groups: u64,
+    ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
+        let kernel = self.kernel_with(name, consts)?;
         let ubuf = self.uniform(name, params);
         let d = self.dispatch(&kernel, slices, &ubuf, groups)?;
         Ok((d, ubuf))
+    }
+
+    /// The register tile for a launch whose batch-independent description is `key`: chosen
+    /// by `choose` the first time, then reused, so that the same layer at another batch size
+    /// (the smaller last batch of an epoch) uses the same pipeline and compiles nothing.
+    fn tile_for(&self, key: String, choose: impl FnOnce() -> (u32, u32)) -> Result<(u32, u32)> {
+        let mut tiles = self
+            .kernels
+            .tiles
+            .lock()
+            .map_err(|_| crate::error::Error::Device("tile cache lock poisoned".into()))?;
+        Ok(*tiles.entry(key).or_insert_with(choose))
+    }
+
+    /// Records conv kernel `name` (forward, backward-input or backward-weight) with its
+    /// specialisation and grid.
+    pub(crate) fn record_conv(
+        &self,
+        name: &str,
+        slices: &[Slice],
+        params: &ConvParams,
+    ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
+        let p = params;
+        let name = conv_kernel(name, p);
+        let key = format!(
+            "{name} {:?}",
+            [p.c, p.h, p.w, p.o, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.has_bias, p.act]
+        );
+        let tiles = self.tiles();
+        let tile = self.tile_for(key, || conv_tile(name, p, &tiles))?;
+        let consts = conv_consts(name, p, tile);
+        self.record_with(name, &consts, slices, p, conv_groups(name, p, tile))
+    }
+
+    /// Records `max_pool2d_forward` or `max_pool2d_backward`, one invocation per output
+    /// (forward) or input (backward) element. With `specialise` the pipeline is compiled
+    /// for the per-sample geometry (2–3× faster on a CPU adapter, one pipeline per pooling
+    /// layer: the executor does it at plan time); without, it reads the geometry from the
+    /// uniform (the functional API, so that arbitrary shapes share one pipeline).
+    pub(crate) fn record_pool(
+        &self,
+        name: &str,
+        slices: &[Slice],
+        params: &PoolParams,
+        specialise: bool,
+    ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
+        let d = params.dims;
+        let consts: Consts = if specialise {
+            vec![
+                ("GEO", 1),
+                ("S_H", d[2]),
+                ("S_W", d[3]),
+                ("S_KH", d[4]),
+                ("S_KW", d[5]),
+                ("S_SH", d[6]),
+                ("S_SW", d[7]),
+                ("S_PH", d[8]),
+                ("S_PW", d[9]),
+                ("S_OH", d[10]),
+                ("S_OW", d[11]),
+            ]
+        } else {
+            Vec::new()
+        };
+        let plane = if name == "max_pool2d_forward" {
+            d[10] as u64 * d[11] as u64
+        } else {
+            d[2] as u64 * d[3] as u64
+        };
+        let groups = (d[0] as u64 * d[1] as u64 * plane).div_ceil(64);
+        self.record_with(name, &consts, slices, params, groups)
+    }
+
+    /// Records `gemm` (or `gemm_naive`) with its specialisation and grid.
+    pub(crate) fn record_gemm(
+        &self,
+        name: &str,
+        slices: &[Slice],
+        params: &GemmParams,
+    ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
+        let p = params;
+        if name == "gemm_naive" {
+            let groups = (p.m as u64 * (p.n + p.ones_col) as u64).div_ceil(64);
+            return self.record_with(name, &gemm_consts(name, p, (1, 1)), slices, p, groups);
+        }
+        // M and K scale with the batch in the linear layer's products; N and the strides don't.
+        let key = format!(
+            "{name} {:?}",
+            [p.n, p.sam, p.sak, p.sbk, p.sbn, p.has_bias, p.act_out, p.act_in, p.ones_col]
+        );
+        let t = self.tiles();
+        let tile = self.tile_for(key, || pick(t.gemm, |g| gemm_groups(p, g), t.min_groups).0)?;
+        let consts = gemm_consts(name, p, tile);
+        self.record_with(name, &consts, slices, p, gemm_groups(p, tile))
+    }
+}
+
+/// Deterministic values in [−1, 1).
+fn bench_values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len.max(1))
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Deterministic integers in `0..bound`.
+fn bench_indices(seed: u64, len: usize, bound: usize) -> Vec<u32> {
+    bench_values(seed, len)
+        .iter()
+        .map(|v| (((v + 1.0) * 0.5 * bound as f32) as u32).min(bound as u32 - 1))
+        .collect()
+}
+
+impl GpuContext {
+    /// Records one dispatch of each op on its own freshly filled buffers, with the
+    /// specialisation and grid the executor would use. Pipelines are compiled here.
+    pub fn bench_program(&self, ops: &[BenchOp]) -> Result<BenchProgram> {
+        let mut bufs = Vec::new();
+        let mut dispatches = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let seed = 1 + 16 * i as u64;
+            let mut seedn = seed;
+            let mut ins = Vec::new();
+            let mut input = |len: usize| {
+                seedn += 1;
+                let b = self.upload("bench.in", &bench_values(seedn, len));
+                ins.push(b.clone());
+                Slice::whole(b)
+            };
+            let mut outs = Vec::new();
+            let mut output = |len: usize| {
+                let b = self.zeros("bench.out", bytes_of_len(len));
+                outs.push(b.clone());
+                Slice::whole(b)
+            };
+            let d = match op {
+                BenchOp::Conv2dForward { d, bias, act } => {
+                    let prm = ConvParams::new(d, *bias, *act);
+                    let s = [
+                        input(d.x.iter().product()),
+                        input(d.w.iter().product()),
+                        input(d.w[0]),
+                        output(d.y.iter().product()),
+                    ];
+                    self.record_conv("conv2d_forward", &s, &prm)?.0
+                }
+                BenchOp::Conv2dBackwardInput { d, act } => {
+                    let prm = ConvParams::new(d, false, *act);
+                    let s = [
+                        input(d.y.iter().product()),
+                        input(d.w.iter().product()),
+                        input(d.y.iter().product()),
+                        output(d.x.iter().product()),
+                    ];
+                    self.record_conv("conv2d_backward_input", &s, &prm)?.0
+                }
+                BenchOp::Conv2dBackwardWeight { d, bias, act } => {
+                    let prm = ConvParams::new(d, *bias, *act);
+                    let s = [
+                        input(d.x.iter().product()),
+                        input(d.y.iter().product()),
+                        input(d.y.iter().product()),
+                        output(d.w.iter().product()),
+                        output(d.w[0]),
+                    ];
+                    self.record_conv("conv2d_backward_weight", &s, &prm)?.0
+                }
+                BenchOp::Gemm { g, bias } | BenchOp::GemmNaive { g, bias } => {
+                    let prm = GemmParams::new(g, *bias);
+                    let a_len = (g.m - 1) * g.sam + (g.k - 1) * g.sak + 1;
+                    let b_len = (g.k - 1) * g.sbk + (g.n - 1) * g.sbn + 1;
+                    let s = [
+                        input(a_len),
+                        input(b_len),
+                        input(g.n),
+                        input(a_len),
+                        output(g.m * g.n),
+                        output(g.m),
+                    ];
+                    self.record_gemm(op.kernel(), &s, &prm)?.0
+                }
+                BenchOp::MaxPool2dForward { x, y, p } => {
+                    let ylen: usize = y.iter().product();
+                    let s = [input(x.iter().product()), output(ylen), output(ylen)];
+                    let prm = PoolParams::new(*x, *y, p);
+                    self.record_pool("max_pool2d_forward", &s, &prm, true)?.0
+                }
+                BenchOp::MaxPool2dBackward { x, y, p } => {
+                    let (xlen, ylen): (usize, usize) = (x.iter().product(), y.iter().product());
+                    let idx = self.upload("bench.idx", &bench_indices(seed, ylen, x[2] * x[3]));
+                    let s = [input(ylen), Slice::whole(idx.clone()), output(xlen)];
+                    bufs.push(idx);
+                    let prm = PoolParams::new(*x, *y, p);
+                    self.record_pool("max_pool2d_backward", &s, &prm, true)?.0
+                }
+                BenchOp::ActivationForward { len, .. }
+                | BenchOp::ActivationBackward { len, .. }
+                | BenchOp::Add { len } => {
+                    let act = match op {
+                        BenchOp::ActivationForward { act, .. }
+                        | BenchOp::ActivationBackward { act, .. } => (act.code(), act.alpha()),
+                        _ => (0, 0.0),
+                    };
+                    let mut s = vec![input(*len)];
+                    if !matches!(op, BenchOp::ActivationForward { .. }) {
+                        s.push(input(*len));
+                    }
+                    s.push(output(*len));
+                    let prm = EwParams {
+                        len: *len as u32,
+                        act: act.0,
+                        alpha: act.1,
+                        pad: 0,
+                    };
+                    self.record(op.kernel(), &s, &prm, groups64(*len))?.0
+                }
+                BenchOp::CrossEntropy { rows, cols } | BenchOp::Mse { rows, cols } => {
+                    let t = if matches!(op, BenchOp::CrossEntropy { .. }) {
+                        self.upload("bench.t", &bench_indices(seed, *rows, *cols))
+                    } else {
+                        self.upload("bench.t", &bench_values(seed, rows * cols))
+                    };
+                    let s = [
+                        input(rows * cols),
+                        Slice::whole(t.clone()),
+                        output(rows * cols),
+                        output(4),
+                    ];
+                    bufs.push(t);
+                    let prm = LossParams {
+                        rows: *rows as u32,
+                        cols: *cols as u32,
+                        accumulate: 1,
+                        has_grad: 1,
+                        scale: 1.0 / *rows as f32,
+                        pad: [0; 3],
+                    };
+                    self.record(op.kernel(), &s, &prm, 1)?.0
+                }
+                BenchOp::OptimizerStep { len } => {
+                    let s = [input(*len), output(*len), output(*len), output(*len)];
+                    let prm = OptParams::new(&Optimizer::sgd(0.01), 1, *len);
+                    self.record("optimizer_step", &s, &prm, groups64(*len))?.0
+                }
+            };
+            bufs.extend(ins);
+            bufs.extend(outs);
+            dispatches.push(d);
+        }
+        Ok(BenchProgram {
+            ops: ops.to_vec(),
+            dispatches,
+            _buffers: bufs,
+        })
+    }
+
+    /// Runs `reps` repetitions of the program's dispatches (or of dispatch `only`) in one
+    /// compute pass and one submit, waits for the device, and returns the wall-clock
+    /// seconds per repetition (submit and wait included, amortised over the repetitions).
+    pub fn bench_run(&self, prog: &BenchProgram, only: Option<usize>, reps: usize) -> Result<f64> {
+        let ds: Vec<&Dispatch> = match only {
+            Some(i) => vec![&prog.dispatches[i]],
+            None => prog.dispatches.iter().collect(),
+        };
+        let t0 = std::time::Instant::now();
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bench"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench"),
+                timestamp_writes: None,
+            });
+            for _ in 0..reps.max(1) {
+                for d in &ds {
+                    pass.set_pipeline(&d.kernel.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
+                }
+            }
+        }
+        self.finish_and_read(encoder, &[])?;
+        Ok(t0.elapsed().as_secs_f64() / reps.max(1) as f64)
+    }
+
+    /// Host seconds to encode the program's dispatches into one compute pass and finish the
+    /// command buffer (what a training step costs the CPU before its submit), the mean of
+    /// `reps` encodings. Nothing is submitted.
+    pub fn bench_encode(&self, prog: &BenchProgram, reps: usize) -> f64 {
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps.max(1) {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("bench"),
+                });
+            self.encode(&mut encoder, &prog.dispatches);
+            drop(encoder.finish());
+        }
+        t0.elapsed().as_secs_f64() / reps.max(1) as f64
     }
 }

@@ -1,0 +1,654 @@
+//! Benchmark that prints its napkin math: kernel times and GFLOP/s on the GPU path and the
+//! CPU path, and the LeNet-5 training step (images/s, dispatches, submits, bytes moved, host
+//! encode time, MFLOP per image), with ratios to reference figures measured on the machine
+//! the numbers in docs/PERFORMANCE.md come from.
+//!
+//! ```text
+//! cargo run --release --example bench                    # everything (~2-3 min on 2 CPU cores)
+//! cargo run --release --example bench -- --quick         # LeNet step + small shapes only
+//! cargo run --release --example bench -- --json out.json # also write the figures as JSON
+//! cargo run --release --example bench -- --naive-1024    # also the naive 1024³ GEMM (slow)
+//! ```
+//!
+//! GPU op times are kernel times on device-resident buffers: the same dispatch repeated in
+//! one compute pass and one submit, wall clock including the wait, divided by the count (so
+//! the per-dispatch overhead is included, the upload/readback is not). CPU op times are the
+//! CPU twins (`wgcnn::cpu`, plain loops, one thread): the reference path, not a tuned CPU
+//! library. FLOPs count a multiply-add as 2 (`BenchOp::flops`).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use wgcnn::cpu::conv2d::{self, ConvDims};
+use wgcnn::cpu::matmul::{self, Gemm};
+use wgcnn::exec::{Executor, Targets};
+use wgcnn::gpu::kernels::{BenchOp, BenchProgram};
+use wgcnn::gpu::GpuContext;
+use wgcnn::plan::Mode;
+use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
+
+/// Reference figures, images/s of a LeNet-5 SGD step at batch 64 / 256, on the 2-core
+/// machine of docs/PERFORMANCE.md (from issue 5).
+const REFERENCES: &[(&str, f64, f64)] = &[
+    ("Burn 0.22 wgpu backend (lavapipe)", 99.0, 96.0),
+    ("Burn 0.22 flex (CPU)", 3359.0, 2883.0),
+    ("PyTorch 1.13 CPU, 2 threads", 3503.0, 3989.0),
+];
+
+struct Args {
+    quick: bool,
+    json: Option<String>,
+    naive_1024: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        json: None,
+        naive_1024: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        match s.as_str() {
+            "--quick" => a.quick = true,
+            "--naive-1024" => a.naive_1024 = true,
+            "--json" => a.json = Some(it.next().expect("--json needs a path")),
+            "-h" | "--help" => {
+                println!("usage: bench [--quick] [--json PATH] [--naive-1024]");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument '{other}' (try --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Seconds per repetition of `prog` (or of its dispatch `only`): a warm-up, then repetitions
+/// in one submit sized to take about `budget` seconds, the best of `trials`.
+fn time_gpu(ctx: &GpuContext, prog: &BenchProgram, only: Option<usize>, budget: f64) -> f64 {
+    let first = ctx.bench_run(prog, only, 1).expect("bench run");
+    let reps = ((budget / first.max(1e-6)) as usize).clamp(1, 200);
+    let trials = if first * reps as f64 > 1.0 { 1 } else { 3 };
+    (0..trials)
+        .map(|_| ctx.bench_run(prog, only, reps).expect("bench run"))
+        .fold(first.min(f64::MAX), f64::min)
+}
+
+/// Best of up to 3 runs of `f`, stopping once `budget` seconds are spent.
+fn time_cpu(budget: f64, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    let t_all = Instant::now();
+    for _ in 0..3 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        if t_all.elapsed().as_secs_f64() > budget {
+            break;
+        }
+    }
+    best
+}
+
+fn conv_dims(n: usize, c: usize, hw: usize, o: usize, k: usize, pad: usize) -> ConvDims {
+    let p = Conv2dParams::new(1, pad);
+    let y = p
+        .out_shape("bench", [n, c, hw, hw], [o, c, k, k])
+        .expect("valid conv");
+    ConvDims {
+        x: [n, c, hw, hw],
+        w: [o, c, k, k],
+        y,
+        p,
+    }
+}
+
+/// A CPU-twin run to time.
+type CpuRun<'a> = Box<dyn Fn() + 'a>;
+
+struct OpRow {
+    name: String,
+    shape: String,
+    flops: f64,
+    gpu_s: f64,
+    cpu_s: Option<f64>,
+}
+
+/// CPU seconds used by this process so far (all threads, the adapter's workers included),
+/// from /proc/self/stat (Linux); `None` elsewhere.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The 1-minute load average (Linux), to judge how much of the machine the run had.
+fn load_average() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next().map(str::to_string)
+}
+
+fn gflops(flops: f64, s: f64) -> f64 {
+    flops / s / 1e9
+}
+
+fn print_ops(rows: &[OpRow]) {
+    println!("| op | shape | MFLOP | GPU ms | GPU GFLOP/s | CPU twin ms | CPU GFLOP/s |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let cpu = match r.cpu_s {
+            Some(s) => format!("{:.2} | {:.2}", s * 1e3, gflops(r.flops, s)),
+            None => "– | –".into(),
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {} |",
+            r.name,
+            r.shape,
+            r.flops / 1e6,
+            r.gpu_s * 1e3,
+            gflops(r.flops, r.gpu_s),
+            cpu
+        );
+    }
+}
+
+fn bench_ops(ctx: &GpuContext, a: &Args) -> Vec<OpRow> {
+    let mut rows = Vec::new();
+    let mut convs = vec![(
+        "LeNet conv2",
+        "x 64×6×14×14, w 16×6×5×5",
+        conv_dims(64, 6, 14, 16, 5, 0),
+    )];
+    if !a.quick {
+        convs.push((
+            "VGG-style",
+            "x 32×64×32×32, w 64×64×3×3, pad 1",
+            conv_dims(32, 64, 32, 64, 3, 1),
+        ));
+    }
+    for (label, shape, d) in convs {
+        let x = values(1, d.x.iter().product());
+        let w = values(2, d.w.iter().product());
+        let b = values(3, d.w[0]);
+        let dy = values(4, d.y.iter().product());
+        let cpu_budget = if a.quick { 0.5 } else { 2.0 };
+        let ops: [(&str, BenchOp, CpuRun); 3] = [
+            (
+                "conv2d forward",
+                BenchOp::Conv2dForward {
+                    d,
+                    bias: true,
+                    act: (0, 0.0),
+                },
+                Box::new(|| {
+                    std::hint::black_box(conv2d::conv2d_forward(d, &x, &w, Some(&b), (0, 0.0)));
+                }),
+            ),
+            (
+                "conv2d backward-input",
+                BenchOp::Conv2dBackwardInput { d, act: (0, 0.0) },
+                Box::new(|| {
+                    std::hint::black_box(conv2d::conv2d_backward_input(d, &dy, &w, None));
+                }),
+            ),
+            (
+                "conv2d backward-weight (+bias)",
+                BenchOp::Conv2dBackwardWeight {
+                    d,
+                    bias: true,
+                    act: (0, 0.0),
+                },
+                Box::new(|| {
+                    std::hint::black_box(conv2d::conv2d_backward_weight(d, &x, &dy, None));
+                }),
+            ),
+        ];
+        for (name, op, cpu) in ops {
+            let prog = ctx.bench_program(&[op]).expect("record");
+            let gpu_s = time_gpu(ctx, &prog, None, 0.3);
+            let cpu_s = time_cpu(cpu_budget, cpu);
+            rows.push(OpRow {
+                name: name.into(),
+                shape: format!("{label}: {shape}"),
+                flops: op.flops(),
+                gpu_s,
+                cpu_s: Some(cpu_s),
+            });
+            eprintln!(
+                "  {name} {label}: GPU {:.2} ms, CPU {:.2} ms",
+                gpu_s * 1e3,
+                cpu_s * 1e3
+            );
+        }
+    }
+    let sizes: &[usize] = if a.quick {
+        &[256, 512]
+    } else {
+        &[256, 512, 1024]
+    };
+    for &s in sizes {
+        let g = Gemm::matmul(s, s, s);
+        let av = values(5, s * s);
+        let bv = values(6, s * s);
+        let cpu_s = time_cpu(if a.quick { 0.5 } else { 2.0 }, || {
+            std::hint::black_box(matmul::gemm(&g, &av, &bv, None, None));
+        });
+        let mut variants = vec![("matmul (tiled gemm)", BenchOp::Gemm { g, bias: false })];
+        if s <= 512 || a.naive_1024 {
+            variants.push(("matmul (gemm_naive)", BenchOp::GemmNaive { g, bias: false }));
+        }
+        for (i, (name, op)) in variants.into_iter().enumerate() {
+            let prog = ctx.bench_program(&[op]).expect("record");
+            let gpu_s = time_gpu(ctx, &prog, None, 0.3);
+            rows.push(OpRow {
+                name: name.into(),
+                shape: format!("{s}×{s}·{s}×{s}"),
+                flops: op.flops(),
+                gpu_s,
+                cpu_s: (i == 0).then_some(cpu_s),
+            });
+            eprintln!("  {name} {s}³: GPU {:.2} ms", gpu_s * 1e3);
+        }
+    }
+    rows
+}
+
+struct StepRow {
+    batch: usize,
+    plan_s: f64,
+    pipelines: u64,
+    pipeline_s: f64,
+    images_per_s: f64,
+    step_ms: f64,
+    cpu_ms: Option<f64>,
+    dispatches: u64,
+    submits: u64,
+    up_bytes: f64,
+    down_bytes: f64,
+    encode_us: f64,
+    host_step_us: f64,
+    mflop_per_image: f64,
+    cpu_images_per_s: f64,
+    breakdown: Vec<(String, String, f64, f64)>,
+    compiled_during_training: u64,
+}
+
+/// `name` and its tile constants (the activation and flag constants left out).
+fn short_variant(v: &str) -> String {
+    let mut parts = v.split(' ');
+    let name = parts.next().unwrap_or_default().to_string();
+    let tiles: Vec<&str> = parts
+        .filter(|p| {
+            let k = p.split('=').next().unwrap_or_default();
+            !matches!(
+                k,
+                "ACT" | "HAS_BIAS" | "ACT_OUT" | "ACT_IN" | "ONES_COL" | "KWM" | "WRED" | "SEG"
+            ) && !k.starts_with("S_")
+                && k != "GEO"
+        })
+        .collect();
+    if tiles.is_empty() {
+        name
+    } else {
+        format!("{name} ({})", tiles.join(" "))
+    }
+}
+
+fn describe(op: &BenchOp) -> String {
+    match op {
+        BenchOp::Conv2dForward { d, .. }
+        | BenchOp::Conv2dBackwardInput { d, .. }
+        | BenchOp::Conv2dBackwardWeight { d, .. } => format!(
+            "x {}×{}×{}×{} w {}×{}×{}×{}",
+            d.x[0], d.x[1], d.x[2], d.x[3], d.w[0], d.w[1], d.w[2], d.w[3]
+        ),
+        BenchOp::Gemm { g, .. } | BenchOp::GemmNaive { g, .. } => format!(
+            "{}×{}·{}×{}{}",
+            g.m,
+            g.k,
+            g.k,
+            g.n,
+            if g.ones_col { " +ones" } else { "" }
+        ),
+        BenchOp::MaxPool2dForward { x, .. } | BenchOp::MaxPool2dBackward { x, .. } => {
+            format!("x {}×{}×{}×{}", x[0], x[1], x[2], x[3])
+        }
+        BenchOp::CrossEntropy { rows, cols } | BenchOp::Mse { rows, cols } => {
+            format!("{rows}×{cols}")
+        }
+        BenchOp::OptimizerStep { len } => format!("{len} params"),
+        BenchOp::ActivationForward { len, .. }
+        | BenchOp::ActivationBackward { len, .. }
+        | BenchOp::Add { len } => format!("{len}"),
+    }
+}
+
+fn bench_lenet(gpu: &Backend, batch: usize, a: &Args, breakdown: bool) -> StepRow {
+    let ctx = gpu.gpu_context().expect("gpu backend");
+    let graph = nn::lenet5().expect("lenet");
+    let opt = Optimizer::sgd(0.01);
+    let before = ctx.pipeline_stats();
+    let t = Instant::now();
+    let mut ex = Executor::new(gpu, &graph, batch, opt, 0).expect("executor");
+    let plan_s = t.elapsed().as_secs_f64();
+    let after_plan = ctx.pipeline_stats();
+    let x = values(7, batch * 784);
+    let y: Vec<u32> = values(8, batch)
+        .iter()
+        .map(|v| ((v + 1.0) * 5.0) as u32 % 10)
+        .collect();
+    // warm-up
+    for _ in 0..2 {
+        ex.train_step(&x, Targets::Classes(&y)).expect("step");
+    }
+    ex.take_metrics(Mode::Train).expect("metrics");
+    // host time of a train_step call (upload + encode + submit) on an idle device
+    let mut host = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        ex.train_step(&x, Targets::Classes(&y)).expect("step");
+        host.push(t.elapsed().as_secs_f64());
+        ex.take_metrics(Mode::Train).expect("metrics");
+    }
+    host.sort_by(f64::total_cmp);
+    // throughput: steps back to back, one metrics readback at the end
+    let steps = match (a.quick, batch >= 256) {
+        (true, true) => 3,
+        (true, false) => 8,
+        (false, true) => 8,
+        (false, false) => 24,
+    };
+    let c0 = ex.counters();
+    let cpu0 = process_cpu_s();
+    let t = Instant::now();
+    for _ in 0..steps {
+        ex.train_step(&x, Targets::Classes(&y)).expect("step");
+    }
+    let m = ex.take_metrics(Mode::Train).expect("metrics");
+    let dt = t.elapsed().as_secs_f64();
+    let cpu_ms = match (cpu0, process_cpu_s()) {
+        (Some(a), Some(b)) => Some((b - a) / steps as f64 * 1e3),
+        _ => None,
+    };
+    let c1 = ex.counters();
+    assert!(m.loss.is_finite(), "loss is finite");
+    let compiled_during_training = ctx.pipeline_stats().pipelines - after_plan.pipelines;
+    // the same dispatches, recorded on their own buffers: encode time, FLOPs, breakdown
+    let plan = ex.plan();
+    let mut ops: Vec<BenchOp> = ex
+        .steps(batch)
+        .expect("steps")
+        .iter()
+        .map(|s| BenchOp::from_step(plan, s, batch))
+        .collect();
+    ops.push(BenchOp::OptimizerStep { len: plan.flat_len });
+    let prog = ctx.bench_program(&ops).expect("record");
+    let _ = ctx.bench_encode(&prog, 20);
+    let encode_s = ctx.bench_encode(&prog, 200);
+    let flops: f64 = ops.iter().map(|o| o.flops()).sum();
+    let mut rows = Vec::new();
+    if breakdown {
+        for (i, op) in ops.iter().enumerate() {
+            let s = time_gpu(ctx, &prog, Some(i), 0.1);
+            rows.push((short_variant(&prog.variant(i)), describe(op), op.flops(), s));
+        }
+    }
+    // the CPU executor, for comparison
+    let mut cex = Executor::new(&Backend::cpu(), &graph, batch, opt, 0).expect("cpu executor");
+    cex.train_step(&x, Targets::Classes(&y)).expect("cpu step");
+    let csteps = if batch >= 256 { 2 } else { 4 };
+    let t = Instant::now();
+    for _ in 0..csteps {
+        cex.train_step(&x, Targets::Classes(&y)).expect("cpu step");
+    }
+    cex.take_metrics(Mode::Train).expect("metrics");
+    let cpu_ips = (csteps * batch) as f64 / t.elapsed().as_secs_f64();
+    let nsteps = (c1.steps - c0.steps).max(1) as f64;
+    StepRow {
+        batch,
+        plan_s,
+        pipelines: after_plan.pipelines - before.pipelines,
+        pipeline_s: after_plan.seconds - before.seconds,
+        images_per_s: (steps * batch) as f64 / dt,
+        step_ms: dt / steps as f64 * 1e3,
+        cpu_ms,
+        dispatches: c1.dispatches_per_step,
+        submits: c1.submits_last_step,
+        up_bytes: (c1.bytes_uploaded - c0.bytes_uploaded) as f64 / nsteps,
+        down_bytes: (c1.bytes_read_back - c0.bytes_read_back) as f64 / nsteps,
+        encode_us: encode_s * 1e6,
+        host_step_us: host[host.len() / 2] * 1e6,
+        mflop_per_image: flops / batch as f64 / 1e6,
+        cpu_images_per_s: cpu_ips,
+        breakdown: rows,
+        compiled_during_training,
+    }
+}
+
+fn main() {
+    let a = args();
+    let started = Instant::now();
+    let gpu = match Backend::gpu() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let ctx = gpu.gpu_context().expect("gpu").clone();
+    let adapter = ctx.adapter().to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# wgcnn benchmark");
+    println!();
+    println!("adapter: {adapter}");
+    println!(
+        "host: {cores} logical CPUs, load average {} at start",
+        load_average().unwrap_or_else(|| "?".into())
+    );
+    let flags: Vec<String> = std::env::args().skip(1).collect();
+    println!(
+        "command: cargo run --release --example bench{}",
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", flags.join(" "))
+        }
+    );
+    println!();
+
+    // LeNet first, on a fresh device, so plan creation compiles its pipelines cold.
+    eprintln!("LeNet-5 training step…");
+    let lenet: Vec<StepRow> = [64usize, 256]
+        .iter()
+        .map(|&b| bench_lenet(&gpu, b, &a, b == 64))
+        .collect();
+    println!("## LeNet-5 training step (SGD)");
+    println!();
+    println!("| batch | GPU images/s | ms/step | process CPU ms/step | dispatches/step | submits/step | uploaded/step | read back/step | host encode µs | host train_step µs | MFLOP/image | GPU GFLOP/s | CPU executor images/s |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &lenet {
+        println!(
+            "| {} | {:.0} | {:.1} | {} | {} | {} | {:.1} KB | {:.0} B | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} |",
+            r.batch,
+            r.images_per_s,
+            r.step_ms,
+            r.cpu_ms.map_or("–".into(), |c| format!("{c:.1}")),
+            r.dispatches,
+            r.submits,
+            r.up_bytes / 1024.0,
+            r.down_bytes,
+            r.encode_us,
+            r.host_step_us,
+            r.mflop_per_image,
+            r.mflop_per_image * r.images_per_s / 1e3,
+            r.cpu_images_per_s
+        );
+    }
+    println!();
+    for r in &lenet {
+        println!(
+            "plan creation, batch {}: {:.2} s ({} pipelines compiled in {:.2} s; {} compiled during training)",
+            r.batch, r.plan_s, r.pipelines, r.pipeline_s, r.compiled_during_training
+        );
+    }
+    println!();
+    println!(
+        "Read back per step is the metrics readback (16 B per `take_metrics`) spread over the"
+    );
+    println!(
+        "steps between readbacks; a training step itself reads nothing back. Process CPU time"
+    );
+    println!("counts every thread of this process (the adapter's workers too): on an idle machine");
+    println!(
+        "with a CPU adapter it is up to cores × wall time, on a busy one closer to wall time."
+    );
+    println!();
+    println!("### Ratios to the reference figures (images/s, batch 64 / 256)");
+    println!();
+    println!("| reference | batch 64 | batch 256 | ours ÷ ref, 64 | ours ÷ ref, 256 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r64, r256) in REFERENCES {
+        println!(
+            "| {name} | {r64:.0} | {r256:.0} | {:.2}× | {:.2}× |",
+            lenet[0].images_per_s / r64,
+            lenet[1].images_per_s / r256
+        );
+    }
+    println!();
+    if let Some(r) = lenet.first() {
+        let total: f64 = r.breakdown.iter().map(|b| b.3).sum();
+        println!(
+            "### Where a batch-{} step goes (each dispatch timed alone)",
+            r.batch
+        );
+        println!();
+        println!("| # | kernel | shape | MFLOP | ms | share | GFLOP/s |");
+        println!("|---:|---|---|---:|---:|---:|---:|");
+        for (i, (k, shape, f, s)) in r.breakdown.iter().enumerate() {
+            println!(
+                "| {} | {k} | {shape} | {:.2} | {:.2} | {:.0}% | {} |",
+                i + 1,
+                f / 1e6,
+                s * 1e3,
+                100.0 * s / total,
+                if *f > 0.0 {
+                    format!("{:.2}", gflops(*f, *s))
+                } else {
+                    "–".into()
+                }
+            );
+        }
+        println!(
+            "| | **sum** | | {:.1} | {:.1} | | {:.2} |",
+            r.breakdown.iter().map(|b| b.2).sum::<f64>() / 1e6,
+            total * 1e3,
+            gflops(r.breakdown.iter().map(|b| b.2).sum::<f64>(), total)
+        );
+        println!();
+    }
+
+    eprintln!("ops…");
+    let ops = bench_ops(&ctx, &a);
+    println!("## Ops (GPU: kernel on resident buffers; CPU: the CPU twin, one thread)");
+    println!();
+    print_ops(&ops);
+    println!();
+    let find = |name: &str, shape: &str| {
+        ops.iter()
+            .find(|r| r.name.starts_with(name) && r.shape.starts_with(shape))
+            .map(|r| r.gpu_s)
+    };
+    println!("## Targets");
+    println!();
+    let t64 = lenet[0].images_per_s / REFERENCES[0].1;
+    let t256 = lenet[1].images_per_s / REFERENCES[0].2;
+    println!(
+        "- LeNet-5 step ≥ 4× Burn-wgpu: {:.1}× at batch 64, {:.1}× at batch 256 ({:.0} / {:.0} images/s)",
+        t64, t256, lenet[0].images_per_s, lenet[1].images_per_s
+    );
+    if let (Some(t), Some(n)) = (
+        find("matmul (tiled", "512×"),
+        find("matmul (gemm_naive", "512×"),
+    ) {
+        println!("- tiled matmul 512³ ≥ 4× naive: {:.1}×", n / t);
+    }
+    for (label, _) in [("LeNet conv2", 0), ("VGG-style", 1)] {
+        if let (Some(f), Some(w)) = (
+            find("conv2d forward", label),
+            find("conv2d backward-weight", label),
+        ) {
+            println!(
+                "- conv backward-weight ≤ 2× forward ({label}): {:.2}×",
+                w / f
+            );
+        }
+    }
+    println!(
+        "- host encode time per LeNet step ≤ 50 µs: {:.0} µs (batch 64), {:.0} µs (batch 256)",
+        lenet[0].encode_us, lenet[1].encode_us
+    );
+    println!("- LeNet-5 plan creation < 2 s: {:.2} s", lenet[0].plan_s);
+    println!(
+        "- dispatches per step ≤ 20, one submit: {} dispatches, {} submit",
+        lenet[0].dispatches, lenet[0].submits
+    );
+    println!();
+    println!("(benchmark ran {:.0} s)", started.elapsed().as_secs_f64());
+
+    if let Some(path) = &a.json {
+        let j = json!({
+            "adapter": adapter,
+            "logical_cpus": cores,
+            "load_average": load_average(),
+            "quick": a.quick,
+            "lenet": lenet.iter().map(|r| json!({
+                "batch": r.batch,
+                "images_per_s": r.images_per_s,
+                "step_ms": r.step_ms,
+                "process_cpu_ms_per_step": r.cpu_ms,
+                "dispatches_per_step": r.dispatches,
+                "submits_per_step": r.submits,
+                "bytes_uploaded_per_step": r.up_bytes,
+                "bytes_read_back_per_step": r.down_bytes,
+                "host_encode_us": r.encode_us,
+                "host_train_step_us": r.host_step_us,
+                "mflop_per_image": r.mflop_per_image,
+                "cpu_executor_images_per_s": r.cpu_images_per_s,
+                "plan_creation_s": r.plan_s,
+                "pipelines_compiled": r.pipelines,
+                "pipeline_compile_s": r.pipeline_s,
+                "pipelines_compiled_during_training": r.compiled_during_training,
+                "breakdown": r.breakdown.iter().map(|(k, s, f, t)| json!({
+                    "kernel": k, "shape": s, "flops": f, "seconds": t,
+                })).collect::<Vec<Value>>(),
+            })).collect::<Vec<Value>>(),
+            "references": REFERENCES.iter().map(|(n, a, b)| json!({
+                "name": n, "images_per_s_batch64": a, "images_per_s_batch256": b,
+            })).collect::<Vec<Value>>(),
+            "ops": ops.iter().map(|r| json!({
+                "op": r.name, "shape": r.shape, "flops": r.flops,
+                "gpu_s": r.gpu_s, "gpu_gflops": gflops(r.flops, r.gpu_s),
+                "cpu_s": r.cpu_s, "cpu_gflops": r.cpu_s.map(|s| gflops(r.flops, s)),
+            })).collect::<Vec<Value>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
+            .unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        eprintln!("wrote {path}");
+    }
+}
