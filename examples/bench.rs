@@ -326,16 +326,30 @@ fn describe(op: &BenchOp) -> String {
             g.n,
             if g.ones_col { " +ones" } else { "" }
         ),
-        BenchOp::MaxPool2dForward { x, .. } | BenchOp::MaxPool2dBackward { x, .. } => {
+        BenchOp::MaxPool2dForward { x, .. }
+        | BenchOp::MaxPool2dBackward { x, .. }
+        | BenchOp::MinPool2dForward { x, .. }
+        | BenchOp::AvgPool2dForward { x, .. }
+        | BenchOp::AvgPool2dBackward { x, .. } => {
             format!("x {}×{}×{}×{}", x[0], x[1], x[2], x[3])
         }
         BenchOp::CrossEntropy { rows, cols } | BenchOp::Mse { rows, cols } => {
             format!("{rows}×{cols}")
         }
         BenchOp::OptimizerStep { len } => format!("{len} params"),
+        BenchOp::BatchNormForwardTrain { d }
+        | BenchOp::BatchNormForwardEval { d }
+        | BenchOp::BatchNormBackward { d } => format!("{}×{}×{}", d[0], d[1], d[2]),
+        BenchOp::GlobalAvgPoolForward { rows, hw }
+        | BenchOp::GlobalAvgPoolBackward { rows, hw } => {
+            format!("{rows}×{hw}")
+        }
         BenchOp::ActivationForward { len, .. }
         | BenchOp::ActivationBackward { len, .. }
-        | BenchOp::Add { len } => format!("{len}"),
+        | BenchOp::Add { len }
+        | BenchOp::DropoutForward { len }
+        | BenchOp::DropoutBackward { len }
+        | BenchOp::Rescale { len } => format!("{len}"),
     }
 }
 

@@ -52,3 +52,78 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (i >= ad_p.len) { return; }
     ad_c[i] = ad_a[i] + ad_b[i];
 }
+
+// ---- dropout and rescaling ----------------------------------------------------------------
+//
+//   dropout_forward:   y[i]  = keep(i) ? x[i] · scale : 0,   scale = 1/(1−p) (computed on the host in f32)
+//   dropout_backward:  dx[i] = keep(i) ? dy[i] · scale : 0   (the same mask, recomputed)
+//     keep(i) = u(i) ≥ p,  u(i) = (h >> 8) / 2²⁴ ∈ [0, 1),
+//     h = pcg(i ^ pcg(seed ^ pcg(step)))   — a counter-based hash (PCG-RXS-M-XS 32), so the
+//     mask needs no stored state; `step` is read from the 1-element buffer `counter` (the
+//     executor writes its training step there once per step, in the same upload as the
+//     batch: one submit, no readback) and the CPU twin computes the same bits.
+//   rescale:           y[i]  = x[i] · scale + offset          (Keras Rescaling; its backward is
+//                      rescale with offset = 0: dx = dy · scale)
+// Dispatch: one invocation per element, 64 per workgroup, grid folded past 65,535 workgroups.
+// Bindings:
+//   dropout_forward:   0 x, 1 counter (u32), 2 y, 3 p
+//   dropout_backward:  0 dy, 1 counter (u32), 2 dx, 3 p
+//   rescale:           0 x, 1 y, 2 p
+
+struct DropoutParams {
+    len: u32, seed: u32, p: f32, scale: f32,
+}
+
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn dropout_keep(i: u32, seed: u32, step: u32, p: f32) -> bool {
+    let h = pcg(i ^ pcg(seed ^ pcg(step)));
+    let u = f32(h >> 8u) * (1.0 / 16777216.0);
+    return u >= p;
+}
+
+@group(0) @binding(0) var<storage, read> df_x: array<f32>;
+@group(0) @binding(1) var<storage, read> df_counter: array<u32>;
+@group(0) @binding(2) var<storage, read_write> df_y: array<f32>;
+@group(0) @binding(3) var<uniform> df_p: DropoutParams;
+
+@compute @workgroup_size(64)
+fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= df_p.len) { return; }
+    df_y[i] = select(0.0, df_x[i] * df_p.scale, dropout_keep(i, df_p.seed, df_counter[0], df_p.p));
+}
+
+@group(0) @binding(0) var<storage, read> db_dy: array<f32>;
+@group(0) @binding(1) var<storage, read> db_counter: array<u32>;
+@group(0) @binding(2) var<storage, read_write> db_dx: array<f32>;
+@group(0) @binding(3) var<uniform> db_p: DropoutParams;
+
+@compute @workgroup_size(64)
+fn dropout_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= db_p.len) { return; }
+    db_dx[i] = select(0.0, db_dy[i] * db_p.scale, dropout_keep(i, db_p.seed, db_counter[0], db_p.p));
+}
+
+struct RescaleParams {
+    len: u32, scale: f32, offset: f32, _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> rs_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rs_y: array<f32>;
+@group(0) @binding(2) var<uniform> rs_p: RescaleParams;
+
+@compute @workgroup_size(64)
+fn rescale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= rs_p.len) { return; }
+    rs_y[i] = rs_x[i] * rs_p.scale + rs_p.offset;
+}

@@ -117,3 +117,159 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     }
     b_dx[id] = acc;
 }
+
+// ---- average pooling ----------------------------------------------------------------------
+//
+//   avg_pool2d_forward:   y[n,c,i,j]  = (1/(KH·KW)) · Σ_{a<KH, b<KW} x[n,c, i·sh+a−ph, j·sw+b−pw]
+//                         (padding counts as 0 and is included in the divisor: PyTorch's
+//                         `count_include_pad=True`; with padding ≤ kernel/2 and floor output
+//                         sizes every window lies inside the padded input, so the divisor is
+//                         always KH·KW)
+//   avg_pool2d_backward:  dx[n,c,h,w] = (1/(KH·KW)) · Σ_{(i,j) whose window holds (h,w)} dy[n,c,i,j]
+//                         — the same gather over candidate windows as max_pool2d_backward, no atomics.
+//   global_avg_pool_forward:   y[r]  = (1/HW) · Σ_{k<HW} x[r·HW + k]      (r = n·C + c; y [N,C])
+//   global_avg_pool_backward:  dx[r·HW + k] = dy[r] / HW
+//
+// Dispatch: one invocation per output element (forward) or input element (backward), 64 per
+// workgroup; grid folded past 65,535 workgroups. The avg_pool2d kernels share PoolParams and
+// the GEO specialisation above; the global ones take GapParams.
+// Bindings:
+//   avg_pool2d_forward:        0 x, 1 y, 2 p
+//   avg_pool2d_backward:       0 dy, 1 dx, 2 p
+//   global_avg_pool_forward:   0 x, 1 y, 2 p
+//   global_avg_pool_backward:  0 dy, 1 dx, 2 p
+
+@group(0) @binding(0) var<storage, read> af_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> af_y: array<f32>;
+@group(0) @binding(2) var<uniform> af_p: PoolParams;
+
+@compute @workgroup_size(64)
+fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+    let p = spec(af_p);
+    let id = flat_id(wid, nwg, li);
+    if (id >= p.n * p.c * p.oh * p.ow) { return; }
+    let j = id % p.ow;
+    let i = (id / p.ow) % p.oh;
+    let plane = id / (p.ow * p.oh);
+    let base = plane * p.h * p.w;
+    var acc = 0.0;
+    for (var a = 0u; a < p.kh; a++) {
+        let ih = i32(i * p.sh + a) - i32(p.ph);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let iw = i32(j * p.sw + b) - i32(p.pw);
+            if (iw < 0 || iw >= i32(p.w)) { continue; }
+            acc += af_x[base + u32(ih) * p.w + u32(iw)];
+        }
+    }
+    af_y[id] = acc / f32(p.kh * p.kw);
+}
+
+@group(0) @binding(0) var<storage, read> ab_dy: array<f32>;
+@group(0) @binding(1) var<storage, read_write> ab_dx: array<f32>;
+@group(0) @binding(2) var<uniform> ab_p: PoolParams;
+
+@compute @workgroup_size(64)
+fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let p = spec(ab_p);
+    let id = flat_id(wid, nwg, li);
+    if (id >= p.n * p.c * p.h * p.w) { return; }
+    let xw = id % p.w;
+    let xh = (id / p.w) % p.h;
+    let plane = id / (p.w * p.h);
+    let th = xh + p.ph;
+    let tw = xw + p.pw;
+    var i0 = 0u;
+    if (th + 1u > p.kh) { i0 = (th + 1u - p.kh + p.sh - 1u) / p.sh; }
+    let i1 = min(th / p.sh, p.oh - 1u);
+    var j0 = 0u;
+    if (tw + 1u > p.kw) { j0 = (tw + 1u - p.kw + p.sw - 1u) / p.sw; }
+    let j1 = min(tw / p.sw, p.ow - 1u);
+    var acc = 0.0;
+    for (var i = i0; i <= i1; i++) {
+        for (var j = j0; j <= j1; j++) {
+            acc += ab_dy[(plane * p.oh + i) * p.ow + j];
+        }
+    }
+    ab_dx[id] = acc / f32(p.kh * p.kw);
+}
+
+struct GapParams {
+    rows: u32, hw: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> gf_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gf_y: array<f32>;
+@group(0) @binding(2) var<uniform> gf_p: GapParams;
+
+@compute @workgroup_size(64)
+fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) li: u32) {
+    let r = flat_id(wid, nwg, li);
+    if (r >= gf_p.rows) { return; }
+    var acc = 0.0;
+    for (var k = 0u; k < gf_p.hw; k++) {
+        acc += gf_x[r * gf_p.hw + k];
+    }
+    gf_y[r] = acc / f32(gf_p.hw);
+}
+
+@group(0) @binding(0) var<storage, read> gb_dy: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gb_dx: array<f32>;
+@group(0) @binding(2) var<uniform> gb_p: GapParams;
+
+@compute @workgroup_size(64)
+fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) li: u32) {
+    let id = flat_id(wid, nwg, li);
+    if (id >= gb_p.rows * gb_p.hw) { return; }
+    gb_dx[id] = gb_dy[id / gb_p.hw] / f32(gb_p.hw);
+}
+
+// ---- min-pooling ------------------------------------------------------------------------
+//
+//   min_pool2d_forward:  y[n,c,i,j]   = min_{a<KH, b<KW} x[n,c, i·sh+a−ph, j·sw+b−pw]  (padding counts as +∞)
+//                        idx[n,c,i,j] = h·W + w of that minimum inside its input plane (the first one on ties)
+//   backward: routing by indices is the same as for max-pooling, so max_pool2d_backward is reused.
+// Dispatch: one invocation per output element, 64 per workgroup; PoolParams and GEO as above.
+// Bindings:
+//   min_pool2d_forward:  0 x, 1 y, 2 idx (u32), 3 p
+
+@group(0) @binding(0) var<storage, read> mf_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> mf_y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mf_idx: array<u32>;
+@group(0) @binding(3) var<uniform> mf_p: PoolParams;
+
+@compute @workgroup_size(64)
+fn min_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+    let p = spec(mf_p);
+    let id = flat_id(wid, nwg, li);
+    if (id >= p.n * p.c * p.oh * p.ow) { return; }
+    let j = id % p.ow;
+    let i = (id / p.ow) % p.oh;
+    let plane = id / (p.ow * p.oh);
+    let base = plane * p.h * p.w;
+    var best = bitcast<f32>(0x7f800000u);
+    var arg = 0u;
+    var found = false;
+    for (var a = 0u; a < p.kh; a++) {
+        let ih = i32(i * p.sh + a) - i32(p.ph);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let iw = i32(j * p.sw + b) - i32(p.pw);
+            if (iw < 0 || iw >= i32(p.w)) { continue; }
+            let k = u32(ih) * p.w + u32(iw);
+            let v = mf_x[base + k];
+            if (!found || v < best) {
+                best = v;
+                arg = k;
+                found = true;
+            }
+        }
+    }
+    mf_y[id] = best;
+    mf_idx[id] = arg;
+}

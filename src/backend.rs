@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn};
+use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
 
 use crate::cpu;
 use crate::cpu::conv2d::ConvDims;
@@ -14,7 +14,8 @@ use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
 use crate::gpu::ops::{
-    groups64, ConvParams, EwParams, GemmParams, LossParams, OptParams, PoolParams,
+    groups64, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams, NormParams,
+    OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
@@ -36,6 +37,23 @@ pub struct LinearGrads {
     pub db: Array1<f32>,
 }
 
+/// Training-mode batch norm output: `y` (shape of `x`) and the per-channel batch `mean`
+/// and `inv_std = 1/√(σ²_biased + eps)` that [`Backend::batch_norm_backward`] takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormTrain {
+    pub y: ArrayD<f32>,
+    pub mean: Array1<f32>,
+    pub inv_std: Array1<f32>,
+}
+
+/// Gradients of batch norm: `dx` (shape of `x`), `dgamma [C]`, `dbeta [C]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormGrads {
+    pub dx: ArrayD<f32>,
+    pub dgamma: Array1<f32>,
+    pub dbeta: Array1<f32>,
+}
+
 /// Where ops run: the CPU reference path or a WebGPU device.
 #[derive(Clone, Debug)]
 pub enum Backend {
@@ -55,6 +73,12 @@ fn flat<D: ndarray::Dimension>(
 fn dims4(a: &Array4<f32>) -> [usize; 4] {
     let (n, c, h, w) = a.dim();
     [n, c, h, w]
+}
+
+/// Concatenates chunk results along the batch axis.
+fn concat4<T: Clone>(op: &str, parts: Vec<Array4<T>>) -> Result<Array4<T>> {
+    let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::shape(op, e.to_string()))
 }
 
 fn arr4(d: [usize; 4], v: Vec<f32>) -> Result<Array4<f32>> {
@@ -103,6 +127,23 @@ impl Backend {
         }
     }
 
+    /// On the GPU, when a tensor that grows with the batch exceeds the device's binding
+    /// limit, the number of batch rows per chunk that fits (ops that treat samples
+    /// independently then run chunk by chunk). `None` when no split is needed or possible.
+    fn split_rows(&self, rows: usize, per_row: &[usize]) -> Option<usize> {
+        let Backend::Gpu(g) = self else { return None };
+        let lim = g
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(g.limits().max_buffer_size);
+        let widest = per_row.iter().copied().max().unwrap_or(0) as u64 * 4;
+        if rows < 2 || widest == 0 || widest * rows as u64 <= lim {
+            return None;
+        }
+        let fit = (lim / widest) as usize;
+        (fit >= 1).then_some(fit)
+    }
+
     /// Checks every tensor (name, element count) against the device's binding limit.
     fn check_sizes(&self, op: &str, tensors: &[(&str, usize)]) -> Result<()> {
         if let Backend::Gpu(g) = self {
@@ -142,6 +183,13 @@ impl Backend {
             p,
         };
         let out_len: usize = y_dim.iter().product();
+        if let Some(rows) = self.split_rows(d.x[0], &[x.len() / d.x[0], out_len / d.x[0]]) {
+            let parts = x
+                .axis_chunks_iter(Axis(0), rows)
+                .map(|c| self.conv2d(&c.to_owned(), w, b, p))
+                .collect::<Result<Vec<_>>>()?;
+            return concat4(op, parts);
+        }
         self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("y", out_len)])?;
         let (xv, wv) = (flat(x), flat(w));
         let bv = b.map(flat);
@@ -233,6 +281,15 @@ impl Backend {
         let op = "max_pool2d";
         let y_dim = pp.out_shape(op, dims4(x))?;
         let out_len: usize = y_dim.iter().product();
+        if let Some(rows) = self.split_rows(y_dim[0], &[x.len() / y_dim[0], out_len / y_dim[0]]) {
+            let (mut ys, mut is) = (Vec::new(), Vec::new());
+            for c in x.axis_chunks_iter(Axis(0), rows) {
+                let (y, i) = self.max_pool2d(&c.to_owned(), pp)?;
+                ys.push(y);
+                is.push(i);
+            }
+            return Ok((concat4(op, ys)?, concat4(op, is)?));
+        }
         self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
         let xv = flat(x);
         let (y, idx) = match self {
@@ -342,6 +399,184 @@ impl Backend {
         arr4(xd, dx)
     }
 
+    /// 2-D min-pooling (the seed article's MinPool): `y` is the minimum of each window
+    /// (padding counts as +∞) and `idx` the flat index `h·W + w` of its first minimum in
+    /// the input plane. The backward is [`Backend::max_pool2d_backward`] with these indices.
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]` → `y, idx [N,C,oh,ow]`.
+    pub fn min_pool2d(
+        &self,
+        x: &Array4<f32>,
+        pp: Pool2dParams,
+    ) -> Result<(Array4<f32>, Array4<u32>)> {
+        let op = "min_pool2d";
+        let y_dim = pp.out_shape(op, dims4(x))?;
+        let out_len: usize = y_dim.iter().product();
+        self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
+        let xv = flat(x);
+        let (y, idx) = match self {
+            Backend::Cpu => cpu::pool::min_pool2d_forward(dims4(x), y_dim, pp, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
+                let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
+                let prm = PoolParams::new(dims4(x), y_dim, &pp);
+                let (disp, _) = g.record_pool(
+                    "min_pool2d_forward",
+                    &[xs, ys.clone(), is.clone()],
+                    &prm,
+                    false,
+                )?;
+                let r = g.run(&[disp], &[ys, is])?;
+                (to_f32(&r[0]), to_u32(&r[1]))
+            }
+        };
+        let sh = (y_dim[0], y_dim[1], y_dim[2], y_dim[3]);
+        let idx = Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
+        Ok((arr4(y_dim, y)?, idx))
+    }
+
+    /// 2-D average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`: padding
+    /// counts as 0 and every window divides by `kh·kw`).
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]` → `[N,C,oh,ow]`.
+    pub fn avg_pool2d(&self, x: &Array4<f32>, pp: Pool2dParams) -> Result<Array4<f32>> {
+        let op = "avg_pool2d";
+        let xd = dims4(x);
+        let y_dim = pp.out_shape(op, xd)?;
+        let out_len: usize = y_dim.iter().product();
+        self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
+        let xv = flat(x);
+        let y = match self {
+            Backend::Cpu => cpu::pool::avg_pool2d_forward(xd, y_dim, pp, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
+                let prm = PoolParams::new(xd, y_dim, &pp);
+                let (disp, _) =
+                    g.record_pool("avg_pool2d_forward", &[xs, ys.clone()], &prm, false)?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        arr4(y_dim, y)
+    }
+
+    /// Backward of [`Backend::avg_pool2d`]: every input receives `dy / (kh·kw)` from each
+    /// window that holds it. `x_dim` is the forward input's shape.
+    ///
+    /// # Shapes
+    /// `dy [N,C,oh,ow]` → `dx [N,C,H,W]`.
+    pub fn avg_pool2d_backward(
+        &self,
+        dy: &Array4<f32>,
+        pp: Pool2dParams,
+        x_dim: (usize, usize, usize, usize),
+    ) -> Result<Array4<f32>> {
+        let op = "avg_pool2d_backward";
+        let xd = [x_dim.0, x_dim.1, x_dim.2, x_dim.3];
+        let yd = dims4(dy);
+        nonempty(op, "dy", &yd)?;
+        let expect = pp.out_shape(op, xd)?;
+        if expect != yd {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "dy {yd:?} does not match pooling {pp:?} of x {xd:?} (expected {expect:?})"
+                ),
+            ));
+        }
+        let x_len: usize = xd.iter().product();
+        self.check_sizes(op, &[("dy", dy.len()), ("dx", x_len)])?;
+        let dyv = flat(dy);
+        let dx = match self {
+            Backend::Cpu => cpu::pool::avg_pool2d_backward(xd, yd, pp, &dyv),
+            Backend::Gpu(g) => {
+                let dys = Slice::whole(g.upload("dy", &dyv));
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x_len)));
+                let prm = PoolParams::new(xd, yd, &pp);
+                let (disp, _) =
+                    g.record_pool("avg_pool2d_backward", &[dys, dxs.clone()], &prm, false)?;
+                to_f32(&g.run(&[disp], &[dxs])?[0])
+            }
+        };
+        arr4(xd, dx)
+    }
+
+    /// Global average pooling: the mean of each channel's plane.
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]` → `[N,C]`.
+    pub fn global_avg_pool(&self, x: &Array4<f32>) -> Result<Array2<f32>> {
+        let op = "global_avg_pool";
+        let [n, c, h, w] = dims4(x);
+        nonempty(op, "x", &[n, c, h, w])?;
+        self.check_sizes(op, &[("x", x.len()), ("y", n * c)])?;
+        let xv = flat(x);
+        let (rows, hw) = (n * c, h * w);
+        let y = match self {
+            Backend::Cpu => cpu::pool::global_avg_pool_forward(rows, hw, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(rows)));
+                let prm = GapParams::new(rows, hw);
+                let (disp, _) = g.record(
+                    "global_avg_pool_forward",
+                    &[xs, ys.clone()],
+                    &prm,
+                    groups64(rows),
+                )?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        Array2::from_shape_vec((n, c), y).map_err(|e| Error::shape(op, e.to_string()))
+    }
+
+    /// Backward of [`Backend::global_avg_pool`]: `dx[n,c,h,w] = dy[n,c] / (H·W)`.
+    ///
+    /// # Shapes
+    /// `dy [N,C]` → `dx [N,C,H,W]` with `x_dim = (N,C,H,W)`.
+    pub fn global_avg_pool_backward(
+        &self,
+        dy: &Array2<f32>,
+        x_dim: (usize, usize, usize, usize),
+    ) -> Result<Array4<f32>> {
+        let op = "global_avg_pool_backward";
+        let xd = [x_dim.0, x_dim.1, x_dim.2, x_dim.3];
+        nonempty(op, "x", &xd)?;
+        if dy.dim() != (xd[0], xd[1]) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "dy has shape {:?} but x {xd:?} needs [{}, {}]",
+                    dy.dim(),
+                    xd[0],
+                    xd[1]
+                ),
+            ));
+        }
+        let (rows, hw) = (xd[0] * xd[1], xd[2] * xd[3]);
+        self.check_sizes(op, &[("dy", rows), ("dx", rows * hw)])?;
+        let dyv = flat(dy);
+        let dx = match self {
+            Backend::Cpu => cpu::pool::global_avg_pool_backward(rows, hw, &dyv),
+            Backend::Gpu(g) => {
+                let dys = Slice::whole(g.upload("dy", &dyv));
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(rows * hw)));
+                let prm = GapParams::new(rows, hw);
+                let (disp, _) = g.record(
+                    "global_avg_pool_backward",
+                    &[dys, dxs.clone()],
+                    &prm,
+                    groups64(rows * hw),
+                )?;
+                to_f32(&g.run(&[disp], &[dxs])?[0])
+            }
+        };
+        arr4(xd, dx)
+    }
+
     fn gemm_run(
         &self,
         gm: &Gemm,
@@ -431,6 +666,15 @@ impl Backend {
                 ));
             }
         }
+        if let Some(rows) = self.split_rows(n, &[i, o]) {
+            let parts = x
+                .axis_chunks_iter(Axis(0), rows)
+                .map(|c| self.linear(&c.to_owned(), w, b))
+                .collect::<Result<Vec<_>>>()?;
+            let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+            return ndarray::concatenate(Axis(0), &views)
+                .map_err(|e| Error::shape(op, e.to_string()));
+        }
         self.check_sizes(op, &[("x", n * i), ("w", o * i), ("y", n * o)])?;
         let bv = b.map(flat);
         let (y, _) = self.gemm_run(
@@ -499,6 +743,23 @@ impl Backend {
             }
         }
         let len = ins[0].len();
+        if let Some(chunk) = self.split_rows(len, &[1]) {
+            // elementwise: any split of the flat elements works
+            let vals: Vec<Vec<f32>> = ins.iter().map(|t| flat(*t)).collect();
+            let mut out = Vec::with_capacity(len);
+            for start in (0..len).step_by(chunk) {
+                let end = (start + chunk).min(len);
+                let parts = vals
+                    .iter()
+                    .map(|v| ArrayD::from_shape_vec(IxDyn(&[end - start]), v[start..end].to_vec()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::shape(op, e.to_string()))?;
+                let refs: Vec<&ArrayD<f32>> = parts.iter().collect();
+                out.extend(self.elementwise(op, kernel, act, &refs)?.iter());
+            }
+            return ArrayD::from_shape_vec(IxDyn(&shape), out)
+                .map_err(|e| Error::shape(op, e.to_string()));
+        }
         self.check_sizes(op, &[("x", len)])?;
         let vals: Vec<Vec<f32>> = ins.iter().map(|t| flat(*t)).collect();
         let out = match self {
@@ -547,6 +808,89 @@ impl Backend {
     /// Elementwise sum `a + b` of two tensors of the same shape.
     pub fn add(&self, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         self.elementwise("add", "add", Activation::Relu, &[a, b])
+    }
+
+    /// Dropout in training mode: `y[i] = x[i]/(1−p)` where the element is kept and 0 where
+    /// it is dropped. Element `i` (row-major) is kept iff `u ≥ p` for
+    /// `u = (h >> 8)/2²⁴`, `h = pcg(i ^ pcg(seed ^ pcg(step)))` (see `shaders/elementwise.wgsl`),
+    /// so the CPU and GPU draw the same mask, and `(seed, step)` fixes it. `p ∈ [0, 1)`.
+    /// (In evaluation dropout is the identity: don't call this.)
+    pub fn dropout(&self, x: &ArrayD<f32>, p: f32, seed: u32, step: u32) -> Result<ArrayD<f32>> {
+        self.dropout_run("dropout", "dropout_forward", x, p, seed, step)
+    }
+
+    /// Backward of [`Backend::dropout`] with the same `(p, seed, step)`:
+    /// `dx[i] = dy[i]/(1−p)` where kept, 0 where dropped.
+    pub fn dropout_backward(
+        &self,
+        dy: &ArrayD<f32>,
+        p: f32,
+        seed: u32,
+        step: u32,
+    ) -> Result<ArrayD<f32>> {
+        self.dropout_run("dropout_backward", "dropout_backward", dy, p, seed, step)
+    }
+
+    fn dropout_run(
+        &self,
+        op: &str,
+        kernel: &str,
+        x: &ArrayD<f32>,
+        p: f32,
+        seed: u32,
+        step: u32,
+    ) -> Result<ArrayD<f32>> {
+        let shape = x.shape().to_vec();
+        nonempty(op, "x", &shape)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                op,
+                format!("dropout probability {p} must be in [0, 1)"),
+            ));
+        }
+        let len = x.len();
+        self.check_sizes(op, &[("x", len)])?;
+        let xv = flat(x);
+        let out = match self {
+            Backend::Cpu => cpu::elementwise::dropout_forward(seed, step, p, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let cs = Slice::whole(g.upload("step", &[step]));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(len)));
+                let prm = DropoutParams::new(len, seed, p);
+                let (disp, _) = g.record(kernel, &[xs, cs, ys.clone()], &prm, groups64(len))?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
+    }
+
+    /// Keras `Rescaling`: `y = x·scale + offset` elementwise, any shape. Its backward is
+    /// `rescale(dy, scale, 0)`.
+    pub fn rescale(&self, x: &ArrayD<f32>, scale: f32, offset: f32) -> Result<ArrayD<f32>> {
+        let op = "rescale";
+        let shape = x.shape().to_vec();
+        nonempty(op, "x", &shape)?;
+        if !scale.is_finite() || !offset.is_finite() {
+            return Err(Error::invalid(
+                op,
+                format!("scale {scale} and offset {offset} must be finite"),
+            ));
+        }
+        let len = x.len();
+        self.check_sizes(op, &[("x", len)])?;
+        let xv = flat(x);
+        let out = match self {
+            Backend::Cpu => cpu::elementwise::rescale(scale, offset, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(len)));
+                let prm = RescaleParams::new(len, scale, offset);
+                let (disp, _) = g.record("rescale", &[xs, ys.clone()], &prm, groups64(len))?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
     }
 
     /// Row-wise softmax.
@@ -678,6 +1022,221 @@ impl Backend {
         let r = g.run(&[disp], &[dxs, ms])?;
         let m = to_f32(&r[1]);
         Ok((to_f32(&r[0]), [m[0], m[1], m[2], m[3]]))
+    }
+
+    /// `[N, C, S]` view of a batch-norm input `[N,C]` or `[N,C,H,W]` (S = H·W), checking
+    /// every per-channel vector's length.
+    fn bn_dims(op: &str, x: &ArrayD<f32>, per_channel: &[(&str, usize)]) -> Result<[usize; 3]> {
+        let sh = x.shape();
+        if sh.len() != 2 && sh.len() != 4 {
+            return Err(Error::shape(
+                op,
+                format!("x must be [N,C] or [N,C,H,W], got {sh:?}"),
+            ));
+        }
+        nonempty(op, "x", sh)?;
+        let (n, c) = (sh[0], sh[1]);
+        let s: usize = sh[2..].iter().product();
+        for (name, len) in per_channel {
+            if *len != c {
+                return Err(Error::shape(
+                    op,
+                    format!("{name} has {len} elements for {c} channels"),
+                ));
+            }
+        }
+        Ok([n, c, s])
+    }
+
+    /// Batch normalisation in training mode (PyTorch `BatchNorm1d/2d` with `training=True`):
+    /// normalises with the batch statistics over N (and H, W) and updates the running
+    /// statistics in place, `running ← (1 − momentum)·running + momentum·batch` (the
+    /// unbiased variance for `running_var`).
+    ///
+    /// # Shapes
+    /// `x [N,C]` or `[N,C,H,W]` (N·H·W > 1), `gamma`, `beta`, `running_*` `[C]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_train(
+        &self,
+        x: &ArrayD<f32>,
+        gamma: &Array1<f32>,
+        beta: &Array1<f32>,
+        running_mean: &mut Array1<f32>,
+        running_var: &mut Array1<f32>,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormTrain> {
+        let op = "batch_norm_train";
+        let d = Self::bn_dims(
+            op,
+            x,
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("running_mean", running_mean.len()),
+                ("running_var", running_var.len()),
+            ],
+        )?;
+        if d[0] * d[2] < 2 {
+            return Err(Error::invalid(
+                op,
+                "expected more than 1 value per channel when training",
+            ));
+        }
+        if !(eps > 0.0 && eps.is_finite() && momentum.is_finite()) {
+            return Err(Error::invalid(op, "eps must be > 0 and momentum finite"));
+        }
+        self.check_sizes(op, &[("x", x.len())])?;
+        let c = d[1];
+        let (xv, gv, bv) = (flat(x), flat(gamma), flat(beta));
+        let mut rm = flat(&*running_mean);
+        let mut rv = flat(&*running_var);
+        let (y, saved) = match self {
+            Backend::Cpu => cpu::norm::batch_norm_forward_train(
+                d, &xv, &gv, &bv, &mut rm, &mut rv, momentum, eps,
+            ),
+            Backend::Gpu(g) => {
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(xv.len())));
+                let ss = Slice::whole(g.zeros("saved", bytes_of_len(2 * c)));
+                let rms = Slice::whole(g.upload("running_mean", &rm));
+                let rvs = Slice::whole(g.upload("running_var", &rv));
+                let slices = [
+                    Slice::whole(g.upload("x", &xv)),
+                    Slice::whole(g.upload("gamma", &gv)),
+                    Slice::whole(g.upload("beta", &bv)),
+                    ys.clone(),
+                    ss.clone(),
+                    rms.clone(),
+                    rvs.clone(),
+                ];
+                let prm = NormParams::new(d, momentum, eps);
+                let (disp, _) = g.record("batch_norm_forward_train", &slices, &prm, c as u64)?;
+                let r = g.run(&[disp], &[ys, ss, rms, rvs])?;
+                rm = to_f32(&r[2]);
+                rv = to_f32(&r[3]);
+                (to_f32(&r[0]), to_f32(&r[1]))
+            }
+        };
+        running_mean.assign(&Array1::from(rm));
+        running_var.assign(&Array1::from(rv));
+        Ok(BatchNormTrain {
+            y: ArrayD::from_shape_vec(IxDyn(x.shape()), y)
+                .map_err(|e| Error::shape(op, e.to_string()))?,
+            mean: Array1::from(saved[..c].to_vec()),
+            inv_std: Array1::from(saved[c..].to_vec()),
+        })
+    }
+
+    /// Batch normalisation in evaluation mode: `y = γ·(x − running_mean)/√(running_var + eps) + β`.
+    ///
+    /// # Shapes
+    /// `x [N,C]` or `[N,C,H,W]`, the others `[C]`.
+    pub fn batch_norm_eval(
+        &self,
+        x: &ArrayD<f32>,
+        gamma: &Array1<f32>,
+        beta: &Array1<f32>,
+        running_mean: &Array1<f32>,
+        running_var: &Array1<f32>,
+        eps: f32,
+    ) -> Result<ArrayD<f32>> {
+        let op = "batch_norm_eval";
+        let d = Self::bn_dims(
+            op,
+            x,
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("running_mean", running_mean.len()),
+                ("running_var", running_var.len()),
+            ],
+        )?;
+        self.check_sizes(op, &[("x", x.len())])?;
+        let v = [
+            flat(x),
+            flat(gamma),
+            flat(beta),
+            flat(running_mean),
+            flat(running_var),
+        ];
+        let y = match self {
+            Backend::Cpu => {
+                cpu::norm::batch_norm_forward_eval(d, &v[0], &v[1], &v[2], &v[3], &v[4], eps)
+            }
+            Backend::Gpu(g) => {
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(x.len())));
+                let mut slices: Vec<Slice> =
+                    v.iter().map(|t| Slice::whole(g.upload("in", t))).collect();
+                slices.push(ys.clone());
+                let prm = NormParams::new(d, 0.0, eps);
+                let (disp, _) =
+                    g.record("batch_norm_forward_eval", &slices, &prm, groups64(x.len()))?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::shape(op, e.to_string()))
+    }
+
+    /// Backward of training-mode batch norm from the forward input and the saved batch
+    /// statistics: `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = (γ/σ)·(dy − mean(dy) − x̂·mean(dy·x̂))`.
+    ///
+    /// # Shapes
+    /// `x`, `dy` `[N,C]` or `[N,C,H,W]`; `gamma`, `mean`, `inv_std` `[C]`.
+    pub fn batch_norm_backward(
+        &self,
+        x: &ArrayD<f32>,
+        dy: &ArrayD<f32>,
+        gamma: &Array1<f32>,
+        mean: &Array1<f32>,
+        inv_std: &Array1<f32>,
+    ) -> Result<BatchNormGrads> {
+        let op = "batch_norm_backward";
+        let d = Self::bn_dims(
+            op,
+            x,
+            &[
+                ("gamma", gamma.len()),
+                ("mean", mean.len()),
+                ("inv_std", inv_std.len()),
+            ],
+        )?;
+        if dy.shape() != x.shape() {
+            return Err(Error::shape(
+                op,
+                format!("dy {:?} vs x {:?}", dy.shape(), x.shape()),
+            ));
+        }
+        self.check_sizes(op, &[("x", x.len())])?;
+        let c = d[1];
+        let (xv, dyv, gv) = (flat(x), flat(dy), flat(gamma));
+        let saved: Vec<f32> = mean.iter().chain(inv_std.iter()).copied().collect();
+        let (dx, dg, db) = match self {
+            Backend::Cpu => cpu::norm::batch_norm_backward(d, &xv, &dyv, &gv, &saved),
+            Backend::Gpu(g) => {
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(xv.len())));
+                let dgs = Slice::whole(g.zeros("dgamma", bytes_of_len(c)));
+                let dbs = Slice::whole(g.zeros("dbeta", bytes_of_len(c)));
+                let slices = [
+                    Slice::whole(g.upload("x", &xv)),
+                    Slice::whole(g.upload("dy", &dyv)),
+                    Slice::whole(g.upload("gamma", &gv)),
+                    Slice::whole(g.upload("saved", &saved)),
+                    dxs.clone(),
+                    dgs.clone(),
+                    dbs.clone(),
+                ];
+                let prm = NormParams::new(d, 0.0, 1e-5);
+                let (disp, _) = g.record("batch_norm_backward", &slices, &prm, c as u64)?;
+                let r = g.run(&[disp], &[dxs, dgs, dbs])?;
+                (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
+            }
+        };
+        Ok(BatchNormGrads {
+            dx: ArrayD::from_shape_vec(IxDyn(x.shape()), dx)
+                .map_err(|e| Error::shape(op, e.to_string()))?,
+            dgamma: Array1::from(dg),
+            dbeta: Array1::from(db),
+        })
     }
 
     /// One optimizer step at step number `t` (from 1) on a flat parameter vector.

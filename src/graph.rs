@@ -45,6 +45,12 @@ pub enum Op {
     },
     /// 2-D max-pooling (records argmax indices for the backward pass).
     MaxPool2d { x: NodeId, p: Pool2dParams },
+    /// 2-D min-pooling (records argmin indices; the backward routes like max-pooling).
+    MinPool2d { x: NodeId, p: Pool2dParams },
+    /// 2-D average pooling (padding counts as 0, divisor kh·kw: `count_include_pad=True`).
+    AvgPool2d { x: NodeId, p: Pool2dParams },
+    /// Mean over each channel's plane: `[C,H,W] → [C]`.
+    GlobalAvgPool { x: NodeId },
     /// `y = x·wᵀ + b` with an optionally fused activation.
     Linear {
         x: NodeId,
@@ -56,8 +62,24 @@ pub enum Op {
     Flatten { x: NodeId },
     /// Elementwise activation.
     Activation { x: NodeId, act: Activation },
+    /// Dropout: in training, zeroes each element with probability `p` (a counter-based
+    /// hash of the layer, the training step and the element index) and scales the kept
+    /// ones by `1/(1−p)`; in evaluation the identity.
+    Dropout { x: NodeId, p: f32 },
+    /// `y = x·scale + offset` elementwise (Keras `Rescaling`).
+    Rescaling { x: NodeId, scale: f32, offset: f32 },
     /// Elementwise sum of two tensors of the same shape.
     Add { a: NodeId, b: NodeId },
+    /// Batch normalisation over the batch (and H, W) per channel of `[C]` or `[C,H,W]`
+    /// (PyTorch `BatchNorm1d/2d`): learnable `w` (γ, init 1) and `b` (β, init 0), running
+    /// statistics `<name>.running_mean` / `<name>.running_var` (see [`Graph::buffers`]).
+    BatchNorm {
+        x: NodeId,
+        w: ParamId,
+        b: ParamId,
+        momentum: f32,
+        eps: f32,
+    },
     /// Softmax + cross-entropy against integer class targets (mean over the batch).
     CrossEntropy { logits: NodeId },
     /// Mean squared error against dense targets (mean over all elements).
@@ -71,9 +93,15 @@ impl Op {
             Op::Input => vec![],
             Op::Conv2d { x, .. }
             | Op::MaxPool2d { x, .. }
+            | Op::MinPool2d { x, .. }
+            | Op::AvgPool2d { x, .. }
+            | Op::GlobalAvgPool { x }
             | Op::Linear { x, .. }
             | Op::Flatten { x }
-            | Op::Activation { x, .. } => vec![x],
+            | Op::Dropout { x, .. }
+            | Op::Rescaling { x, .. }
+            | Op::Activation { x, .. }
+            | Op::BatchNorm { x, .. } => vec![x],
             Op::Add { a, b } => vec![a, b],
             Op::CrossEntropy { logits } => vec![logits],
             Op::Mse { pred } => vec![pred],
@@ -86,6 +114,7 @@ impl Op {
             Op::Conv2d { w, b, .. } | Op::Linear { w, b, .. } => {
                 std::iter::once(w).chain(b).collect()
             }
+            Op::BatchNorm { w, b, .. } => vec![w, b],
             _ => vec![],
         }
     }
@@ -273,6 +302,52 @@ impl Graph {
         self.push(name, Op::MaxPool2d { x, p }, y[1..].to_vec())
     }
 
+    /// Min-pooling `x [C,H,W] → [C, oh, ow]` (padding counts as +∞).
+    pub fn min_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("min_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::MinPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Average pooling `x [C,H,W] → [C, oh, ow]` (PyTorch `avg_pool2d`,
+    /// `count_include_pad=True`).
+    pub fn avg_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("avg_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::AvgPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Global average pooling `x [C,H,W] → [C]`.
+    pub fn global_avg_pool(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if xs.len() != 3 || xs.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("global_avg_pool needs a non-empty [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        self.push(name, Op::GlobalAvgPool { x }, vec![xs[0]])
+    }
+
     /// Linear layer `x [in] → [out]` with `name.weight [out, in]` and `name.bias [out]`.
     pub fn linear(&mut self, name: &str, x: NodeId, out: usize, bias: bool) -> Result<NodeId> {
         let xs = self.check_ref(name, x)?.shape.clone();
@@ -312,6 +387,30 @@ impl Graph {
         self.linear(name, x, out, bias)
     }
 
+    /// Dropout with drop probability `p ∈ [0, 1)`; any shape, the same shape out.
+    pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                name,
+                format!("dropout probability {p} must be in [0, 1)"),
+            ));
+        }
+        self.push(name, Op::Dropout { x, p }, xs)
+    }
+
+    /// `y = x·scale + offset` elementwise (Keras `Rescaling`); any shape.
+    pub fn rescaling(&mut self, name: &str, x: NodeId, scale: f32, offset: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if !scale.is_finite() || !offset.is_finite() {
+            return Err(Error::invalid(
+                name,
+                format!("rescaling needs finite scale and offset, got {scale} and {offset}"),
+            ));
+        }
+        self.push(name, Op::Rescaling { x, scale, offset }, xs)
+    }
+
     /// Flatten `[d0, d1, …] → [d0·d1·…]`.
     pub fn flatten(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
         let xs = self.check_ref(name, x)?.shape.clone();
@@ -330,6 +429,54 @@ impl Graph {
             }
         }
         self.push(name, Op::Activation { x, act }, xs)
+    }
+
+    /// Batch normalisation of `x [C]` or `[C,H,W]` (same shape out) with parameters
+    /// `name.weight`, `name.bias` `[C]` and running statistics `name.running_mean`,
+    /// `name.running_var` `[C]`; PyTorch's defaults are `momentum = 0.1`, `eps = 1e-5`.
+    pub fn batch_norm(&mut self, name: &str, x: NodeId, momentum: f32, eps: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if (xs.len() != 1 && xs.len() != 3) || xs.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("batch_norm needs a [C] or [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        if !(eps > 0.0 && eps.is_finite() && momentum.is_finite()) {
+            return Err(Error::invalid(
+                name,
+                format!("batch_norm needs eps > 0 and a finite momentum, got eps {eps}, momentum {momentum}"),
+            ));
+        }
+        let c = xs[0];
+        let w = self.param(format!("{name}.weight"), vec![c], 1);
+        let b = self.param(format!("{name}.bias"), vec![c], 1);
+        self.push(
+            name,
+            Op::BatchNorm {
+                x,
+                w,
+                b,
+                momentum,
+                eps,
+            },
+            xs,
+        )
+    }
+
+    /// Non-learnable state tensors (batch norm running statistics), in node order:
+    /// `(name, shape, initial value)`.
+    pub fn buffers(&self) -> Vec<(String, Vec<usize>, f32)> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            if let Op::BatchNorm { x, .. } = n.op {
+                let c = self.nodes[x].shape[0];
+                out.push((format!("{}.running_mean", n.name), vec![c], 0.0));
+                out.push((format!("{}.running_var", n.name), vec![c], 1.0));
+            }
+        }
+        out
     }
 
     /// Elementwise sum; both operands must have the same shape.

@@ -35,7 +35,7 @@ pub mod plan;
 pub mod shape;
 pub mod train;
 
-pub use backend::{Backend, Conv2dGrads, LinearGrads};
+pub use backend::{Backend, BatchNormGrads, BatchNormTrain, Conv2dGrads, LinearGrads};
 pub use error::{Error, Result};
 pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;

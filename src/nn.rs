@@ -111,6 +111,163 @@ impl Layer for MaxPool2d {
     }
 }
 
+/// Min-pooling (the seed article's MinPool) `MinPool2d::new(k)` with `.stride(s)`,
+/// `.padding(p)`: the minimum of each window, gradient routed to the first minimum.
+#[derive(Clone, Copy, Debug)]
+pub struct MinPool2d(pub Pool2dParams);
+
+impl MinPool2d {
+    pub fn new(k: usize) -> Self {
+        MinPool2d(Pool2dParams::new(k))
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.0.stride = [s, s];
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.0.padding = [p, p];
+        self
+    }
+}
+
+impl Layer for MinPool2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.min_pool2d(name, x, self.0)
+    }
+}
+
+/// `nn.AvgPool2d(k)` with `.stride(s)`, `.padding(p)` (`count_include_pad=True`).
+#[derive(Clone, Copy, Debug)]
+pub struct AvgPool2d(pub Pool2dParams);
+
+impl AvgPool2d {
+    pub fn new(k: usize) -> Self {
+        AvgPool2d(Pool2dParams::new(k))
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.0.stride = [s, s];
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.0.padding = [p, p];
+        self
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.avg_pool2d(name, x, self.0)
+    }
+}
+
+/// `nn.AdaptiveAvgPool2d(1)` followed by a flatten (Keras `GlobalAveragePooling2D`):
+/// `[C,H,W] → [C]`.
+#[derive(Clone, Copy, Debug)]
+pub struct GlobalAvgPool;
+
+impl Layer for GlobalAvgPool {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.global_avg_pool(name, x)
+    }
+}
+
+/// `nn.BatchNorm2d(c)`: batch normalisation of `[C,H,W]` per channel (`momentum` 0.1,
+/// `eps` 1e-5; change with `.momentum(m)`, `.eps(e)`).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm2d {
+    pub num_features: usize,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// `nn.BatchNorm1d(f)`: batch normalisation of flat `[F]` features per feature.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm1d {
+    pub num_features: usize,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+macro_rules! batch_norm_layer {
+    ($name:ident, $rank:expr, $what:expr) => {
+        impl $name {
+            pub fn new(num_features: usize) -> Self {
+                $name {
+                    num_features,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                }
+            }
+            pub fn momentum(mut self, m: f32) -> Self {
+                self.momentum = m;
+                self
+            }
+            pub fn eps(mut self, e: f32) -> Self {
+                self.eps = e;
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+                let xs = &g.node(x).shape;
+                if xs.len() != $rank || xs[0] != self.num_features {
+                    return Err(Error::shape(
+                        name,
+                        format!(
+                            "{} expects {} with {} channels, but '{}' produces shape {xs:?}",
+                            stringify!($name),
+                            $what,
+                            self.num_features,
+                            g.node(x).name
+                        ),
+                    ));
+                }
+                g.batch_norm(name, x, self.momentum, self.eps)
+            }
+        }
+    };
+}
+
+batch_norm_layer!(BatchNorm2d, 3, "[C,H,W]");
+batch_norm_layer!(BatchNorm1d, 1, "[F]");
+
+/// `nn.Dropout(p)`: in training zeroes each element with probability `p` and scales the
+/// rest by `1/(1−p)`; in evaluation the identity.
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout(pub f32);
+
+impl Dropout {
+    pub fn new(p: f32) -> Self {
+        Dropout(p)
+    }
+}
+
+impl Layer for Dropout {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.dropout(name, x, self.0)
+    }
+}
+
+/// Keras `Rescaling(scale, offset)`: `y = x·scale + offset`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rescaling {
+    pub scale: f32,
+    pub offset: f32,
+}
+
+impl Rescaling {
+    pub fn new(scale: f32, offset: f32) -> Self {
+        Rescaling { scale, offset }
+    }
+}
+
+impl Layer for Rescaling {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.rescaling(name, x, self.scale, self.offset)
+    }
+}
+
 /// `nn.Linear(in, out)` with `.bias(false)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {

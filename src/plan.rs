@@ -42,6 +42,9 @@ pub enum Home {
     Targets,
     /// A 4-float metrics block: 0 = training, 1 = evaluation.
     Metrics(usize),
+    /// Slice of the flat buffer of non-learnable state (batch norm running statistics),
+    /// which the optimizer never touches.
+    Buffer(usize),
 }
 
 /// A tensor of the plan.
@@ -110,6 +113,65 @@ pub enum Step {
         yd: [usize; 4],
         p: Pool2dParams,
     },
+    /// Its backward is [`Step::MaxPool2dBackward`] (routing by indices).
+    MinPool2dForward {
+        x: TensorId,
+        y: TensorId,
+        idx: TensorId,
+        xd: [usize; 4],
+        yd: [usize; 4],
+        p: Pool2dParams,
+    },
+    AvgPool2dForward {
+        x: TensorId,
+        y: TensorId,
+        xd: [usize; 4],
+        yd: [usize; 4],
+        p: Pool2dParams,
+    },
+    AvgPool2dBackward {
+        dy: TensorId,
+        dx: TensorId,
+        xd: [usize; 4],
+        yd: [usize; 4],
+        p: Pool2dParams,
+    },
+    /// `rows = N·C` planes of `hw = H·W` elements.
+    GlobalAvgPoolForward {
+        x: TensorId,
+        y: TensorId,
+        rows: usize,
+        hw: usize,
+    },
+    GlobalAvgPoolBackward {
+        dy: TensorId,
+        dx: TensorId,
+        rows: usize,
+        hw: usize,
+    },
+    /// `len` elements; the mask hashes (`seed`, the training step, element index).
+    DropoutForward {
+        x: TensorId,
+        y: TensorId,
+        len: usize,
+        p: f32,
+        seed: u32,
+    },
+    DropoutBackward {
+        dy: TensorId,
+        dx: TensorId,
+        len: usize,
+        p: f32,
+        seed: u32,
+    },
+    /// `y = x·scale + offset` (the backward is `dx = dy·scale`: offset 0).
+    Rescale {
+        x: TensorId,
+        y: TensorId,
+        len: usize,
+        scale: f32,
+        offset: f32,
+    },
     Gemm {
         a: TensorId,
         b: TensorId,
@@ -142,6 +204,43 @@ pub enum Step {
         rows: usize,
         cols: usize,
     },
+    /// Batch norm, training mode: `y` from batch statistics, `saved = [mean; inv_std]`
+    /// (2·C) for the backward, running statistics `rm`, `rv` updated in place.
+    /// `d = [N, C, S]` (S = H·W, or 1).
+    BatchNormForwardTrain {
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+        y: TensorId,
+        saved: TensorId,
+        rm: TensorId,
+        rv: TensorId,
+        d: [usize; 3],
+        momentum: f32,
+        eps: f32,
+    },
+    /// Batch norm, evaluation mode: `y` from the running statistics.
+    BatchNormForwardEval {
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+        rm: TensorId,
+        rv: TensorId,
+        y: TensorId,
+        d: [usize; 3],
+        eps: f32,
+    },
+    /// Batch norm backward: `dx`, and `dw` (dγ), `db` (dβ) into the gradient buffer.
+    BatchNormBackward {
+        x: TensorId,
+        dy: TensorId,
+        w: TensorId,
+        saved: TensorId,
+        dx: TensorId,
+        dw: TensorId,
+        db: TensorId,
+        d: [usize; 3],
+    },
     Mse {
         pred: TensorId,
         dpred: Option<TensorId>,
@@ -168,8 +267,18 @@ impl Step {
                 o.extend(db);
                 (vec![*x, *dy, *y], o)
             }
-            Step::MaxPool2dForward { x, y, idx, .. } => (vec![*x], vec![*y, *idx]),
+            Step::MaxPool2dForward { x, y, idx, .. } | Step::MinPool2dForward { x, y, idx, .. } => {
+                (vec![*x], vec![*y, *idx])
+            }
             Step::MaxPool2dBackward { dy, idx, dx, .. } => (vec![*dy, *idx], vec![*dx]),
+            Step::DropoutForward { x, y, .. } | Step::Rescale { x, y, .. } => (vec![*x], vec![*y]),
+            Step::DropoutBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
+            Step::AvgPool2dForward { x, y, .. } | Step::GlobalAvgPoolForward { x, y, .. } => {
+                (vec![*x], vec![*y])
+            }
+            Step::AvgPool2dBackward { dy, dx, .. } | Step::GlobalAvgPoolBackward { dy, dx, .. } => {
+                (vec![*dy], vec![*dx])
+            }
             Step::Gemm {
                 a,
                 b,
@@ -199,6 +308,29 @@ impl Step {
                 o.push(*metrics);
                 (vec![*logits, *metrics], o)
             }
+            Step::BatchNormForwardTrain {
+                x,
+                w,
+                b,
+                y,
+                saved,
+                rm,
+                rv,
+                ..
+            } => (vec![*x, *w, *b, *rm, *rv], vec![*y, *saved, *rm, *rv]),
+            Step::BatchNormForwardEval {
+                x, w, b, rm, rv, y, ..
+            } => (vec![*x, *w, *b, *rm, *rv], vec![*y]),
+            Step::BatchNormBackward {
+                x,
+                dy,
+                w,
+                saved,
+                dx,
+                dw,
+                db,
+                ..
+            } => (vec![*x, *dy, *w, *saved], vec![*dx, *dw, *db]),
             Step::Mse {
                 pred,
                 dpred,
@@ -268,6 +400,8 @@ struct Lowering<'g> {
     grads: Vec<Vec<TensorId>>,
     needs_grad: Vec<bool>,
     fused_into: Vec<Option<NodeId>>,
+    /// Running mean and variance tensors of every batch norm node.
+    bn_t: Vec<Option<(TensorId, TensorId)>>,
     act_of: Vec<Option<Activation>>,
     param_t: Vec<(TensorId, TensorId)>,
     metrics: [TensorId; 2],
@@ -351,6 +485,42 @@ impl<'g> Lowering<'g> {
                 self.out[id] = Some(y);
                 self.idx[id] = Some(idx);
             }
+            Op::MinPool2d { x, p } => {
+                let y = self.arena(name.clone(), numel);
+                let idx = self.arena(format!("{name}.indices"), numel);
+                self.steps.push(Step::MinPool2dForward {
+                    x: self.out_of(x),
+                    y,
+                    idx,
+                    xd: self.dims4(x),
+                    yd: self.dims4(id),
+                    p,
+                });
+                self.out[id] = Some(y);
+                self.idx[id] = Some(idx);
+            }
+            Op::AvgPool2d { x, p } => {
+                let y = self.arena(name, numel);
+                self.steps.push(Step::AvgPool2dForward {
+                    x: self.out_of(x),
+                    y,
+                    xd: self.dims4(x),
+                    yd: self.dims4(id),
+                    p,
+                });
+                self.out[id] = Some(y);
+            }
+            Op::GlobalAvgPool { x } => {
+                let y = self.arena(name, numel);
+                let xs = &self.g.node(x).shape;
+                self.steps.push(Step::GlobalAvgPoolForward {
+                    x: self.out_of(x),
+                    y,
+                    rows: self.n * xs[0],
+                    hw: xs[1] * xs[2],
+                });
+                self.out[id] = Some(y);
+            }
             Op::Linear { x, w, b, .. } => {
                 let y = self.arena(name, numel);
                 let (inp, outf) = (self.g.numel(x), numel);
@@ -366,6 +536,46 @@ impl<'g> Lowering<'g> {
                 self.out[id] = Some(y);
             }
             Op::Flatten { x } => self.out[id] = Some(self.out_of(x)),
+            Op::Dropout { x, p } => {
+                // The tensor exists in both modes so that tensor ids agree between the
+                // training and evaluation schedules.
+                let y = self.arena(name, numel);
+                let len = self.n * numel;
+                if self.train {
+                    self.steps.push(Step::DropoutForward {
+                        x: self.out_of(x),
+                        y,
+                        len,
+                        p,
+                        seed: id as u32,
+                    });
+                    self.out[id] = Some(y);
+                } else if id == self.g.output_node().expect("validated") {
+                    // the plan's output tensor must hold the result: copy (p = 0 keeps all)
+                    self.steps.push(Step::DropoutForward {
+                        x: self.out_of(x),
+                        y,
+                        len,
+                        p: 0.0,
+                        seed: id as u32,
+                    });
+                    self.out[id] = Some(y);
+                } else {
+                    // evaluation: the identity, an alias like Flatten
+                    self.out[id] = Some(self.out_of(x));
+                }
+            }
+            Op::Rescaling { x, scale, offset } => {
+                let y = self.arena(name, numel);
+                self.steps.push(Step::Rescale {
+                    x: self.out_of(x),
+                    y,
+                    len: self.n * numel,
+                    scale,
+                    offset,
+                });
+                self.out[id] = Some(y);
+            }
             Op::Activation { x, act } => {
                 if self.fused_into[id].is_some() {
                     self.out[id] = Some(self.out_of(x));
@@ -378,6 +588,49 @@ impl<'g> Lowering<'g> {
                     });
                     self.out[id] = Some(y);
                 }
+            }
+            Op::BatchNorm {
+                x,
+                w,
+                b,
+                momentum,
+                eps,
+            } => {
+                let y = self.arena(name.clone(), numel);
+                let s = &self.g.node(x).shape;
+                let d = [self.n, s[0], s[1..].iter().product()];
+                // created in both modes so that tensor ids agree between the schedules
+                let saved = self.tensor(format!("{name}.saved"), Home::Arena(0), 2 * d[1], false);
+                let (rm, rv) = self.bn_t[id].expect("batch norm buffers");
+                let (w, b) = (self.param_t[w].0, self.param_t[b].0);
+                let x = self.out_of(x);
+                self.steps.push(if self.train {
+                    Step::BatchNormForwardTrain {
+                        x,
+                        w,
+                        b,
+                        y,
+                        saved,
+                        rm,
+                        rv,
+                        d,
+                        momentum,
+                        eps,
+                    }
+                } else {
+                    Step::BatchNormForwardEval {
+                        x,
+                        w,
+                        b,
+                        rm,
+                        rv,
+                        y,
+                        d,
+                        eps,
+                    }
+                });
+                self.out[id] = Some(y);
+                self.idx[id] = Some(saved);
             }
             Op::Add { a, b } => {
                 let c = self.arena(name, numel);
@@ -485,7 +738,8 @@ impl<'g> Lowering<'g> {
                     act,
                 });
             }
-            Op::MaxPool2d { x, p } => {
+            // min-pooling routes by its recorded indices exactly like max-pooling
+            Op::MaxPool2d { x, p } | Op::MinPool2d { x, p } => {
                 if self.needs_grad[x] {
                     let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
                     self.steps.push(Step::MaxPool2dBackward {
@@ -495,6 +749,32 @@ impl<'g> Lowering<'g> {
                         xd: self.dims4(x),
                         yd: self.dims4(id),
                         p,
+                    });
+                    self.grads[x].push(dx);
+                }
+            }
+            Op::AvgPool2d { x, p } => {
+                if self.needs_grad[x] {
+                    let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                    self.steps.push(Step::AvgPool2dBackward {
+                        dy,
+                        dx,
+                        xd: self.dims4(x),
+                        yd: self.dims4(id),
+                        p,
+                    });
+                    self.grads[x].push(dx);
+                }
+            }
+            Op::GlobalAvgPool { x } => {
+                if self.needs_grad[x] {
+                    let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                    let xs = &self.g.node(x).shape;
+                    self.steps.push(Step::GlobalAvgPoolBackward {
+                        dy,
+                        dx,
+                        rows: self.n * xs[0],
+                        hw: xs[1] * xs[2],
                     });
                     self.grads[x].push(dx);
                 }
@@ -530,6 +810,32 @@ impl<'g> Lowering<'g> {
                 });
             }
             Op::Flatten { x } => self.grads[x].push(dy),
+            Op::Dropout { x, p } => {
+                if self.needs_grad[x] {
+                    let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                    self.steps.push(Step::DropoutBackward {
+                        dy,
+                        dx,
+                        len: self.n * self.g.numel(x),
+                        p,
+                        seed: id as u32,
+                    });
+                    self.grads[x].push(dx);
+                }
+            }
+            Op::Rescaling { x, scale, .. } => {
+                if self.needs_grad[x] {
+                    let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                    self.steps.push(Step::Rescale {
+                        x: dy,
+                        y: dx,
+                        len: self.n * self.g.numel(x),
+                        scale,
+                        offset: 0.0,
+                    });
+                    self.grads[x].push(dx);
+                }
+            }
             Op::Activation { x, act } => {
                 if self.needs_grad[x] {
                     let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
@@ -539,6 +845,26 @@ impl<'g> Lowering<'g> {
                         dx,
                         act,
                     });
+                    self.grads[x].push(dx);
+                }
+            }
+            Op::BatchNorm { x, w, b, .. } => {
+                // The batch statistics' dependence on x is part of dx (see norm.wgsl); dx is
+                // computed even when x needs no gradient (the kernel writes it regardless).
+                let s = &self.g.node(x).shape;
+                let d = [self.n, s[0], s[1..].iter().product()];
+                let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                self.steps.push(Step::BatchNormBackward {
+                    x: self.out_of(x),
+                    dy,
+                    w: self.param_t[w].0,
+                    saved: self.idx[id].expect("batch norm saved statistics"),
+                    dx,
+                    dw: self.param_t[w].1,
+                    db: self.param_t[b].1,
+                    d,
+                });
+                if self.needs_grad[x] {
                     self.grads[x].push(dx);
                 }
             }
@@ -690,6 +1016,7 @@ impl Plan {
             grads: vec![Vec::new(); nodes.len()],
             needs_grad,
             fused_into,
+            bn_t: vec![None; nodes.len()],
             act_of,
             param_t: Vec::new(),
             metrics: [0, 0],
@@ -705,6 +1032,28 @@ impl Plan {
             off += p.len().next_multiple_of(ALIGN);
         }
         let flat_len = off.max(ALIGN);
+        // flat buffer layout (running statistics), two tensors per batch norm node
+        let mut boff = 0;
+        for (id, node) in nodes.iter().enumerate() {
+            if let Op::BatchNorm { x, .. } = node.op {
+                let c = graph.node(x).shape[0];
+                let rm = lw.tensor(
+                    format!("{}.running_mean", node.name),
+                    Home::Buffer(boff),
+                    c,
+                    false,
+                );
+                boff += c.next_multiple_of(ALIGN);
+                let rv = lw.tensor(
+                    format!("{}.running_var", node.name),
+                    Home::Buffer(boff),
+                    c,
+                    false,
+                );
+                boff += c.next_multiple_of(ALIGN);
+                lw.bn_t[id] = Some((rm, rv));
+            }
+        }
         let input_node = graph.input_node().expect("validated");
         let input = lw.tensor("input".into(), Home::Input, graph.numel(input_node), true);
         lw.out[input_node] = Some(input);
@@ -768,6 +1117,28 @@ impl Plan {
         }
         // the output (logits) stays readable after a step
         last[self.output] = steps.len();
+        // In evaluation a dropout is an alias: its consumers read its input instead, so the
+        // input must stay live until the dropout output's last forward read (transitively:
+        // later dropouts first).
+        let mut extended = vec![0usize; nt];
+        for s in steps[..self.forward_len.min(steps.len())].iter().rev() {
+            if let Step::DropoutForward { x, y, .. } = s {
+                let fwd_last = steps[..self.forward_len]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, st)| st.io().0.contains(y))
+                    .map(|(i, _)| i)
+                    .max()
+                    .unwrap_or(0);
+                let fwd_last = if *y == self.output {
+                    steps.len()
+                } else {
+                    fwd_last.max(extended[*y])
+                };
+                extended[*x] = extended[*x].max(fwd_last);
+                last[*x] = last[*x].max(fwd_last);
+            }
+        }
         let mut order: Vec<TensorId> = (0..nt)
             .filter(|&t| matches!(self.tensors[t].home, Home::Arena(_)) && first[t] != usize::MAX)
             .collect();
@@ -810,6 +1181,28 @@ impl Plan {
                 + self.tensors[self.targets].len(self.batch)
                 + 8),
         };
+    }
+
+    /// Length of the flat buffer of non-learnable state (at least [`ALIGN`]).
+    pub fn buffers_len(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter_map(|t| match t.home {
+                Home::Buffer(o) => Some(o + t.per_sample.next_multiple_of(ALIGN)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(ALIGN)
+    }
+
+    /// The non-learnable state tensors (running statistics): `(tensor, initial value)`,
+    /// in the order of [`Graph::buffers`].
+    pub fn buffer_tensors(&self) -> Vec<(TensorId, f32)> {
+        let inits = self.graph.buffers();
+        let ids =
+            (0..self.tensors.len()).filter(|&t| matches!(self.tensors[t].home, Home::Buffer(_)));
+        ids.zip(inits).map(|(t, (_, _, v))| (t, v)).collect()
     }
 
     /// Shapes of every parameter, by name.

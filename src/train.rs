@@ -166,7 +166,10 @@ pub fn save_checkpoint(ex: &mut Executor, path: &Path, epoch: u64, batch: usize)
     for (name, shape, v) in ex.optimizer_state()? {
         opt.push(name, shape, v)?;
     }
-    let params = ex.parameters()?;
+    let mut params = ex.parameters()?;
+    // batch norm running statistics (PyTorch's `num_batches_tracked` is not stored: load
+    // into PyTorch with `strict=False`, or only momentum=None layers would need it)
+    params.extend(ex.buffers()?);
     if params
         .iter()
         .any(|(_, _, v)| v.iter().any(|x| !x.is_finite()))
@@ -215,7 +218,15 @@ pub fn load_checkpoint(
     with_optimizer: bool,
 ) -> Result<CheckpointInfo> {
     let model = Checkpoint::load(path)?;
-    model.check_against(&ex.plan().param_shapes(), path)?;
+    let mut expected = ex.plan().param_shapes();
+    expected.extend(
+        ex.plan()
+            .graph
+            .buffers()
+            .into_iter()
+            .map(|(name, shape, _)| (name, shape)),
+    );
+    model.check_against(&expected, path)?;
     let info = CheckpointInfo {
         epoch: meta_u64(&model, "epoch", path)?,
         batch: meta_u64(&model, "batch", path)? as usize,

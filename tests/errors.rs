@@ -679,15 +679,55 @@ fn tensor_too_large_for_the_device() {
 
     // Functional API: only when an array past the limit is affordable (≤ 1 GiB).
     if lim < (1 << 30) {
+        // Elementwise ops split a tensor past the limit into chunks that fit ...
         let len = (lim / 4 + 1) as usize;
-        let x = ArrayD::<f32>::zeros(IxDyn(&[len]));
-        expect_err(
-            gpu.activation(Activation::Relu, &x),
-            "TooLarge",
-            &["activation", "'x'", &format!("{}", len * 4)],
+        let x = ArrayD::<f32>::from_shape_fn(IxDyn(&[len]), |i| {
+            if i[0] % 3 == 0 {
+                -1.0
+            } else {
+                i[0] as f32
+            }
+        });
+        let y = gpu.activation(Activation::Relu, &x).unwrap();
+        assert_eq!(y[[0]], 0.0);
+        assert_eq!(
+            y[[len - 1]],
+            if (len - 1).is_multiple_of(3) {
+                0.0
+            } else {
+                (len - 1) as f32
+            }
         );
-        // the CPU path has no binding limit
-        drop(x);
+        assert_eq!(y, Backend::cpu().activation(Activation::Relu, &x).unwrap());
+        drop((x, y));
+        // ... and batched ops split along the batch when each sample fits,
+        let side = 2048usize;
+        let outs = (lim / (side * side * 4) as u64 / 2).max(1) as usize;
+        let n = 3;
+        let x = Array4::<f32>::from_shape_fn((n, 1, side, side), |(s, _, h, w)| {
+            (s + h + w) as f32 * 1e-3
+        });
+        let w = Array4::<f32>::from_shape_fn((outs, 1, 1, 1), |(o, ..)| 1.0 + o as f32);
+        assert!(
+            (n * outs * side * side * 4) as u64 > lim,
+            "the test needs an output past the limit"
+        );
+        let yg = gpu.conv2d(&x, &w, None, Conv2dParams::default()).unwrap();
+        let yc = Backend::cpu()
+            .conv2d(&x, &w, None, Conv2dParams::default())
+            .unwrap();
+        assert_eq!(yg, yc);
+        drop((x, w, yg, yc));
+        // ... but one sample whose conv output alone is past the limit can't be split.
+        let side = 4096usize;
+        let outs = (lim / (side * side * 4) as u64 + 1) as usize;
+        let x = Array4::<f32>::zeros((1, 1, side, side));
+        let w = Array4::<f32>::zeros((outs, 1, 1, 1));
+        expect_err(
+            gpu.conv2d(&x, &w, None, Conv2dParams::default()),
+            "TooLarge",
+            &["conv2d", "'y'", "max_storage_buffer_binding_size"],
+        );
     } else {
         eprintln!("limit {lim} > 1 GiB: functional TooLarge check covered by the plan above");
     }

@@ -125,3 +125,48 @@ pub fn activation_backward(act: Activation, x: &[f32], dy: &[f32]) -> Vec<f32> {
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
+
+/// PCG-RXS-M-XS 32-bit hash, as `pcg` in elementwise.wgsl.
+pub fn pcg(v: u32) -> u32 {
+    let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
+    (word >> 22) ^ word
+}
+
+/// Whether dropout keeps element `i`: `u = (h >> 8)/2²⁴ ≥ p` with
+/// `h = pcg(i ^ pcg(seed ^ pcg(step)))`, as `dropout_keep` in elementwise.wgsl.
+pub fn dropout_keep(i: u32, seed: u32, step: u32, p: f32) -> bool {
+    let h = pcg(i ^ pcg(seed ^ pcg(step)));
+    let u = (h >> 8) as f32 * (1.0 / 16777216.0);
+    u >= p
+}
+
+/// The scale of kept units, `1/(1−p)` in f32 (the GPU receives this same value).
+pub fn dropout_scale(p: f32) -> f32 {
+    1.0 / (1.0 - p)
+}
+
+/// `y[i] = keep(i) ? x[i]·scale : 0`.
+pub fn dropout_forward(seed: u32, step: u32, p: f32, x: &[f32]) -> Vec<f32> {
+    let s = dropout_scale(p);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if dropout_keep(i as u32, seed, step, p) {
+                v * s
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `dx[i] = keep(i) ? dy[i]·scale : 0` (the same mask as the forward pass).
+pub fn dropout_backward(seed: u32, step: u32, p: f32, dy: &[f32]) -> Vec<f32> {
+    dropout_forward(seed, step, p, dy)
+}
+
+/// `y[i] = x[i]·scale + offset` (backward: `rescale(dy, scale, 0)`).
+pub fn rescale(scale: f32, offset: f32, x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| v * scale + offset).collect()
+}

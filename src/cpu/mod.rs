@@ -6,5 +6,6 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
 pub mod pool;

@@ -46,6 +46,49 @@ pub fn max_pool2d_forward(
     (y, idx)
 }
 
+/// `y = min over the window` (padding is +∞), `idx = h·W + w` of the first minimum.
+/// Its backward is [`max_pool2d_backward`]: routing by indices is the same.
+pub fn min_pool2d_forward(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    x: &[f32],
+) -> (Vec<f32>, Vec<u32>) {
+    let [n_, c_, h_, w_] = x_dim;
+    let [_, _, oh, ow] = y_dim;
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let mut y = vec![0.0f32; n_ * c_ * oh * ow];
+    let mut idx = vec![0u32; n_ * c_ * oh * ow];
+    for plane in 0..n_ * c_ {
+        let xp = &x[plane * h_ * w_..(plane + 1) * h_ * w_];
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut best: Option<(f32, usize)> = None;
+                for a in 0..kh {
+                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
+                        continue;
+                    };
+                    for b in 0..kw {
+                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
+                            continue;
+                        };
+                        let k = ih * w_ + iw;
+                        if best.is_none_or(|(bv, _)| xp[k] < bv) {
+                            best = Some((xp[k], k));
+                        }
+                    }
+                }
+                let (v, k) = best.unwrap_or((f32::INFINITY, 0));
+                y[(plane * oh + i) * ow + j] = v;
+                idx[(plane * oh + i) * ow + j] = k as u32;
+            }
+        }
+    }
+    (y, idx)
+}
+
 /// `dx[n,c,h,w] = Σ dy[n,c,i,j]` over the outputs whose recorded argmax is `(h,w)`.
 pub fn max_pool2d_backward(
     x_dim: [usize; 4],
@@ -63,4 +106,89 @@ pub fn max_pool2d_backward(
         }
     }
     dx
+}
+
+/// `y = mean over the window`, padding counted as 0 and included in the divisor `kh·kw`
+/// (PyTorch's `count_include_pad=True`).
+pub fn avg_pool2d_forward(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    x: &[f32],
+) -> Vec<f32> {
+    let [n_, c_, h_, w_] = x_dim;
+    let [_, _, oh, ow] = y_dim;
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let div = (kh * kw) as f32;
+    let mut y = vec![0.0f32; n_ * c_ * oh * ow];
+    for plane in 0..n_ * c_ {
+        let xp = &x[plane * h_ * w_..(plane + 1) * h_ * w_];
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut acc = 0.0f32;
+                for a in 0..kh {
+                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
+                        continue;
+                    };
+                    for b in 0..kw {
+                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
+                            continue;
+                        };
+                        acc += xp[ih * w_ + iw];
+                    }
+                }
+                y[(plane * oh + i) * ow + j] = acc / div;
+            }
+        }
+    }
+    y
+}
+
+/// `dx[n,c,h,w] = Σ dy[n,c,i,j] / (kh·kw)` over the windows `(i,j)` that hold `(h,w)`.
+pub fn avg_pool2d_backward(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    dy: &[f32],
+) -> Vec<f32> {
+    let [n_, c_, h_, w_] = x_dim;
+    let [_, _, oh, ow] = y_dim;
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.stride;
+    let [ph, pw] = p.padding;
+    let div = (kh * kw) as f32;
+    let mut dx = vec![0.0f32; n_ * c_ * h_ * w_];
+    for plane in 0..n_ * c_ {
+        for i in 0..oh {
+            for j in 0..ow {
+                let g = dy[(plane * oh + i) * ow + j] / div;
+                for a in 0..kh {
+                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
+                        continue;
+                    };
+                    for b in 0..kw {
+                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
+                            continue;
+                        };
+                        dx[plane * h_ * w_ + ih * w_ + iw] += g;
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// `y[r] = mean of x[r·hw .. (r+1)·hw]` over `rows = N·C` planes of `hw = H·W` elements.
+pub fn global_avg_pool_forward(rows: usize, hw: usize, x: &[f32]) -> Vec<f32> {
+    (0..rows)
+        .map(|r| x[r * hw..(r + 1) * hw].iter().sum::<f32>() / hw as f32)
+        .collect()
+}
+
+/// `dx[r·hw + k] = dy[r] / hw`.
+pub fn global_avg_pool_backward(rows: usize, hw: usize, dy: &[f32]) -> Vec<f32> {
+    (0..rows * hw).map(|i| dy[i / hw] / hw as f32).collect()
 }

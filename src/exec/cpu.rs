@@ -11,6 +11,8 @@ use crate::plan::{Home, Mode, Plan, Step, TensorId};
 pub(crate) struct CpuExec {
     params: Vec<f32>,
     grads: Vec<f32>,
+    /// Non-learnable state (batch norm running statistics), `Home::Buffer`.
+    buffers: Vec<f32>,
     s1: Vec<f32>,
     s2: Vec<f32>,
     arena: Vec<Vec<f32>>,
@@ -19,6 +21,8 @@ pub(crate) struct CpuExec {
     targets: Vec<u32>,
     metrics: [[f32; 4]; 2],
     programs: HashMap<(usize, Mode), Vec<Step>>,
+    /// The training step the dropout masks hash (as the GPU executor's step buffer).
+    step: u32,
     pub counters: Counters,
 }
 
@@ -28,6 +32,7 @@ impl CpuExec {
         CpuExec {
             params,
             grads: vec![0.0; flat],
+            buffers: super::init_buffers(plan),
             s1: vec![0.0; flat],
             s2: vec![0.0; flat],
             arena: plan.arena.iter().map(|&l| vec![0.0; l]).collect(),
@@ -35,6 +40,7 @@ impl CpuExec {
             targets: Vec::new(),
             metrics: [[0.0; 4]; 2],
             programs: HashMap::new(),
+            step: 0,
             counters: Counters::default(),
         }
     }
@@ -43,9 +49,14 @@ impl CpuExec {
         match which {
             Flat::Params => &self.params,
             Flat::Grads => &self.grads,
+            Flat::Buffers => &self.buffers,
             Flat::State1 => &self.s1,
             Flat::State2 => &self.s2,
         }
+    }
+
+    pub fn load_buffers(&mut self, b: Vec<f32>) {
+        self.buffers = b;
     }
 
     pub fn load(&mut self, p: Vec<f32>, s1: Vec<f32>, s2: Vec<f32>) {
@@ -61,6 +72,7 @@ impl CpuExec {
         match ts.home {
             Home::Param(o) => self.params[o..o + len].to_vec(),
             Home::Grad(o) => self.grads[o..o + len].to_vec(),
+            Home::Buffer(o) => self.buffers[o..o + len].to_vec(),
             Home::Arena(b) => self.arena[b][..len].to_vec(),
             Home::Input => self.input[..len].to_vec(),
             Home::Targets => self.targets[..len]
@@ -79,6 +91,7 @@ impl CpuExec {
         match plan.tensors[t].home {
             Home::Param(o) => self.params[o..o + v.len()].copy_from_slice(v),
             Home::Grad(o) => self.grads[o..o + v.len()].copy_from_slice(v),
+            Home::Buffer(o) => self.buffers[o..o + v.len()].copy_from_slice(v),
             Home::Arena(b) => self.arena[b][..v.len()].copy_from_slice(v),
             Home::Input | Home::Targets | Home::Metrics(_) => {
                 unreachable!("kernels never write inputs or metrics directly")
@@ -118,6 +131,9 @@ impl CpuExec {
         let steps = self.programs.get(&(n, mode)).cloned().unwrap_or_default();
         self.input = images.to_vec();
         self.targets = targets.to_vec();
+        if let Some((_, t)) = opt {
+            self.step = t as u32;
+        }
         for s in &steps {
             self.exec(plan, n, s);
         }
@@ -193,6 +209,55 @@ impl CpuExec {
                 let out = cpu::pool::max_pool2d_backward(*xd, *yd, &r(*dy), &iv);
                 self.write(plan, *dx, &out);
             }
+            Step::MinPool2dForward {
+                x,
+                y,
+                idx,
+                xd,
+                yd,
+                p,
+            } => {
+                let (yv, iv) = cpu::pool::min_pool2d_forward(*xd, *yd, *p, &r(*x));
+                self.write(plan, *y, &yv);
+                let bits: Vec<f32> = iv.iter().map(|&i| f32::from_bits(i)).collect();
+                self.write(plan, *idx, &bits);
+            }
+            Step::DropoutForward { x, y, p, seed, .. } => {
+                let out = cpu::elementwise::dropout_forward(*seed, self.step, *p, &r(*x));
+                self.write(plan, *y, &out);
+            }
+            Step::DropoutBackward {
+                dy, dx, p, seed, ..
+            } => {
+                let out = cpu::elementwise::dropout_backward(*seed, self.step, *p, &r(*dy));
+                self.write(plan, *dx, &out);
+            }
+            Step::Rescale {
+                x,
+                y,
+                scale,
+                offset,
+                ..
+            } => {
+                let out = cpu::elementwise::rescale(*scale, *offset, &r(*x));
+                self.write(plan, *y, &out);
+            }
+            Step::AvgPool2dForward { x, y, xd, yd, p } => {
+                let out = cpu::pool::avg_pool2d_forward(*xd, *yd, *p, &r(*x));
+                self.write(plan, *y, &out);
+            }
+            Step::AvgPool2dBackward { dy, dx, xd, yd, p } => {
+                let out = cpu::pool::avg_pool2d_backward(*xd, *yd, *p, &r(*dy));
+                self.write(plan, *dx, &out);
+            }
+            Step::GlobalAvgPoolForward { x, y, rows, hw } => {
+                let out = cpu::pool::global_avg_pool_forward(*rows, *hw, &r(*x));
+                self.write(plan, *y, &out);
+            }
+            Step::GlobalAvgPoolBackward { dy, dx, rows, hw } => {
+                let out = cpu::pool::global_avg_pool_backward(*rows, *hw, &r(*dy));
+                self.write(plan, *dx, &out);
+            }
             Step::Gemm {
                 a,
                 b,
@@ -222,6 +287,71 @@ impl CpuExec {
             Step::Add { a, b, c } => {
                 let out = cpu::elementwise::add(&r(*a), &r(*b));
                 self.write(plan, *c, &out);
+            }
+            Step::BatchNormForwardTrain {
+                x,
+                w,
+                b,
+                y,
+                saved,
+                rm,
+                rv,
+                d,
+                momentum,
+                eps,
+            } => {
+                let (mut rmv, mut rvv) = (r(*rm), r(*rv));
+                let (yv, sv) = cpu::norm::batch_norm_forward_train(
+                    *d,
+                    &r(*x),
+                    &r(*w),
+                    &r(*b),
+                    &mut rmv,
+                    &mut rvv,
+                    *momentum,
+                    *eps,
+                );
+                self.write(plan, *y, &yv);
+                self.write(plan, *saved, &sv);
+                self.write(plan, *rm, &rmv);
+                self.write(plan, *rv, &rvv);
+            }
+            Step::BatchNormForwardEval {
+                x,
+                w,
+                b,
+                rm,
+                rv,
+                y,
+                d,
+                eps,
+            } => {
+                let out = cpu::norm::batch_norm_forward_eval(
+                    *d,
+                    &r(*x),
+                    &r(*w),
+                    &r(*b),
+                    &r(*rm),
+                    &r(*rv),
+                    *eps,
+                );
+                self.write(plan, *y, &out);
+            }
+            Step::BatchNormBackward {
+                x,
+                dy,
+                w,
+                saved,
+                dx,
+                dw,
+                db,
+                d,
+            } => {
+                let (dxv, dwv, dbv) =
+                    cpu::norm::batch_norm_backward(*d, &r(*x), &r(*dy), &r(*w), &r(*saved));
+                self.write(plan, *dx, &dxv);
+                self.write(plan, *dw, &dwv);
+                self.write(plan, *db, &dbv);
             }
             Step::CrossEntropy {
                 logits,

@@ -9,7 +9,8 @@ use super::{Counters, Flat};
 use crate::error::Result;
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::ops::{
-    groups64, ConvParams, EwParams, GemmParams, LossParams, OptParams, PoolParams,
+    groups64, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams, NormParams,
+    OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
@@ -25,6 +26,10 @@ pub(crate) struct GpuExec {
     ctx: Arc<GpuContext>,
     params: Arc<wgpu::Buffer>,
     grads: Arc<wgpu::Buffer>,
+    /// Non-learnable state (batch norm running statistics), `Home::Buffer`; the optimizer
+    /// dispatch never binds it.
+    buffers: Arc<wgpu::Buffer>,
+    buffers_len: usize,
     s1: Arc<wgpu::Buffer>,
     s2: Arc<wgpu::Buffer>,
     arena: Vec<Arc<wgpu::Buffer>>,
@@ -36,6 +41,10 @@ pub(crate) struct GpuExec {
     dummy: [Arc<wgpu::Buffer>; 2],
     opt_uniform: Arc<wgpu::Buffer>,
     opt_dispatch: Dispatch,
+    /// The training step (one u32) read by the dropout kernels; written with the batch,
+    /// only for plans that have dropout.
+    step_buf: Arc<wgpu::Buffer>,
+    has_dropout: bool,
     programs: HashMap<(usize, Mode), Program>,
     flat_len: usize,
     pub counters: Counters,
@@ -47,9 +56,25 @@ impl GpuExec {
         ctx.check_binding("plan", "parameters", flat_bytes)?;
         // name the graph tensor that doesn't fit, then check the pooled buffers
         // (rounded up to the alignment, they can exceed the limit when no tensor does)
+        let lim = ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size);
+        let widest = plan
+            .tensors
+            .iter()
+            .filter(|t| t.batched)
+            .map(|t| (t.per_sample.next_multiple_of(crate::plan::ALIGN) * 4) as u64)
+            .max()
+            .unwrap_or(1);
+        let fits = lim / widest.max(1);
+        let op = format!(
+            "plan for batch {} (at most {fits} samples per batch fit this device)",
+            plan.batch
+        );
         for t in &plan.tensors {
             if matches!(t.home, crate::plan::Home::Arena(_)) {
-                ctx.check_binding("plan", &t.name, bytes_of_len(t.len(plan.batch)))?;
+                ctx.check_binding(&op, &t.name, bytes_of_len(t.len(plan.batch)))?;
             }
         }
         for (i, &len) in plan.arena.iter().enumerate() {
@@ -85,6 +110,15 @@ impl GpuExec {
         })?;
         let (p, g, s1, s2, arena, input, targets, metrics, dummy) = exec_parts;
         ctx.queue.write_buffer(&p, 0, bytemuck::cast_slice(params));
+        let buffers_len = plan.buffers_len();
+        ctx.check_binding("plan", "buffers", bytes_of_len(buffers_len))?;
+        let buffers = ctx.zeros("buffers", bytes_of_len(buffers_len));
+        ctx.queue.write_buffer(
+            &buffers,
+            0,
+            bytemuck::cast_slice(&super::init_buffers(plan)),
+        );
+        allocated += bytes_of_len(buffers_len);
         let prm = OptParams::new(&Optimizer::sgd(0.0), 1, plan.flat_len);
         let (d, u) = ctx.record(
             "optimizer_step",
@@ -98,10 +132,14 @@ impl GpuExec {
             groups64(plan.flat_len),
         )?;
         allocated += std::mem::size_of::<OptParams>() as u64;
+        let ctx_step = ctx.zeros("dropout.step", 4);
+        allocated += 4;
         let mut ex = GpuExec {
             ctx,
             params: p,
             grads: g,
+            buffers,
+            buffers_len,
             s1,
             s2,
             arena,
@@ -111,6 +149,12 @@ impl GpuExec {
             dummy,
             opt_uniform: u,
             opt_dispatch: d,
+            step_buf: ctx_step,
+            has_dropout: plan
+                .graph
+                .nodes()
+                .iter()
+                .any(|n| matches!(n.op, crate::graph::Op::Dropout { .. })),
             programs: HashMap::new(),
             flat_len: plan.flat_len,
             counters: Counters::default(),
@@ -129,6 +173,7 @@ impl GpuExec {
         let (buffer, offset) = match ts.home {
             Home::Param(o) => (self.params.clone(), o as u64 * 4),
             Home::Grad(o) => (self.grads.clone(), o as u64 * 4),
+            Home::Buffer(o) => (self.buffers.clone(), o as u64 * 4),
             Home::Arena(b) => (self.arena[b].clone(), 0),
             Home::Input => (self.input.clone(), 0),
             Home::Targets => (self.targets.clone(), 0),
@@ -253,6 +298,73 @@ impl GpuExec {
                 let (d, u) = c.record_pool("max_pool2d_backward", &slices, &prm, true)?;
                 Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }
+            Step::MinPool2dForward {
+                x,
+                y,
+                idx,
+                xd,
+                yd,
+                p,
+            } => {
+                let prm = PoolParams::new(*xd, *yd, p);
+                let slices = [sl(*x), sl(*y), sl(*idx)];
+                let (d, u) = c.record_pool("min_pool2d_forward", &slices, &prm, true)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }
+            Step::DropoutForward { x, y, len, p, seed } => rec!(
+                "dropout_forward",
+                [sl(*x), Slice::whole(self.step_buf.clone()), sl(*y)],
+                DropoutParams::new(*len, *seed, *p),
+                groups64(*len)
+            ),
+            Step::DropoutBackward {
+                dy,
+                dx,
+                len,
+                p,
+                seed,
+            } => rec!(
+                "dropout_backward",
+                [sl(*dy), Slice::whole(self.step_buf.clone()), sl(*dx)],
+                DropoutParams::new(*len, *seed, *p),
+                groups64(*len)
+            ),
+            Step::Rescale {
+                x,
+                y,
+                len,
+                scale,
+                offset,
+            } => rec!(
+                "rescale",
+                [sl(*x), sl(*y)],
+                RescaleParams::new(*len, *scale, *offset),
+                groups64(*len)
+            ),
+            Step::AvgPool2dForward { x, y, xd, yd, p } => {
+                let prm = PoolParams::new(*xd, *yd, p);
+                let slices = [sl(*x), sl(*y)];
+                let (d, u) = c.record_pool("avg_pool2d_forward", &slices, &prm, true)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }
+            Step::AvgPool2dBackward { dy, dx, xd, yd, p } => {
+                let prm = PoolParams::new(*xd, *yd, p);
+                let slices = [sl(*dy), sl(*dx)];
+                let (d, u) = c.record_pool("avg_pool2d_backward", &slices, &prm, true)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }
+            Step::GlobalAvgPoolForward { x, y, rows, hw } => rec!(
+                "global_avg_pool_forward",
+                [sl(*x), sl(*y)],
+                GapParams::new(*rows, *hw),
+                groups64(*rows)
+            ),
+            Step::GlobalAvgPoolBackward { dy, dx, rows, hw } => rec!(
+                "global_avg_pool_backward",
+                [sl(*dy), sl(*dx)],
+                GapParams::new(*rows, *hw),
+                groups64(rows * hw)
+            ),
             Step::Gemm {
                 a,
                 b,
@@ -361,6 +473,61 @@ impl GpuExec {
                 },
                 1
             ),
+            Step::BatchNormForwardTrain {
+                x,
+                w,
+                b,
+                y,
+                saved,
+                rm,
+                rv,
+                d,
+                momentum,
+                eps,
+            } => rec!(
+                "batch_norm_forward_train",
+                [sl(*x), sl(*w), sl(*b), sl(*y), sl(*saved), sl(*rm), sl(*rv)],
+                NormParams::new(*d, *momentum, *eps),
+                d[1] as u64
+            ),
+            Step::BatchNormForwardEval {
+                x,
+                w,
+                b,
+                rm,
+                rv,
+                y,
+                d,
+                eps,
+            } => rec!(
+                "batch_norm_forward_eval",
+                [sl(*x), sl(*w), sl(*b), sl(*rm), sl(*rv), sl(*y)],
+                NormParams::new(*d, 0.0, *eps),
+                groups64(d[0] * d[1] * d[2])
+            ),
+            Step::BatchNormBackward {
+                x,
+                dy,
+                w,
+                saved,
+                dx,
+                dw,
+                db,
+                d,
+            } => rec!(
+                "batch_norm_backward",
+                [
+                    sl(*x),
+                    sl(*dy),
+                    sl(*w),
+                    sl(*saved),
+                    sl(*dx),
+                    sl(*dw),
+                    sl(*db)
+                ],
+                NormParams::new(*d, 0.0, 1e-5),
+                d[1] as u64
+            ),
         }
     }
 
@@ -389,6 +556,10 @@ impl GpuExec {
             let prm = OptParams::new(o, t, self.flat_len);
             let u = self.opt_uniform.clone();
             self.upload(&u, bytemuck::bytes_of(&prm));
+            if self.has_dropout {
+                let sb = self.step_buf.clone();
+                self.upload(&sb, bytemuck::bytes_of(&(t as u32)));
+            }
         }
         let mut encoder = self
             .ctx
@@ -481,6 +652,12 @@ impl GpuExec {
             Flat::Grads => self.grads.clone(),
             Flat::State1 => self.s1.clone(),
             Flat::State2 => self.s2.clone(),
+            Flat::Buffers => {
+                let b = self.buffers.clone();
+                return Ok(to_f32(
+                    &self.read_bytes(&b, bytes_of_len(self.buffers_len))?,
+                ));
+            }
         };
         Ok(to_f32(&self.read_bytes(&buf, bytes_of_len(self.flat_len))?))
     }
@@ -491,5 +668,10 @@ impl GpuExec {
         self.upload(&b1, bytemuck::cast_slice(s1));
         self.upload(&b2, bytemuck::cast_slice(s2));
         Ok(())
+    }
+
+    pub fn load_buffers(&mut self, b: &[f32]) {
+        let buf = self.buffers.clone();
+        self.upload(&buf, bytemuck::cast_slice(b));
     }
 }

@@ -92,12 +92,35 @@ pub fn init_params(plan: &Plan, seed: u64) -> Vec<f32> {
             *v = rng.random_range(-bound..bound);
         }
     }
+    // batch norm: weight (γ) 1, bias (β) 0, as PyTorch (drawn above, then overwritten, so
+    // the other parameters' values don't depend on where batch norm layers sit)
+    for node in plan.graph.nodes() {
+        if let crate::graph::Op::BatchNorm { w, b, .. } = node.op {
+            for (p, v) in [(w, 1.0), (b, 0.0)] {
+                let off = offset_of(plan, plan.param_tensors[p].0);
+                flat[off..off + plan.graph.params()[p].len()].fill(v);
+            }
+        }
+    }
+    flat
+}
+
+/// The flat buffer of non-learnable state at its initial values (batch norm:
+/// running mean 0, running variance 1).
+pub(crate) fn init_buffers(plan: &Plan) -> Vec<f32> {
+    let mut flat = vec![0.0f32; plan.buffers_len()];
+    for (t, v) in plan.buffer_tensors() {
+        let (o, len) = (offset_of(plan, t), plan.tensors[t].per_sample);
+        flat[o..o + len].fill(v);
+    }
     flat
 }
 
 pub(crate) fn offset_of(plan: &Plan, t: usize) -> usize {
     match plan.tensors[t].home {
-        crate::plan::Home::Param(o) | crate::plan::Home::Grad(o) => o,
+        crate::plan::Home::Param(o) | crate::plan::Home::Grad(o) | crate::plan::Home::Buffer(o) => {
+            o
+        }
         _ => 0,
     }
 }
@@ -261,6 +284,19 @@ impl Executor {
     /// loss and accuracy accumulate on the device until [`Executor::take_metrics`].
     pub fn train_step(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
         let n = self.check_batch(images, Some(targets))?;
+        // batch statistics of a single value per channel are meaningless (PyTorch refuses too)
+        let g = &self.plan.graph;
+        if let Some(bn) = g.nodes().iter().find(|nd| match nd.op {
+            crate::graph::Op::BatchNorm { x, .. } => {
+                n * g.node(x).shape[1..].iter().product::<usize>() < 2
+            }
+            _ => false,
+        }) {
+            return Err(Error::invalid(
+                &bn.name,
+                "batch norm needs more than 1 value per channel when training (batch of 1)",
+            ));
+        }
         let t = Self::target_words(targets);
         self.step += 1;
         let (opt, step) = (self.opt, self.step);
@@ -351,6 +387,28 @@ impl Executor {
             .collect()
     }
 
+    /// Every non-learnable state tensor (batch norm `running_mean` / `running_var`), by
+    /// PyTorch name, read back from the device. Empty for models without batch norm.
+    pub fn buffers(&mut self) -> Result<Vec<NamedTensor>> {
+        let list = self.plan.buffer_tensors();
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat = self.read_flat(Flat::Buffers)?;
+        Ok(list
+            .into_iter()
+            .map(|(t, _)| {
+                let ts = &self.plan.tensors[t];
+                let o = offset_of(&self.plan, t);
+                (
+                    ts.name.clone(),
+                    vec![ts.per_sample],
+                    flat[o..o + ts.per_sample].to_vec(),
+                )
+            })
+            .collect())
+    }
+
     /// Every parameter, by PyTorch-style name, in PyTorch layout.
     pub fn parameters(&mut self) -> Result<Vec<NamedTensor>> {
         let flat = self.read_flat(Flat::Params)?;
@@ -428,6 +486,32 @@ impl Executor {
                 flats[k][off..off + p.len()].copy_from_slice(&v);
             }
         }
+        // running statistics, when the model has any: from `params` (a state dict)
+        let list = self.plan.buffer_tensors();
+        let mut bufs = init_buffers(&self.plan);
+        for &(t, _) in &list {
+            let ts = &self.plan.tensors[t];
+            let (shape, v) = find(params, &ts.name).ok_or_else(|| {
+                Error::shape("load_state", format!("missing tensor '{}'", ts.name))
+            })?;
+            if v.len() != ts.per_sample || shape.iter().product::<usize>() != ts.per_sample {
+                return Err(Error::shape(
+                    "load_state",
+                    format!(
+                        "'{}' has shape {shape:?}, the model expects [{}]",
+                        ts.name, ts.per_sample
+                    ),
+                ));
+            }
+            let o = offset_of(&self.plan, t);
+            bufs[o..o + v.len()].copy_from_slice(&v);
+        }
+        if !list.is_empty() {
+            match &mut self.inner {
+                Inner::Cpu(c) => c.load_buffers(bufs),
+                Inner::Gpu(g) => g.load_buffers(&bufs),
+            }
+        }
         let [pf, s1, s2] = flats;
         match &mut self.inner {
             Inner::Cpu(c) => c.load(pf, s1, s2),
@@ -450,4 +534,5 @@ pub(crate) enum Flat {
     Grads,
     State1,
     State2,
+    Buffers,
 }

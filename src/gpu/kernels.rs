@@ -46,6 +46,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("norm", include_str!("../../shaders/norm.wgsl")),
 ];
 
 /// A kernel: entry point, family, number of read-only inputs and of outputs.
@@ -79,15 +80,26 @@ pub const KERNELS: &[KernelSpec] = &[
     k("conv2d_backward_weight_rows", "conv2d", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
+    k("min_pool2d_forward", "pool", 1, 2),
+    k("avg_pool2d_forward", "pool", 1, 1),
+    k("avg_pool2d_backward", "pool", 1, 1),
+    k("global_avg_pool_forward", "pool", 1, 1),
+    k("global_avg_pool_backward", "pool", 1, 1),
     k("gemm", "matmul", 4, 2),
     k("gemm_naive", "matmul", 4, 2),
     k("activation_forward", "elementwise", 1, 1),
     k("activation_backward", "elementwise", 2, 1),
     k("add", "elementwise", 2, 1),
+    k("dropout_forward", "elementwise", 2, 1),
+    k("dropout_backward", "elementwise", 2, 1),
+    k("rescale", "elementwise", 1, 1),
     k("softmax_forward", "loss", 1, 1),
     k("cross_entropy", "loss", 2, 2),
     k("mse", "loss", 2, 2),
     k("optimizer_step", "optim", 1, 3),
+    k("batch_norm_forward_train", "norm", 3, 4),
+    k("batch_norm_forward_eval", "norm", 5, 1),
+    k("batch_norm_backward", "norm", 4, 3),
 ];
 
 /// The full WGSL source of every family (common prelude included), for validation
@@ -456,6 +468,30 @@ pub enum BenchOp {
         y: [usize; 4],
         p: Pool2dParams,
     },
+    MinPool2dForward {
+        x: [usize; 4],
+        y: [usize; 4],
+        p: Pool2dParams,
+    },
+    AvgPool2dForward {
+        x: [usize; 4],
+        y: [usize; 4],
+        p: Pool2dParams,
+    },
+    AvgPool2dBackward {
+        x: [usize; 4],
+        y: [usize; 4],
+        p: Pool2dParams,
+    },
+    /// `rows = N·C` planes of `hw = H·W` elements.
+    GlobalAvgPoolForward {
+        rows: usize,
+        hw: usize,
+    },
+    GlobalAvgPoolBackward {
+        rows: usize,
+        hw: usize,
+    },
     ActivationForward {
         len: usize,
         act: Activation,
@@ -465,6 +501,15 @@ pub enum BenchOp {
         act: Activation,
     },
     Add {
+        len: usize,
+    },
+    DropoutForward {
+        len: usize,
+    },
+    DropoutBackward {
+        len: usize,
+    },
+    Rescale {
         len: usize,
     },
     CrossEntropy {
@@ -477,6 +522,16 @@ pub enum BenchOp {
     },
     OptimizerStep {
         len: usize,
+    },
+    /// Batch norm over `d = [N, C, S]`.
+    BatchNormForwardTrain {
+        d: [usize; 3],
+    },
+    BatchNormForwardEval {
+        d: [usize; 3],
+    },
+    BatchNormBackward {
+        d: [usize; 3],
     },
 }
 
@@ -491,12 +546,23 @@ impl BenchOp {
             BenchOp::GemmNaive { .. } => "gemm_naive",
             BenchOp::MaxPool2dForward { .. } => "max_pool2d_forward",
             BenchOp::MaxPool2dBackward { .. } => "max_pool2d_backward",
+            BenchOp::MinPool2dForward { .. } => "min_pool2d_forward",
+            BenchOp::AvgPool2dForward { .. } => "avg_pool2d_forward",
+            BenchOp::AvgPool2dBackward { .. } => "avg_pool2d_backward",
+            BenchOp::GlobalAvgPoolForward { .. } => "global_avg_pool_forward",
+            BenchOp::GlobalAvgPoolBackward { .. } => "global_avg_pool_backward",
             BenchOp::ActivationForward { .. } => "activation_forward",
             BenchOp::ActivationBackward { .. } => "activation_backward",
             BenchOp::Add { .. } => "add",
+            BenchOp::DropoutForward { .. } => "dropout_forward",
+            BenchOp::DropoutBackward { .. } => "dropout_backward",
+            BenchOp::Rescale { .. } => "rescale",
             BenchOp::CrossEntropy { .. } => "cross_entropy",
             BenchOp::Mse { .. } => "mse",
             BenchOp::OptimizerStep { .. } => "optimizer_step",
+            BenchOp::BatchNormForwardTrain { .. } => "batch_norm_forward_train",
+            BenchOp::BatchNormForwardEval { .. } => "batch_norm_forward_eval",
+            BenchOp::BatchNormBackward { .. } => "batch_norm_backward",
         }
     }
 
@@ -547,6 +613,29 @@ impl BenchOp {
                 y: *yd,
                 p: *p,
             },
+            Step::MinPool2dForward { xd, yd, p, .. } => BenchOp::MinPool2dForward {
+                x: *xd,
+                y: *yd,
+                p: *p,
+            },
+            Step::AvgPool2dForward { xd, yd, p, .. } => BenchOp::AvgPool2dForward {
+                x: *xd,
+                y: *yd,
+                p: *p,
+            },
+            Step::AvgPool2dBackward { xd, yd, p, .. } => BenchOp::AvgPool2dBackward {
+                x: *xd,
+                y: *yd,
+                p: *p,
+            },
+            Step::GlobalAvgPoolForward { rows, hw, .. } => BenchOp::GlobalAvgPoolForward {
+                rows: *rows,
+                hw: *hw,
+            },
+            Step::GlobalAvgPoolBackward { rows, hw, .. } => BenchOp::GlobalAvgPoolBackward {
+                rows: *rows,
+                hw: *hw,
+            },
             Step::Gemm { bias, g, .. } => BenchOp::Gemm {
                 g: *g,
                 bias: bias.is_some(),
@@ -560,6 +649,9 @@ impl BenchOp {
                 act: *act,
             },
             Step::Add { a, .. } => BenchOp::Add { len: len(*a) },
+            Step::DropoutForward { x, .. } => BenchOp::DropoutForward { len: len(*x) },
+            Step::DropoutBackward { dy, .. } => BenchOp::DropoutBackward { len: len(*dy) },
+            Step::Rescale { x, .. } => BenchOp::Rescale { len: len(*x) },
             Step::CrossEntropy { rows, cols, .. } => BenchOp::CrossEntropy {
                 rows: *rows,
                 cols: *cols,
@@ -568,6 +660,9 @@ impl BenchOp {
                 rows: *rows,
                 cols: *cols,
             },
+            Step::BatchNormForwardTrain { d, .. } => BenchOp::BatchNormForwardTrain { d: *d },
+            Step::BatchNormForwardEval { d, .. } => BenchOp::BatchNormForwardEval { d: *d },
+            Step::BatchNormBackward { d, .. } => BenchOp::BatchNormBackward { d: *d },
         }
     }
 }

@@ -88,6 +88,67 @@ impl PoolParams {
     }
 }
 
+/// Uniform of `dropout_forward/backward` (`DropoutParams` in elementwise.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct DropoutParams {
+    pub len: u32,
+    pub seed: u32,
+    pub p: f32,
+    pub scale: f32,
+}
+
+impl DropoutParams {
+    pub fn new(len: usize, seed: u32, p: f32) -> Self {
+        DropoutParams {
+            len: len as u32,
+            seed,
+            p,
+            scale: crate::cpu::elementwise::dropout_scale(p),
+        }
+    }
+}
+
+/// Uniform of `rescale` (`RescaleParams` in elementwise.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct RescaleParams {
+    pub len: u32,
+    pub scale: f32,
+    pub offset: f32,
+    pub pad: u32,
+}
+
+impl RescaleParams {
+    pub fn new(len: usize, scale: f32, offset: f32) -> Self {
+        RescaleParams {
+            len: len as u32,
+            scale,
+            offset,
+            pad: 0,
+        }
+    }
+}
+
+/// Uniform of `global_avg_pool_forward/backward` (`GapParams` in pool.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct GapParams {
+    pub rows: u32,
+    pub hw: u32,
+    pub pad: [u32; 2],
+}
+
+impl GapParams {
+    pub fn new(rows: usize, hw: usize) -> Self {
+        GapParams {
+            rows: rows as u32,
+            hw: hw as u32,
+            pad: [0; 2],
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct GemmParams {
@@ -147,6 +208,32 @@ pub(crate) struct LossParams {
     pub has_grad: u32,
     pub scale: f32,
     pub pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct NormParams {
+    pub n: u32,
+    pub c: u32,
+    pub s: u32,
+    pub pad0: u32,
+    pub momentum: f32,
+    pub eps: f32,
+    pub pad1: [u32; 2],
+}
+
+impl NormParams {
+    pub fn new(d: [usize; 3], momentum: f32, eps: f32) -> Self {
+        NormParams {
+            n: d[0] as u32,
+            c: d[1] as u32,
+            s: d[2] as u32,
+            pad0: 0,
+            momentum,
+            eps,
+            pad1: [0; 2],
+        }
+    }
 }
 
 #[repr(C)]
@@ -490,7 +577,8 @@ impl GpuContext {
         self.record_with(name, &consts, slices, p, conv_groups(name, p, tile))
     }
 
-    /// Records `max_pool2d_forward` or `max_pool2d_backward`, one invocation per output
+    /// Records `max_pool2d_forward` or `max_pool2d_backward` (or the `avg_pool2d_*` pair,
+    /// same uniform and grid), one invocation per output
     /// (forward) or input (backward) element. With `specialise` the pipeline is compiled
     /// for the per-sample geometry (2–3× faster on a CPU adapter, one pipeline per pooling
     /// layer: the executor does it at plan time); without, it reads the geometry from the
@@ -520,7 +608,7 @@ impl GpuContext {
         } else {
             Vec::new()
         };
-        let plane = if name == "max_pool2d_forward" {
+        let plane = if name.ends_with("_forward") {
             d[10] as u64 * d[11] as u64
         } else {
             d[2] as u64 * d[3] as u64
@@ -642,11 +730,11 @@ impl GpuContext {
                     ];
                     self.record_gemm(op.kernel(), &s, &prm)?.0
                 }
-                BenchOp::MaxPool2dForward { x, y, p } => {
+                BenchOp::MaxPool2dForward { x, y, p } | BenchOp::MinPool2dForward { x, y, p } => {
                     let ylen: usize = y.iter().product();
                     let s = [input(x.iter().product()), output(ylen), output(ylen)];
                     let prm = PoolParams::new(*x, *y, p);
-                    self.record_pool("max_pool2d_forward", &s, &prm, true)?.0
+                    self.record_pool(op.kernel(), &s, &prm, true)?.0
                 }
                 BenchOp::MaxPool2dBackward { x, y, p } => {
                     let (xlen, ylen): (usize, usize) = (x.iter().product(), y.iter().product());
@@ -655,6 +743,36 @@ impl GpuContext {
                     bufs.push(idx);
                     let prm = PoolParams::new(*x, *y, p);
                     self.record_pool("max_pool2d_backward", &s, &prm, true)?.0
+                }
+                BenchOp::AvgPool2dForward { x, y, p } => {
+                    let s = [input(x.iter().product()), output(y.iter().product())];
+                    let prm = PoolParams::new(*x, *y, p);
+                    self.record_pool("avg_pool2d_forward", &s, &prm, true)?.0
+                }
+                BenchOp::AvgPool2dBackward { x, y, p } => {
+                    let s = [input(y.iter().product()), output(x.iter().product())];
+                    let prm = PoolParams::new(*x, *y, p);
+                    self.record_pool("avg_pool2d_backward", &s, &prm, true)?.0
+                }
+                BenchOp::GlobalAvgPoolForward { rows, hw } => {
+                    let s = [input(rows * hw), output(*rows)];
+                    let prm = GapParams::new(*rows, *hw);
+                    self.record(op.kernel(), &s, &prm, groups64(*rows))?.0
+                }
+                BenchOp::GlobalAvgPoolBackward { rows, hw } => {
+                    let s = [input(*rows), output(rows * hw)];
+                    let prm = GapParams::new(*rows, *hw);
+                    self.record(op.kernel(), &s, &prm, groups64(rows * hw))?.0
+                }
+                BenchOp::DropoutForward { len } | BenchOp::DropoutBackward { len } => {
+                    let s = [input(*len), input(1), output(*len)];
+                    let prm = DropoutParams::new(*len, 1, 0.5);
+                    self.record(op.kernel(), &s, &prm, groups64(*len))?.0
+                }
+                BenchOp::Rescale { len } => {
+                    let s = [input(*len), output(*len)];
+                    let prm = RescaleParams::new(*len, 0.5, 0.25);
+                    self.record(op.kernel(), &s, &prm, groups64(*len))?.0
                 }
                 BenchOp::ActivationForward { len, .. }
                 | BenchOp::ActivationBackward { len, .. }
@@ -704,6 +822,46 @@ impl GpuContext {
                     let s = [input(*len), output(*len), output(*len), output(*len)];
                     let prm = OptParams::new(&Optimizer::sgd(0.01), 1, *len);
                     self.record("optimizer_step", &s, &prm, groups64(*len))?.0
+                }
+                BenchOp::BatchNormForwardTrain { d }
+                | BenchOp::BatchNormForwardEval { d }
+                | BenchOp::BatchNormBackward { d } => {
+                    let (len, c) = (d[0] * d[1] * d[2], d[1]);
+                    let s = match op {
+                        BenchOp::BatchNormForwardTrain { .. } => vec![
+                            input(len),
+                            input(c),
+                            input(c),
+                            output(len),
+                            output(2 * c),
+                            output(c),
+                            output(c),
+                        ],
+                        BenchOp::BatchNormForwardEval { .. } => vec![
+                            input(len),
+                            input(c),
+                            input(c),
+                            input(c),
+                            input(c),
+                            output(len),
+                        ],
+                        _ => vec![
+                            input(len),
+                            input(len),
+                            input(c),
+                            input(2 * c),
+                            output(len),
+                            output(c),
+                            output(c),
+                        ],
+                    };
+                    let prm = NormParams::new(*d, 0.1, 1e-5);
+                    let groups = if matches!(op, BenchOp::BatchNormForwardEval { .. }) {
+                        groups64(len)
+                    } else {
+                        c as u64
+                    };
+                    self.record(op.kernel(), &s, &prm, groups)?.0
                 }
             };
             bufs.extend(ins);
