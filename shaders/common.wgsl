@@ -17,6 +17,12 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
     return flat_group(wid, nwg) * WG + li;
 }
 
+// ±∞ or NaN: all exponent bits set. Tested on the bits, which no fast-math
+// optimisation of a float comparison can fold away.
+fn non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
 // y = f(x)
 fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
     switch code {

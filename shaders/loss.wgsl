@@ -88,8 +88,7 @@ fn cross_entropy(@builtin(local_invocation_index) li: u32) {
     reduce_parts(li);
     if (li == 0u) {
         let l = part_loss[0];
-        // l − l ≠ 0 exactly when l is ±∞ or NaN
-        let bad = select(0.0, 1.0, !(l - l == 0.0));
+        let bad = select(0.0, 1.0, non_finite(l));
         if (p.accumulate == 1u) {
             ce_m[0] += l;
             ce_m[1] += part_hit[0];
@@ -127,7 +126,7 @@ fn mse(@builtin(local_invocation_index) li: u32) {
     if (li == 0u) {
         // per-row loss sum: R · mean
         let l = part_loss[0] * p.scale * f32(p.rows);
-        let bad = select(0.0, 1.0, !(l - l == 0.0));
+        let bad = select(0.0, 1.0, non_finite(l));
         if (p.accumulate == 1u) {
             ms_m[0] += l;
             ms_m[2] += f32(p.rows);

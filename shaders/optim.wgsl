@@ -1,6 +1,8 @@
-// optim.wgsl — one optimizer step over a flat parameter vector (PyTorch's formulas).
+// optim.wgsl — gradient clipping by global norm, and one optimizer step over a flat
+// parameter vector (PyTorch's formulas).
 //
-// With g = grad + l1·sign(p) + wd·p (the L2 term is skipped for AdamW):
+//   grad_norm_scale:  scale = min(1, max_norm / (‖grad‖₂ + 1e-6))   (torch.nn.utils.clip_grad_norm_)
+//   optimizer_step:   with g = scale·grad + l1·sign(p) + wd·p (the L2 term is skipped for AdamW):
 //   0 SGD       p ← p − lr·g
 //   1 Momentum  b ← μ·b + g;               p ← p − lr·b
 //   2 Nesterov  b ← μ·b + g;               p ← p − lr·(g + μ·b)
@@ -9,8 +11,43 @@
 //   5 AdamW     p ← p·(1 − lr·wd), then Adam
 // step = lr/(1 − β₁ᵗ) and bc2 = √(1 − β₂ᵗ) are computed on the host in f64 each step.
 // State s1 = momentum buffer b (kinds 1–3) or m (Adam); s2 = v. Both start at zero.
-// Dispatch: one invocation per element, 64 per workgroup, grid folded past 65,535 workgroups.
-// Bindings: 0 grad, 1 param, 2 s1, 3 s2, 4 p
+// After the update, a non-finite parameter sets flag[3] = 1 (the NaN slot of the training
+// metrics), so a NaN that no loss shows (a ReLU can map NaN to 0) still stops training.
+// Dispatch: grad_norm_scale, ONE workgroup of 64 invocations striding over the vector and
+// reducing in workgroup memory in a fixed order; optimizer_step, one invocation per element,
+// 64 per workgroup, grid folded past 65,535 workgroups.
+// Bindings:
+//   grad_norm_scale:  0 grad, 1 scale (1 float), 2 n
+//   optimizer_step:   0 grad, 1 scale (1 float), 2 param, 3 s1, 4 s2, 5 flag (4 floats), 6 p
+
+struct ClipParams {
+    len: u32, max_norm: f32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> n_g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> n_scale: array<f32>;
+@group(0) @binding(2) var<uniform> n_params: ClipParams;
+
+var<workgroup> n_part: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn grad_norm_scale(@builtin(local_invocation_index) li: u32) {
+    let q = n_params;
+    var acc = 0.0;
+    for (var i = li; i < q.len; i += WG) {
+        let g = n_g[i];
+        acc += g * g;
+    }
+    n_part[li] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) { n_part[li] += n_part[li + s]; }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        n_scale[0] = min(1.0, q.max_norm / (sqrt(n_part[0]) + 1e-6));
+    }
+}
 
 struct OptParams {
     kind: u32, len: u32, lr: f32, momentum: f32,
@@ -19,10 +56,12 @@ struct OptParams {
 }
 
 @group(0) @binding(0) var<storage, read> o_g: array<f32>;
-@group(0) @binding(1) var<storage, read_write> o_p: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o_s1: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o_s2: array<f32>;
-@group(0) @binding(4) var<uniform> o_params: OptParams;
+@group(0) @binding(1) var<storage, read> o_scale: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o_p: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o_s1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> o_s2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> o_flag: array<f32>;
+@group(0) @binding(6) var<uniform> o_params: OptParams;
 
 @compute @workgroup_size(64)
 fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -31,7 +70,7 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i = flat_id(wid, nwg, li);
     if (i >= q.len) { return; }
     var p = o_p[i];
-    var g = o_g[i];
+    var g = o_g[i] * o_scale[0];
     if (q.l1 != 0.0) { g += q.l1 * sign(p); }
     if (q.kind != 5u && q.wd != 0.0) { g += q.wd * p; }
     switch q.kind {
@@ -63,4 +102,6 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
     }
     o_p[i] = p;
+    // every writer stores the same value
+    if (non_finite(p)) { o_flag[3] = 1.0; }
 }

@@ -14,8 +14,8 @@ use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
 use crate::gpu::ops::{
-    groups64, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams, NormParams,
-    OptParams, PoolParams, RescaleParams,
+    groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
+    NormParams, OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
@@ -1271,20 +1271,41 @@ impl Backend {
         nonempty(op, "p", &[n])?;
         self.check_sizes(op, &[("p", n)])?;
         match self {
-            Backend::Cpu => cpu::optim::optimizer_step(opt, t, p, g, state1, state2),
+            Backend::Cpu => {
+                let scale = if opt.clip_grad_norm > 0.0 {
+                    cpu::optim::grad_norm_scale(g, opt.clip_grad_norm)
+                } else {
+                    1.0
+                };
+                cpu::optim::optimizer_step(opt, t, p, g, state1, state2, scale);
+            }
             Backend::Gpu(ctx) => {
                 let gs = Slice::whole(ctx.upload("g", g));
+                let scale = Slice::whole(ctx.upload("scale", &[1.0f32]));
                 let ps = Slice::whole(ctx.upload("p", p));
                 let s1 = Slice::whole(ctx.upload("s1", state1));
                 let s2 = Slice::whole(ctx.upload("s2", state2));
+                let flag = Slice::whole(ctx.zeros("flag", 16));
+                let mut dispatches = Vec::new();
+                if opt.clip_grad_norm > 0.0 {
+                    let nprm = ClipParams {
+                        len: n as u32,
+                        max_norm: opt.clip_grad_norm,
+                        pad: [0; 2],
+                    };
+                    let (d, _) =
+                        ctx.record("grad_norm_scale", &[gs.clone(), scale.clone()], &nprm, 1)?;
+                    dispatches.push(d);
+                }
                 let prm = OptParams::new(opt, t, n);
                 let (disp, _) = ctx.record(
                     "optimizer_step",
-                    &[gs, ps.clone(), s1.clone(), s2.clone()],
+                    &[gs, scale, ps.clone(), s1.clone(), s2.clone(), flag],
                     &prm,
                     groups64(n),
                 )?;
-                let r = ctx.run(&[disp], &[ps, s1, s2])?;
+                dispatches.push(disp);
+                let r = ctx.run(&dispatches, &[ps, s1, s2])?;
                 p.copy_from_slice(&to_f32(&r[0]));
                 state1.copy_from_slice(&to_f32(&r[1]));
                 state2.copy_from_slice(&to_f32(&r[2]));

@@ -87,6 +87,9 @@ pub struct Optimizer {
     pub weight_decay: f32,
     /// L1 penalty (`g += l1·sign(p)`).
     pub l1: f32,
+    /// Gradient clipping by global norm (`torch.nn.utils.clip_grad_norm_`): before the
+    /// update, all gradients are scaled by `min(1, max/(‖g‖₂ + 1e-6))`. 0 = off.
+    pub clip_grad_norm: f32,
 }
 
 impl Optimizer {
@@ -101,6 +104,7 @@ impl Optimizer {
             eps: 1e-8,
             weight_decay: 0.0,
             l1: 0.0,
+            clip_grad_norm: 0.0,
         }
     }
     /// Plain SGD.
@@ -158,6 +162,11 @@ impl Optimizer {
         self.l1 = l1;
         self
     }
+    /// Clips gradients to global L2 norm `max` before each update (0 = off).
+    pub fn clip_grad_norm(mut self, max: f32) -> Self {
+        self.clip_grad_norm = max;
+        self
+    }
     /// Sets the momentum μ.
     pub fn with_momentum(mut self, m: f32) -> Self {
         self.momentum = m;
@@ -175,6 +184,7 @@ impl Optimizer {
             ("eps", self.eps),
             ("weight_decay", self.weight_decay),
             ("l1", self.l1),
+            ("clip_grad_norm", self.clip_grad_norm),
         ];
         for (name, v) in fields {
             if !v.is_finite() || v < 0.0 {

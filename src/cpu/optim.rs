@@ -10,8 +10,28 @@ pub fn adam_constants(opt: &Optimizer, t: u64) -> (f32, f32) {
     ((opt.lr as f64 / bc1) as f32, bc2.sqrt() as f32)
 }
 
-/// One optimizer step at step number `t` (from 1) on flat `p` with gradient `g` and
-/// state `s1`, `s2` (zero-initialised, same length as `p`; unused slots may be empty).
+/// The CPU twin of `grad_norm_scale`: `min(1, max_norm / (‖g‖₂ + 1e-6))`, summing the
+/// squares in 64 strided partial sums reduced pairwise, as the kernel does.
+pub fn grad_norm_scale(g: &[f32], max_norm: f32) -> f32 {
+    let mut part = [0.0f32; 64];
+    for (l, acc) in part.iter_mut().enumerate() {
+        for v in g.iter().skip(l).step_by(64) {
+            *acc += v * v;
+        }
+    }
+    let mut s = 32;
+    while s > 0 {
+        for l in 0..s {
+            part[l] += part[l + s];
+        }
+        s /= 2;
+    }
+    (max_norm / (part[0].sqrt() + 1e-6)).min(1.0)
+}
+
+/// One optimizer step at step number `t` (from 1) on flat `p` with gradient `scale·g`
+/// and state `s1`, `s2` (zero-initialised, same length as `p`; unused slots may be
+/// empty). Returns whether any updated parameter is non-finite.
 pub fn optimizer_step(
     opt: &Optimizer,
     t: u64,
@@ -19,11 +39,13 @@ pub fn optimizer_step(
     g: &[f32],
     s1: &mut [f32],
     s2: &mut [f32],
-) {
+    scale: f32,
+) -> bool {
     let (step, bc2) = adam_constants(opt, t);
+    let mut non_finite = false;
     for i in 0..p.len() {
         let mut pi = p[i];
-        let mut gi = g[i];
+        let mut gi = g[i] * scale;
         if opt.l1 != 0.0 {
             gi += opt.l1 * sign(pi);
         }
@@ -65,7 +87,9 @@ pub fn optimizer_step(
             }
         }
         p[i] = pi;
+        non_finite |= !pi.is_finite();
     }
+    non_finite
 }
 
 /// `torch.sign`: −1, 0 or 1.

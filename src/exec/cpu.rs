@@ -139,9 +139,17 @@ impl CpuExec {
         }
         if let Some((opt, t)) = opt {
             let (p, g, s1, s2) = (&mut self.params, &self.grads, &mut self.s1, &mut self.s2);
-            cpu::optim::optimizer_step(opt, t, p, g, s1, s2);
+            let clip = opt.clip_grad_norm > 0.0;
+            let scale = if clip {
+                cpu::optim::grad_norm_scale(g, opt.clip_grad_norm)
+            } else {
+                1.0
+            };
+            if cpu::optim::optimizer_step(opt, t, p, g, s1, s2, scale) {
+                self.metrics[0][3] = 1.0;
+            }
             self.counters.steps += 1;
-            self.counters.dispatches_per_step = steps.len() as u64 + 1;
+            self.counters.dispatches_per_step = steps.len() as u64 + 1 + clip as u64;
         }
         Ok(())
     }

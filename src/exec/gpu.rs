@@ -9,8 +9,8 @@ use super::{Counters, Flat};
 use crate::error::Result;
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::ops::{
-    groups64, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams, NormParams,
-    OptParams, PoolParams, RescaleParams,
+    groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
+    NormParams, OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
@@ -41,6 +41,9 @@ pub(crate) struct GpuExec {
     dummy: [Arc<wgpu::Buffer>; 2],
     opt_uniform: Arc<wgpu::Buffer>,
     opt_dispatch: Dispatch,
+    /// Uniform and dispatch of `grad_norm_scale` (run only when clipping is on).
+    clip_uniform: Arc<wgpu::Buffer>,
+    clip_dispatch: Dispatch,
     /// The training step (one u32) read by the dropout kernels; written with the batch,
     /// only for plans that have dropout.
     step_buf: Arc<wgpu::Buffer>,
@@ -119,14 +122,31 @@ impl GpuExec {
             bytemuck::cast_slice(&super::init_buffers(plan)),
         );
         allocated += bytes_of_len(buffers_len);
+        // gradient scale: 1 unless clipping by global norm rewrites it each step
+        let grad_scale = ctx.upload("grad_scale", &[1.0f32]);
+        allocated += 4;
+        let cprm = ClipParams {
+            len: plan.flat_len as u32,
+            max_norm: 0.0,
+            pad: [0; 2],
+        };
+        let (clip_dispatch, clip_uniform) = ctx.record(
+            "grad_norm_scale",
+            &[Slice::whole(g.clone()), Slice::whole(grad_scale.clone())],
+            &cprm,
+            1,
+        )?;
+        allocated += std::mem::size_of::<ClipParams>() as u64;
         let prm = OptParams::new(&Optimizer::sgd(0.0), 1, plan.flat_len);
         let (d, u) = ctx.record(
             "optimizer_step",
             &[
                 Slice::whole(g.clone()),
+                Slice::whole(grad_scale),
                 Slice::whole(p.clone()),
                 Slice::whole(s1.clone()),
                 Slice::whole(s2.clone()),
+                Slice::whole(metrics[0].clone()),
             ],
             &prm,
             groups64(plan.flat_len),
@@ -149,6 +169,8 @@ impl GpuExec {
             dummy,
             opt_uniform: u,
             opt_dispatch: d,
+            clip_uniform,
+            clip_dispatch,
             step_buf: ctx_step,
             has_dropout: plan
                 .graph
@@ -556,6 +578,15 @@ impl GpuExec {
             let prm = OptParams::new(o, t, self.flat_len);
             let u = self.opt_uniform.clone();
             self.upload(&u, bytemuck::bytes_of(&prm));
+            if o.clip_grad_norm > 0.0 {
+                let cprm = ClipParams {
+                    len: self.flat_len as u32,
+                    max_norm: o.clip_grad_norm,
+                    pad: [0; 2],
+                };
+                let cu = self.clip_uniform.clone();
+                self.upload(&cu, bytemuck::bytes_of(&cprm));
+            }
             if self.has_dropout {
                 let sb = self.step_buf.clone();
                 self.upload(&sb, bytemuck::bytes_of(&(t as u32)));
@@ -573,14 +604,18 @@ impl GpuExec {
                 label: Some("step"),
                 timestamp_writes: None,
             });
+            let clip_d = opt
+                .filter(|(o, _)| o.clip_grad_norm > 0.0)
+                .map(|_| &self.clip_dispatch);
             let opt_d = opt.map(|_| &self.opt_dispatch);
-            for d in prog.dispatches.iter().chain(opt_d) {
+            for d in prog.dispatches.iter().chain(clip_d).chain(opt_d) {
                 pass.set_pipeline(&d.kernel.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
             }
         }
-        let dispatches = prog.dispatches.len() as u64 + opt.is_some() as u64;
+        let dispatches = prog.dispatches.len() as u64
+            + opt.map_or(0, |(o, _)| 1 + (o.clip_grad_norm > 0.0) as u64);
         self.ctx.scoped("submitting a step", || {
             self.ctx.queue.submit(Some(encoder.finish()))
         })?;

@@ -238,6 +238,14 @@ impl NormParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ClipParams {
+    pub len: u32,
+    pub max_norm: f32,
+    pub pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct OptParams {
     pub kind: u32,
     pub len: u32,
@@ -819,7 +827,14 @@ impl GpuContext {
                     self.record(op.kernel(), &s, &prm, 1)?.0
                 }
                 BenchOp::OptimizerStep { len } => {
-                    let s = [input(*len), output(*len), output(*len), output(*len)];
+                    let s = [
+                        input(*len),
+                        input(1),
+                        output(*len),
+                        output(*len),
+                        output(*len),
+                        output(4),
+                    ];
                     let prm = OptParams::new(&Optimizer::sgd(0.01), 1, *len);
                     self.record("optimizer_step", &s, &prm, groups64(*len))?.0
                 }
