@@ -312,3 +312,32 @@ fn shape_errors_name_the_node() {
     let graph = nn::lenet5().unwrap();
     assert!(Executor::new(&Backend::cpu(), &graph, 0, Optimizer::sgd(0.1), 0).is_err());
 }
+
+/// `predict` between evaluation batches leaves the accumulated evaluation metrics alone
+/// (on the GPU it skips the loss dispatch; on the CPU it restores them).
+#[test]
+fn predict_keeps_evaluation_metrics() {
+    let graph = nn::lenet5().unwrap();
+    for (name, be) in common::backends() {
+        let mut ex = Executor::new(&be, &graph, 8, Optimizer::sgd(0.01), 2).unwrap();
+        let x = rand_vec(21, 8 * 784);
+        let y = labels(22, 8);
+        ex.eval_batch(&x, Targets::Classes(&y)).unwrap();
+        let before = ex.counters().bytes_read_back;
+        let logits = ex.predict(&x[..3 * 784]).unwrap();
+        assert_eq!(logits.dim(), (3, 10));
+        if name == "gpu" {
+            assert_eq!(
+                ex.counters().bytes_read_back - before,
+                3 * 10 * 4,
+                "only the logits are read back"
+            );
+        }
+        ex.eval_batch(&x, Targets::Classes(&y)).unwrap();
+        let m = ex.take_metrics(Mode::Eval).unwrap();
+        assert_eq!(
+            m.samples, 16,
+            "{name}: predict must not add or drop evaluation samples"
+        );
+    }
+}

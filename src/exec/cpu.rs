@@ -112,8 +112,18 @@ impl CpuExec {
         std::mem::take(&mut self.metrics[k])
     }
 
-    pub fn discard_eval_metrics(&mut self) {
-        self.metrics[1] = [0.0; 4];
+    /// Forward pass for prediction; the evaluation metrics accumulated so far are kept.
+    pub fn run_predict(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        images: &[f32],
+        zeros: &[u32],
+    ) -> Result<()> {
+        let saved = self.metrics[1];
+        let r = self.run(plan, n, Mode::Eval, images, zeros, None);
+        self.metrics[1] = saved;
+        r
     }
 
     pub fn run(

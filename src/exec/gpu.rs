@@ -19,6 +19,8 @@ use crate::plan::{Home, Mode, Plan, Step, TensorId};
 /// Dispatches of one schedule, with the uniform buffers they own.
 struct Program {
     dispatches: Vec<Dispatch>,
+    /// Which dispatches compute the loss (skipped by prediction).
+    is_loss: Vec<bool>,
     _uniforms: Vec<Arc<wgpu::Buffer>>,
 }
 
@@ -225,6 +227,10 @@ impl GpuExec {
             let mut dispatches = Vec::with_capacity(steps.len());
             let mut uniforms = Vec::with_capacity(steps.len());
             let mut uniform_bytes = 0;
+            let is_loss = steps
+                .iter()
+                .map(|s| matches!(s, Step::CrossEntropy { .. } | Step::Mse { .. }))
+                .collect();
             for s in &steps {
                 let (d, u, ub) = self.record_step(plan, n, s)?;
                 dispatches.push(d);
@@ -236,6 +242,7 @@ impl GpuExec {
                 (n, mode),
                 Program {
                     dispatches,
+                    is_loss,
                     _uniforms: uniforms,
                 },
             );
@@ -569,6 +576,20 @@ impl GpuExec {
         targets: &[u32],
         opt: Option<(&Optimizer, u64)>,
     ) -> Result<()> {
+        self.run_schedule(plan, n, mode, images, targets, opt, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_schedule(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        mode: Mode,
+        images: &[f32],
+        targets: &[u32],
+        opt: Option<(&Optimizer, u64)>,
+        skip_loss: bool,
+    ) -> Result<()> {
         self.ctx.check_lost()?;
         self.program(plan, n, mode)?;
         let (input, tbuf) = (self.input.clone(), self.targets.clone());
@@ -608,7 +629,13 @@ impl GpuExec {
                 .filter(|(o, _)| o.clip_grad_norm > 0.0)
                 .map(|_| &self.clip_dispatch);
             let opt_d = opt.map(|_| &self.opt_dispatch);
-            for d in prog.dispatches.iter().chain(clip_d).chain(opt_d) {
+            let schedule = prog
+                .dispatches
+                .iter()
+                .zip(&prog.is_loss)
+                .filter(|(_, &loss)| !(skip_loss && loss))
+                .map(|(d, _)| d);
+            for d in schedule.chain(clip_d).chain(opt_d) {
                 pass.set_pipeline(&d.kernel.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
@@ -628,15 +655,11 @@ impl GpuExec {
         Ok(())
     }
 
-    /// Forward pass without the loss, for prediction.
+    /// Forward pass without the loss (so the evaluation metrics are untouched), for
+    /// prediction. One submit, nothing read back.
     pub fn run_predict(&mut self, plan: &Plan, n: usize, images: &[f32]) -> Result<()> {
         let zeros = vec![0u32; n * plan.target_len];
-        // The eval program accumulates metrics; keep them out of the user's evaluation.
-        let saved = self.read_bytes(&self.metrics[1].clone(), 16)?;
-        self.run(plan, n, Mode::Eval, images, &zeros, None)?;
-        let m = self.metrics[1].clone();
-        self.upload(&m, &saved);
-        Ok(())
+        self.run_schedule(plan, n, Mode::Eval, images, &zeros, None, true)
     }
 
     fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {

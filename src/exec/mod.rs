@@ -325,11 +325,8 @@ impl Executor {
         let n = self.check_batch(images, None)?;
         let zeros = vec![0u32; n * self.plan.target_len];
         match &mut self.inner {
-            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Eval, images, &zeros, None)?,
+            Inner::Cpu(c) => c.run_predict(&self.plan, n, images, &zeros)?,
             Inner::Gpu(g) => g.run_predict(&self.plan, n, images)?,
-        }
-        if let Inner::Cpu(c) = &mut self.inner {
-            c.discard_eval_metrics();
         }
         self.output(n)
     }
