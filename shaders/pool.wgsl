@@ -52,9 +52,9 @@ fn spec(p: PoolParams) -> PoolParams {
 @group(0) @binding(2) var<storage, read_write> f_idx: array<u32>;
 @group(0) @binding(3) var<uniform> f_p: PoolParams;
 
-@compute @workgroup_size(64)
-fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) li: u32) {
+// The window's extremum (the maximum, or the minimum when `is_min`) and its first index;
+// shared by max_pool2d_forward and min_pool2d_forward, which bind the same layout.
+fn arg_pool(wid: vec3<u32>, nwg: vec3<u32>, li: u32, is_min: bool) {
     let p = spec(f_p);
     let id = flat_id(wid, nwg, li);
     if (id >= p.n * p.c * p.oh * p.ow) { return; }
@@ -62,7 +62,8 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let i = (id / p.ow) % p.oh;
     let plane = id / (p.ow * p.oh);
     let base = plane * p.h * p.w;
-    var best = bitcast<f32>(0xff800000u);
+    // padding counts as −∞ for max and +∞ for min
+    var best = bitcast<f32>(select(0xff800000u, 0x7f800000u, is_min));
     var arg = 0u;
     var found = false;
     for (var a = 0u; a < p.kh; a++) {
@@ -73,7 +74,7 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             if (iw < 0 || iw >= i32(p.w)) { continue; }
             let k = u32(ih) * p.w + u32(iw);
             let v = f_x[base + k];
-            if (!found || v > best) {
+            if (!found || select(v > best, v < best, is_min)) {
                 best = v;
                 arg = k;
                 found = true;
@@ -82,6 +83,12 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     f_y[id] = best;
     f_idx[id] = arg;
+}
+
+@compute @workgroup_size(64)
+fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) li: u32) {
+    arg_pool(wid, nwg, li, false);
 }
 
 @group(0) @binding(0) var<storage, read> b_dy: array<f32>;
@@ -237,39 +244,8 @@ fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 // Bindings:
 //   min_pool2d_forward:  0 x, 1 y, 2 idx (u32), 3 p
 
-@group(0) @binding(0) var<storage, read> mf_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> mf_y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mf_idx: array<u32>;
-@group(0) @binding(3) var<uniform> mf_p: PoolParams;
-
 @compute @workgroup_size(64)
 fn min_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let p = spec(mf_p);
-    let id = flat_id(wid, nwg, li);
-    if (id >= p.n * p.c * p.oh * p.ow) { return; }
-    let j = id % p.ow;
-    let i = (id / p.ow) % p.oh;
-    let plane = id / (p.ow * p.oh);
-    let base = plane * p.h * p.w;
-    var best = bitcast<f32>(0x7f800000u);
-    var arg = 0u;
-    var found = false;
-    for (var a = 0u; a < p.kh; a++) {
-        let ih = i32(i * p.sh + a) - i32(p.ph);
-        if (ih < 0 || ih >= i32(p.h)) { continue; }
-        for (var b = 0u; b < p.kw; b++) {
-            let iw = i32(j * p.sw + b) - i32(p.pw);
-            if (iw < 0 || iw >= i32(p.w)) { continue; }
-            let k = u32(ih) * p.w + u32(iw);
-            let v = mf_x[base + k];
-            if (!found || v < best) {
-                best = v;
-                arg = k;
-                found = true;
-            }
-        }
-    }
-    mf_y[id] = best;
-    mf_idx[id] = arg;
+    arg_pool(wid, nwg, li, true);
 }

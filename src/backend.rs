@@ -278,13 +278,23 @@ impl Backend {
         x: &Array4<f32>,
         pp: Pool2dParams,
     ) -> Result<(Array4<f32>, Array4<u32>)> {
-        let op = "max_pool2d";
+        self.arg_pool2d("max_pool2d", x, pp)
+    }
+
+    /// Max- or min-pooling with indices (`op` is `max_pool2d` or `min_pool2d`, the kernel
+    /// is `<op>_forward`): both bind the same layout and differ only in the comparison.
+    fn arg_pool2d(
+        &self,
+        op: &str,
+        x: &Array4<f32>,
+        pp: Pool2dParams,
+    ) -> Result<(Array4<f32>, Array4<u32>)> {
         let y_dim = pp.out_shape(op, dims4(x))?;
         let out_len: usize = y_dim.iter().product();
         if let Some(rows) = self.split_rows(y_dim[0], &[x.len() / y_dim[0], out_len / y_dim[0]]) {
             let (mut ys, mut is) = (Vec::new(), Vec::new());
             for c in x.axis_chunks_iter(Axis(0), rows) {
-                let (y, i) = self.max_pool2d(&c.to_owned(), pp)?;
+                let (y, i) = self.arg_pool2d(op, &c.to_owned(), pp)?;
                 ys.push(y);
                 is.push(i);
             }
@@ -293,6 +303,9 @@ impl Backend {
         self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
         let xv = flat(x);
         let (y, idx) = match self {
+            Backend::Cpu if op == "min_pool2d" => {
+                cpu::pool::min_pool2d_forward(dims4(x), y_dim, pp, &xv)
+            }
             Backend::Cpu => cpu::pool::max_pool2d_forward(dims4(x), y_dim, pp, &xv),
             Backend::Gpu(g) => {
                 let xs = Slice::whole(g.upload("x", &xv));
@@ -300,7 +313,7 @@ impl Backend {
                 let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
                 let prm = PoolParams::new(dims4(x), y_dim, &pp);
                 let (disp, _) = g.record_pool(
-                    "max_pool2d_forward",
+                    &format!("{op}_forward"),
                     &[xs, ys.clone(), is.clone()],
                     &prm,
                     false,
@@ -410,31 +423,7 @@ impl Backend {
         x: &Array4<f32>,
         pp: Pool2dParams,
     ) -> Result<(Array4<f32>, Array4<u32>)> {
-        let op = "min_pool2d";
-        let y_dim = pp.out_shape(op, dims4(x))?;
-        let out_len: usize = y_dim.iter().product();
-        self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
-        let xv = flat(x);
-        let (y, idx) = match self {
-            Backend::Cpu => cpu::pool::min_pool2d_forward(dims4(x), y_dim, pp, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
-                let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
-                let prm = PoolParams::new(dims4(x), y_dim, &pp);
-                let (disp, _) = g.record_pool(
-                    "min_pool2d_forward",
-                    &[xs, ys.clone(), is.clone()],
-                    &prm,
-                    false,
-                )?;
-                let r = g.run(&[disp], &[ys, is])?;
-                (to_f32(&r[0]), to_u32(&r[1]))
-            }
-        };
-        let sh = (y_dim[0], y_dim[1], y_dim[2], y_dim[3]);
-        let idx = Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
-        Ok((arr4(y_dim, y)?, idx))
+        self.arg_pool2d("min_pool2d", x, pp)
     }
 
     /// 2-D average pooling (PyTorch `avg_pool2d` with `count_include_pad=True`: padding

@@ -11,39 +11,7 @@ pub fn max_pool2d_forward(
     p: Pool2dParams,
     x: &[f32],
 ) -> (Vec<f32>, Vec<u32>) {
-    let [n_, c_, h_, w_] = x_dim;
-    let [_, _, oh, ow] = y_dim;
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
-    let [ph, pw] = p.padding;
-    let mut y = vec![0.0f32; n_ * c_ * oh * ow];
-    let mut idx = vec![0u32; n_ * c_ * oh * ow];
-    for plane in 0..n_ * c_ {
-        let xp = &x[plane * h_ * w_..(plane + 1) * h_ * w_];
-        for i in 0..oh {
-            for j in 0..ow {
-                let mut best: Option<(f32, usize)> = None;
-                for a in 0..kh {
-                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
-                            continue;
-                        };
-                        let k = ih * w_ + iw;
-                        if best.is_none_or(|(bv, _)| xp[k] > bv) {
-                            best = Some((xp[k], k));
-                        }
-                    }
-                }
-                let (v, k) = best.unwrap_or((f32::NEG_INFINITY, 0));
-                y[(plane * oh + i) * ow + j] = v;
-                idx[(plane * oh + i) * ow + j] = k as u32;
-            }
-        }
-    }
-    (y, idx)
+    arg_pool(x_dim, y_dim, p, x, false)
 }
 
 /// `y = min over the window` (padding is +∞), `idx = h·W + w` of the first minimum.
@@ -54,11 +22,24 @@ pub fn min_pool2d_forward(
     p: Pool2dParams,
     x: &[f32],
 ) -> (Vec<f32>, Vec<u32>) {
+    arg_pool(x_dim, y_dim, p, x, true)
+}
+
+/// The window's maximum (or minimum when `is_min`) and the index of its first occurrence,
+/// as `arg_pool` in pool.wgsl.
+fn arg_pool(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    x: &[f32],
+    is_min: bool,
+) -> (Vec<f32>, Vec<u32>) {
     let [n_, c_, h_, w_] = x_dim;
     let [_, _, oh, ow] = y_dim;
     let [kh, kw] = p.kernel;
     let [sh, sw] = p.stride;
     let [ph, pw] = p.padding;
+    let better = |v: f32, best: f32| if is_min { v < best } else { v > best };
     let mut y = vec![0.0f32; n_ * c_ * oh * ow];
     let mut idx = vec![0u32; n_ * c_ * oh * ow];
     for plane in 0..n_ * c_ {
@@ -75,12 +56,17 @@ pub fn min_pool2d_forward(
                             continue;
                         };
                         let k = ih * w_ + iw;
-                        if best.is_none_or(|(bv, _)| xp[k] < bv) {
+                        if best.is_none_or(|(bv, _)| better(xp[k], bv)) {
                             best = Some((xp[k], k));
                         }
                     }
                 }
-                let (v, k) = best.unwrap_or((f32::INFINITY, 0));
+                let pad = if is_min {
+                    f32::INFINITY
+                } else {
+                    f32::NEG_INFINITY
+                };
+                let (v, k) = best.unwrap_or((pad, 0));
                 y[(plane * oh + i) * ow + j] = v;
                 idx[(plane * oh + i) * ow + j] = k as u32;
             }
