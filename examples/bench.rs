@@ -105,16 +105,9 @@ fn time_cpu(budget: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn conv_dims(n: usize, c: usize, hw: usize, o: usize, k: usize, pad: usize) -> ConvDims {
-    let p = Conv2dParams::new(1, pad);
-    let y = p
-        .out_shape("bench", [n, c, hw, hw], [o, c, k, k])
-        .expect("valid conv");
-    ConvDims {
-        x: [n, c, hw, hw],
-        w: [o, c, k, k],
-        y,
-        p,
-    }
+    Conv2dParams::new(1, pad)
+        .dims2("bench", [n, c, hw, hw], [o, c, k, k])
+        .expect("valid conv")
 }
 
 /// A CPU-twin run to time.

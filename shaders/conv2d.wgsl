@@ -1,62 +1,77 @@
-// conv2d.wgsl — 2-D convolution (cross-correlation), forward and both backward passes, each an
-// implicit GEMM (no im2col buffer) with register tiling.
+// conv2d.wgsl — convolution (cross-correlation by default) over up to three spatial axes,
+// forward and both backward passes, each an implicit GEMM (no im2col buffer) with register
+// tiling. 2-D convolutions run with D = KD = OD = 1, 1-D ones also with H = KH = OH = 1.
 //
-//   forward:          y[n,o,i,j] = act( b[o] + Σ_c Σ_a Σ_b w[o,c,a,b] · x[n,c, i·sh+a−ph, j·sw+b−pw] )
-//                     GEMM: M = O, N = N·OH·OW positions, K = C·KH·KW
-//   backward-input:   dx[n,c,h,w] = Σ_o Σ_a Σ_b dy'[n,o,i,j] · w[o,c,a,b]  with i = (h+ph−a)/sh, j = (w+pw−b)/sw
-//                     (only where the division is exact and in range): the full correlation of the
-//                     stride-dilated dy' with the 180°-flipped kernel, written as a gather.
-//                     GEMM: M = C, N = N·H·W positions, K = O·KH·KW
-//   backward-weight:  dw[o,c,a,b] = Σ_n Σ_i Σ_j dy'[n,o,i,j] · x[n,c, i·sh+a−ph, j·sw+b−pw]
-//                     db[o]       = Σ_n Σ_i Σ_j dy'[n,o,i,j]         (a virtual column of ones)
-//                     GEMM: M = O, N = C·KH·KW (+1), K = N·OH·OW positions (the long side)
+//   forward:          y[n,o,z,i,j] = act( b[o] + Σ_c Σ_e Σ_a Σ_b w[o,c,t(e,a,b)] · x[n,g·CG+c, z·sd+e·dd−pd, i·sh+a·dh−ph, j·sw+b·dw−pw] )
+//                     GEMM: M = O, N = N·OD·OH·OW positions, K = CG·KD·KH·KW
+//   backward-input:   dx[n,c,z,h,w] = Σ_o Σ_e Σ_a Σ_b dy'[n,o,z',i,j] · w[o,c−g·CG,t(e,a,b)]  with
+//                     i = (h+ph−a·dh)/sh (likewise z', j), only where the division is exact
+//                     and in range: the full correlation of the stride-dilated dy' with the
+//                     180°-flipped kernel, written as a gather. GEMM: M = C, N = N·D·H·W, K = OG·KD·KH·KW
+//   backward-weight:  dw[o,c,t(e,a,b)] = Σ_n Σ_z Σ_i Σ_j dy'[n,o,z,i,j] · x[n,g·CG+c, z·sd+e·dd−pd, …]
+//                     db[o]       = Σ_n Σ_z Σ_i Σ_j dy'[n,o,z,i,j]         (a virtual column of ones)
+//                     GEMM: M = O, N = CG·KD·KH·KW (+1), K = N·OD·OH·OW positions (the long side)
 //   where dy' = dy · act'(y) when an activation is fused into the forward output (ACT ≠ 0),
-//   computed from the kept output y; dy' = dy otherwise.
+//   computed from the kept output y; dy' = dy otherwise; g is the channel group
+//   (g = o / OG for an output channel, c / CG for an input channel: groups of CG inputs and
+//   OG outputs); t(e,a,b) = (e,a,b), or (KD−1−e, KH−1−a, KW−1−b) for a true convolution
+//   (FLIP = 1); pd/ph/pw the zeros before each axis (those after only shorten the output).
 //
-// Shapes: x [N,C,H,W], w [O,C,KH,KW], b [O], y/dy [N,O,OH,OW]; all row-major f32.
+// Shapes: x [N,C,D,H,W], w [O,CG,KD,KH,KW], b [O], y/dy [N,O,OD,OH,OW]; all row-major f32.
 //
 // Specialisation: the `const`s below are replaced per pipeline by the host (src/gpu/kernels.rs,
-// chosen in src/gpu/ops.rs): the register tile and the fused activation and bias (which must
-// equal the uniform's act and has_bias). Conditions on these constants fold away when
+// chosen in src/gpu/ops.rs): the register tile, the fused activation and bias (which must
+// equal the uniform's act, has_bias and flip). Conditions on these constants fold away when
 // compiled; a condition on a uniform would not (a CPU adapter such as lavapipe runs both sides
 // of every branch, masked). Loops marked `/*unroll*/` are expanded by the host, so every index
-// into a register tile is a constant and the tile stays in registers.
+// into a register tile is a constant and the tile stays in registers. With groups, the host
+// picks channel tiles (FR, IR, WR) that divide the group so a tile never straddles two groups.
 //
 // Dispatch (64 invocations per workgroup, the grid folded by `flat_group`):
 //   forward:          a workgroup per (FR output channels) × (64·FS positions); each invocation
 //                     accumulates an FR × FS register tile, its FS positions 64 apart.
 //   backward-input:   a workgroup per (IR input channels) × (64·IS positions), likewise.
 //   backward-weight:  a workgroup per WR × WS tile of [dw | db]; its 64 invocations split the
-//                     N·OH rows (row r to invocation r mod 64), each accumulating the whole tile
-//                     over its rows, then the 64 partial tiles are summed in workgroup memory by a
-//                     fixed-order tree (deterministic; no atomics).
-// Stride-1 variants (same functions, picked by the host for layers they apply to; see their
-// sections at the end): conv2d_backward_input_rows (an invocation per IR channels × IS
-// consecutive positions of one input row) and conv2d_backward_weight_rows (tiles of WR output
-// channels × WA whole kernel rows), both reusing each loaded value across the KWC kernel
-// columns that slide over it.
+//                     N·OD·OH rows (row r to invocation r mod 64), each accumulating the whole
+//                     tile over its rows, then the 64 partial tiles are summed in workgroup
+//                     memory by a fixed-order tree (deterministic; no atomics).
+// Stride-1 variants (same functions for 2-D layers without groups, dilation or flip, picked by
+// the host; see their sections at the end): conv2d_backward_input_rows (an invocation per IR
+// channels × IS consecutive positions of one input row) and conv2d_backward_weight_rows (tiles
+// of WR output channels × WA whole kernel rows), both reusing each loaded value across the KWC
+// kernel columns that slide over it.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
 //   conv2d_forward:          0 x, 1 w, 2 b, 3 y, 4 p
 //   conv2d_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv2d_backward_input_rows)
 //   conv2d_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv2d_backward_weight_rows)
 
 struct ConvParams {
-    n: u32, c: u32, h: u32, w: u32,
-    o: u32, kh: u32, kw: u32, sh: u32,
-    sw: u32, ph: u32, pw: u32, oh: u32,
-    ow: u32, has_bias: u32, act: u32, alpha: f32,
+    n: u32, c: u32, d: u32, h: u32,
+    w: u32, o: u32, kd: u32, kh: u32,
+    kw: u32, sd: u32, sh: u32, sw: u32,
+    pd: u32, ph: u32, pw: u32, dd: u32,
+    dh: u32, dw: u32, od: u32, oh: u32,
+    ow: u32, cg: u32, og: u32, has_bias: u32,
+    act: u32, alpha: f32, flip: u32, pad0: u32,
 }
 
 // ---- specialisation constants (defaults: generic) -------------------------------------------
 const ACT: u32 = 0u;        // fused activation code (see common.wgsl)
 const HAS_BIAS: u32 = 0u;   // forward adds b, backward-weight writes db
+const FLIP: u32 = 0u;       // 1: true convolution (kernel taps rotated by 180°)
 const FR: u32 = 8u;         // forward: output channels per invocation
 const FS: u32 = 8u;         // forward: positions per invocation
 const IR: u32 = 4u;         // backward-input: input channels per invocation
 const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
-const WS: u32 = 8u;         // backward-weight: (c,a,b) columns per tile
+const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
+
+// The stored tap of kernel offset `t` (flat over e, a, b) of a kernel with `kvol` taps.
+fn conv_tap(t: u32, kvol: u32) -> u32 {
+    if (FLIP == 1u) { return kvol - 1u - t; }
+    return t;
+}
 
 // ---- forward ---------------------------------------------------------------------------
 @group(0) @binding(0) var<storage, read> f_x: array<f32>;
@@ -70,51 +85,66 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) li: u32) {
     let alpha = f_p.alpha;
     let g = f_p;
-    let plane = g.oh * g.ow;
+    let ohw = g.oh * g.ow;
+    let plane = g.od * ohw;
     let npos = g.n * plane;
     let hw = g.h * g.w;
-    let kk = g.c * g.kh * g.kw;
+    let dhw = g.d * hw;
+    let kvol = g.kd * g.kh * g.kw;
+    let kk = g.cg * kvol;
     let tiles_p = (npos + WG * FS - 1u) / (WG * FS);
     let t = flat_group(wid, nwg);
     let o0 = (t / tiles_p) * FR;
     let q0 = (t % tiles_p) * (WG * FS) + li;
-    // per position: the x offset of its window's top-left corner (negative inside padding)
+    let cbase = (min(o0, g.o - 1u) / g.og) * g.cg; // first input channel of the tile's group
+    // per position: the x offset of its window's corner (negative inside padding)
     var xb: array<i32, FS>;
+    var iz0: array<i32, FS>;
     var ih0: array<i32, FS>;
     var iw0: array<i32, FS>;
     /*unroll*/ for (var s = 0u; s < FS; s++) {
         let q = min(q0 + s * WG, npos - 1u);
         let n = q / plane;
         let r = q % plane;
-        ih0[s] = i32((r / g.ow) * g.sh) - i32(g.ph);
-        iw0[s] = i32((r % g.ow) * g.sw) - i32(g.pw);
-        xb[s] = i32(n * g.c * hw) + ih0[s] * i32(g.w) + iw0[s];
+        let rr = r % ohw;
+        iz0[s] = i32((r / ohw) * g.sd) - i32(g.pd);
+        ih0[s] = i32((rr / g.ow) * g.sh) - i32(g.ph);
+        iw0[s] = i32((rr % g.ow) * g.sw) - i32(g.pw);
+        xb[s] = i32((n * g.c + cbase) * dhw) + iz0[s] * i32(hw) + ih0[s] * i32(g.w) + iw0[s];
     }
     var wb: array<u32, FR>;
     /*unroll*/ for (var r = 0u; r < FR; r++) { wb[r] = min(o0 + r, g.o - 1u) * kk; }
     var acc: array<array<f32, FS>, FR>;
-    var kidx = 0u;
-    for (var c = 0u; c < g.c; c++) {
-        for (var a = 0u; a < g.kh; a++) {
-            var rok: array<bool, FS>;
+    for (var c = 0u; c < g.cg; c++) {
+        var kt = 0u;
+        for (var e = 0u; e < g.kd; e++) {
+            var zok: array<bool, FS>;
             /*unroll*/ for (var s = 0u; s < FS; s++) {
-                let ih = ih0[s] + i32(a);
-                rok[s] = ih >= 0 && ih < i32(g.h);
+                let iz = iz0[s] + i32(e * g.dd);
+                zok[s] = iz >= 0 && iz < i32(g.d);
             }
-            let rowoff = i32(c * hw + a * g.w);
-            for (var b = 0u; b < g.kw; b++) {
-                var xv: array<f32, FS>;
+            for (var a = 0u; a < g.kh; a++) {
+                var rok: array<bool, FS>;
                 /*unroll*/ for (var s = 0u; s < FS; s++) {
-                    let iw = iw0[s] + i32(b);
-                    let ok = rok[s] && iw >= 0 && iw < i32(g.w);
-                    let xi = select(0, xb[s] + rowoff + i32(b), ok);
-                    xv[s] = select(0.0, f_x[u32(xi)], ok);
+                    let ih = ih0[s] + i32(a * g.dh);
+                    rok[s] = zok[s] && ih >= 0 && ih < i32(g.h);
                 }
-                /*unroll*/ for (var r = 0u; r < FR; r++) {
-                    let wv = f_w[wb[r] + kidx];
-                    /*unroll*/ for (var s = 0u; s < FS; s++) { acc[r][s] += wv * xv[s]; }
+                let rowoff = i32(c * dhw + e * g.dd * hw + a * g.dh * g.w);
+                for (var b = 0u; b < g.kw; b++) {
+                    var xv: array<f32, FS>;
+                    /*unroll*/ for (var s = 0u; s < FS; s++) {
+                        let iw = iw0[s] + i32(b * g.dw);
+                        let ok = rok[s] && iw >= 0 && iw < i32(g.w);
+                        let xi = select(0, xb[s] + rowoff + i32(b * g.dw), ok);
+                        xv[s] = select(0.0, f_x[u32(xi)], ok);
+                    }
+                    let wk = c * kvol + conv_tap(kt, kvol);
+                    /*unroll*/ for (var r = 0u; r < FR; r++) {
+                        let wv = f_w[wb[r] + wk];
+                        /*unroll*/ for (var s = 0u; s < FS; s++) { acc[r][s] += wv * xv[s]; }
+                    }
+                    kt += 1u;
                 }
-                kidx += 1u;
             }
         }
     }
@@ -145,55 +175,69 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let alpha = bi_p.alpha;
     let g = bi_p;
     let hw = g.h * g.w;
-    let npos = g.n * hw;
-    let plane = g.oh * g.ow;
-    let khw = g.kh * g.kw;
-    let wo = g.c * khw;
+    let dhw = g.d * hw;
+    let npos = g.n * dhw;
+    let ohw = g.oh * g.ow;
+    let plane = g.od * ohw;
+    let kvol = g.kd * g.kh * g.kw;
+    let kk = g.cg * kvol;
     let tiles_p = (npos + WG * IS - 1u) / (WG * IS);
     let t = flat_group(wid, nwg);
     let c0 = (t / tiles_p) * IR;
     let q0 = (t % tiles_p) * (WG * IS) + li;
+    let grp = min(c0, g.c - 1u) / g.cg;      // the tile's channel group
+    let obase = grp * g.og;                  // its first output channel
     var yb: array<u32, IS>;
+    var tz: array<i32, IS>;
     var th: array<i32, IS>;
     var tw: array<i32, IS>;
     /*unroll*/ for (var s = 0u; s < IS; s++) {
         let q = min(q0 + s * WG, npos - 1u);
-        let n = q / hw;
-        let r = q % hw;
-        yb[s] = n * g.o * plane;
-        th[s] = i32(r / g.w + g.ph);
-        tw[s] = i32(r % g.w + g.pw);
+        let n = q / dhw;
+        let r = q % dhw;
+        let rr = r % hw;
+        yb[s] = (n * g.o + obase) * plane;
+        tz[s] = i32(r / hw + g.pd);
+        th[s] = i32(rr / g.w + g.ph);
+        tw[s] = i32(rr % g.w + g.pw);
     }
     var wb: array<u32, IR>;
-    /*unroll*/ for (var r = 0u; r < IR; r++) { wb[r] = min(c0 + r, g.c - 1u) * khw; }
+    /*unroll*/ for (var r = 0u; r < IR; r++) { wb[r] = (min(c0 + r, g.c - 1u) - grp * g.cg) * kvol; }
     var acc: array<array<f32, IS>, IR>;
-    for (var a = 0u; a < g.kh; a++) {
-        for (var b = 0u; b < g.kw; b++) {
-            // the dy' element each position gathers for this (a, b), if any
-            var yo: array<u32, IS>;
-            var ok: array<bool, IS>;
-            /*unroll*/ for (var s = 0u; s < IS; s++) {
-                let ti = th[s] - i32(a);
-                let tj = tw[s] - i32(b);
-                let i = u32(max(ti, 0)) / g.sh;
-                let j = u32(max(tj, 0)) / g.sw;
-                ok[s] = ti >= 0 && tj >= 0 && i * g.sh == u32(ti) && j * g.sw == u32(tj)
-                        && i < g.oh && j < g.ow;
-                yo[s] = select(0u, yb[s] + i * g.ow + j, ok[s]);
-            }
-            let kab = a * g.kw + b;
-            for (var o = 0u; o < g.o; o++) {
-                var dv: array<f32, IS>;
+    var kt = 0u;
+    for (var e = 0u; e < g.kd; e++) {
+        for (var a = 0u; a < g.kh; a++) {
+            for (var b = 0u; b < g.kw; b++) {
+                // the dy' element each position gathers for this (e, a, b), if any
+                var yo: array<u32, IS>;
+                var ok: array<bool, IS>;
                 /*unroll*/ for (var s = 0u; s < IS; s++) {
-                    let yi = yo[s] + o * plane;
-                    var d = bi_dy[yi];
-                    if (ACT != 0u) { d *= act_grad_y(bi_y[yi], ACT, alpha); }
-                    dv[s] = select(0.0, d, ok[s]);
+                    let tk = tz[s] - i32(e * g.dd);
+                    let ti = th[s] - i32(a * g.dh);
+                    let tj = tw[s] - i32(b * g.dw);
+                    let k = u32(max(tk, 0)) / g.sd;
+                    let i = u32(max(ti, 0)) / g.sh;
+                    let j = u32(max(tj, 0)) / g.sw;
+                    ok[s] = tk >= 0 && ti >= 0 && tj >= 0
+                            && k * g.sd == u32(tk) && i * g.sh == u32(ti) && j * g.sw == u32(tj)
+                            && k < g.od && i < g.oh && j < g.ow;
+                    yo[s] = select(0u, yb[s] + (k * g.oh + i) * g.ow + j, ok[s]);
                 }
-                /*unroll*/ for (var r = 0u; r < IR; r++) {
-                    let wv = bi_w[o * wo + wb[r] + kab];
-                    /*unroll*/ for (var s = 0u; s < IS; s++) { acc[r][s] += wv * dv[s]; }
+                let kab = conv_tap(kt, kvol);
+                for (var o = 0u; o < g.og; o++) {
+                    var dv: array<f32, IS>;
+                    /*unroll*/ for (var s = 0u; s < IS; s++) {
+                        let yi = yo[s] + o * plane;
+                        var dv1 = bi_dy[yi];
+                        if (ACT != 0u) { dv1 *= act_grad_y(bi_y[yi], ACT, alpha); }
+                        dv[s] = select(0.0, dv1, ok[s]);
+                    }
+                    /*unroll*/ for (var r = 0u; r < IR; r++) {
+                        let wv = bi_w[(obase + o) * kk + wb[r] + kab];
+                        /*unroll*/ for (var s = 0u; s < IS; s++) { acc[r][s] += wv * dv[s]; }
+                    }
                 }
+                kt += 1u;
             }
         }
     }
@@ -202,8 +246,8 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         /*unroll*/ for (var s = 0u; s < IS; s++) {
             let q = q0 + s * WG;
             if (c < g.c && q < npos) {
-                let n = q / hw;
-                bi_dx[(n * g.c + c) * hw + q % hw] = acc[r][s];
+                let n = q / dhw;
+                bi_dx[(n * g.c + c) * dhw + q % dhw] = acc[r][s];
             }
         }
     }
@@ -224,46 +268,57 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
                           @builtin(local_invocation_index) li: u32) {
     let alpha = bw_p.alpha;
     let g = bw_p;
-    let khw = g.kh * g.kw;
-    let kk = g.c * khw;
+    let kvol = g.kd * g.kh * g.kw;
+    let kk = g.cg * kvol;
     let hw = g.h * g.w;
-    let plane = g.oh * g.ow;
+    let dhw = g.d * hw;
+    let ohw = g.oh * g.ow;
+    let plane = g.od * ohw;
     let tiles_k = (kk + HAS_BIAS + WS - 1u) / WS;
     let t = flat_group(wid, nwg);
     let o0 = (t / tiles_k) * WR;
     let k0 = (t % tiles_k) * WS;
-    // per column: x offset inside a sample relative to the window corner, kernel row/col
-    // offsets; the bias column (k = kk) reads ones, columns past it read zeros
+    let cbase = (min(o0, g.o - 1u) / g.og) * g.cg; // first input channel of the tile's group
+    // per column: x offset inside a sample relative to the window corner, kernel offsets
+    // along each axis; the bias column (k = kk) reads ones, columns past it read zeros
     var koff: array<i32, WS>;
+    var ke: array<i32, WS>;
     var ka: array<i32, WS>;
     var kb: array<i32, WS>;
     var isx: array<bool, WS>;
     var cst: array<f32, WS>;
     /*unroll*/ for (var s = 0u; s < WS; s++) {
         let k = min(k0 + s, kk - 1u);
-        let c = k / khw;
-        let a = (k / g.kw) % g.kh;
-        let b = k % g.kw;
-        ka[s] = i32(a) - i32(g.ph);
-        kb[s] = i32(b) - i32(g.pw);
-        koff[s] = i32(c * hw) + ka[s] * i32(g.w) + kb[s];
+        let c = k / kvol;
+        let tap = conv_tap(k % kvol, kvol); // the kernel offset this stored tap is used at
+        let e = tap / (g.kh * g.kw);
+        let a = (tap / g.kw) % g.kh;
+        let b = tap % g.kw;
+        ke[s] = i32(e * g.dd) - i32(g.pd);
+        ka[s] = i32(a * g.dh) - i32(g.ph);
+        kb[s] = i32(b * g.dw) - i32(g.pw);
+        koff[s] = i32((cbase + c) * dhw) + ke[s] * i32(hw) + ka[s] * i32(g.w) + kb[s];
         isx[s] = k0 + s < kk;
         cst[s] = select(0.0, 1.0, HAS_BIAS == 1u && k0 + s == kk);
     }
     var yoff: array<u32, WR>;
     /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
     var acc: array<array<f32, WS>, WR>;
-    let nrows = g.n * g.oh;
+    let nrows = g.n * g.od * g.oh;
     for (var row = li; row < nrows; row += WG) {
-        let n = row / g.oh;
-        let i = row % g.oh;
-        let ybase = n * g.o * plane + i * g.ow;
+        let n = row / (g.od * g.oh);
+        let zi = row % (g.od * g.oh);
+        let z = zi / g.oh;
+        let i = zi % g.oh;
+        let ybase = n * g.o * plane + zi * g.ow;
+        let izb = i32(z * g.sd);
         let ihb = i32(i * g.sh);
-        let xbase = i32(n * g.c * hw) + ihb * i32(g.w);
+        let xbase = i32(n * g.c * dhw) + izb * i32(hw) + ihb * i32(g.w);
         var rok: array<bool, WS>;
         /*unroll*/ for (var s = 0u; s < WS; s++) {
+            let iz = izb + ke[s];
             let ih = ihb + ka[s];
-            rok[s] = isx[s] && ih >= 0 && ih < i32(g.h);
+            rok[s] = isx[s] && iz >= 0 && iz < i32(g.d) && ih >= 0 && ih < i32(g.h);
         }
         for (var j = 0u; j < g.ow; j++) {
             var dv: array<f32, WR>;

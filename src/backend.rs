@@ -6,28 +6,31 @@
 
 use std::sync::Arc;
 
-use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
+use ndarray::{Array, Array1, Array2, Array4, ArrayD, Axis, Dimension, IxDyn, RemoveAxis};
 
 use crate::cpu;
-use crate::cpu::conv2d::ConvDims;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
 use crate::gpu::ops::{
-    groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
+    groups64, ClipParams, ConvUniform, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
+use crate::graph::conv_dims5;
 use crate::optim::Optimizer;
-use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+use crate::shape::{Activation, Conv2dParams, ConvDims, ConvParams, Pool2dParams};
 
-/// Gradients of a convolution: `dx [N,C,H,W]`, `dw [O,C,kh,kw]`, `db [O]`.
+/// Gradients of a convolution: `dx` (shape of x), `dw` (shape of w), `db [O]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Conv2dGrads {
-    pub dx: Array4<f32>,
-    pub dw: Array4<f32>,
+pub struct ConvGrads<D: Dimension> {
+    pub dx: Array<f32, D>,
+    pub dw: Array<f32, D>,
     pub db: Array1<f32>,
 }
+
+/// Gradients of a 2-D convolution: `dx [N,C,H,W]`, `dw [O,C/groups,kh,kw]`, `db [O]`.
+pub type Conv2dGrads = ConvGrads<ndarray::Ix4>;
 
 /// Gradients of a linear layer: `dx [N,in]`, `dw [out,in]`, `db [out]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +76,47 @@ fn flat<D: ndarray::Dimension>(
 fn dims4(a: &Array4<f32>) -> [usize; 4] {
     let (n, c, h, w) = a.dim();
     [n, c, h, w]
+}
+
+/// Checks a convolution's operand shapes (`x [N,C,spatial…]`, `w [O,C/G,kernel…]`, same
+/// rank, 1–3 spatial axes) and resolves its geometry.
+fn conv_geometry(op: &str, xs: &[usize], ws: &[usize], p: ConvParams) -> Result<ConvDims> {
+    if xs.len() != ws.len() || !(3..=5).contains(&xs.len()) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "x {xs:?} and w {ws:?} must both be [N,C,spatial…] / [O,C/groups,kernel…] with 1 to 3 spatial axes"
+            ),
+        ));
+    }
+    let dims = xs.len() - 2;
+    let (x5, w5) = conv_dims5(xs[0], &xs[1..], ws);
+    p.for_dims(dims)
+        .dims_shown(&format!("{op}{dims}d"), x5, w5, dims)
+}
+
+/// The shape `[N, C, spatial…]` of a 5-D `[N,C,D,H,W]` with `rank − 2` spatial axes.
+fn spatial_shape(d5: &[usize; 5], rank: usize) -> Vec<usize> {
+    let mut v = vec![d5[0], d5[1]];
+    v.extend_from_slice(&d5[5 - (rank - 2)..]);
+    v
+}
+
+/// An array of `like`'s dimensionality with `shape`.
+fn arr_like<D: Dimension>(like: D, shape: &[usize], v: Vec<f32>) -> Result<Array<f32, D>> {
+    let _ = like;
+    Array::from_shape_vec(IxDyn(shape), v)
+        .and_then(|a| a.into_dimensionality::<D>())
+        .map_err(|e| Error::shape("result", e.to_string()))
+}
+
+/// Concatenates chunk results along the batch axis.
+fn concat<T: Clone, D: Dimension + RemoveAxis>(
+    op: &str,
+    parts: Vec<Array<T, D>>,
+) -> Result<Array<T, D>> {
+    let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::shape(op, e.to_string()))
 }
 
 /// Concatenates chunk results along the batch axis.
@@ -154,41 +198,38 @@ impl Backend {
         Ok(())
     }
 
-    /// 2-D convolution (cross-correlation).
+    /// Convolution over the spatial axes of `x [N,C,spatial…]` (1, 2 or 3 of them; `x` and
+    /// `w` of the same rank): cross-correlation by default, with the options of
+    /// [`ConvParams`] (stride, dilation, padding mode, groups, kernel flip).
     ///
     /// # Shapes
-    /// `x [N,C,H,W]`, `w [O,C,kh,kw]`, `b [O]` → `y [N,O,oh,ow]` with
-    /// `oh = ⌊(H + 2·ph − kh)/sh⌋ + 1`.
-    pub fn conv2d(
+    /// `x [N,C,(D,)(H,)W]`, `w [O,C/groups,(kd,)(kh,)kw]`, `b [O]` → `y [N,O,(od,)(oh,)ow]`
+    /// with `ow = ⌊(W + pw_begin + pw_end − (kw−1)·dw − 1)/sw⌋ + 1`.
+    pub fn conv<D: Dimension + RemoveAxis>(
         &self,
-        x: &Array4<f32>,
-        w: &Array4<f32>,
+        x: &Array<f32, D>,
+        w: &Array<f32, D>,
         b: Option<&Array1<f32>>,
-        p: Conv2dParams,
-    ) -> Result<Array4<f32>> {
-        let op = "conv2d";
-        let y_dim = p.out_shape(op, dims4(x), dims4(w))?;
+        p: ConvParams,
+    ) -> Result<Array<f32, D>> {
+        let op = "conv";
+        let d = conv_geometry(op, x.shape(), w.shape(), p)?;
+        let op = &format!("conv{}d", x.ndim() - 2);
         if let Some(b) = b {
-            if b.len() != w.dim().0 {
+            if b.len() != d.w[0] {
                 return Err(Error::shape(
                     op,
-                    format!("bias has {} elements, expected {}", b.len(), w.dim().0),
+                    format!("bias has {} elements, expected {}", b.len(), d.w[0]),
                 ));
             }
         }
-        let d = ConvDims {
-            x: dims4(x),
-            w: dims4(w),
-            y: y_dim,
-            p,
-        };
-        let out_len: usize = y_dim.iter().product();
+        let out_len: usize = d.y.iter().product();
         if let Some(rows) = self.split_rows(d.x[0], &[x.len() / d.x[0], out_len / d.x[0]]) {
             let parts = x
                 .axis_chunks_iter(Axis(0), rows)
-                .map(|c| self.conv2d(&c.to_owned(), w, b, p))
+                .map(|c| self.conv(&c.to_owned(), w, b, p))
                 .collect::<Result<Vec<_>>>()?;
-            return concat4(op, parts);
+            return concat(op, parts);
         }
         self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("y", out_len)])?;
         let (xv, wv) = (flat(x), flat(w));
@@ -200,39 +241,34 @@ impl Backend {
                 let ws = Slice::whole(g.upload("w", &wv));
                 let bs = Slice::whole(g.upload("b", bv.as_deref().unwrap_or(&[0.0])));
                 let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
-                let prm = ConvParams::new(&d, b.is_some(), (0, 0.0));
+                let prm = ConvUniform::new(&d, b.is_some(), (0, 0.0));
                 let (disp, _) = g.record_conv("conv2d_forward", &[xs, ws, bs, ys.clone()], &prm)?;
                 to_f32(&g.run(&[disp], &[ys])?[0])
             }
         };
-        arr4(y_dim, y)
+        arr_like(x.raw_dim(), &spatial_shape(&d.y, x.ndim()), y)
     }
 
-    /// Gradients of [`Backend::conv2d`] for an upstream gradient `dy [N,O,oh,ow]`.
-    pub fn conv2d_backward(
+    /// Gradients of [`Backend::conv`] for an upstream gradient `dy` of `y`'s shape.
+    pub fn conv_backward<D: Dimension + RemoveAxis>(
         &self,
-        x: &Array4<f32>,
-        w: &Array4<f32>,
-        dy: &Array4<f32>,
-        p: Conv2dParams,
-    ) -> Result<Conv2dGrads> {
-        let op = "conv2d_backward";
-        let y_dim = p.out_shape(op, dims4(x), dims4(w))?;
-        if dims4(dy) != y_dim {
+        x: &Array<f32, D>,
+        w: &Array<f32, D>,
+        dy: &Array<f32, D>,
+        p: ConvParams,
+    ) -> Result<ConvGrads<D>> {
+        let d = conv_geometry("conv", x.shape(), w.shape(), p)?;
+        let op = &format!("conv{}d_backward", x.ndim() - 2);
+        let y_shape = spatial_shape(&d.y, x.ndim());
+        if dy.shape() != y_shape.as_slice() {
             return Err(Error::shape(
                 op,
-                format!("dy has shape {:?}, expected {y_dim:?}", dims4(dy)),
+                format!("dy has shape {:?}, expected {y_shape:?}", dy.shape()),
             ));
         }
-        let d = ConvDims {
-            x: dims4(x),
-            w: dims4(w),
-            y: y_dim,
-            p,
-        };
         self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("dy", dy.len())])?;
         let (xv, wv, dyv) = (flat(x), flat(w), flat(dy));
-        let o = w.dim().0;
+        let o = d.w[0];
         let (dx, dw, db) = match self {
             Backend::Cpu => {
                 let dx = cpu::conv2d::conv2d_backward_input(d, &dyv, &wv, None);
@@ -246,7 +282,7 @@ impl Backend {
                 let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x.len())));
                 let dws = Slice::whole(g.zeros("dw", bytes_of_len(w.len())));
                 let dbs = Slice::whole(g.zeros("db", bytes_of_len(o)));
-                let prm = ConvParams::new(&d, true, (0, 0.0));
+                let prm = ConvUniform::new(&d, true, (0, 0.0));
                 let (d1, _) = g.record_conv(
                     "conv2d_backward_input",
                     &[dys.clone(), ws, dys.clone(), dxs.clone()],
@@ -261,11 +297,33 @@ impl Backend {
                 (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
             }
         };
-        Ok(Conv2dGrads {
-            dx: arr4(d.x, dx)?,
-            dw: arr4(d.w, dw)?,
+        Ok(ConvGrads {
+            dx: arr_like(x.raw_dim(), x.shape(), dx)?,
+            dw: arr_like(w.raw_dim(), w.shape(), dw)?,
             db: Array1::from(db),
         })
+    }
+
+    /// 2-D convolution: [`Backend::conv`] on `x [N,C,H,W]`, `w [O,C/groups,kh,kw]`.
+    pub fn conv2d(
+        &self,
+        x: &Array4<f32>,
+        w: &Array4<f32>,
+        b: Option<&Array1<f32>>,
+        p: Conv2dParams,
+    ) -> Result<Array4<f32>> {
+        self.conv(x, w, b, p)
+    }
+
+    /// Gradients of [`Backend::conv2d`] for an upstream gradient `dy [N,O,oh,ow]`.
+    pub fn conv2d_backward(
+        &self,
+        x: &Array4<f32>,
+        w: &Array4<f32>,
+        dy: &Array4<f32>,
+        p: Conv2dParams,
+    ) -> Result<Conv2dGrads> {
+        self.conv_backward(x, w, dy, p)
     }
 
     /// 2-D max-pooling; also returns, for every output, the flat index `h·W + w` of its

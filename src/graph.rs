@@ -22,7 +22,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+use crate::shape::{Activation, ConvParams, Pool2dParams};
 
 /// Index of a node in its graph.
 pub type NodeId = usize;
@@ -35,12 +35,13 @@ pub type ParamId = usize;
 pub enum Op {
     /// The data input (one per graph).
     Input,
-    /// 2-D convolution with optional bias and an optionally fused activation.
-    Conv2d {
+    /// Convolution over 1, 2 or 3 spatial axes (the weight's rank) with optional bias and
+    /// an optionally fused activation; cross-correlation unless `p.flip`.
+    Conv {
         x: NodeId,
         w: ParamId,
         b: Option<ParamId>,
-        p: Conv2dParams,
+        p: ConvParams,
         act: Option<Activation>,
     },
     /// 2-D max-pooling (records argmax indices for the backward pass).
@@ -91,7 +92,7 @@ impl Op {
     pub fn inputs(&self) -> Vec<NodeId> {
         match *self {
             Op::Input => vec![],
-            Op::Conv2d { x, .. }
+            Op::Conv { x, .. }
             | Op::MaxPool2d { x, .. }
             | Op::MinPool2d { x, .. }
             | Op::AvgPool2d { x, .. }
@@ -111,7 +112,7 @@ impl Op {
     /// The parameters this op owns.
     pub fn params(&self) -> Vec<ParamId> {
         match *self {
-            Op::Conv2d { w, b, .. } | Op::Linear { w, b, .. } => {
+            Op::Conv { w, b, .. } | Op::Linear { w, b, .. } => {
                 std::iter::once(w).chain(b).collect()
             }
             Op::BatchNorm { w, b, .. } => vec![w, b],
@@ -247,42 +248,98 @@ impl Graph {
         Ok(id)
     }
 
-    /// Convolution `x [C,H,W] → [out_channels, oh, ow]` with parameters `name.weight`
-    /// `[out, C, kh, kw]` and (if `bias`) `name.bias` `[out]`.
+    /// 2-D convolution `x [C,H,W] → [out_channels, oh, ow]` with parameters `name.weight`
+    /// `[out, C/groups, kh, kw]` and (if `bias`) `name.bias` `[out]`.
     pub fn conv2d(
         &mut self,
         name: &str,
         x: NodeId,
         out_channels: usize,
         kernel: [usize; 2],
-        p: Conv2dParams,
+        p: ConvParams,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &kernel, p, bias)
+    }
+
+    /// 1-D convolution `x [C,L] → [out_channels, ol]` (time series), weight `[out, C/groups, k]`.
+    pub fn conv1d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: usize,
+        p: ConvParams,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &[kernel], p, bias)
+    }
+
+    /// 3-D convolution `x [C,D,H,W] → [out_channels, od, oh, ow]` (volumes), weight
+    /// `[out, C/groups, kd, kh, kw]`.
+    pub fn conv3d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: [usize; 3],
+        p: ConvParams,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &kernel, p, bias)
+    }
+
+    /// Convolution over `kernel.len()` (1, 2 or 3) spatial axes: `x [C, spatial…]` →
+    /// `[out_channels, out spatial…]`, weight `[out, C/groups, kernel…]` (PyTorch layouts).
+    /// The axes of `p` the op does not have are ignored.
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: &[usize],
+        p: ConvParams,
         bias: bool,
     ) -> Result<NodeId> {
         let xs = self.check_ref(name, x)?.shape.clone();
         let xname = self.nodes[x].name.clone();
-        if xs.len() != 3 {
-            return Err(Error::shape(
+        let dims = kernel.len();
+        if !(1..=3).contains(&dims) {
+            return Err(Error::invalid(
                 name,
-                format!("conv2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+                format!("a convolution has 1, 2 or 3 spatial axes, got kernel {kernel:?}"),
             ));
         }
-        let wshape = [out_channels, xs[0], kernel[0], kernel[1]];
-        let y = p
-            .out_shape(name, [1, xs[0], xs[1], xs[2]], wshape)
+        if xs.len() != dims + 1 {
+            let want = ["[C,L]", "[C,H,W]", "[C,D,H,W]"][dims - 1];
+            return Err(Error::shape(
+                name,
+                format!("conv{dims}d needs a {want} input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let p = p.for_dims(dims);
+        let groups = p.groups.max(1);
+        let mut wshape = vec![out_channels, xs[0] / groups];
+        wshape.extend_from_slice(kernel);
+        let (x5, w5) = conv_dims5(1, &xs, &wshape);
+        let d = p
+            .dims_shown(name, x5, w5, dims)
             .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
-        let fan_in = xs[0] * kernel[0] * kernel[1];
-        let w = self.param(format!("{name}.weight"), wshape.to_vec(), fan_in);
+        let fan_in = wshape[1..].iter().product();
+        let w = self.param(format!("{name}.weight"), wshape, fan_in);
         let b = bias.then(|| self.param(format!("{name}.bias"), vec![out_channels], fan_in));
+        let mut y = vec![out_channels];
+        y.extend_from_slice(&d.y[5 - dims..]);
         self.push(
             name,
-            Op::Conv2d {
+            Op::Conv {
                 x,
                 w,
                 b,
                 p,
                 act: None,
             },
-            y[1..].to_vec(),
+            y,
         )
     }
 
@@ -551,4 +608,16 @@ impl Graph {
     pub fn numel(&self, id: NodeId) -> usize {
         self.nodes[id].shape.iter().product()
     }
+}
+
+/// A per-sample input shape `[C, spatial…]` and a weight shape `[O, C/G, kernel…]` of a
+/// 1-, 2- or 3-D convolution as the 5-D `x [n,C,D,H,W]`, `w [O,C/G,kd,kh,kw]` its kernels
+/// use (missing leading spatial axes are 1).
+pub fn conv_dims5(n: usize, xs: &[usize], ws: &[usize]) -> ([usize; 5], [usize; 5]) {
+    let mut x = [n, xs[0], 1, 1, 1];
+    let mut w = [ws[0], ws[1], 1, 1, 1];
+    let sp = xs.len() - 1;
+    x[5 - sp..].copy_from_slice(&xs[1..]);
+    w[5 - sp..].copy_from_slice(&ws[2..]);
+    (x, w)
 }

@@ -40,4 +40,4 @@ pub use error::{Error, Result};
 pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
-pub use shape::{Activation, Conv2dParams, Pool2dParams};
+pub use shape::{Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams};

@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
-use crate::shape::{Activation, Conv2dParams, Pool2dParams};
+use crate::shape::{Activation, ConvParams, Pool2dParams};
 
 /// A layer: adds its node(s) to a graph.
 pub trait Layer {
@@ -25,36 +25,115 @@ pub trait Layer {
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId>;
 }
 
-/// `nn.Conv2d(in, out, k)` with `.stride(s)`, `.padding(p)`, `.bias(false)`.
+/// A convolution over `D` spatial axes (PyTorch `nn.Conv1d/2d/3d`, Keras `Conv1D/2D/3D`):
+/// use the aliases [`Conv1d`], [`Conv2d`], [`Conv3d`].
+///
+/// Options (all axes at once unless the method takes an array): `.stride(s)`, `.padding(p)`
+/// (symmetric zeros, PyTorch), `.same()` / `.valid()` (Keras; `same` pads asymmetrically
+/// when needed, as TensorFlow), `.pad_sides(begin, end)` (explicit per side),
+/// `.dilation(d)`, `.groups(g)` (see [`Conv2d::depthwise`]), `.flipped(true)` (true
+/// convolution, kernel rotated by 180°), `.anchor([..])` (the kernel element placed on the
+/// output position; shifts the window), `.bias(false)`.
+///
+/// ```
+/// use wgcnn::nn::{Conv1d, Conv2d, Conv3d, Flatten, Linear, Sequential};
+/// # fn main() -> Result<(), wgcnn::Error> {
+/// let g = Sequential::new(&[3, 28, 28])
+///     .add("c1", Conv2d::new(3, 8, 3).stride(2).same())      // 28 → 14, Keras padding
+///     .add("dw", Conv2d::depthwise(8, 3).dilation(2).same())  // 8 groups of 1
+///     .add("pw", Conv2d::new(8, 16, 1))
+///     .add("flat", Flatten)
+///     .add("fc", Linear::new(16 * 14 * 14, 10))
+///     .cross_entropy()?;
+/// assert_eq!(g.params()[2].shape, vec![8, 1, 3, 3]);
+/// let _ = (Conv1d::new(4, 8, 5).padding(2), Conv3d::new(1, 4, 3).kernel3([1, 3, 3]));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
-pub struct Conv2d {
+pub struct ConvNd<const D: usize> {
     pub in_channels: usize,
     pub out_channels: usize,
-    pub kernel: [usize; 2],
-    pub params: Conv2dParams,
+    pub kernel: [usize; D],
+    pub params: ConvParams,
     pub bias: bool,
 }
 
-impl Conv2d {
+/// `nn.Conv1d(in, out, k)` on `[C, L]` samples.
+pub type Conv1d = ConvNd<1>;
+/// `nn.Conv2d(in, out, k)` on `[C, H, W]` samples.
+pub type Conv2d = ConvNd<2>;
+/// `nn.Conv3d(in, out, k)` on `[C, D, H, W]` samples.
+pub type Conv3d = ConvNd<3>;
+
+/// `v`'s `D` axes right-aligned into `[d, h, w]`, the rest `fill`.
+fn axes3<const D: usize>(v: [usize; D], fill: usize) -> [usize; 3] {
+    let mut a = [fill; 3];
+    a[3 - D..].copy_from_slice(&v);
+    a
+}
+
+impl<const D: usize> ConvNd<D> {
+    /// `in_channels → out_channels` with a `kernel`-wide window on every axis.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
-        Conv2d {
+        ConvNd {
             in_channels,
             out_channels,
-            kernel: [kernel, kernel],
-            params: Conv2dParams::default(),
+            kernel: [kernel; D],
+            params: ConvParams::default(),
             bias: true,
         }
     }
-    pub fn kernel2(mut self, kh: usize, kw: usize) -> Self {
-        self.kernel = [kh, kw];
+    /// A different window per axis.
+    pub fn kernel_axes(mut self, k: [usize; D]) -> Self {
+        self.kernel = k;
         self
     }
     pub fn stride(mut self, s: usize) -> Self {
-        self.params.stride = [s, s];
+        self.params = self.params.stride(s);
         self
     }
+    /// Stride per axis.
+    pub fn stride_axes(mut self, s: [usize; D]) -> Self {
+        self.params.stride = axes3(s, 1);
+        self
+    }
+    /// Symmetric zero padding (PyTorch `padding=p`).
     pub fn padding(mut self, p: usize) -> Self {
-        self.params.padding = [p, p];
+        self.params = self.params.padding(p);
+        self
+    }
+    /// Keras `padding="same"`: `⌈len/stride⌉` outputs, the odd zero after.
+    pub fn same(mut self) -> Self {
+        self.params = self.params.same();
+        self
+    }
+    /// Keras `padding="valid"`: no padding.
+    pub fn valid(mut self) -> Self {
+        self.params = self.params.valid();
+        self
+    }
+    /// Explicit padding: `begin` zeros before and `end` zeros after, per axis.
+    pub fn pad_sides(mut self, begin: [usize; D], end: [usize; D]) -> Self {
+        self.params = self.params.pad_sides(axes3(begin, 0), axes3(end, 0));
+        self
+    }
+    /// The kernel element placed on each output position (default: top-left, `[0; D]`).
+    pub fn anchor(mut self, anchor: [usize; D]) -> Self {
+        self.params = self.params.anchor(axes3(anchor, 0));
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.params = self.params.dilation(d);
+        self
+    }
+    /// Channel groups: `in` and `out` must both divide by `g`.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.params = self.params.groups(g);
+        self
+    }
+    /// True convolution (kernel rotated by 180°) instead of cross-correlation.
+    pub fn flipped(mut self, flip: bool) -> Self {
+        self.params = self.params.flipped(flip);
         self
     }
     pub fn bias(mut self, bias: bool) -> Self {
@@ -63,27 +142,101 @@ impl Conv2d {
     }
 }
 
-impl Layer for Conv2d {
+impl ConvNd<2> {
+    /// A `kh × kw` window.
+    pub fn kernel2(self, kh: usize, kw: usize) -> Self {
+        self.kernel_axes([kh, kw])
+    }
+    /// Depthwise convolution (Keras `DepthwiseConv2D`, MobileNet): one `k × k` filter per
+    /// channel (`groups = channels`), no bias by default (it usually precedes a pointwise
+    /// convolution or batch norm). `.multiplier(m)` gives `m` filters per channel.
+    pub fn depthwise(channels: usize, k: usize) -> Self {
+        Conv2d::new(channels, channels, k)
+            .groups(channels)
+            .bias(false)
+    }
+    /// `m` output channels per input channel of a depthwise convolution.
+    pub fn multiplier(mut self, m: usize) -> Self {
+        self.out_channels = self.in_channels * m;
+        self
+    }
+}
+
+impl ConvNd<3> {
+    /// A `kd × kh × kw` window.
+    pub fn kernel3(self, k: [usize; 3]) -> Self {
+        self.kernel_axes(k)
+    }
+}
+
+impl<const D: usize> Layer for ConvNd<D> {
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
         let xs = &g.node(x).shape;
         if xs.first() != Some(&self.in_channels) {
             return Err(Error::shape(
                 name,
                 format!(
-                    "Conv2d expects {} input channels, but '{}' produces shape {xs:?}",
+                    "Conv{D}d expects {} input channels, but '{}' produces shape {xs:?}",
                     self.in_channels,
                     g.node(x).name
                 ),
             ));
         }
-        g.conv2d(
+        g.conv(
             name,
             x,
             self.out_channels,
-            self.kernel,
+            &self.kernel,
             self.params,
             self.bias,
         )
+    }
+}
+
+/// Depthwise-separable convolution (Keras `SeparableConv2D`, Xception, MobileNet): a
+/// depthwise `k × k` convolution (`name.depthwise.weight [in,1,k,k]`, no bias) then a
+/// pointwise 1×1 convolution (`name.pointwise.weight [out,in,1,1]`, `name.pointwise.bias`).
+/// Stride, padding and dilation apply to the depthwise step.
+#[derive(Clone, Copy, Debug)]
+pub struct SeparableConv2d {
+    pub depthwise: Conv2d,
+    pub pointwise: Conv2d,
+}
+
+impl SeparableConv2d {
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        SeparableConv2d {
+            depthwise: Conv2d::depthwise(in_channels, kernel),
+            pointwise: Conv2d::new(in_channels, out_channels, 1),
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.depthwise = self.depthwise.stride(s);
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.depthwise = self.depthwise.padding(p);
+        self
+    }
+    pub fn same(mut self) -> Self {
+        self.depthwise = self.depthwise.same();
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.depthwise = self.depthwise.dilation(d);
+        self
+    }
+    /// Bias of the pointwise step (default true).
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.pointwise = self.pointwise.bias(bias);
+        self
+    }
+}
+
+impl Layer for SeparableConv2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        let d = self.depthwise.build(g, &format!("{name}.depthwise"), x)?;
+        self.pointwise.build(g, &format!("{name}.pointwise"), d)
     }
 }
 

@@ -17,8 +17,8 @@
 use crate::cpu::conv2d::ConvDims;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, NodeId, Op};
-use crate::shape::{Activation, Pool2dParams};
+use crate::graph::{conv_dims5, Graph, NodeId, Op, ParamId};
+use crate::shape::{Activation, ConvParams, Pool2dParams};
 
 /// Alignment (in f32 elements) of every tensor inside a flat buffer: 256 bytes, the
 /// largest `min_storage_buffer_offset_alignment` WebGPU allows.
@@ -441,6 +441,13 @@ impl<'g> Lowering<'g> {
         [self.n, s[0], s[1], s[2]]
     }
 
+    /// The resolved geometry of a convolution reading node `x` with parameter `w`.
+    fn conv_dims(&self, x: NodeId, w: ParamId, p: ConvParams) -> ConvDims {
+        let (x5, w5) = conv_dims5(self.n, &self.g.node(x).shape, &self.g.params()[w].shape);
+        p.dims("conv", x5, w5)
+            .expect("convolution shapes are checked when the graph is built")
+    }
+
     fn out_of(&self, node: NodeId) -> TensorId {
         self.out[node].expect("inputs are lowered before their consumers")
     }
@@ -452,15 +459,9 @@ impl<'g> Lowering<'g> {
         let numel = self.g.numel(id);
         match node.op.clone() {
             Op::Input => {}
-            Op::Conv2d { x, w, b, p, .. } => {
+            Op::Conv { x, w, b, p, .. } => {
                 let y = self.arena(name, numel);
-                let wd = &self.g.params()[w].shape;
-                let d = ConvDims {
-                    x: self.dims4(x),
-                    w: [wd[0], wd[1], wd[2], wd[3]],
-                    y: self.dims4(id),
-                    p,
-                };
+                let d = self.conv_dims(x, w, p);
                 self.steps.push(Step::Conv2dForward {
                     x: self.out_of(x),
                     w: self.param_t[w].0,
@@ -706,16 +707,10 @@ impl<'g> Lowering<'g> {
         let Some(dy) = self.grad_of(id) else { return };
         match op {
             Op::Input | Op::CrossEntropy { .. } | Op::Mse { .. } => {}
-            Op::Conv2d { x, w, b, p, .. } => {
+            Op::Conv { x, w, b, p, .. } => {
                 let y = self.out_of(id);
                 let act = act_code(self.act_of[id]);
-                let wd = &self.g.params()[w].shape;
-                let d = ConvDims {
-                    x: self.dims4(x),
-                    w: [wd[0], wd[1], wd[2], wd[3]],
-                    y: self.dims4(id),
-                    p,
-                };
+                let d = self.conv_dims(x, w, p);
                 if self.needs_grad[x] {
                     let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
                     self.steps.push(Step::Conv2dBackwardInput {
@@ -978,7 +973,7 @@ impl Plan {
                 let prod = &nodes[x].op;
                 if matches!(
                     prod,
-                    Op::Conv2d { act: None, .. } | Op::Linear { act: None, .. }
+                    Op::Conv { act: None, .. } | Op::Linear { act: None, .. }
                 ) && consumers[x] == 1
                     && x != output
                     && fusable(act)

@@ -7,74 +7,320 @@ pub fn window_out(len: usize, kernel: usize, stride: usize, pad: usize) -> usize
     (len + 2 * pad - kernel) / stride + 1
 }
 
-/// 2-D convolution (cross-correlation) parameters.
+/// How a convolution pads its input (zeros), per spatial axis `[d, h, w]`.
 ///
-/// `y[n,o,i,j] = b[o] + Σ_c Σ_a Σ_b w[o,c,a,b]·x[n,c,i·s+a−p, j·s+b−p]`
+/// Axes an op does not have are ignored (a 2-D convolution ignores `d`, a 1-D one `d` and `h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dParams {
-    /// Stride `[sh, sw]` (default 1).
-    pub stride: [usize; 2],
-    /// Zero padding `[ph, pw]` added on both sides (default 0).
-    pub padding: [usize; 2],
+pub enum Padding {
+    /// `begin` zeros before and `end` zeros after the input along each axis
+    /// (`valid` is all zeros; PyTorch's symmetric `padding=p` is `begin = end = p`).
+    Explicit { begin: [usize; 3], end: [usize; 3] },
+    /// Keras/TensorFlow `same`: the output has `⌈len/s⌉` positions; the total padding
+    /// `max((out−1)·s + (k−1)·dil + 1 − len, 0)` is split with the odd zero at the end
+    /// (bottom/right), so stride 2 on an even length pads asymmetrically.
+    Same,
+    /// The kernel element `anchor` (the seed article's "central element") sits on the
+    /// output position: `begin = anchor·dil`, `end = (k−1−anchor)·dil`, so the output has
+    /// `⌈len/s⌉` positions and the window is shifted, not just padded evenly.
+    Anchor([usize; 3]),
 }
 
-impl Default for Conv2dParams {
+/// Convolution parameters for 1-, 2- and 3-D convolutions, per spatial axis `[d, h, w]`.
+///
+/// `y[n,o,z,i,j] = b[o] + Σ_{c∈group(o)} Σ_e Σ_a Σ_b w[o,c,e,a,b]·x[n,c, z·sd+e·dd−pd, i·sh+a·dh−ph, j·sw+b·dw−pw]`
+///
+/// (cross-correlation, the default), where `p` is the padding before each axis. With
+/// [`ConvParams::flipped`] the kernel is used rotated by 180° (true convolution):
+/// `w[o,c,kd−1−e,kh−1−a,kw−1−b]`. With `groups = G` the `C` input and `O` output channels
+/// are split into `G` groups; output channel `o` sees only the `C/G` inputs of its group and
+/// the weight is `[O, C/G, kd, kh, kw]` (`G = C`: depthwise).
+///
+/// The builder methods set every axis; the axes an op does not have are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Stride `[sd, sh, sw]` (default 1).
+    pub stride: [usize; 3],
+    /// Dilation `[dd, dh, dw]`: spacing between kernel taps (default 1).
+    pub dilation: [usize; 3],
+    /// Zero padding (default none).
+    pub padding: Padding,
+    /// Channel groups (default 1).
+    pub groups: usize,
+    /// True convolution (kernel flipped) instead of cross-correlation (default false).
+    pub flip: bool,
+}
+
+/// The 2-D name used throughout (2-D convolutions ignore the `d` axis).
+pub type Conv2dParams = ConvParams;
+
+impl Default for ConvParams {
     fn default() -> Self {
-        Conv2dParams {
-            stride: [1, 1],
-            padding: [0, 0],
+        ConvParams {
+            stride: [1; 3],
+            dilation: [1; 3],
+            padding: Padding::Explicit {
+                begin: [0; 3],
+                end: [0; 3],
+            },
+            groups: 1,
+            flip: false,
         }
     }
 }
 
-impl Conv2dParams {
+impl ConvParams {
+    /// Stride `stride` and symmetric zero padding `padding` on every axis.
     pub fn new(stride: usize, padding: usize) -> Self {
-        Conv2dParams {
-            stride: [stride, stride],
-            padding: [padding, padding],
-        }
+        ConvParams::default().stride(stride).padding(padding)
+    }
+    /// A 2-D convolution's stride `[sh, sw]` and symmetric padding `[ph, pw]` per axis.
+    pub fn new2(stride: [usize; 2], padding: [usize; 2]) -> Self {
+        let mut p = ConvParams::default().padding(0);
+        p.stride = [1, stride[0], stride[1]];
+        p.padding = Padding::Explicit {
+            begin: [0, padding[0], padding[1]],
+            end: [0, padding[0], padding[1]],
+        };
+        p
+    }
+    /// The same stride on every axis.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s; 3];
+        self
+    }
+    /// Symmetric zero padding `p` on every axis (PyTorch `padding=p`).
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = Padding::Explicit {
+            begin: [p; 3],
+            end: [p; 3],
+        };
+        self
+    }
+    /// No padding (Keras `valid`).
+    pub fn valid(self) -> Self {
+        self.padding(0)
+    }
+    /// Keras/TensorFlow `same` padding (asymmetric when the total is odd).
+    pub fn same(mut self) -> Self {
+        self.padding = Padding::Same;
+        self
+    }
+    /// Explicit per-side padding: `begin` and `end` zeros per axis `[d, h, w]`.
+    pub fn pad_sides(mut self, begin: [usize; 3], end: [usize; 3]) -> Self {
+        self.padding = Padding::Explicit { begin, end };
+        self
+    }
+    /// Kernel anchor per axis `[d, h, w]` (see [`Padding::Anchor`]).
+    pub fn anchor(mut self, anchor: [usize; 3]) -> Self {
+        self.padding = Padding::Anchor(anchor);
+        self
+    }
+    /// The same dilation on every axis.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d; 3];
+        self
+    }
+    /// Channel groups (`groups = in_channels`: depthwise).
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// True convolution: the kernel is rotated by 180° before the sliding dot products.
+    pub fn flipped(mut self, flip: bool) -> Self {
+        self.flip = flip;
+        self
     }
 
-    /// Checks `x [N,C,H,W]` against `w [O,C,kh,kw]` and returns the output shape `[N,O,oh,ow]`.
+    /// These parameters with the first `3 − dims` axes made neutral (stride, dilation 1,
+    /// no padding, anchor 0): a `dims`-D convolution ignores them.
+    pub fn for_dims(mut self, dims: usize) -> Self {
+        for a in 0..3 - dims {
+            self.stride[a] = 1;
+            self.dilation[a] = 1;
+            match &mut self.padding {
+                Padding::Explicit { begin, end } => {
+                    begin[a] = 0;
+                    end[a] = 0;
+                }
+                Padding::Anchor(anchor) => anchor[a] = 0,
+                Padding::Same => {}
+            }
+        }
+        self
+    }
+
+    /// Checks a 2-D convolution of `x [N,C,H,W]` with `w [O,C/groups,kh,kw]` and returns the
+    /// output shape `[N,O,oh,ow]`.
     pub fn out_shape(&self, op: &str, x: [usize; 4], w: [usize; 4]) -> Result<[usize; 4]> {
-        let [n, c, h, wd] = x;
-        let [o, wc, kh, kw] = w;
+        let d = self.dims2(op, x, w)?;
+        Ok([d.y[0], d.y[1], d.y[3], d.y[4]])
+    }
+
+    /// [`ConvParams::dims`] for a 2-D convolution (`x [N,C,H,W]`, `w [O,C/groups,kh,kw]`).
+    pub fn dims2(&self, op: &str, x: [usize; 4], w: [usize; 4]) -> Result<ConvDims> {
+        self.for_dims(2)
+            .dims(op, [x[0], x[1], 1, x[2], x[3]], [w[0], w[1], 1, w[2], w[3]])
+    }
+
+    /// Checks `x [N,C,D,H,W]` against `w [O,C/groups,kd,kh,kw]` and resolves the padding:
+    /// the geometry every pass of the convolution uses. Messages show the `x`, `w` and
+    /// kernel shapes with the spatial axes of size 1 in front of the last non-trivial
+    /// one dropped.
+    pub fn dims(&self, op: &str, x: [usize; 5], w: [usize; 5]) -> Result<ConvDims> {
+        // the number of spatial axes to show: 2 unless it is a genuine 3-D (or 1-D) op
+        let sp = if x[2] != 1 || w[2] != 1 { 3 } else { 2 };
+        self.dims_shown(op, x, w, sp)
+    }
+
+    /// [`ConvParams::dims`], showing `sp` spatial axes in messages.
+    pub(crate) fn dims_shown(
+        &self,
+        op: &str,
+        x: [usize; 5],
+        w: [usize; 5],
+        sp: usize,
+    ) -> Result<ConvDims> {
+        let [n, c, ..] = x;
+        let [o, wc, ..] = w;
+        let show = |a: &[usize; 5]| {
+            let mut v = a[..2].to_vec();
+            v.extend_from_slice(&a[5 - sp..]);
+            format!("{v:?}")
+        };
+        let by = |v: &[usize]| {
+            v[3 - sp..]
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         if x.contains(&0) || w.contains(&0) {
             return Err(Error::shape(
                 op,
-                format!("zero-sized dimension: x {x:?}, w {w:?}"),
+                format!("zero-sized dimension: x {}, w {}", show(&x), show(&w)),
             ));
         }
-        if c != wc {
+        let g = self.groups;
+        if g == 0 {
+            return Err(Error::invalid(op, "groups must be at least 1"));
+        }
+        if c % g != 0 || o % g != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{c} input and {o} output channels must both divide into {g} groups"),
+            ));
+        }
+        if c / g != wc {
+            let per = if g > 1 {
+                format!(" ({} per group of {g})", c / g)
+            } else {
+                String::new()
+            };
             return Err(Error::shape(
                 op,
-                format!("input has {c} channels but the weight expects {wc} (x {x:?}, w {w:?})"),
+                format!(
+                    "input has {c} channels{per} but the weight expects {wc} (x {}, w {})",
+                    show(&x),
+                    show(&w)
+                ),
             ));
         }
         if self.stride.contains(&0) {
             return Err(Error::invalid(op, "stride must be at least 1"));
         }
-        let [ph, pw] = self.padding;
-        let padded = |len: usize, pad: usize| pad.checked_mul(2).and_then(|p| p.checked_add(len));
-        let (Some(hp), Some(wp)) = (padded(h, ph), padded(wd, pw)) else {
+        if self.dilation.contains(&0) {
+            return Err(Error::invalid(op, "dilation must be at least 1"));
+        }
+        let kernel = [w[2], w[3], w[4]];
+        let mut pad = [0usize; 3];
+        let mut padded = [0usize; 3];
+        let mut ext = [0usize; 3];
+        for a in 0..3 {
+            let (len, k, s, dil) = (x[a + 2], kernel[a], self.stride[a], self.dilation[a]);
+            // the kernel's extent: (k−1)·dil + 1
+            ext[a] = (k - 1)
+                .checked_mul(dil)
+                .and_then(|e| e.checked_add(1))
+                .ok_or_else(|| {
+                    Error::invalid(op, format!("kernel {k} with dilation {dil} is too large"))
+                })?;
+            let (begin, end) = match self.padding {
+                Padding::Explicit { begin, end } => (begin[a], end[a]),
+                Padding::Same => {
+                    let out = len.div_ceil(s);
+                    let total = ((out - 1) * s + ext[a]).saturating_sub(len);
+                    (total / 2, total - total / 2)
+                }
+                Padding::Anchor(anchor) => {
+                    if anchor[a] >= k {
+                        return Err(Error::invalid(
+                            op,
+                            format!(
+                                "anchor {} lies outside the kernel {}",
+                                by(&anchor),
+                                by(&kernel)
+                            ),
+                        ));
+                    }
+                    (anchor[a] * dil, (k - 1 - anchor[a]) * dil)
+                }
+            };
+            padded[a] = len
+                .checked_add(begin)
+                .and_then(|v| v.checked_add(end))
+                .ok_or_else(|| {
+                    Error::invalid(op, format!("padding {:?} is too large", self.padding))
+                })?;
+            pad[a] = begin;
+        }
+        if (0..3).any(|a| ext[a] > padded[a]) {
+            let dil = if self.dilation[3 - sp..].iter().any(|&d| d > 1) {
+                format!(" (dilation {}, extent {})", by(&self.dilation), by(&ext))
+            } else {
+                String::new()
+            };
             return Err(Error::invalid(
                 op,
-                format!("padding {:?} is too large", self.padding),
-            ));
-        };
-        if kh > hp || kw > wp {
-            return Err(Error::invalid(
-                op,
-                format!("kernel {kh}x{kw} is larger than the padded input {hp}x{wp}"),
+                format!(
+                    "kernel {}{dil} is larger than the padded input {}",
+                    by(&kernel),
+                    by(&padded)
+                ),
             ));
         }
-        Ok([
-            n,
-            o,
-            window_out(h, kh, self.stride[0], ph),
-            window_out(wd, kw, self.stride[1], pw),
-        ])
+        let mut y = [n, o, 0, 0, 0];
+        for a in 0..3 {
+            y[a + 2] = (padded[a] - ext[a]) / self.stride[a] + 1;
+        }
+        Ok(ConvDims {
+            x,
+            w,
+            y,
+            stride: self.stride,
+            dilation: self.dilation,
+            pad,
+            groups: g,
+            flip: self.flip,
+        })
     }
+}
+
+/// The resolved geometry of one convolution, shared by its three passes (the CPU twins, the
+/// GPU uniforms). 2-D convolutions have `D = kd = od = 1`, 1-D ones also `H = kh = oh = 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDims {
+    /// Input `[N, C, D, H, W]`.
+    pub x: [usize; 5],
+    /// Weight `[O, C/groups, kd, kh, kw]`.
+    pub w: [usize; 5],
+    /// Output `[N, O, od, oh, ow]`.
+    pub y: [usize; 5],
+    pub stride: [usize; 3],
+    pub dilation: [usize; 3],
+    /// Zeros before each axis (those after only shorten the output).
+    pub pad: [usize; 3],
+    pub groups: usize,
+    pub flip: bool,
 }
 
 /// 2-D pooling parameters. Padding counts as `−∞` for max-pooling (PyTorch).

@@ -804,10 +804,7 @@ fn huge_padding_is_refused() {
         let x = Array4::<f32>::ones((1, 1, 4, 4));
         let w = Array4::<f32>::ones((1, 1, 3, 3));
         for p in [half, half + 1, usize::MAX] {
-            let prm = Conv2dParams {
-                stride: [1, 1],
-                padding: [p, 0],
-            };
+            let prm = Conv2dParams::new2([1, 1], [p, 0]);
             expect_err(
                 be.conv2d(&x, &w, None, prm),
                 "InvalidArgument",
@@ -850,10 +847,7 @@ fn functional_stride_zero() {
     for (_, be) in common::backends() {
         let x = Array4::<f32>::ones((1, 1, 8, 8));
         let w = Array4::<f32>::ones((1, 1, 3, 3));
-        let p = Conv2dParams {
-            stride: [1, 0],
-            padding: [0, 0],
-        };
+        let p = Conv2dParams::new2([1, 0], [0, 0]);
         expect_err(
             be.conv2d(&x, &w, None, p),
             "InvalidArgument",

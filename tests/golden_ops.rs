@@ -74,10 +74,7 @@ fn conv_case(c: &Conv) {
     let w = arr4(c.w_shape, c.w);
     let b = Array1::from(c.b.to_vec());
     let dy = arr4(c.y_shape, c.dy);
-    let p = Conv2dParams {
-        stride: c.stride,
-        padding: c.padding,
-    };
+    let p = Conv2dParams::new2(c.stride, c.padding);
     for (be_name, be) in common::backends() {
         let tag = |t: &str| format!("{} [{be_name}] {t}", c.name);
         // y: C·kh·kw-term dot products (25–150) plus the bias.

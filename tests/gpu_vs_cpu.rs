@@ -102,10 +102,7 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
                 (kh <= h + 2 * ph && kw <= w + 2 * pw).then_some(ConvProblem {
                     x: [n, c, h, w],
                     w: [o, c, kh, kw],
-                    p: Conv2dParams {
-                        stride: [sh, sw],
-                        padding: [ph, pw],
-                    },
+                    p: Conv2dParams::new2([sh, sw], [ph, pw]),
                     seed,
                 })
             },

@@ -244,20 +244,14 @@ fn conv2d_stride2_padding1() {
 
 #[test]
 fn conv2d_non_square_kernel_mixed_stride_and_padding() {
-    let p = Conv2dParams {
-        stride: [2, 1],
-        padding: [1, 2],
-    };
+    let p = Conv2dParams::new2([2, 1], [1, 2]);
     gradcheck_conv(3, [1, 3, 8, 10], [2, 3, 2, 4], p);
 }
 
 #[test]
 fn conv2d_wide_kernel_stride_3_skips_inputs() {
     // stride > kernel height: some input rows feed no output (their dx must be 0)
-    let p = Conv2dParams {
-        stride: [3, 2],
-        padding: [0, 2],
-    };
+    let p = Conv2dParams::new2([3, 2], [0, 2]);
     gradcheck_conv(4, [2, 2, 8, 6], [3, 2, 2, 5], p);
 }
 

@@ -9,7 +9,7 @@ use super::{Counters, Flat};
 use crate::error::Result;
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::ops::{
-    groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
+    groups64, ClipParams, ConvUniform, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
 };
 use crate::gpu::GpuContext;
@@ -268,7 +268,7 @@ impl GpuExec {
         match s {
             Step::Conv2dForward { x, w, b, y, d, act } => {
                 let bs = b.map_or_else(|| self.dummy(), sl);
-                let prm = ConvParams::new(d, b.is_some(), *act);
+                let prm = ConvUniform::new(d, b.is_some(), *act);
                 let slices = [sl(*x), sl(*w), bs, sl(*y)];
                 let (d, u) = c.record_conv("conv2d_forward", &slices, &prm)?;
                 Ok((d, u, std::mem::size_of_val(&prm) as u64))
@@ -281,7 +281,7 @@ impl GpuExec {
                 d,
                 act,
             } => {
-                let prm = ConvParams::new(d, false, *act);
+                let prm = ConvUniform::new(d, false, *act);
                 let slices = [sl(*dy), sl(*w), sl(*y), sl(*dx)];
                 let (d, u) = c.record_conv("conv2d_backward_input", &slices, &prm)?;
                 Ok((d, u, std::mem::size_of_val(&prm) as u64))
@@ -296,7 +296,7 @@ impl GpuExec {
                 act,
             } => {
                 let dbs = db.map_or_else(|| self.dummy_out(), sl);
-                let prm = ConvParams::new(d, db.is_some(), *act);
+                let prm = ConvUniform::new(d, db.is_some(), *act);
                 let slices = [sl(*x), sl(*dy), sl(*y), sl(*dw), dbs];
                 let (d, u) = c.record_conv("conv2d_backward_weight", &slices, &prm)?;
                 Ok((d, u, std::mem::size_of_val(&prm) as u64))

@@ -572,9 +572,9 @@ impl BenchOp {
     /// a ones column). Elementwise ops, pooling, losses and the optimizer count 0.
     pub fn flops(&self) -> f64 {
         let conv = |d: &ConvDims| {
-            let [n, o, oh, ow] = d.y;
-            let [_, c, kh, kw] = d.w;
-            2.0 * (n * o * oh * ow) as f64 * (c * kh * kw) as f64
+            let outputs: usize = d.y.iter().product();
+            let taps: usize = d.w[1..].iter().product();
+            2.0 * outputs as f64 * taps as f64
         };
         match self {
             BenchOp::Conv2dForward { d, .. }

@@ -15,46 +15,83 @@ use crate::shape::Pool2dParams;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct ConvParams {
+pub(crate) struct ConvUniform {
     pub n: u32,
     pub c: u32,
+    pub d: u32,
     pub h: u32,
     pub w: u32,
     pub o: u32,
+    pub kd: u32,
     pub kh: u32,
     pub kw: u32,
+    pub sd: u32,
     pub sh: u32,
     pub sw: u32,
+    pub pd: u32,
     pub ph: u32,
     pub pw: u32,
+    pub dd: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub od: u32,
     pub oh: u32,
     pub ow: u32,
+    /// Input channels per group (the weight's second dimension).
+    pub cg: u32,
+    /// Output channels per group.
+    pub og: u32,
     pub has_bias: u32,
     pub act: u32,
     pub alpha: f32,
+    /// True convolution (the FLIP specialisation constant must equal it).
+    pub flip: u32,
+    pad: u32,
 }
 
-impl ConvParams {
+impl ConvUniform {
     pub fn new(d: &ConvDims, has_bias: bool, act: (u32, f32)) -> Self {
         let u = |v: usize| v as u32;
-        ConvParams {
+        ConvUniform {
             n: u(d.x[0]),
             c: u(d.x[1]),
-            h: u(d.x[2]),
-            w: u(d.x[3]),
+            d: u(d.x[2]),
+            h: u(d.x[3]),
+            w: u(d.x[4]),
             o: u(d.w[0]),
-            kh: u(d.w[2]),
-            kw: u(d.w[3]),
-            sh: u(d.p.stride[0]),
-            sw: u(d.p.stride[1]),
-            ph: u(d.p.padding[0]),
-            pw: u(d.p.padding[1]),
-            oh: u(d.y[2]),
-            ow: u(d.y[3]),
+            kd: u(d.w[2]),
+            kh: u(d.w[3]),
+            kw: u(d.w[4]),
+            sd: u(d.stride[0]),
+            sh: u(d.stride[1]),
+            sw: u(d.stride[2]),
+            pd: u(d.pad[0]),
+            ph: u(d.pad[1]),
+            pw: u(d.pad[2]),
+            dd: u(d.dilation[0]),
+            dh: u(d.dilation[1]),
+            dw: u(d.dilation[2]),
+            od: u(d.y[2]),
+            oh: u(d.y[3]),
+            ow: u(d.y[4]),
+            cg: u(d.w[1]),
+            og: u(d.w[0] / d.groups),
             has_bias: has_bias as u32,
             act: act.0,
             alpha: act.1,
+            flip: d.flip as u32,
+            pad: 0,
         }
+    }
+
+    /// Plain 2-D, no groups, dilation or flip: the shapes the stride-1 rows variants serve.
+    fn plain_2d(&self) -> bool {
+        self.d == 1
+            && self.kd == 1
+            && self.cg == self.c
+            && self.dh == 1
+            && self.dw == 1
+            && self.flip == 0
     }
 }
 
@@ -382,14 +419,14 @@ fn pick<T: Copy>(cands: &[T], groups: impl Fn(T) -> u64, min_groups: u64) -> (T,
 }
 
 /// Workgroups of conv kernel `name` for register tile `tile`.
-fn conv_groups(name: &str, p: &ConvParams, (r, s): (u32, u32)) -> u64 {
+fn conv_groups(name: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
     match name {
         "conv2d_forward" => {
-            let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
+            let pos = p.n as u64 * p.od as u64 * p.oh as u64 * p.ow as u64;
             pos.div_ceil(64 * s as u64) * p.o.div_ceil(r) as u64
         }
         "conv2d_backward_input" => {
-            let pos = p.n as u64 * p.h as u64 * p.w as u64;
+            let pos = p.n as u64 * p.d as u64 * p.h as u64 * p.w as u64;
             pos.div_ceil(64 * s as u64) * p.c.div_ceil(r) as u64
         }
         "conv2d_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
@@ -398,24 +435,41 @@ fn conv_groups(name: &str, p: &ConvParams, (r, s): (u32, u32)) -> u64 {
             segs.div_ceil(64) * p.c.div_ceil(r) as u64
         }
         _ => {
-            let cols = p.c * p.kh * p.kw + p.has_bias;
+            let cols = p.cg * p.kd * p.kh * p.kw + p.has_bias;
             p.o.div_ceil(r) as u64 * cols.div_ceil(s) as u64
         }
     }
+}
+
+/// A channel tile for `len` channels in groups of `group` (`group == len`: no groups): as
+/// [`balanced`] without groups; with groups, the largest allowed extent up to `max` that
+/// divides the group, so no tile straddles two groups.
+fn channel_tile(len: u32, group: u32, max: u32) -> u32 {
+    if group == len {
+        return balanced(len, max);
+    }
+    EXTENTS
+        .iter()
+        .copied()
+        .filter(|&e| e <= max.max(1) && group % e == 0)
+        .max()
+        .unwrap_or(1)
 }
 
 /// The conv kernel that computes `name`: the rows variants of the backward passes for layers
 /// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
 /// `ROWS_MAX_KW` wide. (A rows variant of the forward pass measured no faster: its weight
 /// loads dominate either way.)
-fn conv_kernel(name: &str, p: &ConvParams) -> &'static str {
+fn conv_kernel(name: &str, p: &ConvUniform) -> &'static str {
     match name {
         "conv2d_forward" => "conv2d_forward",
-        "conv2d_backward_input" if p.sh == 1 && p.sw == 1 && p.kw <= ROWS_MAX_KW => {
+        "conv2d_backward_input"
+            if p.plain_2d() && p.sh == 1 && p.sw == 1 && p.kw <= ROWS_MAX_KW =>
+        {
             "conv2d_backward_input_rows"
         }
         "conv2d_backward_input" => "conv2d_backward_input",
-        _ if p.sw == 1 && p.kw <= ROWS_MAX_KW => "conv2d_backward_weight_rows",
+        _ if p.plain_2d() && p.sw == 1 && p.kw <= ROWS_MAX_KW => "conv2d_backward_weight_rows",
         _ => "conv2d_backward_weight",
     }
 }
@@ -424,16 +478,16 @@ fn conv_kernel(name: &str, p: &ConvParams) -> &'static str {
 /// forward and backward-input kernels, (output channels, columns) per workgroup for the
 /// backward-weight kernel. `min_groups` is the parallelism to keep: tiles shrink until the
 /// dispatch has that many workgroups, if they can.
-fn conv_tile(name: &str, p: &ConvParams, t: &Tiles) -> (u32, u32) {
+fn conv_tile(name: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
     let min_groups = t.min_groups;
     match name {
         "conv2d_forward" | "conv2d_backward_input" => {
-            let (chan, max, cands) = if name == "conv2d_forward" {
-                (p.o, t.fwd_channels, t.fwd_positions)
+            let (chan, group, max, cands) = if name == "conv2d_forward" {
+                (p.o, p.og, t.fwd_channels, t.fwd_positions)
             } else {
-                (p.c, t.bwd_in_channels, t.bwd_in_positions)
+                (p.c, p.cg, t.bwd_in_channels, t.bwd_in_positions)
             };
-            let r = balanced(chan, max);
+            let r = channel_tile(chan, group, max);
             let (s, _) = pick(cands, |s| conv_groups(name, p, (r, s)), min_groups);
             (r, s)
         }
@@ -459,8 +513,8 @@ fn conv_tile(name: &str, p: &ConvParams, t: &Tiles) -> (u32, u32) {
             (r, a)
         }
         _ => {
-            let r = balanced(p.o, t.bwd_w.0);
-            let cols = p.c * p.kh * p.kw + p.has_bias;
+            let r = channel_tile(p.o, p.og, t.bwd_w.0);
+            let cols = p.cg * p.kd * p.kh * p.kw + p.has_bias;
             let mut c = balanced(cols, t.bwd_w.1);
             let mut parts = cols.div_ceil(c);
             while conv_groups(name, p, (r, c)) < min_groups && c > 1 {
@@ -473,8 +527,8 @@ fn conv_tile(name: &str, p: &ConvParams, t: &Tiles) -> (u32, u32) {
 }
 
 /// The specialisation of conv kernel `name`: fused activation and bias, register tile.
-fn conv_consts(name: &str, p: &ConvParams, (r, s): (u32, u32)) -> Consts {
-    let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias)];
+fn conv_consts(name: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
+    let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias), ("FLIP", p.flip)];
     let names = match name {
         "conv2d_forward" => ("FR", "FS"),
         "conv2d_backward_input" => ("IR", "IS"),
@@ -571,7 +625,7 @@ impl GpuContext {
         &self,
         name: &str,
         slices: &[Slice],
-        params: &ConvParams,
+        params: &ConvUniform,
     ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
         let p = params;
         let name = conv_kernel(name, p);
@@ -694,7 +748,7 @@ impl GpuContext {
             };
             let d = match op {
                 BenchOp::Conv2dForward { d, bias, act } => {
-                    let prm = ConvParams::new(d, *bias, *act);
+                    let prm = ConvUniform::new(d, *bias, *act);
                     let s = [
                         input(d.x.iter().product()),
                         input(d.w.iter().product()),
@@ -704,7 +758,7 @@ impl GpuContext {
                     self.record_conv("conv2d_forward", &s, &prm)?.0
                 }
                 BenchOp::Conv2dBackwardInput { d, act } => {
-                    let prm = ConvParams::new(d, false, *act);
+                    let prm = ConvUniform::new(d, false, *act);
                     let s = [
                         input(d.y.iter().product()),
                         input(d.w.iter().product()),
@@ -714,7 +768,7 @@ impl GpuContext {
                     self.record_conv("conv2d_backward_input", &s, &prm)?.0
                 }
                 BenchOp::Conv2dBackwardWeight { d, bias, act } => {
-                    let prm = ConvParams::new(d, *bias, *act);
+                    let prm = ConvUniform::new(d, *bias, *act);
                     let s = [
                         input(d.x.iter().product()),
                         input(d.y.iter().product()),
