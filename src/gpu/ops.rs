@@ -451,7 +451,7 @@ fn channel_tile(len: u32, group: u32, max: u32) -> u32 {
     EXTENTS
         .iter()
         .copied()
-        .filter(|&e| e <= max.max(1) && group % e == 0)
+        .filter(|&e| e <= max.max(1) && group.is_multiple_of(e))
         .max()
         .unwrap_or(1)
 }
