@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- --quick         # LeNet step + small shapes only
 //! cargo run --release --example bench -- --json out.json # also write the figures as JSON
 //! cargo run --release --example bench -- --naive-1024    # also the naive 1024³ GEMM (slow)
+//! cargo run --release --example bench -- --quick --xception  # also nn::xception_mini's step
 //! ```
 //!
 //! GPU op times are kernel times on device-resident buffers: the same dispatch repeated in
@@ -24,6 +25,7 @@ use wgcnn::cpu::matmul::{self, Gemm};
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::gpu::kernels::{BenchOp, BenchProgram};
 use wgcnn::gpu::GpuContext;
+use wgcnn::graph::Graph;
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
 
@@ -37,6 +39,7 @@ const REFERENCES: &[(&str, f64, f64)] = &[
 
 struct Args {
     quick: bool,
+    xception: bool,
     json: Option<String>,
     naive_1024: bool,
 }
@@ -44,6 +47,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         quick: false,
+        xception: false,
         json: None,
         naive_1024: false,
     };
@@ -51,10 +55,11 @@ fn args() -> Args {
     while let Some(s) = it.next() {
         match s.as_str() {
             "--quick" => a.quick = true,
+            "--xception" => a.xception = true,
             "--naive-1024" => a.naive_1024 = true,
             "--json" => a.json = Some(it.next().expect("--json needs a path")),
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--json PATH] [--naive-1024]");
+                println!("usage: bench [--quick] [--xception] [--json PATH] [--naive-1024]");
                 std::process::exit(0);
             }
             other => {
@@ -347,12 +352,16 @@ fn describe(op: &BenchOp) -> String {
 }
 
 fn bench_lenet(gpu: &Backend, batch: usize, a: &Args, breakdown: bool) -> StepRow {
+    bench_step(gpu, &nn::lenet5().expect("lenet"), batch, a, breakdown)
+}
+
+/// The training step of `graph` (1×28×28 inputs, 10 classes) at batch size `batch`.
+fn bench_step(gpu: &Backend, graph: &Graph, batch: usize, a: &Args, breakdown: bool) -> StepRow {
     let ctx = gpu.gpu_context().expect("gpu backend");
-    let graph = nn::lenet5().expect("lenet");
     let opt = Optimizer::sgd(0.01);
     let before = ctx.pipeline_stats();
     let t = Instant::now();
-    let mut ex = Executor::new(gpu, &graph, batch, opt, 0).expect("executor");
+    let mut ex = Executor::new(gpu, graph, batch, opt, 0).expect("executor");
     let plan_s = t.elapsed().as_secs_f64();
     let after_plan = ctx.pipeline_stats();
     let x = values(7, batch * 784);
@@ -417,7 +426,7 @@ fn bench_lenet(gpu: &Backend, batch: usize, a: &Args, breakdown: bool) -> StepRo
         }
     }
     // the CPU executor, for comparison
-    let mut cex = Executor::new(&Backend::cpu(), &graph, batch, opt, 0).expect("cpu executor");
+    let mut cex = Executor::new(&Backend::cpu(), graph, batch, opt, 0).expect("cpu executor");
     cex.train_step(&x, Targets::Classes(&y)).expect("cpu step");
     let csteps = if batch >= 256 { 2 } else { 4 };
     let t = Instant::now();
@@ -539,36 +548,23 @@ fn main() {
     }
     println!();
     if let Some(r) = lenet.first() {
-        let total: f64 = r.breakdown.iter().map(|b| b.3).sum();
-        println!(
-            "### Where a batch-{} step goes (each dispatch timed alone)",
-            r.batch
-        );
-        println!();
-        println!("| # | kernel | shape | MFLOP | ms | share | GFLOP/s |");
-        println!("|---:|---|---|---:|---:|---:|---:|");
-        for (i, (k, shape, f, s)) in r.breakdown.iter().enumerate() {
-            println!(
-                "| {} | {k} | {shape} | {:.2} | {:.2} | {:.0}% | {} |",
-                i + 1,
-                f / 1e6,
-                s * 1e3,
-                100.0 * s / total,
-                if *f > 0.0 {
-                    format!("{:.2}", gflops(*f, *s))
-                } else {
-                    "–".into()
-                }
-            );
-        }
-        println!(
-            "| | **sum** | | {:.1} | {:.1} | | {:.2} |",
-            r.breakdown.iter().map(|b| b.2).sum::<f64>() / 1e6,
-            total * 1e3,
-            gflops(r.breakdown.iter().map(|b| b.2).sum::<f64>(), total)
-        );
-        println!();
+        print_breakdown(r);
     }
+    let xception = a.xception.then(|| {
+        eprintln!("xception_mini training step…");
+        let g = nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10).expect("xception");
+        let r = bench_step(&gpu, &g, 64, &a, true);
+        println!("## nn::xception_mini training step (SGD, batch 64)");
+        println!();
+        println!(
+            "GPU {:.0} images/s ({:.1} ms/step, {} dispatches/step, {:.2} MFLOP/image); CPU executor {:.0} images/s",
+            r.images_per_s, r.step_ms, r.dispatches, r.mflop_per_image, r.cpu_images_per_s
+        );
+        println!();
+        print_breakdown(&r);
+        r
+    });
+    let _ = &xception;
 
     eprintln!("ops…");
     let ops = bench_ops(&ctx, &a);
@@ -657,5 +653,39 @@ fn main() {
         std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
             .unwrap_or_else(|e| panic!("writing {path}: {e}"));
         eprintln!("wrote {path}");
+    }
+}
+
+fn print_breakdown(r: &StepRow) {
+    {
+        let total: f64 = r.breakdown.iter().map(|b| b.3).sum();
+        println!(
+            "### Where a batch-{} step goes (each dispatch timed alone)",
+            r.batch
+        );
+        println!();
+        println!("| # | kernel | shape | MFLOP | ms | share | GFLOP/s |");
+        println!("|---:|---|---|---:|---:|---:|---:|");
+        for (i, (k, shape, f, s)) in r.breakdown.iter().enumerate() {
+            println!(
+                "| {} | {k} | {shape} | {:.2} | {:.2} | {:.0}% | {} |",
+                i + 1,
+                f / 1e6,
+                s * 1e3,
+                100.0 * s / total,
+                if *f > 0.0 {
+                    format!("{:.2}", gflops(*f, *s))
+                } else {
+                    "–".into()
+                }
+            );
+        }
+        println!(
+            "| | **sum** | | {:.1} | {:.1} | | {:.2} |",
+            r.breakdown.iter().map(|b| b.2).sum::<f64>() / 1e6,
+            total * 1e3,
+            gflops(r.breakdown.iter().map(|b| b.2).sum::<f64>(), total)
+        );
+        println!();
     }
 }

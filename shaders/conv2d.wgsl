@@ -59,6 +59,7 @@ struct ConvParams {
 const ACT: u32 = 0u;        // fused activation code (see common.wgsl)
 const HAS_BIAS: u32 = 0u;   // forward adds b, backward-weight writes db
 const FLIP: u32 = 0u;       // 1: true convolution (kernel taps rotated by 180°)
+const UNIT: u32 = 0u;       // backward-input: 1 when every stride is 1 (no divisions needed)
 const FR: u32 = 8u;         // forward: output channels per invocation
 const FS: u32 = 8u;         // forward: positions per invocation
 const IR: u32 = 4u;         // backward-input: input channels per invocation
@@ -215,9 +216,10 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                     let tk = tz[s] - i32(e * g.dd);
                     let ti = th[s] - i32(a * g.dh);
                     let tj = tw[s] - i32(b * g.dw);
-                    let k = u32(max(tk, 0)) / g.sd;
-                    let i = u32(max(ti, 0)) / g.sh;
-                    let j = u32(max(tj, 0)) / g.sw;
+                    var k = u32(max(tk, 0));
+                    var i = u32(max(ti, 0));
+                    var j = u32(max(tj, 0));
+                    if (UNIT == 0u) { k /= g.sd; i /= g.sh; j /= g.sw; }
                     ok[s] = tk >= 0 && ti >= 0 && tj >= 0
                             && k * g.sd == u32(tk) && i * g.sh == u32(ti) && j * g.sw == u32(tj)
                             && k < g.od && i < g.oh && j < g.ow;

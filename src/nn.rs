@@ -557,3 +557,84 @@ pub fn lenet5() -> Result<Graph> {
         .add("f7", Linear::new(84, 10))
         .cross_entropy()
 }
+
+/// A small Xception-style network (Chollet 2017, after Keras's "image classification from
+/// scratch" example), sized for `input = [C, H, W]` images such as 1×28×28 Fashion-MNIST:
+///
+/// ```text
+/// Rescaling(1/127.5, −1)                          bytes 0..255 → [−1, 1]
+/// entry:  Conv2d 3×3 stride 2 same → widths[0], BatchNorm, ReLU
+/// blocks (one per width w in widths[1..]):
+///         ReLU, SeparableConv2d 3×3 same → w, BatchNorm,
+///         ReLU, SeparableConv2d 3×3 same → w, BatchNorm,
+///         MaxPool 3×3 stride 2 pad 1
+///       + shortcut: Conv2d 1×1 stride 2 → w, BatchNorm          (residual add)
+/// exit:   SeparableConv2d 3×3 same → 2·last, BatchNorm, ReLU,
+///         GlobalAvgPool, Dropout(0.25), Linear → classes, cross-entropy
+/// ```
+/// Feed it unnormalised pixel values (0–255): the first layer rescales them.
+pub fn xception_mini(input: &[usize], widths: &[usize], classes: usize) -> Result<Graph> {
+    if input.len() != 3 || widths.len() < 2 || widths.contains(&0) || classes == 0 {
+        return Err(Error::invalid(
+            "xception_mini",
+            format!(
+                "needs a [C,H,W] input, at least two widths and a class count (got {input:?}, {widths:?}, {classes})"
+            ),
+        ));
+    }
+    let (mom, eps) = (0.1, 1e-5);
+    let mut g = Graph::new();
+    let x = g.input("input", input)?;
+    let x = g.rescaling("rescale", x, 1.0 / 127.5, -1.0)?;
+    let x = Conv2d::new(input[0], widths[0], 3)
+        .stride(2)
+        .same()
+        .bias(false)
+        .build(&mut g, "entry.conv", x)?;
+    let x = g.batch_norm("entry.bn", x, mom, eps)?;
+    let mut x = g.activation("entry.relu", x, Activation::Relu)?;
+    let mut prev = widths[0];
+    for (i, &w) in widths[1..].iter().enumerate() {
+        let b = format!("block{}", i + 1);
+        let residual = x;
+        let y = g.activation(&format!("{b}.relu1"), x, Activation::Relu)?;
+        let y = SeparableConv2d::new(prev, w, 3).same().bias(false).build(
+            &mut g,
+            &format!("{b}.sep1"),
+            y,
+        )?;
+        let y = g.batch_norm(&format!("{b}.bn1"), y, mom, eps)?;
+        let y = g.activation(&format!("{b}.relu2"), y, Activation::Relu)?;
+        let y = SeparableConv2d::new(w, w, 3).same().bias(false).build(
+            &mut g,
+            &format!("{b}.sep2"),
+            y,
+        )?;
+        let y = g.batch_norm(&format!("{b}.bn2"), y, mom, eps)?;
+        let pool = Pool2dParams {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        let y = g.max_pool2d(&format!("{b}.pool"), y, pool)?;
+        let r = Conv2d::new(prev, w, 1).stride(2).bias(false).build(
+            &mut g,
+            &format!("{b}.shortcut"),
+            residual,
+        )?;
+        let r = g.batch_norm(&format!("{b}.shortcut_bn"), r, mom, eps)?;
+        x = g.add(&format!("{b}.add"), y, r)?;
+        prev = w;
+    }
+    let x = SeparableConv2d::new(prev, 2 * prev, 3)
+        .same()
+        .bias(false)
+        .build(&mut g, "exit.sep", x)?;
+    let x = g.batch_norm("exit.bn", x, mom, eps)?;
+    let x = g.activation("exit.relu", x, Activation::Relu)?;
+    let x = g.global_avg_pool("gap", x)?;
+    let x = g.dropout("dropout", x, 0.25)?;
+    let x = g.linear("fc", x, classes, true)?;
+    g.cross_entropy("loss", x)?;
+    Ok(g)
+}

@@ -531,7 +531,11 @@ fn conv_consts(name: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
     let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias), ("FLIP", p.flip)];
     let names = match name {
         "conv2d_forward" => ("FR", "FS"),
-        "conv2d_backward_input" => ("IR", "IS"),
+        "conv2d_backward_input" => {
+            let unit = p.sd == 1 && p.sh == 1 && p.sw == 1;
+            consts.push(("UNIT", unit as u32));
+            ("IR", "IS")
+        }
         "conv2d_backward_weight_rows" => {
             consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("WRED", s * p.kw + 1)]);
             ("WR", "WA")
@@ -629,9 +633,14 @@ impl GpuContext {
     ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
         let p = params;
         let name = conv_kernel(name, p);
+        // every field but the batch size: the channel tiles must divide the groups (cg,
+        // og), so two layers that differ only in groups must not share a tile
         let key = format!(
             "{name} {:?}",
-            [p.c, p.h, p.w, p.o, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.has_bias, p.act]
+            [
+                p.c, p.d, p.h, p.w, p.o, p.kd, p.kh, p.kw, p.sd, p.sh, p.sw, p.pd, p.ph, p.pw,
+                p.dd, p.dh, p.dw, p.cg, p.og, p.has_bias, p.act, p.flip
+            ]
         );
         let tiles = self.tiles();
         let tile = self.tile_for(key, || conv_tile(name, p, &tiles))?;

@@ -1,0 +1,377 @@
+//! Train a small Xception-style network (depthwise-separable convolutions, batch norm,
+//! residual 1×1 stride-2 shortcuts, global average pooling, dropout) on Fashion-MNIST on
+//! the GPU, and LeNet-5 under the same budget (same images, epochs, batch size and
+//! optimizer) for comparison.
+//!
+//! ```text
+//! cargo run --release --example xception_fashion                   # 1 epoch on the first 10,000 images
+//! cargo run --release --example xception_fashion -- --epochs 5 --train-limit 60000
+//! cargo run --release --example xception_fashion -- --json runs/xception/summary.json
+//! cargo run --release --example xception_fashion -- --eval      # evaluate the checkpoint
+//! ```
+//! Fashion-MNIST: `apt-get install dataset-fashion-mnist` (→ /usr/share/datasets/fashion-mnist)
+//! or `--data <dir>` with the four IDX files. Ctrl-C finishes the current step, writes the
+//! checkpoint and exits; `--resume` continues from it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use wgcnn::data::{self, DatasetPair, Loader, Normalize};
+use wgcnn::exec::Executor;
+use wgcnn::graph::Graph;
+use wgcnn::{nn, train, Backend, Optimizer, OptimizerKind};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Train a small Xception-style network on Fashion-MNIST with wgcnn, against LeNet-5"
+)]
+struct Args {
+    /// Directory with the four Fashion-MNIST IDX files (raw or .gz).
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    data: PathBuf,
+    /// Epochs to train (in total, counting those of a resumed checkpoint).
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Learning rate (default: 0.05 for sgd/momentum/nesterov, 1e-3 otherwise).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// sgd|momentum|nesterov|rmsprop|adam|adamw
+    #[arg(long, default_value = "momentum")]
+    optimizer: String,
+    /// L2 weight decay (decoupled for adamw).
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    #[arg(long, value_enum, default_value = "gpu")]
+    backend: BackendArg,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training images (the issue's budget: 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    train_limit: usize,
+    /// Channel widths: the entry convolution's, then one residual block per further width.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    widths: Vec<usize>,
+    /// Checkpoint file (safetensors); written atomically every epoch.
+    #[arg(long, default_value = "runs/xception/xception.safetensors")]
+    checkpoint: PathBuf,
+    /// Continue from the checkpoint (parameters, optimizer state, epoch).
+    #[arg(long)]
+    resume: bool,
+    /// Only evaluate the checkpoint on the test set.
+    #[arg(long)]
+    eval: bool,
+    /// Skip the LeNet-5 baseline run.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Write a JSON summary here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What one training run produced.
+struct RunResult {
+    test_accuracy: f32,
+    final_train_loss: f32,
+    images_per_sec: f64,
+    seconds: f64,
+    parameters: usize,
+    dispatches_per_step: u64,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let kind = OptimizerKind::parse(&args.optimizer)?;
+    let lr = args.lr.unwrap_or(match kind {
+        OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
+        _ => 1e-3,
+    });
+    let mut opt = Optimizer::from_kind(kind, lr);
+    if args.weight_decay != 0.0 {
+        opt = opt.weight_decay(args.weight_decay);
+    }
+    opt.validate()?;
+    if args.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    if args.train_limit == 0 {
+        return Err("--train-limit must be at least 1".into());
+    }
+    if !args.data.is_dir() {
+        return Err(format!(
+            "data directory {} does not exist: install Fashion-MNIST with `apt-get install dataset-fashion-mnist` or pass --data <dir with the four IDX files>",
+            args.data.display()
+        )
+        .into());
+    }
+    let mut pair = data::load_mnist_dir(&args.data, "fashion-mnist")?;
+    pair.train.truncate(args.train_limit);
+    // the model is built before any device work so shape errors come first
+    let graph = nn::xception_mini(&[1, pair.train.rows, pair.train.cols], &args.widths, 10)?;
+
+    let backend = match args.backend {
+        BackendArg::Gpu => Backend::gpu()?,
+        BackendArg::Cpu => Backend::cpu(),
+    };
+    let adapter = match &backend {
+        Backend::Gpu(g) => g.adapter().to_string(),
+        Backend::Cpu => "cpu reference path".to_string(),
+    };
+    println!("backend: {}", backend.describe());
+    println!(
+        "data:    fashion-mnist from {} ({} train / {} test images)",
+        args.data.display(),
+        pair.train.n,
+        pair.test.n
+    );
+    println!(
+        "budget:  {} epoch(s) of {} images, batch {}, {kind:?} lr {lr}, weight decay {}",
+        args.epochs, pair.train.n, args.batch_size, args.weight_decay
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })?;
+    }
+
+    // raw bytes in: the network's first layer rescales them to [−1, 1] (Keras-style)
+    let raw = Normalize {
+        scale: 1.0,
+        mean: 0.0,
+        std: 1.0,
+    };
+    let x = train_model(
+        &args,
+        &backend,
+        "xception",
+        &graph,
+        &pair,
+        raw,
+        &opt,
+        Some(&args.checkpoint),
+        &stop,
+    )?;
+    let Some(x) = x else { return Ok(()) };
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        let lenet = nn::lenet5()?;
+        train_model(
+            &args,
+            &backend,
+            "lenet5",
+            &lenet,
+            &pair,
+            Normalize::mnist(),
+            &opt,
+            None,
+            &stop,
+        )?
+    };
+
+    println!(
+        "xception: test accuracy {:.2}% ({} parameters, {:.0} img/s, {:.1} s)",
+        100.0 * x.test_accuracy,
+        x.parameters,
+        x.images_per_sec,
+        x.seconds
+    );
+    if let Some(b) = &baseline {
+        println!(
+            "lenet5:   test accuracy {:.2}% ({} parameters, {:.0} img/s, {:.1} s)",
+            100.0 * b.test_accuracy,
+            b.parameters,
+            b.images_per_sec,
+            b.seconds
+        );
+        let verdict = if x.test_accuracy > b.test_accuracy {
+            "beats"
+        } else {
+            "does NOT beat"
+        };
+        println!(
+            "xception {verdict} LeNet-5 by {:+.2} points under the same budget",
+            100.0 * (x.test_accuracy - b.test_accuracy)
+        );
+    }
+    println!("checkpoint: {}", args.checkpoint.display());
+
+    if let Some(path) = &args.json {
+        let run_json = |r: &RunResult| {
+            serde_json::json!({
+                "test_accuracy": r.test_accuracy,
+                "final_train_loss": r.final_train_loss,
+                "images_per_sec": r.images_per_sec,
+                "seconds": r.seconds,
+                "parameters": r.parameters,
+                "dispatches_per_step": r.dispatches_per_step,
+            })
+        };
+        let summary = serde_json::json!({
+            "backend": match args.backend { BackendArg::Gpu => "gpu", BackendArg::Cpu => "cpu" },
+            "adapter": adapter,
+            "dataset": "fashion-mnist",
+            "model": "xception_mini",
+            "widths": args.widths,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "train_images": pair.train.n,
+            "test_images": pair.test.n,
+            "test_accuracy": x.test_accuracy,
+            "final_train_loss": x.final_train_loss,
+            "images_per_sec": x.images_per_sec,
+            "seconds": x.seconds,
+            "parameters": x.parameters,
+            "dispatches_per_step": x.dispatches_per_step,
+            "baseline": baseline.as_ref().map(|b| {
+                let mut j = run_json(b);
+                j["model"] = "lenet5".into();
+                j
+            }),
+            "beats_baseline": baseline.as_ref().map(|b| x.test_accuracy > b.test_accuracy),
+        });
+        wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        println!("json:       {}", path.display());
+    }
+    Ok(())
+}
+
+/// Trains `graph` for the budget in `args`, evaluating on the test set after each epoch.
+/// With a checkpoint path, it is written every epoch and on Ctrl-C (then the process
+/// exits 130), and `--resume` / `--eval` apply to it. `None` when only evaluating.
+#[allow(clippy::too_many_arguments)]
+fn train_model(
+    args: &Args,
+    backend: &Backend,
+    name: &str,
+    graph: &Graph,
+    pair: &DatasetPair,
+    norm: Normalize,
+    opt: &Optimizer,
+    checkpoint: Option<&PathBuf>,
+    stop: &AtomicBool,
+) -> Result<Option<RunResult>, Box<dyn std::error::Error>> {
+    let train_loader = Loader::new(&pair.train, args.batch_size, true, args.seed, norm)?;
+    let test_loader = Loader::new(&pair.test, args.batch_size, false, 0, norm)?;
+    let t_plan = Instant::now();
+    let mut ex = Executor::new(backend, graph, args.batch_size, opt.clone(), args.seed)?;
+    let parameters = graph.params().iter().map(|p| p.len()).sum::<usize>();
+    let mem = ex.memory();
+    println!(
+        "{name}: {} nodes, {parameters} parameters; plan built in {:.2} s; params {} KiB, activations {} KiB",
+        graph.nodes().len(),
+        t_plan.elapsed().as_secs_f64(),
+        mem.parameters / 1024,
+        mem.activations / 1024
+    );
+    if let Some(path) = checkpoint {
+        if args.eval {
+            let info = train::load_checkpoint(&mut ex, path, false)?;
+            let m = train::evaluate(&mut ex, &test_loader)?;
+            println!(
+                "checkpoint {} (epoch {}): test loss {:.4}, test accuracy {:.2}%",
+                path.display(),
+                info.epoch,
+                m.loss,
+                100.0 * m.accuracy
+            );
+            return Ok(None);
+        }
+    }
+    let (mut start_epoch, mut start_batch) = (0, 0);
+    if let (Some(path), true) = (checkpoint, args.resume) {
+        let info = train::load_checkpoint(&mut ex, path, true)?;
+        (start_epoch, start_batch) = (info.epoch, info.batch);
+        println!(
+            "resumed: {} at epoch {}, batch {}",
+            path.display(),
+            info.epoch + 1,
+            info.batch
+        );
+    }
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:32.cyan/blue}] {pos:>6}/{len} img  {msg}")?
+            .progress_chars("=> ");
+    let t0 = Instant::now();
+    let (mut images, mut secs_total) = (0usize, 0.0f64);
+    let (mut test_accuracy, mut final_train_loss) = (0.0f32, f32::NAN);
+    for epoch in start_epoch..args.epochs {
+        let bar = ProgressBar::new(pair.train.n as u64)
+            .with_style(style.clone())
+            .with_prefix(format!("{name} {:>2}/{}", epoch + 1, args.epochs));
+        let te = Instant::now();
+        let skip = if epoch == start_epoch { start_batch } else { 0 };
+        let stats = train::train_epoch(&mut ex, &train_loader, epoch, skip, 10, |done, m| {
+            bar.set_position((skip * args.batch_size + done).min(pair.train.n) as u64);
+            if let Some(m) = m {
+                let rate = done as f64 / te.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("loss {:.4}  {:.0} img/s", m.loss, rate));
+            }
+            !stop.load(Ordering::SeqCst)
+        })?;
+        let secs = te.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        if !stats.completed {
+            if let Some(path) = checkpoint {
+                train::save_checkpoint(&mut ex, path, epoch, stats.batches_done)?;
+                println!(
+                    "interrupted in epoch {} after batch {}: checkpoint written to {} (continue with --resume)",
+                    epoch + 1,
+                    stats.batches_done,
+                    path.display()
+                );
+            } else {
+                println!("interrupted during the {name} baseline run");
+            }
+            std::process::exit(130);
+        }
+        images += stats.images;
+        secs_total += secs;
+        let test = train::evaluate(&mut ex, &test_loader)?;
+        test_accuracy = test.accuracy;
+        final_train_loss = stats.metrics.loss;
+        println!(
+            "{name} epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {:.1} s  ({:.0} img/s)",
+            epoch + 1,
+            args.epochs,
+            stats.metrics.loss,
+            100.0 * stats.metrics.accuracy,
+            100.0 * test.accuracy,
+            secs,
+            stats.images as f64 / secs.max(1e-9)
+        );
+        if let Some(path) = checkpoint {
+            train::save_checkpoint(&mut ex, path, epoch + 1, 0)?;
+        }
+    }
+    Ok(Some(RunResult {
+        test_accuracy,
+        final_train_loss,
+        images_per_sec: images as f64 / secs_total.max(1e-9),
+        seconds: t0.elapsed().as_secs_f64(),
+        parameters,
+        dispatches_per_step: ex.counters().dispatches_per_step,
+    }))
+}
