@@ -276,7 +276,7 @@ fn train_model(
     let train_loader = Loader::new(&pair.train, args.batch_size, true, args.seed, norm)?;
     let test_loader = Loader::new(&pair.test, args.batch_size, false, 0, norm)?;
     let t_plan = Instant::now();
-    let mut ex = Executor::new(backend, graph, args.batch_size, opt.clone(), args.seed)?;
+    let mut ex = Executor::new(backend, graph, args.batch_size, *opt, args.seed)?;
     let parameters = graph.params().iter().map(|p| p.len()).sum::<usize>();
     let mem = ex.memory();
     println!(
