@@ -31,6 +31,26 @@ enum BackendArg {
     Cpu,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Schedule {
+    Cosine,
+    Constant,
+}
+
+impl Schedule {
+    /// Learning rate for `epoch` of `epochs` (PyTorch's `CosineAnnealingLR` stepped per
+    /// epoch with `T_max = epochs`, `eta_min = 0`; the first epoch runs at `base`).
+    fn lr(self, base: f32, epoch: u64, epochs: u64) -> f32 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let t = epoch as f64 / epochs.max(1) as f64;
+                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Train a small Xception-style network on Fashion-MNIST with wgcnn, against LeNet-5"
@@ -47,12 +67,15 @@ struct Args {
     /// Learning rate (default: 0.05 for sgd/momentum/nesterov, 1e-3 otherwise).
     #[arg(long)]
     lr: Option<f32>,
-    /// sgd|momentum|nesterov|rmsprop|adam|adamw
-    #[arg(long, default_value = "momentum")]
+    /// sgd|momentum|nesterov|rmsprop|adam|adamw (the same for both models)
+    #[arg(long, default_value = "adam")]
     optimizer: String,
     /// L2 weight decay (decoupled for adamw).
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f32,
+    /// Learning-rate schedule over the epochs: cosine (anneal to 0) or constant.
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: Schedule,
     #[arg(long, value_enum, default_value = "gpu")]
     backend: BackendArg,
     #[arg(long, default_value_t = 0)]
@@ -142,8 +165,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         pair.test.n
     );
     println!(
-        "budget:  {} epoch(s) of {} images, batch {}, {kind:?} lr {lr}, weight decay {}",
-        args.epochs, pair.train.n, args.batch_size, args.weight_decay
+        "budget:  {} epoch(s) of {} images, batch {}, {kind:?} lr {lr} ({:?}), weight decay {}",
+        args.epochs, pair.train.n, args.batch_size, args.schedule, args.weight_decay
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -321,6 +344,7 @@ fn train_model(
         let bar = ProgressBar::new(pair.train.n as u64)
             .with_style(style.clone())
             .with_prefix(format!("{name} {:>2}/{}", epoch + 1, args.epochs));
+        ex.set_lr(args.schedule.lr(opt.lr, epoch, args.epochs))?;
         let te = Instant::now();
         let skip = if epoch == start_epoch { start_batch } else { 0 };
         let stats = train::train_epoch(&mut ex, &train_loader, epoch, skip, 10, |done, m| {
