@@ -41,3 +41,4 @@ pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
 pub use shape::{Activation, Conv2dParams, Pool2dParams};
+pub use shape::{Pool1dParams, Pool3dParams};
