@@ -14,11 +14,11 @@ use crate::cpu::conv2d::ConvDims;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
+use crate::gpu::ops::PermuteParams;
 use crate::gpu::ops::{
     groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
 };
-use crate::gpu::ops::PermuteParams;
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
 use crate::shape::{Activation, Conv2dParams, Pool2dParams};
@@ -1347,7 +1347,10 @@ impl Backend {
         let [n, c, l] = dims3(x);
         let [_, _, ol] = p.out_shape(op, [n, c, l])?;
         let (y, idx) = self.max_pool2d(&reshaped(op, x, (n, c, 1, l))?, p.as_2d())?;
-        Ok((reshaped(op, &y, (n, c, ol))?, reshaped(op, &idx, (n, c, ol))?))
+        Ok((
+            reshaped(op, &y, (n, c, ol))?,
+            reshaped(op, &idx, (n, c, ol))?,
+        ))
     }
 
     /// Backward of [`Backend::max_pool1d`]: `dy` routed to the recorded positions (summed
@@ -1570,8 +1573,12 @@ impl Backend {
                     scale: 1.0,
                     pad: [0; 3],
                 };
-                let (disp, _) =
-                    g.record("softmax_backward", &[ys, dys, dxs.clone()], &prm, groups64(r))?;
+                let (disp, _) = g.record(
+                    "softmax_backward",
+                    &[ys, dys, dxs.clone()],
+                    &prm,
+                    groups64(r),
+                )?;
                 to_f32(&g.run(&[disp], &[dxs])?[0])
             }
         };
@@ -1593,11 +1600,17 @@ impl Backend {
             ));
         }
         let mut seen = [false; 4];
-        if perm.len() != r || perm.iter().any(|&a| a >= r || std::mem::replace(&mut seen[a], true))
+        if perm.len() != r
+            || perm
+                .iter()
+                .any(|&a| a >= r || std::mem::replace(&mut seen[a], true))
         {
             return Err(Error::invalid(
                 op,
-                format!("{perm:?} is not a permutation of the {r} axes of {:?}", x.shape()),
+                format!(
+                    "{perm:?} is not a permutation of the {r} axes of {:?}",
+                    x.shape()
+                ),
             ));
         }
         nonempty(op, "x", x.shape())?;

@@ -364,9 +364,7 @@ impl Step {
                 o.push(*metrics);
                 (vec![*pred, *metrics], o)
             }
-            Step::SoftmaxForward { x, y, .. } | Step::Permute { x, y, .. } => {
-                (vec![*x], vec![*y])
-            }
+            Step::SoftmaxForward { x, y, .. } | Step::Permute { x, y, .. } => (vec![*x], vec![*y]),
             Step::SoftmaxBackward { y, dy, dx, .. } => (vec![*y, *dy], vec![*dx]),
         }
     }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use super::{Counters, Flat};
 use crate::error::Result;
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
+use crate::gpu::ops::PermuteParams;
 use crate::gpu::ops::{
     groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
 };
-use crate::gpu::ops::PermuteParams;
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};

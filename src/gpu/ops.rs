@@ -902,7 +902,8 @@ impl GpuContext {
                     };
                     self.record(op.kernel(), &s, &prm, groups)?.0
                 }
-                BenchOp::SoftmaxForward { rows, cols } | BenchOp::SoftmaxBackward { rows, cols } => {
+                BenchOp::SoftmaxForward { rows, cols }
+                | BenchOp::SoftmaxBackward { rows, cols } => {
                     let mut s = vec![input(rows * cols)];
                     if matches!(op, BenchOp::SoftmaxBackward { .. }) {
                         s.push(input(rows * cols));
