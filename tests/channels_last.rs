@@ -311,3 +311,18 @@ fn channels_last_and_permute_reject_bad_inputs() {
         assert_eq!(g.permute(&x, &[1, 0]).unwrap(), x.t().to_owned());
     }
 }
+
+/// More elements than one row of workgroups holds (65,535 · 64): the folded grid reaches
+/// every element.
+#[test]
+fn permute_past_one_dispatch_row() {
+    let Some(g) = gpu() else { return };
+    let shape = [3usize, 1000, 1500];
+    let len: usize = shape.iter().product();
+    assert!(len > 65_535 * 64);
+    let x = ArrayD::from_shape_vec(IxDyn(&shape), (0..len).map(|i| i as f32).collect()).unwrap();
+    let y = g.permute(&x, &[2, 0, 1]).unwrap();
+    let want = x.permuted_axes(IxDyn(&[2, 0, 1]));
+    assert_eq!(y.shape(), want.shape());
+    assert!(y.iter().zip(want.iter()).all(|(a, b)| a == b));
+}
