@@ -81,7 +81,8 @@ pub enum Op {
         momentum: f32,
         eps: f32,
     },
-    /// Softmax + cross-entropy against integer class targets (mean over the batch).
+    /// Softmax + cross-entropy against integer class targets (mean over the batch); on an
+    /// [`Op::Softmax`] node it reads that node's input logits.
     CrossEntropy { logits: NodeId },
     /// Mean squared error against dense targets (mean over all elements).
     Mse { pred: NodeId },
@@ -531,7 +532,9 @@ impl Graph {
         Ok(id)
     }
 
-    /// Softmax + cross-entropy loss on `logits [K]` against class targets.
+    /// Softmax + cross-entropy loss on `logits [K]` against class targets. When `logits` is
+    /// a [`Graph::softmax`] node (a softmax output layer), the loss reads that node's input
+    /// logits instead, and the model's output stays the probabilities.
     pub fn cross_entropy(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
         let s = self.check_ref(name, logits)?.shape.clone();
         if s.len() != 1 {
