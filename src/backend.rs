@@ -7,14 +7,12 @@
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
-use ndarray::{Array3, Array5};
 
 use crate::cpu;
 use crate::cpu::conv2d::ConvDims;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
-use crate::gpu::ops::PermuteParams;
 use crate::gpu::ops::{
     groups64, ClipParams, ConvParams, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
@@ -22,7 +20,6 @@ use crate::gpu::ops::{
 use crate::gpu::GpuContext;
 use crate::optim::Optimizer;
 use crate::shape::{Activation, Conv2dParams, Pool2dParams};
-use crate::shape::{Pool1dParams, Pool3dParams};
 
 /// Gradients of a convolution: `dx [N,C,H,W]`, `dw [O,C,kh,kw]`, `db [O]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -1306,6 +1303,12 @@ impl Backend {
         Ok(())
     }
 }
+
+// ---- 1-D and 3-D pooling, the softmax gradient, axis permutation ------------------------
+
+use crate::gpu::ops::PermuteParams;
+use crate::shape::{Pool1dParams, Pool3dParams};
+use ndarray::{Array3, Array5};
 
 /// `[N,C,L]` dims of a 3-D array.
 fn dims3<T>(a: &Array3<T>) -> [usize; 3] {

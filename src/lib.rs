@@ -20,6 +20,7 @@
 //! ```
 
 pub use ndarray;
+pub use shape::{Pool1dParams, Pool3dParams};
 
 pub mod backend;
 pub mod checkpoint;
@@ -41,4 +42,3 @@ pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
 pub use shape::{Activation, Conv2dParams, Pool2dParams};
-pub use shape::{Pool1dParams, Pool3dParams};
