@@ -462,7 +462,7 @@ fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps: u64
 
 #[test]
 fn pool_nd_models_train_identically_on_both_executors() {
-    // volumes [2, 4, 6, 6]: a linear layer feeds the 3-D poolings (there is no Conv3d)
+    // volumes [2, 4, 6, 6] made by a linear layer and a reshape, then both 3-D poolings
     let g3 = Sequential::new(&[2 * 4 * 6 * 6])
         .add("fc0", Linear::new(288, 288))
         .add("r0", Relu)
