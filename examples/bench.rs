@@ -331,8 +331,14 @@ fn describe(op: &BenchOp) -> String {
         | BenchOp::AvgPool2dBackward { x, .. } => {
             format!("x {}×{}×{}×{}", x[0], x[1], x[2], x[3])
         }
-        BenchOp::CrossEntropy { rows, cols } | BenchOp::Mse { rows, cols } => {
+        BenchOp::CrossEntropy { rows, cols }
+        | BenchOp::Mse { rows, cols }
+        | BenchOp::SoftmaxForward { rows, cols }
+        | BenchOp::SoftmaxBackward { rows, cols } => {
             format!("{rows}×{cols}")
+        }
+        BenchOp::Permute { xd, perm } => {
+            format!("x {}×{}×{}×{} perm {perm:?}", xd[0], xd[1], xd[2], xd[3])
         }
         BenchOp::OptimizerStep { len } => format!("{len} params"),
         BenchOp::BatchNormForwardTrain { d }

@@ -1,16 +1,18 @@
 // loss.wgsl — row-wise softmax; softmax + cross-entropy and MSE with their gradients and metrics.
 //
 //   softmax:        s[r,c] = exp(x[r,c] − max_r) / Σ_c' exp(x[r,c'] − max_r)
+//   softmax_backward: dx[r,c] = y[r,c] · (dy[r,c] − Σ_c' dy[r,c']·y[r,c'])   (y = softmax output)
 //   cross_entropy:  ℓ_r = logsumexp(x[r,·]) − x[r, t_r];  loss = (1/R) Σ_r ℓ_r
 //                   dx[r,c] = (s[r,c] − [c = t_r]) · scale          (scale = 1/R)
 //   mse:            loss = (1/L) Σ_i (p[i] − q[i])²;  dp[i] = 2 (p[i] − q[i]) · scale   (scale = 1/L)
 //
 // Metrics (4 floats): [Σ_r ℓ_r (or R·mse), correct predictions (argmax = target), rows, non-finite flag].
 // With accumulate = 1 the kernel adds to the metrics (a training epoch), else it overwrites them.
-// Dispatch: softmax, one invocation per row; the losses, ONE workgroup of 64 invocations that
+// Dispatch: softmax_forward/backward, one invocation per row; the losses, ONE workgroup of 64 invocations that
 // stride over the rows/elements and reduce in workgroup memory in a fixed order (deterministic).
 // Bindings:
 //   softmax_forward:  0 x, 1 s, 2 p
+//   softmax_backward: 0 y, 1 dy, 2 dx, 3 p
 //   cross_entropy:    0 x, 1 targets (u32), 2 dx, 3 metrics, 4 p
 //   mse:              0 pred, 1 target, 2 dpred, 3 metrics, 4 p
 
@@ -49,6 +51,24 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     var sum = 0.0;
     for (var c = 0u; c < sm_p.cols; c++) { sum += exp(sm_x[base + c] - mx); }
     for (var c = 0u; c < sm_p.cols; c++) { sm_s[base + c] = exp(sm_x[base + c] - mx) / sum; }
+}
+
+@group(0) @binding(0) var<storage, read> sb_y: array<f32>;
+@group(0) @binding(1) var<storage, read> sb_dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sb_dx: array<f32>;
+@group(0) @binding(3) var<uniform> sb_p: LossParams;
+
+@compute @workgroup_size(64)
+fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let r = flat_id(wid, nwg, li);
+    if (r >= sb_p.rows) { return; }
+    let base = r * sb_p.cols;
+    var dot = 0.0;
+    for (var c = 0u; c < sb_p.cols; c++) { dot += sb_dy[base + c] * sb_y[base + c]; }
+    for (var c = 0u; c < sb_p.cols; c++) {
+        sb_dx[base + c] = sb_y[base + c] * (sb_dy[base + c] - dot);
+    }
 }
 
 // ---- softmax + cross-entropy ------------------------------------------------------------

@@ -1361,3 +1361,369 @@ impl Backend {
         Ok(())
     }
 }
+
+// ---- 1-D and 3-D pooling, the softmax gradient, axis permutation ------------------------
+
+use crate::gpu::ops::PermuteParams;
+use crate::shape::{Pool1dParams, Pool3dParams};
+use ndarray::{Array3, Array5};
+
+/// `[N,C,L]` dims of a 3-D array.
+fn dims3<T>(a: &Array3<T>) -> [usize; 3] {
+    let (n, c, l) = a.dim();
+    [n, c, l]
+}
+
+/// `[N,C,D,H,W]` dims of a 5-D array.
+fn dims5<T>(a: &Array5<T>) -> [usize; 5] {
+    let (n, c, d, h, w) = a.dim();
+    [n, c, d, h, w]
+}
+
+/// The same elements (row-major) under another shape.
+fn reshaped<T: Clone, D: ndarray::Dimension, E: ndarray::IntoDimension>(
+    op: &str,
+    a: &ndarray::Array<T, D>,
+    shape: E,
+) -> Result<ndarray::Array<T, E::Dim>> {
+    ndarray::Array::from_shape_vec(shape, a.iter().cloned().collect())
+        .map_err(|e| Error::shape(op, e.to_string()))
+}
+
+/// 1-D and 3-D pooling (composed of the 2-D pooling kernels on views), the softmax
+/// gradient, and axis permutation (channels-last input).
+impl Backend {
+    /// 1-D max-pooling (PyTorch `max_pool1d` with `return_indices=True`): runs as 2-D
+    /// max-pooling of the `[N, C, 1, L]` view with a `1×k` window; `idx` is the position
+    /// `l` of each window's first maximum along L.
+    ///
+    /// # Shapes
+    /// `x [N,C,L]` → `y, idx [N,C,ol]`, `ol = ⌊(L + 2p − k)/s⌋ + 1`.
+    pub fn max_pool1d(
+        &self,
+        x: &Array3<f32>,
+        p: Pool1dParams,
+    ) -> Result<(Array3<f32>, Array3<u32>)> {
+        let op = "max_pool1d";
+        let [n, c, l] = dims3(x);
+        let [_, _, ol] = p.out_shape(op, [n, c, l])?;
+        let (y, idx) = self.max_pool2d(&reshaped(op, x, (n, c, 1, l))?, p.as_2d())?;
+        Ok((
+            reshaped(op, &y, (n, c, ol))?,
+            reshaped(op, &idx, (n, c, ol))?,
+        ))
+    }
+
+    /// Backward of [`Backend::max_pool1d`]: `dy` routed to the recorded positions (summed
+    /// where windows overlap). `x_dim` is the forward input's shape.
+    ///
+    /// # Shapes
+    /// `dy, idx [N,C,ol]` → `dx [N,C,L]`.
+    pub fn max_pool1d_backward(
+        &self,
+        dy: &Array3<f32>,
+        idx: &Array3<u32>,
+        x_dim: (usize, usize, usize),
+    ) -> Result<Array3<f32>> {
+        let op = "max_pool1d_backward";
+        let [n, c, ol] = dims3(dy);
+        if idx.dim() != dy.dim() {
+            return Err(Error::shape(
+                op,
+                format!("idx has shape {:?} but dy has {:?}", idx.dim(), dy.dim()),
+            ));
+        }
+        let (xn, xc, l) = x_dim;
+        let dx = self.max_pool2d_backward(
+            &reshaped(op, dy, (n, c, 1, ol))?,
+            &reshaped(op, idx, (n, c, 1, ol))?,
+            (xn, xc, 1, l),
+        )?;
+        reshaped(op, &dx, (xn, xc, l))
+    }
+
+    /// 1-D average pooling (PyTorch `avg_pool1d`, `count_include_pad=True`): 2-D average
+    /// pooling of the `[N, C, 1, L]` view.
+    ///
+    /// # Shapes
+    /// `x [N,C,L]` → `[N,C,ol]`.
+    pub fn avg_pool1d(&self, x: &Array3<f32>, p: Pool1dParams) -> Result<Array3<f32>> {
+        let op = "avg_pool1d";
+        let [n, c, l] = dims3(x);
+        let [_, _, ol] = p.out_shape(op, [n, c, l])?;
+        let y = self.avg_pool2d(&reshaped(op, x, (n, c, 1, l))?, p.as_2d())?;
+        reshaped(op, &y, (n, c, ol))
+    }
+
+    /// Backward of [`Backend::avg_pool1d`]: every input receives `dy/k` from each window
+    /// that holds it.
+    ///
+    /// # Shapes
+    /// `dy [N,C,ol]` → `dx [N,C,L]` with `x_dim = (N,C,L)`.
+    pub fn avg_pool1d_backward(
+        &self,
+        dy: &Array3<f32>,
+        p: Pool1dParams,
+        x_dim: (usize, usize, usize),
+    ) -> Result<Array3<f32>> {
+        let op = "avg_pool1d_backward";
+        let (n, c, l) = x_dim;
+        let want = p.out_shape(op, [n, c, l])?;
+        if dims3(dy) != want {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "dy {:?} does not match pooling {p:?} of x {x_dim:?} (expected {want:?})",
+                    dy.dim()
+                ),
+            ));
+        }
+        let dx = self.avg_pool2d_backward(
+            &reshaped(op, dy, (n, c, 1, want[2]))?,
+            p.as_2d(),
+            (n, c, 1, l),
+        )?;
+        reshaped(op, &dx, (n, c, l))
+    }
+
+    /// 3-D max-pooling (PyTorch `max_pool3d` with `return_indices=True`), separable: 2-D
+    /// max-pooling over `(h, w)` of the `[N, C·D, H, W]` view, then over depth of the
+    /// `[N, C, D, OH·OW]` view (see [`Pool3dParams`]). `idx` is PyTorch's flat index
+    /// `d·H·W + h·W + w` of each window's first maximum in `(d, h, w)` order, composed from
+    /// the two stages' indices.
+    ///
+    /// # Shapes
+    /// `x [N,C,D,H,W]` → `y, idx [N,C,od,oh,ow]`.
+    pub fn max_pool3d(
+        &self,
+        x: &Array5<f32>,
+        p: Pool3dParams,
+    ) -> Result<(Array5<f32>, Array5<u32>)> {
+        let op = "max_pool3d";
+        let [n, c, d, h, w] = dims5(x);
+        let yd = p.out_shape(op, [n, c, d, h, w])?;
+        let [_, _, od, oh, ow] = yd;
+        let (t, i1) = self.max_pool2d(&reshaped(op, x, (n, c * d, h, w))?, p.hw())?;
+        let (y, i2) = self.max_pool2d(&reshaped(op, &t, (n, c, d, oh * ow))?, p.depth())?;
+        // stage 2 picked depth dd = i2 / (oh·ow) for output q; stage 1 the (h, w) there
+        let (i1, i2) = (flat_u32(&i1), flat_u32(&i2));
+        let ohw = oh * ow;
+        let mut idx = Vec::with_capacity(i2.len());
+        for (o, &k2) in i2.iter().enumerate() {
+            let (plane, q) = (o / (od * ohw), o % ohw);
+            let dd = k2 as usize / ohw;
+            let hw = i1[(plane * d + dd) * ohw + q];
+            idx.push((dd * h * w) as u32 + hw);
+        }
+        let sh = (n, c, od, oh, ow);
+        Ok((
+            reshaped(op, &y, sh)?,
+            Array5::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?,
+        ))
+    }
+
+    /// Backward of [`Backend::max_pool3d`]: `dy` routed to the flat indices (summed where
+    /// windows overlap), as 2-D routing on the `[N, C, 1, D·H·W]` view. Without the
+    /// geometry the GPU kernel visits every output of a plane for every input: meant for
+    /// tests and small tensors (the executor lowers to the two stages instead).
+    ///
+    /// # Shapes
+    /// `dy, idx [N,C,od,oh,ow]` → `dx [N,C,D,H,W]` with `x_dim = (N,C,D,H,W)`.
+    pub fn max_pool3d_backward(
+        &self,
+        dy: &Array5<f32>,
+        idx: &Array5<u32>,
+        x_dim: (usize, usize, usize, usize, usize),
+    ) -> Result<Array5<f32>> {
+        let op = "max_pool3d_backward";
+        let [n, c, od, oh, ow] = dims5(dy);
+        if idx.dim() != dy.dim() {
+            return Err(Error::shape(
+                op,
+                format!("idx has shape {:?} but dy has {:?}", idx.dim(), dy.dim()),
+            ));
+        }
+        let (xn, xc, d, h, w) = x_dim;
+        let ylen = od * oh * ow;
+        let dx = self.max_pool2d_backward(
+            &reshaped(op, dy, (n, c, 1, ylen))?,
+            &reshaped(op, idx, (n, c, 1, ylen))?,
+            (xn, xc, 1, d * h * w),
+        )?;
+        reshaped(op, &dx, x_dim)
+    }
+
+    /// 3-D average pooling (PyTorch `avg_pool3d`, `count_include_pad=True`), separable as
+    /// [`Backend::max_pool3d`]: the `(h, w)` mean, then the depth mean.
+    ///
+    /// # Shapes
+    /// `x [N,C,D,H,W]` → `[N,C,od,oh,ow]`.
+    pub fn avg_pool3d(&self, x: &Array5<f32>, p: Pool3dParams) -> Result<Array5<f32>> {
+        let op = "avg_pool3d";
+        let [n, c, d, h, w] = dims5(x);
+        let [_, _, od, oh, ow] = p.out_shape(op, [n, c, d, h, w])?;
+        let t = self.avg_pool2d(&reshaped(op, x, (n, c * d, h, w))?, p.hw())?;
+        let y = self.avg_pool2d(&reshaped(op, &t, (n, c, d, oh * ow))?, p.depth())?;
+        reshaped(op, &y, (n, c, od, oh, ow))
+    }
+
+    /// Backward of [`Backend::avg_pool3d`]: the two stages' backwards in reverse.
+    ///
+    /// # Shapes
+    /// `dy [N,C,od,oh,ow]` → `dx [N,C,D,H,W]` with `x_dim = (N,C,D,H,W)`.
+    pub fn avg_pool3d_backward(
+        &self,
+        dy: &Array5<f32>,
+        p: Pool3dParams,
+        x_dim: (usize, usize, usize, usize, usize),
+    ) -> Result<Array5<f32>> {
+        let op = "avg_pool3d_backward";
+        let (n, c, d, h, w) = x_dim;
+        let want = p.out_shape(op, [n, c, d, h, w])?;
+        if dims5(dy) != want {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "dy {:?} does not match pooling {p:?} of x {x_dim:?} (expected {want:?})",
+                    dy.dim()
+                ),
+            ));
+        }
+        let [_, _, od, oh, ow] = want;
+        let dt = self.avg_pool2d_backward(
+            &reshaped(op, dy, (n, c, od, oh * ow))?,
+            p.depth(),
+            (n, c, d, oh * ow),
+        )?;
+        let dx = self.avg_pool2d_backward(
+            &reshaped(op, &dt, (n, c * d, oh, ow))?,
+            p.hw(),
+            (n, c * d, h, w),
+        )?;
+        reshaped(op, &dx, x_dim)
+    }
+
+    /// Gradient of the row-wise [`Backend::softmax`] from its output `y`:
+    /// `dx = y ⊙ (dy − Σ_c dy·y)` per row.
+    ///
+    /// # Shapes
+    /// `y [N,K]`, `dy [N,K]` → `dx [N,K]`.
+    pub fn softmax_backward(&self, y: &Array2<f32>, dy: &Array2<f32>) -> Result<Array2<f32>> {
+        let op = "softmax_backward";
+        let (r, c) = y.dim();
+        nonempty(op, "y", &[r, c])?;
+        if dy.dim() != y.dim() {
+            return Err(Error::shape(
+                op,
+                format!("dy {:?} vs y {:?}", dy.dim(), y.dim()),
+            ));
+        }
+        self.check_sizes(op, &[("y", r * c), ("dy", r * c)])?;
+        let (yv, dyv) = (flat(y), flat(dy));
+        let dx = match self {
+            Backend::Cpu => cpu::loss::softmax_backward(r, c, &yv, &dyv),
+            Backend::Gpu(g) => {
+                let ys = Slice::whole(g.upload("y", &yv));
+                let dys = Slice::whole(g.upload("dy", &dyv));
+                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(r * c)));
+                let prm = LossParams {
+                    rows: r as u32,
+                    cols: c as u32,
+                    accumulate: 0,
+                    has_grad: 0,
+                    scale: 1.0,
+                    pad: [0; 3],
+                };
+                let (disp, _) = g.record(
+                    "softmax_backward",
+                    &[ys, dys, dxs.clone()],
+                    &prm,
+                    groups64(r),
+                )?;
+                to_f32(&g.run(&[disp], &[dxs])?[0])
+            }
+        };
+        arr2([r, c], dx)
+    }
+
+    /// `x` with its axes permuted (numpy `x.transpose(perm)`, made contiguous): axis `k` of
+    /// the result is axis `perm[k]` of `x`. Rank 1 to 4.
+    ///
+    /// # Shapes
+    /// `x [d0, …]` → `[d_perm[0], …]`.
+    pub fn permute(&self, x: &ArrayD<f32>, perm: &[usize]) -> Result<ArrayD<f32>> {
+        let op = "permute";
+        let r = x.ndim();
+        if !(1..=4).contains(&r) {
+            return Err(Error::shape(
+                op,
+                format!("rank {r} tensors are not supported (1 to 4)"),
+            ));
+        }
+        let mut seen = [false; 4];
+        if perm.len() != r
+            || perm
+                .iter()
+                .any(|&a| a >= r || std::mem::replace(&mut seen[a], true))
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{perm:?} is not a permutation of the {r} axes of {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        nonempty(op, "x", x.shape())?;
+        self.check_sizes(op, &[("x", x.len())])?;
+        // leading axes of size 1 up to rank 4
+        let lead = 4 - r;
+        let mut xd = [1usize; 4];
+        xd[lead..].copy_from_slice(x.shape());
+        let mut p4 = [0, 1, 2, 3];
+        for (k, &a) in perm.iter().enumerate() {
+            p4[lead + k] = lead + a;
+        }
+        let xv = flat(x);
+        let y = match self {
+            Backend::Cpu => cpu::layout::permute(xd, p4, &xv),
+            Backend::Gpu(g) => {
+                let xs = Slice::whole(g.upload("x", &xv));
+                let ys = Slice::whole(g.zeros("y", bytes_of_len(xv.len())));
+                let prm = PermuteParams::new(xd, p4);
+                let (disp, _) = g.record(op, &[xs, ys.clone()], &prm, groups64(xv.len()))?;
+                to_f32(&g.run(&[disp], &[ys])?[0])
+            }
+        };
+        let shape: Vec<usize> = perm.iter().map(|&a| x.shape()[a]).collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), y).map_err(|e| Error::shape(op, e.to_string()))
+    }
+
+    /// Channels-last images to channels-first (NHWC → NCHW), what
+    /// [`crate::graph::Graph::channels_last`] does on the device:
+    /// `y[n,c,h,w] = x[n,h,w,c]`.
+    ///
+    /// # Shapes
+    /// `x [N,H,W,C]` → `[N,C,H,W]`.
+    pub fn channels_last(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
+        let y = self.permute(&x.clone().into_dyn(), &[0, 3, 1, 2])?;
+        y.into_dimensionality()
+            .map_err(|e| Error::shape("channels_last", e.to_string()))
+    }
+
+    /// Backward of [`Backend::channels_last`], the inverse permute (NCHW → NHWC):
+    /// `dx[n,h,w,c] = dy[n,c,h,w]`.
+    ///
+    /// # Shapes
+    /// `dy [N,C,H,W]` → `dx [N,H,W,C]`.
+    pub fn channels_last_backward(&self, dy: &Array4<f32>) -> Result<Array4<f32>> {
+        let dx = self.permute(&dy.clone().into_dyn(), &[0, 2, 3, 1])?;
+        dx.into_dimensionality()
+            .map_err(|e| Error::shape("channels_last_backward", e.to_string()))
+    }
+}
+
+/// Row-major elements of an index array.
+fn flat_u32(a: &Array4<u32>) -> Vec<u32> {
+    a.iter().copied().collect()
+}

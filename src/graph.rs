@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::shape::{Pool1dParams, Pool3dParams};
 use crate::error::{Error, Result};
 use crate::shape::{Activation, ConvParams, Pool2dParams};
 
@@ -81,10 +82,30 @@ pub enum Op {
         momentum: f32,
         eps: f32,
     },
-    /// Softmax + cross-entropy against integer class targets (mean over the batch).
+    /// Softmax + cross-entropy against integer class targets (mean over the batch); on an
+    /// [`Op::Softmax`] node it reads that node's input logits.
     CrossEntropy { logits: NodeId },
     /// Mean squared error against dense targets (mean over all elements).
     Mse { pred: NodeId },
+    /// A view with another per-sample shape of the same element count (no data movement;
+    /// the gradient passes through), like [`Op::Flatten`].
+    Reshape { x: NodeId },
+    /// 1-D max-pooling of `[C, L]` (lowered to 2-D max-pooling of the `[C, 1, L]` view).
+    MaxPool1d { x: NodeId, p: Pool1dParams },
+    /// 1-D average pooling of `[C, L]` (`count_include_pad=True`).
+    AvgPool1d { x: NodeId, p: Pool1dParams },
+    /// 3-D max-pooling of `[C, D, H, W]` (lowered to two 2-D max-poolings, see
+    /// [`Pool3dParams`]).
+    MaxPool3d { x: NodeId, p: Pool3dParams },
+    /// 3-D average pooling of `[C, D, H, W]` (`count_include_pad=True`; two 2-D stages).
+    AvgPool3d { x: NodeId, p: Pool3dParams },
+    /// Softmax over the features of a flat `[F]` sample. Under a cross-entropy loss the loss
+    /// reads the softmax's *input* logits (Keras `Dense(activation='softmax')` with
+    /// categorical cross-entropy), while the model's output is the probabilities.
+    Softmax { x: NodeId },
+    /// Channels-last samples to channels-first: `[d1, …, dk, C] → [C, d1, …, dk]` (NHWC →
+    /// NCHW for images), a permute on the device.
+    ChannelsLast { x: NodeId },
 }
 
 impl Op {
@@ -106,6 +127,13 @@ impl Op {
             Op::Add { a, b } => vec![a, b],
             Op::CrossEntropy { logits } => vec![logits],
             Op::Mse { pred } => vec![pred],
+            Op::Reshape { x }
+            | Op::MaxPool1d { x, .. }
+            | Op::AvgPool1d { x, .. }
+            | Op::MaxPool3d { x, .. }
+            | Op::AvgPool3d { x, .. }
+            | Op::Softmax { x }
+            | Op::ChannelsLast { x } => vec![x],
         }
     }
 
@@ -405,6 +433,91 @@ impl Graph {
         self.push(name, Op::GlobalAvgPool { x }, vec![xs[0]])
     }
 
+    /// The `[C, L]` input of a 1-D pooling node, checked.
+    fn pool1d_shape(&self, name: &str, x: NodeId, op: &str, p: Pool1dParams) -> Result<Vec<usize>> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = &self.nodes[x].name;
+        if xs.len() != 2 {
+            return Err(Error::shape(
+                name,
+                format!("{op} needs a [C,L] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1]])
+            .map_err(|e| Self::relabel(e, name, xname, &xs))?;
+        Ok(y[1..].to_vec())
+    }
+
+    /// The `[C, D, H, W]` input of a 3-D pooling node, checked.
+    fn pool3d_shape(&self, name: &str, x: NodeId, op: &str, p: Pool3dParams) -> Result<Vec<usize>> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = &self.nodes[x].name;
+        if xs.len() != 4 {
+            return Err(Error::shape(
+                name,
+                format!("{op} needs a [C,D,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2], xs[3]])
+            .map_err(|e| Self::relabel(e, name, xname, &xs))?;
+        Ok(y[1..].to_vec())
+    }
+
+    /// 1-D max-pooling (PyTorch `max_pool1d`): `y[c,i] = max_{a<k} x[c, i·s+a−p]`, padding
+    /// −∞, the gradient routed to the first maximum of each window.
+    ///
+    /// # Shapes
+    /// `x [C, L]` → `[C, ⌊(L + 2p − k)/s⌋ + 1]`.
+    pub fn max_pool1d(&mut self, name: &str, x: NodeId, p: Pool1dParams) -> Result<NodeId> {
+        let y = self.pool1d_shape(name, x, "max_pool1d", p)?;
+        self.push(name, Op::MaxPool1d { x, p }, y)
+    }
+
+    /// 1-D average pooling (PyTorch `avg_pool1d`, `count_include_pad=True`):
+    /// `y[c,i] = (1/k)·Σ_{a<k} x[c, i·s+a−p]`, padding counted as 0.
+    ///
+    /// # Shapes
+    /// `x [C, L]` → `[C, ⌊(L + 2p − k)/s⌋ + 1]`.
+    pub fn avg_pool1d(&mut self, name: &str, x: NodeId, p: Pool1dParams) -> Result<NodeId> {
+        let y = self.pool1d_shape(name, x, "avg_pool1d", p)?;
+        self.push(name, Op::AvgPool1d { x, p }, y)
+    }
+
+    /// 3-D max-pooling (PyTorch `max_pool3d`): the maximum over each `kd×kh×kw` window,
+    /// padding −∞, the gradient routed to the window's first maximum in `(d, h, w)` order.
+    ///
+    /// # Shapes
+    /// `x [C, D, H, W]` → `[C, od, oh, ow]`, `od = ⌊(D + 2pd − kd)/sd⌋ + 1` (and so on).
+    pub fn max_pool3d(&mut self, name: &str, x: NodeId, p: Pool3dParams) -> Result<NodeId> {
+        let y = self.pool3d_shape(name, x, "max_pool3d", p)?;
+        self.push(name, Op::MaxPool3d { x, p }, y)
+    }
+
+    /// 3-D average pooling (PyTorch `avg_pool3d`, `count_include_pad=True`): the sum over
+    /// each window divided by `kd·kh·kw`, padding counted as 0.
+    ///
+    /// # Shapes
+    /// `x [C, D, H, W]` → `[C, od, oh, ow]`.
+    pub fn avg_pool3d(&mut self, name: &str, x: NodeId, p: Pool3dParams) -> Result<NodeId> {
+        let y = self.pool3d_shape(name, x, "avg_pool3d", p)?;
+        self.push(name, Op::AvgPool3d { x, p }, y)
+    }
+
+    /// A shape or argument error from a params struct, re-labelled with the node and its input.
+    fn relabel(e: Error, name: &str, xname: &str, xs: &[usize]) -> Error {
+        match e {
+            Error::Shape { msg, .. } => {
+                Error::shape(name, format!("input '{xname}' {xs:?}: {msg}"))
+            }
+            Error::InvalidArgument { msg, .. } => {
+                Error::invalid(name, format!("input '{xname}' {xs:?}: {msg}"))
+            }
+            e => e,
+        }
+    }
+
     /// Linear layer `x [in] → [out]` with `name.weight [out, in]` and `name.bias [out]`.
     pub fn linear(&mut self, name: &str, x: NodeId, out: usize, bias: bool) -> Result<NodeId> {
         let xs = self.check_ref(name, x)?.shape.clone();
@@ -474,6 +587,31 @@ impl Graph {
         self.push(name, Op::Flatten { x }, vec![xs.iter().product()])
     }
 
+    /// Reshape to `shape` per sample: a view (no data movement; the gradient passes
+    /// through).
+    ///
+    /// # Shapes
+    /// `x [d0, d1, …]` → `shape`, with the same number of elements.
+    pub fn reshape(&mut self, name: &str, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.nodes[x].name.clone();
+        if shape.is_empty() {
+            return Err(Error::shape(name, "reshape needs at least one dimension"));
+        }
+        let have: usize = xs.iter().product();
+        let want = shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+        if want != Some(have) {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "cannot reshape '{xname}' {xs:?} ({have} elements) to {shape:?} ({} elements)",
+                    want.map_or("too many".to_string(), |w| w.to_string())
+                ),
+            ));
+        }
+        self.push(name, Op::Reshape { x }, shape.to_vec())
+    }
+
     /// Elementwise activation.
     pub fn activation(&mut self, name: &str, x: NodeId, act: Activation) -> Result<NodeId> {
         let xs = self.check_ref(name, x)?.shape.clone();
@@ -486,6 +624,54 @@ impl Graph {
             }
         }
         self.push(name, Op::Activation { x, act }, xs)
+    }
+
+    /// Softmax over the features: `y_f = exp(x_f − max x) / Σ_g exp(x_g − max x)`; its
+    /// gradient is `dx = y ⊙ (dy − Σ_f dy_f·y_f)`.
+    ///
+    /// As the input of [`Graph::cross_entropy`] (a softmax output layer, as Keras
+    /// `Dense(activation='softmax')` with categorical cross-entropy) the loss is computed from
+    /// the softmax's input logits, stably (`logsumexp(x) − x_t`, the same value as
+    /// `−log y_t`), and its gradient `softmax(x) − onehot(t)` goes to the logits directly;
+    /// the model's output ([`crate::Executor::predict`]) is then the probabilities.
+    ///
+    /// # Shapes
+    /// `x [F]` → `[F]`.
+    pub fn softmax(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if xs.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "softmax needs a flat [F] input, but '{}' has shape {xs:?} (add a Flatten)",
+                    self.nodes[x].name
+                ),
+            ));
+        }
+        self.push(name, Op::Softmax { x }, xs)
+    }
+
+    /// Channels-last samples to channels-first, `y[c, i1, …, ik] = x[i1, …, ik, c]`: NHWC
+    /// images (`[H, W, C]` per sample) become the `[C, H, W]` the convolutions and poolings
+    /// take. The permute runs on the device (a view when `C = 1` or the spatial size is 1);
+    /// its gradient is the inverse permute.
+    ///
+    /// # Shapes
+    /// `x [d1, …, dk, C]` (k ≥ 1) → `[C, d1, …, dk]`.
+    pub fn channels_last(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if xs.len() < 2 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "channels_last needs a [..., C] input with at least 2 dims, but '{}' has shape {xs:?}",
+                    self.nodes[x].name
+                ),
+            ));
+        }
+        let mut y = vec![xs[xs.len() - 1]];
+        y.extend_from_slice(&xs[..xs.len() - 1]);
+        self.push(name, Op::ChannelsLast { x }, y)
     }
 
     /// Batch normalisation of `x [C]` or `[C,H,W]` (same shape out) with parameters
@@ -561,7 +747,9 @@ impl Graph {
         Ok(id)
     }
 
-    /// Softmax + cross-entropy loss on `logits [K]` against class targets.
+    /// Softmax + cross-entropy loss on `logits [K]` against class targets. When `logits` is
+    /// a [`Graph::softmax`] node (a softmax output layer), the loss reads that node's input
+    /// logits instead, and the model's output stays the probabilities.
     pub fn cross_entropy(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
         let s = self.check_ref(name, logits)?.shape.clone();
         if s.len() != 1 {

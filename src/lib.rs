@@ -20,6 +20,7 @@
 //! ```
 
 pub use ndarray;
+pub use shape::{Pool1dParams, Pool3dParams};
 
 pub mod backend;
 pub mod checkpoint;

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::shape::{Pool1dParams, Pool3dParams};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
 use crate::shape::{Activation, ConvParams, Pool2dParams};
@@ -324,6 +325,122 @@ impl Layer for GlobalAvgPool {
     }
 }
 
+macro_rules! pool1d_layer {
+    ($(#[$m:meta])* $name:ident, $method:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name(pub Pool1dParams);
+
+        impl $name {
+            /// Window `k`, stride `k` (PyTorch's default), no padding.
+            pub fn new(k: usize) -> Self {
+                $name(Pool1dParams::new(k))
+            }
+            pub fn stride(mut self, s: usize) -> Self {
+                self.0.stride = s;
+                self
+            }
+            /// Padding on both sides, at most `k/2`.
+            pub fn padding(mut self, p: usize) -> Self {
+                self.0.padding = p;
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+                g.$method(name, x, self.0)
+            }
+        }
+    };
+}
+
+pool1d_layer!(
+    /// `nn.MaxPool1d(k)` on `[C, L]` samples, with `.stride(s)`, `.padding(p)`.
+    MaxPool1d,
+    max_pool1d
+);
+pool1d_layer!(
+    /// `nn.AvgPool1d(k)` on `[C, L]` samples, with `.stride(s)`, `.padding(p)`
+    /// (`count_include_pad=True`).
+    AvgPool1d,
+    avg_pool1d
+);
+
+macro_rules! pool3d_layer {
+    ($(#[$m:meta])* $name:ident, $method:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name {
+            /// Window `[kd, kh, kw]`.
+            pub kernel: [usize; 3],
+            /// Stride `[sd, sh, sw]`; `None` follows the kernel (PyTorch's default).
+            pub stride: Option<[usize; 3]>,
+            /// Padding `[pd, ph, pw]`, each at most half its kernel.
+            pub padding: [usize; 3],
+        }
+
+        impl $name {
+            /// Cubic window `k`, stride `k`, no padding.
+            pub fn new(k: usize) -> Self {
+                $name {
+                    kernel: [k; 3],
+                    stride: None,
+                    padding: [0; 3],
+                }
+            }
+            /// Window `[kd, kh, kw]` (the stride follows it unless set).
+            pub fn kernel3(mut self, k: [usize; 3]) -> Self {
+                self.kernel = k;
+                self
+            }
+            pub fn stride(mut self, s: usize) -> Self {
+                self.stride = Some([s; 3]);
+                self
+            }
+            pub fn stride3(mut self, s: [usize; 3]) -> Self {
+                self.stride = Some(s);
+                self
+            }
+            pub fn padding(mut self, p: usize) -> Self {
+                self.padding = [p; 3];
+                self
+            }
+            pub fn padding3(mut self, p: [usize; 3]) -> Self {
+                self.padding = p;
+                self
+            }
+            /// The pooling parameters.
+            pub fn params(&self) -> Pool3dParams {
+                Pool3dParams {
+                    kernel: self.kernel,
+                    stride: self.stride.unwrap_or(self.kernel),
+                    padding: self.padding,
+                }
+            }
+        }
+
+        impl Layer for $name {
+            fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+                g.$method(name, x, self.params())
+            }
+        }
+    };
+}
+
+pool3d_layer!(
+    /// `nn.MaxPool3d(k)` on `[C, D, H, W]` samples, with `.stride(s)`, `.padding(p)` or per
+    /// axis `.kernel3([kd, kh, kw])`, `.stride3(..)`, `.padding3(..)`.
+    MaxPool3d,
+    max_pool3d
+);
+pool3d_layer!(
+    /// `nn.AvgPool3d(k)` on `[C, D, H, W]` samples (`count_include_pad=True`), options as
+    /// [`MaxPool3d`].
+    AvgPool3d,
+    avg_pool3d
+);
+
 /// `nn.BatchNorm2d(c)`: batch normalisation of `[C,H,W]` per channel (`momentum` 0.1,
 /// `eps` 1e-5; change with `.momentum(m)`, `.eps(e)`).
 #[derive(Clone, Copy, Debug)]
@@ -459,6 +576,22 @@ impl Layer for Flatten {
     }
 }
 
+/// `x.reshape(shape)` per sample (Keras `Reshape`): a view, the element count must match.
+#[derive(Clone, Debug)]
+pub struct Reshape(pub Vec<usize>);
+
+impl Reshape {
+    pub fn new(shape: &[usize]) -> Self {
+        Reshape(shape.to_vec())
+    }
+}
+
+impl Layer for Reshape {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.reshape(name, x, &self.0)
+    }
+}
+
 macro_rules! act_layer {
     ($(#[$m:meta])* $name:ident, $act:expr) => {
         $(#[$m])*
@@ -495,6 +628,31 @@ pub struct Act(pub Activation);
 impl Layer for Act {
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
         g.activation(name, x, self.0)
+    }
+}
+
+/// `nn.Softmax(dim=-1)` over flat features (Keras `Activation('softmax')`). As the last
+/// layer before [`Sequential::cross_entropy`] the loss is computed from its input logits
+/// and the model outputs probabilities (see [`Graph::softmax`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Softmax;
+
+impl Layer for Softmax {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.softmax(name, x)
+    }
+}
+
+/// Channels-last input: `[H, W, C]` samples (NHWC batches, as Keras and most image files
+/// store them) become `[C, H, W]` on the device, e.g.
+/// `Sequential::new(&[28, 28, 1]).add("nhwc", ChannelsLast).add("c1", Conv2d::new(1, 6, 5))`.
+/// Any `[d1, …, dk, C]` → `[C, d1, …, dk]` (see [`Graph::channels_last`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelsLast;
+
+impl Layer for ChannelsLast {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.channels_last(name, x)
     }
 }
 

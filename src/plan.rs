@@ -248,6 +248,29 @@ pub enum Step {
         rows: usize,
         cols: usize,
     },
+    /// Row-wise softmax of `x [rows, cols]`.
+    SoftmaxForward {
+        x: TensorId,
+        y: TensorId,
+        rows: usize,
+        cols: usize,
+    },
+    /// `dx = y ⊙ (dy − Σ_c dy·y)` per row, from the softmax output `y`.
+    SoftmaxBackward {
+        y: TensorId,
+        dy: TensorId,
+        dx: TensorId,
+        rows: usize,
+        cols: usize,
+    },
+    /// `y = x` with its axes permuted: `x` has dims `xd`, `y` dims `xd[perm[k]]`, and
+    /// `y[i0,i1,i2,i3] = x[j]` where `j[perm[k]] = i_k` (numpy `transpose(perm)`).
+    Permute {
+        x: TensorId,
+        y: TensorId,
+        xd: [usize; 4],
+        perm: [usize; 4],
+    },
 }
 
 impl Step {
@@ -341,6 +364,8 @@ impl Step {
                 o.push(*metrics);
                 (vec![*pred, *metrics], o)
             }
+            Step::SoftmaxForward { x, y, .. } | Step::Permute { x, y, .. } => (vec![*x], vec![*y]),
+            Step::SoftmaxBackward { y, dy, dx, .. } => (vec![*y, *dy], vec![*dx]),
         }
     }
 }
@@ -402,6 +427,8 @@ struct Lowering<'g> {
     fused_into: Vec<Option<NodeId>>,
     /// Running mean and variance tensors of every batch norm node.
     bn_t: Vec<Option<(TensorId, TensorId)>>,
+    /// Argmax indices of each 2-D stage a 1-D/3-D max-pooling node lowers to.
+    pool_idx: Vec<Vec<TensorId>>,
     act_of: Vec<Option<Activation>>,
     param_t: Vec<(TensorId, TensorId)>,
     metrics: [TensorId; 2],
@@ -643,6 +670,12 @@ impl<'g> Lowering<'g> {
                 self.out[id] = Some(c);
             }
             Op::CrossEntropy { logits } => {
+                // A softmax output layer: the loss reads its input logits (stable, and the
+                // gradient softmax − onehot goes to them); the softmax still yields the output.
+                let logits = match self.g.node(logits).op {
+                    Op::Softmax { x } => x,
+                    _ => logits,
+                };
                 let dl = self
                     .train
                     .then(|| self.arena(format!("{name}.grad"), self.g.numel(logits)));
@@ -672,7 +705,134 @@ impl<'g> Lowering<'g> {
                     self.grads[pred].push(dp);
                 }
             }
+            Op::Reshape { x } => self.out[id] = Some(self.out_of(x)),
+            Op::MaxPool1d { x, .. }
+            | Op::AvgPool1d { x, .. }
+            | Op::MaxPool3d { x, .. }
+            | Op::AvgPool3d { x, .. } => {
+                let max = matches!(node.op, Op::MaxPool1d { .. } | Op::MaxPool3d { .. });
+                let stages = self.pool_stages(id);
+                let last = stages.len() - 1;
+                let mut t = self.out_of(x);
+                for (k, (xd, yd, p)) in stages.into_iter().enumerate() {
+                    let tname = if k == last {
+                        name.clone()
+                    } else {
+                        format!("{name}.hw")
+                    };
+                    let (y, idx) = self.pool2d_forward(max, tname, t, xd, yd, p);
+                    self.pool_idx[id].extend(idx);
+                    t = y;
+                }
+                self.out[id] = Some(t);
+            }
+            Op::Softmax { x } => {
+                let y = self.arena(name, numel);
+                self.steps.push(Step::SoftmaxForward {
+                    x: self.out_of(x),
+                    y,
+                    rows: self.n,
+                    cols: numel,
+                });
+                self.out[id] = Some(y);
+            }
+            Op::ChannelsLast { x } => {
+                let (s, c) = channels_last_dims(&self.g.node(x).shape);
+                if s == 1 || c == 1 {
+                    // the same element order: a view
+                    self.out[id] = Some(self.out_of(x));
+                } else {
+                    let y = self.arena(name, numel);
+                    self.steps.push(Step::Permute {
+                        x: self.out_of(x),
+                        y,
+                        xd: [1, self.n, s, c],
+                        perm: [0, 1, 3, 2],
+                    });
+                    self.out[id] = Some(y);
+                }
+            }
         }
+    }
+
+    /// The 2-D pooling launches a 1-D or 3-D pooling node lowers to, in order, at batch
+    /// size `n`: `(x dims, y dims, geometry)` of each stage. 1-D: the `[C, 1, L]` view with a
+    /// `1×k` window. 3-D: `(h, w)` on the `[C·D, H, W]` view, then depth on `[C, D, OH·OW]`.
+    fn pool_stages(&self, id: NodeId) -> Vec<([usize; 4], [usize; 4], Pool2dParams)> {
+        let n = self.n;
+        let node = self.g.node(id);
+        let ys = &node.shape;
+        match node.op {
+            Op::MaxPool1d { x, p } | Op::AvgPool1d { x, p } => {
+                let xs = &self.g.node(x).shape;
+                vec![([n, xs[0], 1, xs[1]], [n, ys[0], 1, ys[1]], p.as_2d())]
+            }
+            Op::MaxPool3d { x, p } | Op::AvgPool3d { x, p } => {
+                let xs = &self.g.node(x).shape;
+                let (c, d, ohw) = (xs[0], xs[1], ys[2] * ys[3]);
+                vec![
+                    ([n, c * d, xs[2], xs[3]], [n, c * d, ys[2], ys[3]], p.hw()),
+                    ([n, c, d, ohw], [n, c, ys[1], ohw], p.depth()),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// One 2-D pooling step `x [xd] → name [yd]`: max-pooling (returning its indices) or
+    /// average pooling.
+    fn pool2d_forward(
+        &mut self,
+        max: bool,
+        name: String,
+        x: TensorId,
+        xd: [usize; 4],
+        yd: [usize; 4],
+        p: Pool2dParams,
+    ) -> (TensorId, Option<TensorId>) {
+        let per = yd[1] * yd[2] * yd[3];
+        let y = self.arena(name.clone(), per);
+        if max {
+            let idx = self.arena(format!("{name}.indices"), per);
+            self.steps.push(Step::MaxPool2dForward {
+                x,
+                y,
+                idx,
+                xd,
+                yd,
+                p,
+            });
+            (y, Some(idx))
+        } else {
+            self.steps.push(Step::AvgPool2dForward { x, y, xd, yd, p });
+            (y, None)
+        }
+    }
+
+    /// The gradient of [`Lowering::pool2d_forward`]: routing by `idx` (max) or spreading
+    /// `dy/(kh·kw)` (average) into a new tensor `name [xd]`.
+    fn pool2d_backward(
+        &mut self,
+        name: String,
+        dy: TensorId,
+        idx: Option<TensorId>,
+        xd: [usize; 4],
+        yd: [usize; 4],
+        p: Pool2dParams,
+    ) -> TensorId {
+        let dx = self.arena(name, xd[1] * xd[2] * xd[3]);
+        self.steps.push(match idx {
+            Some(idx) => Step::MaxPool2dBackward {
+                dy,
+                idx,
+                dx,
+                xd,
+                yd,
+                p,
+            },
+            None => Step::AvgPool2dBackward { dy, dx, xd, yd, p },
+        });
+        dx
     }
 
     /// The summed gradient of `id`'s output, if any gradient reached it.
@@ -870,8 +1030,65 @@ impl<'g> Lowering<'g> {
                     }
                 }
             }
+            Op::Reshape { x } => self.grads[x].push(dy),
+            Op::MaxPool1d { x, .. }
+            | Op::AvgPool1d { x, .. }
+            | Op::MaxPool3d { x, .. }
+            | Op::AvgPool3d { x, .. } => {
+                if self.needs_grad[x] {
+                    // the stages in reverse, each routing (max) or spreading (average)
+                    let idx = self.pool_idx[id].clone();
+                    let mut g = dy;
+                    for (k, (xd, yd, p)) in self.pool_stages(id).into_iter().enumerate().rev() {
+                        let gname = if k == 0 {
+                            format!("{name}.dx")
+                        } else {
+                            format!("{name}.hw.dx")
+                        };
+                        g = self.pool2d_backward(gname, g, idx.get(k).copied(), xd, yd, p);
+                    }
+                    self.grads[x].push(g);
+                }
+            }
+            Op::Softmax { x } => {
+                if self.needs_grad[x] {
+                    let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                    self.steps.push(Step::SoftmaxBackward {
+                        y: self.out_of(id),
+                        dy,
+                        dx,
+                        rows: self.n,
+                        cols: self.g.numel(x),
+                    });
+                    self.grads[x].push(dx);
+                }
+            }
+            Op::ChannelsLast { x } => {
+                if self.needs_grad[x] {
+                    let (s, c) = channels_last_dims(&self.g.node(x).shape);
+                    if s == 1 || c == 1 {
+                        self.grads[x].push(dy);
+                    } else {
+                        // the inverse permute: [C, S] back to [S, C] per sample
+                        let dx = self.arena(format!("{name}.dx"), self.g.numel(x));
+                        self.steps.push(Step::Permute {
+                            x: dy,
+                            y: dx,
+                            xd: [1, self.n, c, s],
+                            perm: [0, 1, 3, 2],
+                        });
+                        self.grads[x].push(dx);
+                    }
+                }
+            }
         }
     }
+}
+
+/// `(S, C)` of a channels-last sample `[d1, …, dk, C]`: spatial size `S = d1·…·dk`.
+fn channels_last_dims(xs: &[usize]) -> (usize, usize) {
+    let c = xs[xs.len() - 1];
+    (xs[..xs.len() - 1].iter().product(), c)
 }
 
 /// Which schedule to lower.
@@ -1012,6 +1229,7 @@ impl Plan {
             needs_grad,
             fused_into,
             bn_t: vec![None; nodes.len()],
+            pool_idx: vec![Vec::new(); nodes.len()],
             act_of,
             param_t: Vec::new(),
             metrics: [0, 0],

@@ -14,6 +14,23 @@ pub fn softmax_forward(rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
     s
 }
 
+/// Gradient of the row-wise softmax from its output `y [rows, cols]`:
+/// `dx[r,c] = y[r,c] · (dy[r,c] − Σ_c' dy[r,c']·y[r,c'])`.
+pub fn softmax_backward(rows: usize, cols: usize, y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        let (yr, dyr) = (&y[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+        let mut dot = 0.0f32;
+        for c in 0..cols {
+            dot += dyr[c] * yr[c];
+        }
+        for c in 0..cols {
+            dx[r * cols + c] = yr[c] * (dyr[c] - dot);
+        }
+    }
+    dx
+}
+
 /// Metrics written by the loss kernels: `[Σ per-row loss, correct, rows, non-finite flag]`.
 pub type Metrics = [f32; 4];
 

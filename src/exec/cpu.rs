@@ -407,6 +407,24 @@ impl CpuExec {
                 };
                 self.accumulate(k, m);
             }
+            Step::SoftmaxForward { x, y, rows, cols } => {
+                let out = cpu::loss::softmax_forward(*rows, *cols, &r(*x));
+                self.write(plan, *y, &out);
+            }
+            Step::SoftmaxBackward {
+                y,
+                dy,
+                dx,
+                rows,
+                cols,
+            } => {
+                let out = cpu::loss::softmax_backward(*rows, *cols, &r(*y), &r(*dy));
+                self.write(plan, *dx, &out);
+            }
+            Step::Permute { x, y, xd, perm } => {
+                let out = cpu::layout::permute(*xd, *perm, &r(*x));
+                self.write(plan, *y, &out);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{Counters, Flat};
 use crate::error::Result;
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
+use crate::gpu::ops::PermuteParams;
 use crate::gpu::ops::{
     groups64, ClipParams, ConvUniform, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
     NormParams, OptParams, PoolParams, RescaleParams,
@@ -557,6 +558,30 @@ impl GpuExec {
                 NormParams::new(*d, 0.0, 1e-5),
                 d[1] as u64
             ),
+            Step::SoftmaxForward { x, y, rows, cols } => rec!(
+                "softmax_forward",
+                [sl(*x), sl(*y)],
+                softmax_params(*rows, *cols),
+                groups64(*rows)
+            ),
+            Step::SoftmaxBackward {
+                y,
+                dy,
+                dx,
+                rows,
+                cols,
+            } => rec!(
+                "softmax_backward",
+                [sl(*y), sl(*dy), sl(*dx)],
+                softmax_params(*rows, *cols),
+                groups64(*rows)
+            ),
+            Step::Permute { x, y, xd, perm } => rec!(
+                "permute",
+                [sl(*x), sl(*y)],
+                PermuteParams::new(*xd, *perm),
+                groups64(xd.iter().product())
+            ),
         }
     }
 
@@ -731,5 +756,17 @@ impl GpuExec {
     pub fn load_buffers(&mut self, b: &[f32]) {
         let buf = self.buffers.clone();
         self.upload(&buf, bytemuck::cast_slice(b));
+    }
+}
+
+/// The uniform of `softmax_forward/backward`: `rows × cols`, no loss options.
+fn softmax_params(rows: usize, cols: usize) -> LossParams {
+    LossParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        accumulate: 0,
+        has_grad: 0,
+        scale: 1.0,
+        pad: [0; 3],
     }
 }

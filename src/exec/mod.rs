@@ -320,7 +320,8 @@ impl Executor {
         }
     }
 
-    /// Forward pass only; returns the model output `[n, out]` (logits for cross-entropy).
+    /// Forward pass only; returns the model output `[n, out]` (logits for cross-entropy, or
+    /// probabilities when the model ends in a [`crate::nn::Softmax`]).
     pub fn predict(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
         let n = self.check_batch(images, None)?;
         let zeros = vec![0u32; n * self.plan.target_len];

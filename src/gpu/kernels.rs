@@ -47,6 +47,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
+    ("layout", include_str!("../../shaders/layout.wgsl")),
 ];
 
 /// A kernel: entry point, family, number of read-only inputs and of outputs.
@@ -94,6 +95,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("dropout_backward", "elementwise", 2, 1),
     k("rescale", "elementwise", 1, 1),
     k("softmax_forward", "loss", 1, 1),
+    k("softmax_backward", "loss", 2, 1),
     k("cross_entropy", "loss", 2, 2),
     k("mse", "loss", 2, 2),
     k("grad_norm_scale", "optim", 1, 1),
@@ -101,6 +103,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("batch_norm_forward_train", "norm", 3, 4),
     k("batch_norm_forward_eval", "norm", 5, 1),
     k("batch_norm_backward", "norm", 4, 3),
+    k("permute", "layout", 1, 1),
 ];
 
 /// The full WGSL source of every family (common prelude included), for validation
@@ -534,6 +537,20 @@ pub enum BenchOp {
     BatchNormBackward {
         d: [usize; 3],
     },
+    /// Row-wise softmax of `rows × cols`.
+    SoftmaxForward {
+        rows: usize,
+        cols: usize,
+    },
+    SoftmaxBackward {
+        rows: usize,
+        cols: usize,
+    },
+    /// Axis permutation of a tensor with dims `xd`.
+    Permute {
+        xd: [usize; 4],
+        perm: [usize; 4],
+    },
 }
 
 impl BenchOp {
@@ -564,6 +581,9 @@ impl BenchOp {
             BenchOp::BatchNormForwardTrain { .. } => "batch_norm_forward_train",
             BenchOp::BatchNormForwardEval { .. } => "batch_norm_forward_eval",
             BenchOp::BatchNormBackward { .. } => "batch_norm_backward",
+            BenchOp::SoftmaxForward { .. } => "softmax_forward",
+            BenchOp::SoftmaxBackward { .. } => "softmax_backward",
+            BenchOp::Permute { .. } => "permute",
         }
     }
 
@@ -664,6 +684,18 @@ impl BenchOp {
             Step::BatchNormForwardTrain { d, .. } => BenchOp::BatchNormForwardTrain { d: *d },
             Step::BatchNormForwardEval { d, .. } => BenchOp::BatchNormForwardEval { d: *d },
             Step::BatchNormBackward { d, .. } => BenchOp::BatchNormBackward { d: *d },
+            Step::SoftmaxForward { rows, cols, .. } => BenchOp::SoftmaxForward {
+                rows: *rows,
+                cols: *cols,
+            },
+            Step::SoftmaxBackward { rows, cols, .. } => BenchOp::SoftmaxBackward {
+                rows: *rows,
+                cols: *cols,
+            },
+            Step::Permute { xd, perm, .. } => BenchOp::Permute {
+                xd: *xd,
+                perm: *perm,
+            },
         }
     }
 }

@@ -273,6 +273,30 @@ impl NormParams {
     }
 }
 
+/// Uniform of `permute` (`PermuteParams` in layout.wgsl): y's dims and, per y axis, the
+/// row-major stride in x of the axis it comes from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct PermuteParams {
+    pub dims: [u32; 4],
+    pub strides: [u32; 4],
+    pub len: u32,
+    pub pad: [u32; 3],
+}
+
+impl PermuteParams {
+    /// `y = x.transpose(perm)` for `x` of dims `xd`.
+    pub fn new(xd: [usize; 4], perm: [usize; 4]) -> Self {
+        let xs = [xd[1] * xd[2] * xd[3], xd[2] * xd[3], xd[3], 1];
+        PermuteParams {
+            dims: perm.map(|a| xd[a] as u32),
+            strides: perm.map(|a| xs[a] as u32),
+            len: xd.iter().product::<usize>() as u32,
+            pad: [0; 3],
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct ClipParams {
@@ -940,6 +964,29 @@ impl GpuContext {
                         c as u64
                     };
                     self.record(op.kernel(), &s, &prm, groups)?.0
+                }
+                BenchOp::SoftmaxForward { rows, cols }
+                | BenchOp::SoftmaxBackward { rows, cols } => {
+                    let mut s = vec![input(rows * cols)];
+                    if matches!(op, BenchOp::SoftmaxBackward { .. }) {
+                        s.push(input(rows * cols));
+                    }
+                    s.push(output(rows * cols));
+                    let prm = LossParams {
+                        rows: *rows as u32,
+                        cols: *cols as u32,
+                        accumulate: 0,
+                        has_grad: 0,
+                        scale: 1.0,
+                        pad: [0; 3],
+                    };
+                    self.record(op.kernel(), &s, &prm, groups64(*rows))?.0
+                }
+                BenchOp::Permute { xd, perm } => {
+                    let len: usize = xd.iter().product();
+                    let s = [input(len), output(len)];
+                    let prm = PermuteParams::new(*xd, *perm);
+                    self.record("permute", &s, &prm, groups64(len))?.0
                 }
             };
             bufs.extend(ins);
