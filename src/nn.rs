@@ -232,6 +232,13 @@ impl SeparableConv2d {
         self.pointwise = self.pointwise.bias(bias);
         self
     }
+    /// Keras `depth_multiplier`: `m` depthwise filters per input channel (the pointwise step
+    /// then reads `in·m` channels).
+    pub fn multiplier(mut self, m: usize) -> Self {
+        self.depthwise = self.depthwise.multiplier(m);
+        self.pointwise.in_channels = self.depthwise.out_channels;
+        self
+    }
 }
 
 impl Layer for SeparableConv2d {

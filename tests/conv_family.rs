@@ -1220,3 +1220,42 @@ fn separable_and_depthwise_model_one_step_gpu_equals_cpu() {
         .unwrap();
     one_step_agrees("separable model", &graph, 3 * 12 * 12, 5);
 }
+
+/// `SeparableConv2d::multiplier(m)` is Keras's `depth_multiplier`: `m` depthwise filters per
+/// channel, then a pointwise convolution over the `in·m` channels; the same graph as the two
+/// layers written out.
+#[test]
+fn separable_multiplier_is_depthwise_multiplier_then_pointwise() {
+    let sep = Sequential::new(&[3, 9, 9])
+        .add("sep", SeparableConv2d::new(3, 8, 3).multiplier(2).same())
+        .add("flat", Flatten)
+        .add("fc", Linear::new(8 * 81, 4))
+        .cross_entropy()
+        .unwrap();
+    let manual = Sequential::new(&[3, 9, 9])
+        .add(
+            "sep.depthwise",
+            Conv2d::depthwise(3, 3).multiplier(2).same(),
+        )
+        .add("sep.pointwise", Conv2d::new(6, 8, 1))
+        .add("flat", Flatten)
+        .add("fc", Linear::new(8 * 81, 4))
+        .cross_entropy()
+        .unwrap();
+    let shapes = |g: &wgcnn::graph::Graph| {
+        g.params()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shapes(&sep), shapes(&manual));
+    assert_eq!(
+        shapes(&sep)[0],
+        ("sep.depthwise.weight".into(), vec![6, 1, 3, 3])
+    );
+    assert_eq!(
+        shapes(&sep)[1],
+        ("sep.pointwise.weight".into(), vec![8, 6, 1, 1])
+    );
+    assert_eq!(sep.nodes(), manual.nodes());
+}
