@@ -25,61 +25,60 @@ impl ConvDims {
         }
     }
 
-    /// Calls `f(xi, wi)` with the flat x and w indices of every term of output
-    /// `(n, o, z, i, j)`'s sum: `y[n,o,z,i,j] = Σ w[wi]·x[xi]` over the taps inside the input.
-    fn terms(
-        &self,
-        n: usize,
-        o: usize,
-        (z, i, j): (usize, usize, usize),
-        mut f: impl FnMut(usize, usize),
-    ) {
-        let [_, c_, d_, h_, w_] = self.x;
+    /// Calls `f(yi, xi, wi)` for every term `w[wi]·x[xi]` of every output `y[yi]`'s sum, in
+    /// the order n, o, z, i, j (the output), then c (of o's group), e, a, b (the taps inside
+    /// the input): `y[n,o,z,i,j] = Σ w[o,c,tap(e,a,b)]·x[n,g·CG+c, z·sd+e·dd−pd, …]`.
+    #[inline(always)]
+    fn for_each_term(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let [n_, c_, d_, h_, w_] = self.x;
         let [o_, cg, kd, kh, kw] = self.w;
+        let [_, _, od, oh, ow] = self.y;
         let [sd, sh, sw] = self.stride;
         let [dd, dh, dw] = self.dilation;
         let [pd, ph, pw] = self.pad;
-        let g = o / (o_ / self.groups);
-        for cl in 0..cg {
-            let c = g * cg + cl;
-            for e in 0..kd {
-                let Some(iz) = Self::src(z, e, sd, dd, pd, d_) else {
-                    continue;
-                };
-                for a in 0..kh {
-                    let Some(ih) = Self::src(i, a, sh, dh, ph, h_) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = Self::src(j, b, sw, dw, pw, w_) else {
-                            continue;
-                        };
-                        let (te, ta, tb) = self.tap(e, a, b);
-                        let wi = (((o * cg + cl) * kd + te) * kh + ta) * kw + tb;
-                        let xi = (((n * c_ + c) * d_ + iz) * h_ + ih) * w_ + iw;
-                        f(xi, wi);
+        let og = o_ / self.groups;
+        let mut yi = 0;
+        for n in 0..n_ {
+            for o in 0..o_ {
+                let g = o / og;
+                for z in 0..od {
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            for cl in 0..cg {
+                                let c = g * cg + cl;
+                                for e in 0..kd {
+                                    let Some(iz) = Self::src(z, e, sd, dd, pd, d_) else {
+                                        continue;
+                                    };
+                                    for a in 0..kh {
+                                        let Some(ih) = Self::src(i, a, sh, dh, ph, h_) else {
+                                            continue;
+                                        };
+                                        let xrow = (((n * c_ + c) * d_ + iz) * h_ + ih) * w_;
+                                        for b in 0..kw {
+                                            let Some(iw) = Self::src(j, b, sw, dw, pw, w_) else {
+                                                continue;
+                                            };
+                                            let (te, ta, tb) = self.tap(e, a, b);
+                                            let wi =
+                                                (((o * cg + cl) * kd + te) * kh + ta) * kw + tb;
+                                            f(yi, xrow + iw, wi);
+                                        }
+                                    }
+                                }
+                            }
+                            yi += 1;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Flat index of output `(n, o, z, i, j)`.
-    fn yi(&self, n: usize, o: usize, z: usize, i: usize, j: usize) -> usize {
+    /// Output channel of flat output index `yi`.
+    fn out_channel(&self, yi: usize) -> usize {
         let [_, o_, od, oh, ow] = self.y;
-        (((n * o_ + o) * od + z) * oh + i) * ow + j
-    }
-
-    /// Every output index `(n, o, (z, i, j))`.
-    fn outputs(&self) -> impl Iterator<Item = (usize, usize, (usize, usize, usize))> {
-        let [n_, o_, od, oh, ow] = self.y;
-        (0..n_).flat_map(move |n| {
-            (0..o_).flat_map(move |o| {
-                (0..od).flat_map(move |z| {
-                    (0..oh).flat_map(move |i| (0..ow).map(move |j| (n, o, (z, i, j))))
-                })
-            })
-        })
+        (yi / (od * oh * ow)) % o_
     }
 }
 
@@ -93,13 +92,24 @@ pub fn conv2d_forward(
     act: (u32, f32),
 ) -> Vec<f32> {
     let mut y = vec![0.0f32; d.y.iter().product()];
-    for (n, o, (z, i, j)) in d.outputs() {
-        let mut acc = 0.0f32;
-        d.terms(n, o, (z, i, j), |xi, wi| acc += w[wi] * x[xi]);
-        if let Some(b) = b {
-            acc += b[o];
+    // accumulate each output's sum in a register, stored when the next output starts
+    let (mut cur, mut acc) = (0, 0.0f32);
+    d.for_each_term(|yi, xi, wi| {
+        if yi != cur {
+            y[cur] = acc;
+            (cur, acc) = (yi, 0.0);
         }
-        y[d.yi(n, o, z, i, j)] = act_fwd(acc, act.0, act.1);
+        acc += w[wi] * x[xi];
+    });
+    if let Some(v) = y.get_mut(cur) {
+        *v = acc;
+    }
+    for (yi, v) in y.iter_mut().enumerate() {
+        let biased = match b {
+            Some(b) => *v + b[d.out_channel(yi)],
+            None => *v,
+        };
+        *v = act_fwd(biased, act.0, act.1);
     }
     y
 }
@@ -119,10 +129,7 @@ pub fn conv2d_backward_input(
         None => dy.to_vec(),
     };
     let mut dx = vec![0.0f32; d.x.iter().product()];
-    for (n, o, (z, i, j)) in d.outputs() {
-        let g = dy[d.yi(n, o, z, i, j)];
-        d.terms(n, o, (z, i, j), |xi, wi| dx[xi] += g * w[wi]);
-    }
+    d.for_each_term(|yi, xi, wi| dx[xi] += dy[yi] * w[wi]);
     dx
 }
 
@@ -140,10 +147,9 @@ pub fn conv2d_backward_weight(
     };
     let mut dw = vec![0.0f32; d.w.iter().product()];
     let mut db = vec![0.0f32; d.w[0]];
-    for (n, o, (z, i, j)) in d.outputs() {
-        let g = dy[d.yi(n, o, z, i, j)];
-        db[o] += g;
-        d.terms(n, o, (z, i, j), |xi, wi| dw[wi] += g * x[xi]);
+    for (yi, g) in dy.iter().enumerate() {
+        db[d.out_channel(yi)] += g;
     }
+    d.for_each_term(|yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
     (dw, db)
 }
