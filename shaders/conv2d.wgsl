@@ -60,6 +60,8 @@ const ACT: u32 = 0u;        // fused activation code (see common.wgsl)
 const HAS_BIAS: u32 = 0u;   // forward adds b, backward-weight writes db
 const FLIP: u32 = 0u;       // 1: true convolution (kernel taps rotated by 180°)
 const UNIT: u32 = 0u;       // backward-input: 1 when every stride is 1 (no divisions needed)
+const PLAIN: u32 = 0u;      // 1: a 2-D geometry (D = KD = 1, no depth padding or stride, no
+                            // dilation): the depth and dilation arithmetic folds away
 const FR: u32 = 8u;         // forward: output channels per invocation
 const FS: u32 = 8u;         // forward: positions per invocation
 const IR: u32 = 4u;         // backward-input: input channels per invocation
@@ -67,6 +69,10 @@ const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
 const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
+
+// A geometry value, or its plain 2-D value (1, or 0 for padding) when PLAIN = 1.
+fn one_if_plain(v: u32) -> u32 { return select(v, 1u, PLAIN == 1u); }
+fn zero_if_plain(v: u32) -> u32 { return select(v, 0u, PLAIN == 1u); }
 
 // The stored tap of kernel offset `t` (flat over e, a, b) of a kernel with `kvol` taps.
 fn conv_tap(t: u32, kvol: u32) -> u32 {
@@ -86,12 +92,15 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) li: u32) {
     let alpha = f_p.alpha;
     let g = f_p;
+    let gd = one_if_plain(g.d); let gkd = one_if_plain(g.kd); let god = one_if_plain(g.od);
+    let gsd = one_if_plain(g.sd); let gpd = zero_if_plain(g.pd); let gdd = one_if_plain(g.dd);
+    let gdh = one_if_plain(g.dh); let gdw = one_if_plain(g.dw);
     let ohw = g.oh * g.ow;
-    let plane = g.od * ohw;
+    let plane = god * ohw;
     let npos = g.n * plane;
     let hw = g.h * g.w;
-    let dhw = g.d * hw;
-    let kvol = g.kd * g.kh * g.kw;
+    let dhw = gd * hw;
+    let kvol = gkd * g.kh * g.kw;
     let kk = g.cg * kvol;
     let tiles_p = (npos + WG * FS - 1u) / (WG * FS);
     let t = flat_group(wid, nwg);
@@ -108,7 +117,7 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let n = q / plane;
         let r = q % plane;
         let rr = r % ohw;
-        iz0[s] = i32((r / ohw) * g.sd) - i32(g.pd);
+        iz0[s] = i32((r / ohw) * gsd) - i32(gpd);
         ih0[s] = i32((rr / g.ow) * g.sh) - i32(g.ph);
         iw0[s] = i32((rr % g.ow) * g.sw) - i32(g.pw);
         xb[s] = i32((n * g.c + cbase) * dhw) + iz0[s] * i32(hw) + ih0[s] * i32(g.w) + iw0[s];
@@ -118,25 +127,25 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var acc: array<array<f32, FS>, FR>;
     for (var c = 0u; c < g.cg; c++) {
         var kt = 0u;
-        for (var e = 0u; e < g.kd; e++) {
+        for (var e = 0u; e < gkd; e++) {
             var zok: array<bool, FS>;
             /*unroll*/ for (var s = 0u; s < FS; s++) {
-                let iz = iz0[s] + i32(e * g.dd);
-                zok[s] = iz >= 0 && iz < i32(g.d);
+                let iz = iz0[s] + i32(e * gdd);
+                zok[s] = iz >= 0 && iz < i32(gd);
             }
             for (var a = 0u; a < g.kh; a++) {
                 var rok: array<bool, FS>;
                 /*unroll*/ for (var s = 0u; s < FS; s++) {
-                    let ih = ih0[s] + i32(a * g.dh);
+                    let ih = ih0[s] + i32(a * gdh);
                     rok[s] = zok[s] && ih >= 0 && ih < i32(g.h);
                 }
-                let rowoff = i32(c * dhw + e * g.dd * hw + a * g.dh * g.w);
+                let rowoff = i32(c * dhw + e * gdd * hw + a * gdh * g.w);
                 for (var b = 0u; b < g.kw; b++) {
                     var xv: array<f32, FS>;
                     /*unroll*/ for (var s = 0u; s < FS; s++) {
-                        let iw = iw0[s] + i32(b * g.dw);
+                        let iw = iw0[s] + i32(b * gdw);
                         let ok = rok[s] && iw >= 0 && iw < i32(g.w);
-                        let xi = select(0, xb[s] + rowoff + i32(b * g.dw), ok);
+                        let xi = select(0, xb[s] + rowoff + i32(b * gdw), ok);
                         xv[s] = select(0.0, f_x[u32(xi)], ok);
                     }
                     let wk = c * kvol + conv_tap(kt, kvol);
@@ -175,12 +184,15 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                          @builtin(local_invocation_index) li: u32) {
     let alpha = bi_p.alpha;
     let g = bi_p;
+    let gd = one_if_plain(g.d); let gkd = one_if_plain(g.kd); let god = one_if_plain(g.od);
+    let gsd = one_if_plain(g.sd); let gpd = zero_if_plain(g.pd); let gdd = one_if_plain(g.dd);
+    let gdh = one_if_plain(g.dh); let gdw = one_if_plain(g.dw);
     let hw = g.h * g.w;
-    let dhw = g.d * hw;
+    let dhw = gd * hw;
     let npos = g.n * dhw;
     let ohw = g.oh * g.ow;
-    let plane = g.od * ohw;
-    let kvol = g.kd * g.kh * g.kw;
+    let plane = god * ohw;
+    let kvol = gkd * g.kh * g.kw;
     let kk = g.cg * kvol;
     let tiles_p = (npos + WG * IS - 1u) / (WG * IS);
     let t = flat_group(wid, nwg);
@@ -198,7 +210,7 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         let r = q % dhw;
         let rr = r % hw;
         yb[s] = (n * g.o + obase) * plane;
-        tz[s] = i32(r / hw + g.pd);
+        tz[s] = i32(r / hw + gpd);
         th[s] = i32(rr / g.w + g.ph);
         tw[s] = i32(rr % g.w + g.pw);
     }
@@ -206,23 +218,23 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     /*unroll*/ for (var r = 0u; r < IR; r++) { wb[r] = (min(c0 + r, g.c - 1u) - grp * g.cg) * kvol; }
     var acc: array<array<f32, IS>, IR>;
     var kt = 0u;
-    for (var e = 0u; e < g.kd; e++) {
+    for (var e = 0u; e < gkd; e++) {
         for (var a = 0u; a < g.kh; a++) {
             for (var b = 0u; b < g.kw; b++) {
                 // the dy' element each position gathers for this (e, a, b), if any
                 var yo: array<u32, IS>;
                 var ok: array<bool, IS>;
                 /*unroll*/ for (var s = 0u; s < IS; s++) {
-                    let tk = tz[s] - i32(e * g.dd);
-                    let ti = th[s] - i32(a * g.dh);
-                    let tj = tw[s] - i32(b * g.dw);
+                    let tk = tz[s] - i32(e * gdd);
+                    let ti = th[s] - i32(a * gdh);
+                    let tj = tw[s] - i32(b * gdw);
                     var k = u32(max(tk, 0));
                     var i = u32(max(ti, 0));
                     var j = u32(max(tj, 0));
-                    if (UNIT == 0u) { k /= g.sd; i /= g.sh; j /= g.sw; }
+                    if (UNIT == 0u) { k /= gsd; i /= g.sh; j /= g.sw; }
                     ok[s] = tk >= 0 && ti >= 0 && tj >= 0
-                            && k * g.sd == u32(tk) && i * g.sh == u32(ti) && j * g.sw == u32(tj)
-                            && k < g.od && i < g.oh && j < g.ow;
+                            && k * gsd == u32(tk) && i * g.sh == u32(ti) && j * g.sw == u32(tj)
+                            && k < god && i < g.oh && j < g.ow;
                     yo[s] = select(0u, yb[s] + (k * g.oh + i) * g.ow + j, ok[s]);
                 }
                 let kab = conv_tap(kt, kvol);
@@ -270,12 +282,15 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
                           @builtin(local_invocation_index) li: u32) {
     let alpha = bw_p.alpha;
     let g = bw_p;
-    let kvol = g.kd * g.kh * g.kw;
+    let gd = one_if_plain(g.d); let gkd = one_if_plain(g.kd); let god = one_if_plain(g.od);
+    let gsd = one_if_plain(g.sd); let gpd = zero_if_plain(g.pd); let gdd = one_if_plain(g.dd);
+    let gdh = one_if_plain(g.dh); let gdw = one_if_plain(g.dw);
+    let kvol = gkd * g.kh * g.kw;
     let kk = g.cg * kvol;
     let hw = g.h * g.w;
-    let dhw = g.d * hw;
+    let dhw = gd * hw;
     let ohw = g.oh * g.ow;
-    let plane = g.od * ohw;
+    let plane = god * ohw;
     let tiles_k = (kk + HAS_BIAS + WS - 1u) / WS;
     let t = flat_group(wid, nwg);
     let o0 = (t / tiles_k) * WR;
@@ -296,9 +311,9 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         let e = tap / (g.kh * g.kw);
         let a = (tap / g.kw) % g.kh;
         let b = tap % g.kw;
-        ke[s] = i32(e * g.dd) - i32(g.pd);
-        ka[s] = i32(a * g.dh) - i32(g.ph);
-        kb[s] = i32(b * g.dw) - i32(g.pw);
+        ke[s] = i32(e * gdd) - i32(gpd);
+        ka[s] = i32(a * gdh) - i32(g.ph);
+        kb[s] = i32(b * gdw) - i32(g.pw);
         koff[s] = i32((cbase + c) * dhw) + ke[s] * i32(hw) + ka[s] * i32(g.w) + kb[s];
         isx[s] = k0 + s < kk;
         cst[s] = select(0.0, 1.0, HAS_BIAS == 1u && k0 + s == kk);
@@ -306,21 +321,21 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     var yoff: array<u32, WR>;
     /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
     var acc: array<array<f32, WS>, WR>;
-    let nrows = g.n * g.od * g.oh;
+    let nrows = g.n * god * g.oh;
     for (var row = li; row < nrows; row += WG) {
-        let n = row / (g.od * g.oh);
-        let zi = row % (g.od * g.oh);
+        let n = row / (god * g.oh);
+        let zi = row % (god * g.oh);
         let z = zi / g.oh;
         let i = zi % g.oh;
         let ybase = n * g.o * plane + zi * g.ow;
-        let izb = i32(z * g.sd);
+        let izb = i32(z * gsd);
         let ihb = i32(i * g.sh);
         let xbase = i32(n * g.c * dhw) + izb * i32(hw) + ihb * i32(g.w);
         var rok: array<bool, WS>;
         /*unroll*/ for (var s = 0u; s < WS; s++) {
             let iz = izb + ke[s];
             let ih = ihb + ka[s];
-            rok[s] = isx[s] && iz >= 0 && iz < i32(g.d) && ih >= 0 && ih < i32(g.h);
+            rok[s] = isx[s] && iz >= 0 && iz < i32(gd) && ih >= 0 && ih < i32(g.h);
         }
         for (var j = 0u; j < g.ow; j++) {
             var dv: array<f32, WR>;

@@ -84,6 +84,19 @@ impl ConvUniform {
         }
     }
 
+    /// 2-D without dilation (D = KD = OD = 1, no depth stride or padding): the generic
+    /// kernels' PLAIN specialisation.
+    fn plain_geometry(&self) -> bool {
+        self.d == 1
+            && self.kd == 1
+            && self.od == 1
+            && self.sd == 1
+            && self.pd == 0
+            && self.dd == 1
+            && self.dh == 1
+            && self.dw == 1
+    }
+
     /// Plain 2-D, no groups, dilation or flip: the shapes the stride-1 rows variants serve.
     fn plain_2d(&self) -> bool {
         self.d == 1
@@ -553,6 +566,9 @@ fn conv_tile(name: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
 /// The specialisation of conv kernel `name`: fused activation and bias, register tile.
 fn conv_consts(name: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
     let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias), ("FLIP", p.flip)];
+    if !name.ends_with("_rows") {
+        consts.push(("PLAIN", p.plain_geometry() as u32));
+    }
     let names = match name {
         "conv2d_forward" => ("FR", "FS"),
         "conv2d_backward_input" => {
