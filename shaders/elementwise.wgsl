@@ -4,7 +4,9 @@
 //   activation_backward:  dx[i] = dy[i] · f'(x[i])
 //   add:                  c[i]  = a[i] + b[i]      (residual connections; summing gradients)
 //
-// f is picked by `act` (codes in common.wgsl) with parameter `alpha` (LeakyReLU slope, ELU α).
+// f is the pipeline constant ACT (codes in common.wgsl; the host specialises it and it must
+// equal the uniform's `act` — a branch on a uniform value makes lavapipe recompile the shader
+// at every bind) with parameter `alpha` (LeakyReLU slope, ELU α).
 // Dispatch: one invocation per element, 64 per workgroup, grid folded past 65,535 workgroups.
 // Bindings:
 //   activation_forward:   0 x, 1 y, 2 p
@@ -15,6 +17,8 @@ struct EwParams {
     len: u32, act: u32, alpha: f32, _pad: u32,
 }
 
+const ACT: u32 = 0u;   // activation code, specialised per pipeline
+
 @group(0) @binding(0) var<storage, read> af_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> af_y: array<f32>;
 @group(0) @binding(2) var<uniform> af_p: EwParams;
@@ -24,7 +28,7 @@ fn activation_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                       @builtin(local_invocation_index) li: u32) {
     let i = flat_id(wid, nwg, li);
     if (i >= af_p.len) { return; }
-    af_y[i] = act_fwd(af_x[i], af_p.act, af_p.alpha);
+    af_y[i] = act_fwd(af_x[i], ACT, af_p.alpha);
 }
 
 @group(0) @binding(0) var<storage, read> ab_x: array<f32>;
@@ -37,7 +41,7 @@ fn activation_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
                        @builtin(local_invocation_index) li: u32) {
     let i = flat_id(wid, nwg, li);
     if (i >= ab_p.len) { return; }
-    ab_dx[i] = ab_dy[i] * act_grad_x(ab_x[i], ab_p.act, ab_p.alpha);
+    ab_dx[i] = ab_dy[i] * act_grad_x(ab_x[i], ACT, ab_p.alpha);
 }
 
 @group(0) @binding(0) var<storage, read> ad_a: array<f32>;

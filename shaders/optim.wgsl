@@ -49,6 +49,12 @@ fn grad_norm_scale(@builtin(local_invocation_index) li: u32) {
     }
 }
 
+// The optimizer kind of optimizer_step (0-5 above), specialised per pipeline on the host,
+// not branched on from the uniform: lavapipe (Mesa 22.x) recompiles a shader that
+// branches on a uniform value with the value inlined at every bind of the pipeline and
+// keeps every copy until the pipeline is destroyed (~120 KB of host memory per step).
+const KIND: u32 = 0u;
+
 struct OptParams {
     kind: u32, len: u32, lr: f32, momentum: f32,
     alpha: f32, beta1: f32, beta2: f32, eps: f32,
@@ -72,13 +78,13 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var p = o_p[i];
     var g = o_g[i] * o_scale[0];
     if (q.l1 != 0.0) { g += q.l1 * sign(p); }
-    if (q.kind != 5u && q.wd != 0.0) { g += q.wd * p; }
-    switch q.kind {
+    if (KIND != 5u && q.wd != 0.0) { g += q.wd * p; }
+    switch KIND {
         case 0u: { p -= q.lr * g; }
         case 1u, 2u: {
             let b = q.momentum * o_s1[i] + g;
             o_s1[i] = b;
-            if (q.kind == 2u) { p -= q.lr * (g + q.momentum * b); } else { p -= q.lr * b; }
+            if (KIND == 2u) { p -= q.lr * (g + q.momentum * b); } else { p -= q.lr * b; }
         }
         case 3u: {
             let v = q.alpha * o_s2[i] + (1.0 - q.alpha) * g * g;
@@ -93,7 +99,7 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             }
         }
         default: {
-            if (q.kind == 5u) { p *= 1.0 - q.lr * q.wd; }
+            if (KIND == 5u) { p *= 1.0 - q.lr * q.wd; }
             let m = o_s1[i] + (1.0 - q.beta1) * (g - o_s1[i]);
             let v = q.beta2 * o_s2[i] + (1.0 - q.beta2) * g * g;
             o_s1[i] = m;

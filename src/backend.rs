@@ -830,7 +830,7 @@ impl Backend {
                     alpha: act.alpha(),
                     pad: 0,
                 };
-                let (disp, _) = g.record(kernel, &slices, &prm, groups64(len))?;
+                let (disp, _) = g.record_ew(kernel, &slices, &prm, groups64(len))?;
                 to_f32(&g.run(&[disp], &[out])?[0])
             }
         };
@@ -1345,8 +1345,9 @@ impl Backend {
                     dispatches.push(d);
                 }
                 let prm = OptParams::new(opt, t, n);
-                let (disp, _) = ctx.record(
+                let (disp, _) = ctx.record_with(
                     "optimizer_step",
+                    &[("KIND", prm.kind)],
                     &[gs, scale, ps.clone(), s1.clone(), s2.clone(), flag],
                     &prm,
                     groups64(n),

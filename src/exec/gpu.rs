@@ -44,6 +44,10 @@ pub(crate) struct GpuExec {
     dummy: [Arc<wgpu::Buffer>; 2],
     opt_uniform: Arc<wgpu::Buffer>,
     opt_dispatch: Dispatch,
+    /// The optimizer kind `opt_dispatch`'s pipeline is specialised for (`KIND`).
+    opt_kind: u32,
+    /// Gradient scale (1 float) written by `grad_norm_scale`, read by `optimizer_step`.
+    grad_scale: Arc<wgpu::Buffer>,
     /// Uniform and dispatch of `grad_norm_scale` (run only when clipping is on).
     clip_uniform: Arc<wgpu::Buffer>,
     clip_dispatch: Dispatch,
@@ -57,7 +61,7 @@ pub(crate) struct GpuExec {
 }
 
 impl GpuExec {
-    pub fn new(ctx: Arc<GpuContext>, plan: &Plan, params: &[f32]) -> Result<Self> {
+    pub fn new(ctx: Arc<GpuContext>, plan: &Plan, params: &[f32], opt_kind: u32) -> Result<Self> {
         let flat_bytes = bytes_of_len(plan.flat_len);
         ctx.check_binding("plan", "parameters", flat_bytes)?;
         // name the graph tensor that doesn't fit, then check the pooled buffers
@@ -140,19 +144,11 @@ impl GpuExec {
             1,
         )?;
         allocated += std::mem::size_of::<ClipParams>() as u64;
-        let prm = OptParams::new(&Optimizer::sgd(0.0), 1, plan.flat_len);
-        let (d, u) = ctx.record(
-            "optimizer_step",
-            &[
-                Slice::whole(g.clone()),
-                Slice::whole(grad_scale),
-                Slice::whole(p.clone()),
-                Slice::whole(s1.clone()),
-                Slice::whole(s2.clone()),
-                Slice::whole(metrics[0].clone()),
-            ],
-            &prm,
-            groups64(plan.flat_len),
+        let (d, u) = Self::record_opt(
+            &ctx,
+            opt_kind,
+            [&g, &grad_scale, &p, &s1, &s2, &metrics[0]],
+            plan.flat_len,
         )?;
         allocated += std::mem::size_of::<OptParams>() as u64;
         let ctx_step = ctx.zeros("dropout.step", 4);
@@ -172,6 +168,8 @@ impl GpuExec {
             dummy,
             opt_uniform: u,
             opt_dispatch: d,
+            opt_kind,
+            grad_scale,
             clip_uniform,
             clip_dispatch,
             step_buf: ctx_step,
@@ -190,6 +188,24 @@ impl GpuExec {
         ex.program(plan, plan.batch, Mode::Train)?;
         ex.program(plan, plan.batch, Mode::Eval)?;
         Ok(ex)
+    }
+
+    /// Records `optimizer_step` with its pipeline specialised for optimizer `kind`.
+    fn record_opt(
+        ctx: &GpuContext,
+        kind: u32,
+        bufs: [&Arc<wgpu::Buffer>; 6],
+        flat_len: usize,
+    ) -> Result<(Dispatch, Arc<wgpu::Buffer>)> {
+        let prm = OptParams::new(&Optimizer::sgd(0.0), 1, flat_len);
+        let slices = bufs.map(|b| Slice::whole(b.clone()));
+        ctx.record_with(
+            "optimizer_step",
+            &[("KIND", kind)],
+            &slices,
+            &prm,
+            groups64(flat_len),
+        )
     }
 
     fn slice(&self, plan: &Plan, t: TensorId, n: usize) -> Slice {
@@ -263,6 +279,14 @@ impl GpuExec {
             ($name:expr, $slices:expr, $params:expr, $groups:expr) => {{
                 let prm = $params;
                 let (d, u) = c.record($name, &$slices, &prm, $groups)?;
+                Ok((d, u, std::mem::size_of_val(&prm) as u64))
+            }};
+        }
+        // elementwise kernels: the activation is a pipeline constant (`record_ew`)
+        macro_rules! rec_ew {
+            ($name:expr, $slices:expr, $params:expr, $groups:expr) => {{
+                let prm = $params;
+                let (d, u) = c.record_ew($name, &$slices, &prm, $groups)?;
                 Ok((d, u, std::mem::size_of_val(&prm) as u64))
             }};
         }
@@ -415,7 +439,7 @@ impl GpuExec {
             }
             Step::ActivationForward { x, y, act } => {
                 let len = plan.tensors[*x].len(n);
-                rec!(
+                rec_ew!(
                     "activation_forward",
                     [sl(*x), sl(*y)],
                     EwParams {
@@ -429,7 +453,7 @@ impl GpuExec {
             }
             Step::ActivationBackward { x, dy, dx, act } => {
                 let len = plan.tensors[*x].len(n);
-                rec!(
+                rec_ew!(
                     "activation_backward",
                     [sl(*x), sl(*dy), sl(*dx)],
                     EwParams {
@@ -621,6 +645,23 @@ impl GpuExec {
         self.upload(&input, bytemuck::cast_slice(images));
         self.upload(&tbuf, bytemuck::cast_slice(targets));
         if let Some((o, t)) = opt {
+            if o.kind.code() != self.opt_kind {
+                // the optimizer kind changed: a pipeline specialised for the new one
+                let (d, u) = Self::record_opt(
+                    &self.ctx,
+                    o.kind.code(),
+                    [
+                        &self.grads,
+                        &self.grad_scale,
+                        &self.params,
+                        &self.s1,
+                        &self.s2,
+                        &self.metrics[0],
+                    ],
+                    self.flat_len,
+                )?;
+                (self.opt_dispatch, self.opt_uniform, self.opt_kind) = (d, u, o.kind.code());
+            }
             let prm = OptParams::new(o, t, self.flat_len);
             let u = self.opt_uniform.clone();
             self.upload(&u, bytemuck::bytes_of(&prm));

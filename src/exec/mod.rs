@@ -154,7 +154,12 @@ impl Executor {
         let params = init_params(&plan, seed);
         let inner = match backend {
             Backend::Cpu => Inner::Cpu(cpu::CpuExec::new(&plan, params)),
-            Backend::Gpu(ctx) => Inner::Gpu(gpu::GpuExec::new(ctx.clone(), &plan, &params)?),
+            Backend::Gpu(ctx) => Inner::Gpu(gpu::GpuExec::new(
+                ctx.clone(),
+                &plan,
+                &params,
+                opt.kind.code(),
+            )?),
         };
         Ok(Executor {
             plan,

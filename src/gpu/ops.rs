@@ -636,6 +636,24 @@ impl GpuContext {
         self.record_with(name, &[], slices, params, groups)
     }
 
+    /// Records an elementwise kernel (`activation_forward/backward`, `add`): the activation
+    /// code becomes the pipeline's `ACT` constant, never a branch on the uniform (a CPU
+    /// adapter such as lavapipe recompiles a shader that branches on a uniform value at
+    /// every bind — see docs/SOAK.md).
+    pub(crate) fn record_ew(
+        &self,
+        name: &str,
+        slices: &[Slice],
+        params: &EwParams,
+        groups: u64,
+    ) -> Result<(Dispatch, std::sync::Arc<wgpu::Buffer>)> {
+        if name.starts_with("activation") {
+            self.record_with(name, &[("ACT", params.act)], slices, params, groups)
+        } else {
+            self.record(name, slices, params, groups)
+        }
+    }
+
     /// [`GpuContext::record`] for a specialised pipeline.
     pub(crate) fn record_with<T: Pod>(
         &self,
@@ -904,7 +922,7 @@ impl GpuContext {
                         alpha: act.1,
                         pad: 0,
                     };
-                    self.record(op.kernel(), &s, &prm, groups64(*len))?.0
+                    self.record_ew(op.kernel(), &s, &prm, groups64(*len))?.0
                 }
                 BenchOp::CrossEntropy { rows, cols } | BenchOp::Mse { rows, cols } => {
                     let t = if matches!(op, BenchOp::CrossEntropy { .. }) {
@@ -939,7 +957,9 @@ impl GpuContext {
                         output(4),
                     ];
                     let prm = OptParams::new(&Optimizer::sgd(0.01), 1, *len);
-                    self.record("optimizer_step", &s, &prm, groups64(*len))?.0
+                    let kind = [("KIND", prm.kind)];
+                    self.record_with("optimizer_step", &kind, &s, &prm, groups64(*len))?
+                        .0
                 }
                 BenchOp::BatchNormForwardTrain { d }
                 | BenchOp::BatchNormForwardEval { d }
