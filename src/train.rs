@@ -275,3 +275,51 @@ pub fn load_checkpoint(
     ex.load_state(&params, &opt.tensors, info.step)?;
     Ok(info)
 }
+
+/// A learning-rate schedule over the epochs of a run.
+///
+/// ```
+/// use wgcnn::train::Schedule;
+/// let s: Schedule = "cosine".parse().unwrap();
+/// assert_eq!(s.lr(0.1, 0, 10), 0.1);
+/// assert!((s.lr(0.1, 5, 10) - 0.05).abs() < 1e-7);
+/// assert_eq!(Schedule::Constant.lr(0.1, 9, 10), 0.1);
+/// assert!("linear".parse::<Schedule>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// PyTorch's `CosineAnnealingLR` stepped once per epoch, `T_max = epochs`, `eta_min = 0`:
+    /// `lr = base · ½(1 + cos(π·epoch/epochs))`.
+    Cosine,
+    /// `lr = base` throughout.
+    Constant,
+}
+
+impl Schedule {
+    /// Learning rate for `epoch` (0-based) of `epochs`.
+    pub fn lr(self, base: f32, epoch: u64, epochs: u64) -> f32 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let t = epoch as f64 / epochs.max(1) as f64;
+                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
+    /// `cosine` or `constant`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cosine" => Ok(Schedule::Cosine),
+            "constant" => Ok(Schedule::Constant),
+            _ => Err(Error::invalid(
+                "schedule",
+                format!("unknown schedule '{s}' (expected cosine or constant)"),
+            )),
+        }
+    }
+}

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::values;
+
 use common::{assert_close, backends, gpu};
 use proptest::prelude::*;
 use wgcnn::exec::{Executor, Targets};
@@ -19,20 +21,6 @@ use wgcnn::ndarray::{Array4, ArrayD, IxDyn};
 use wgcnn::nn::{ChannelsLast, Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
 use wgcnn::plan::{Mode, Step};
 use wgcnn::{Backend, Error, Optimizer};
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn rand01(seed: u64, len: usize) -> Vec<f32> {
     values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()

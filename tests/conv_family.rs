@@ -28,6 +28,8 @@
 
 mod common;
 
+use common::values;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -89,21 +91,6 @@ fn config(default: u32) -> ProptestConfig {
         max_shrink_iters: 64,
         ..ProptestConfig::default()
     }
-}
-
-/// Deterministic pseudo-random values in [-1, 1) from a seed.
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {

@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::values;
+
 #[path = "golden/layers.rs"]
 mod golden;
 
@@ -34,20 +36,6 @@ use wgcnn::nn::{
 };
 use wgcnn::plan::Mode;
 use wgcnn::{Backend, Optimizer, Pool2dParams};
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn a4(seed: u64, d: [usize; 4]) -> Array4<f32> {
     Array4::from_shape_vec((d[0], d[1], d[2], d[3]), values(seed, d.iter().product()))

@@ -32,6 +32,8 @@
 
 mod common;
 
+use common::values;
+
 #[path = "golden/pool_nd.rs"]
 mod golden;
 
@@ -45,20 +47,6 @@ use wgcnn::nn::{
 };
 use wgcnn::plan::{Mode, Step};
 use wgcnn::{Backend, Error, Optimizer, Pool1dParams, Pool3dParams};
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Multiples of 1/8 in [−2, 2): exact in f32, and so are small sums of them.
 fn eighths(seed: u64, len: usize) -> Vec<f32> {

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::values;
+
 #[path = "golden/softmax.rs"]
 mod golden;
 
@@ -29,20 +31,6 @@ use wgcnn::ndarray::Array2;
 use wgcnn::nn::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential, Softmax};
 use wgcnn::plan::{Mode, Step};
 use wgcnn::{Backend, Error, Optimizer};
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn rand01(seed: u64, len: usize) -> Vec<f32> {
     values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()

@@ -20,32 +20,13 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use wgcnn::data::{self, Loader, Normalize};
 use wgcnn::exec::Executor;
-use wgcnn::{nn, train, Backend, Optimizer, OptimizerKind};
+use wgcnn::train::{self, Schedule};
+use wgcnn::{nn, Backend, Optimizer, OptimizerKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BackendArg {
     Gpu,
     Cpu,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Schedule {
-    Cosine,
-    Constant,
-}
-
-impl Schedule {
-    /// Learning rate for `epoch` of `epochs` (cosine annealing per epoch, as
-    /// PyTorch's `CosineAnnealingLR` with `T_max = epochs`, `eta_min = 0`).
-    fn lr(self, base: f32, epoch: u64, epochs: u64) -> f32 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Cosine => {
-                let t = epoch as f64 / epochs.max(1) as f64;
-                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
-            }
-        }
-    }
 }
 
 #[derive(Parser, Debug)]
@@ -69,7 +50,7 @@ struct Args {
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f32,
     /// Learning-rate schedule over the epochs: cosine (anneal to 0) or constant.
-    #[arg(long, value_enum, default_value = "cosine")]
+    #[arg(long, default_value = "cosine")]
     schedule: Schedule,
     #[arg(long, value_enum, default_value = "gpu")]
     backend: BackendArg,
