@@ -541,7 +541,14 @@ fn conv_tile(name: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
         "conv2d_backward_weight_rows" => {
             let r = balanced(p.o, t.bwd_w.0);
             let rows = p.c * p.kh;
-            let mut a = balanced(rows, t.bwd_w_rows);
+            // 1×1 kernels: a (c,a) row is a single column, so take 4× as many rows to keep
+            // the tile as wide as a 3×3 or 5×5 layer's
+            let max_rows = if p.kw == 1 {
+                4 * t.bwd_w_rows
+            } else {
+                t.bwd_w_rows
+            };
+            let mut a = balanced(rows, max_rows);
             let mut parts = rows.div_ceil(a);
             while conv_groups(name, p, (r, a)) < min_groups && a > 1 {
                 parts += 1;
