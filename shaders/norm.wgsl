@@ -36,9 +36,19 @@ fn reduce_ab(li: u32) {
     }
 }
 
-// Index of the i-th element (i < N·S) of channel c.
-fn bn_index(i: u32, c: u32, nc: u32, s: u32) -> u32 {
-    return ((i / s) * nc + c) * s + (i % s);
+// The elements i = li, li + WG, li + 2·WG, … (i < N·S) of channel c, walked as positions
+// (n, s) = (i / S, i % S) without a division per element: each step adds (q, r) = (WG / S,
+// WG % S) and carries once.
+fn bn_start(li: u32, s: u32) -> vec2<u32> { return vec2<u32>(li / s, li % s); }
+fn bn_step(pos: vec2<u32>, q: u32, r: u32, s: u32) -> vec2<u32> {
+    var n = pos.x + q;
+    var t = pos.y + r;
+    if (t >= s) { t -= s; n += 1u; }
+    return vec2<u32>(n, t);
+}
+// Flat index of position (n, s) of channel c.
+fn bn_index(pos: vec2<u32>, c: u32, nc: u32, s: u32) -> u32 {
+    return (pos.x * nc + c) * s + pos.y;
 }
 
 // ---- forward, training ------------------------------------------------------------------
@@ -61,16 +71,24 @@ fn batch_norm_forward_train(@builtin(workgroup_id) wid: vec3<u32>,
     if (c >= p.c) { return; }
     let m = p.n * p.s;
     var sum = 0.0;
-    for (var i = li; i < m; i += WG) { sum += ft_x[bn_index(i, c, p.c, p.s)]; }
+    let q = WG / p.s;
+    let r = WG % p.s;
+    var pos = bn_start(li, p.s);
+    for (var i = li; i < m; i += WG) {
+        sum += ft_x[bn_index(pos, c, p.c, p.s)];
+        pos = bn_step(pos, q, r, p.s);
+    }
     part_a[li] = sum;
     part_b[li] = 0.0;
     reduce_ab(li);
     let mean = part_a[0] / f32(m);
     workgroupBarrier();
     var sq = 0.0;
+    pos = bn_start(li, p.s);
     for (var i = li; i < m; i += WG) {
-        let d = ft_x[bn_index(i, c, p.c, p.s)] - mean;
+        let d = ft_x[bn_index(pos, c, p.c, p.s)] - mean;
         sq += d * d;
+        pos = bn_step(pos, q, r, p.s);
     }
     part_a[li] = sq;
     part_b[li] = 0.0;
@@ -79,9 +97,11 @@ fn batch_norm_forward_train(@builtin(workgroup_id) wid: vec3<u32>,
     let inv = 1.0 / sqrt(var_b + p.eps);
     let g = ft_g[c];
     let b = ft_b[c];
+    pos = bn_start(li, p.s);
     for (var i = li; i < m; i += WG) {
-        let k = bn_index(i, c, p.c, p.s);
+        let k = bn_index(pos, c, p.c, p.s);
         ft_y[k] = (ft_x[k] - mean) * inv * g + b;
+        pos = bn_step(pos, q, r, p.s);
     }
     if (li == 0u) {
         ft_saved[c] = mean;
@@ -135,11 +155,15 @@ fn batch_norm_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let inv = bw_saved[p.c + c];
     var sdy = 0.0;
     var sdyx = 0.0;
+    let q = WG / p.s;
+    let r = WG % p.s;
+    var pos = bn_start(li, p.s);
     for (var i = li; i < m; i += WG) {
-        let k = bn_index(i, c, p.c, p.s);
+        let k = bn_index(pos, c, p.c, p.s);
         let dy = bw_dy[k];
         sdy += dy;
         sdyx += dy * ((bw_x[k] - mean) * inv);
+        pos = bn_step(pos, q, r, p.s);
     }
     part_a[li] = sdy;
     part_b[li] = sdyx;
@@ -148,10 +172,12 @@ fn batch_norm_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let dg = part_b[0];
     let scale = bw_g[c] * inv;
     let fm = f32(m);
+    pos = bn_start(li, p.s);
     for (var i = li; i < m; i += WG) {
-        let k = bn_index(i, c, p.c, p.s);
+        let k = bn_index(pos, c, p.c, p.s);
         let xh = (bw_x[k] - mean) * inv;
         bw_dx[k] = scale * (bw_dy[k] - db / fm - xh * dg / fm);
+        pos = bn_step(pos, q, r, p.s);
     }
     if (li == 0u) {
         bw_dg[c] = dg;
