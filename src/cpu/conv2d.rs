@@ -5,29 +5,31 @@
 //! output channel `o` belongs to group `o / (O/G)` and reads input channels
 //! `g·(C/G) .. (g+1)·(C/G)`. Written straight from the formulas, one loop per index.
 
+use std::ops::Range;
+
 use super::elementwise::{act_fwd, fused_grad};
 pub use crate::shape::ConvDims;
 
 impl ConvDims {
-    /// Input coordinate `i·s + t·dil − p` of output index `i` and kernel tap `t`, if inside.
-    fn src(i: usize, t: usize, s: usize, dil: usize, p: usize, len: usize) -> Option<usize> {
-        (i * s + t * dil).checked_sub(p).filter(|&v| v < len)
-    }
-
-    /// The weight tap used at kernel offset `(e, a, b)`: itself, or rotated by 180° for a
-    /// true convolution.
-    fn tap(&self, e: usize, a: usize, b: usize) -> (usize, usize, usize) {
-        let [_, _, kd, kh, kw] = self.w;
-        if self.flip {
-            (kd - 1 - e, kh - 1 - a, kw - 1 - b)
+    /// The kernel taps `t` whose input coordinate `i·s + t·dil − p` lies inside `0..len`
+    /// (output index `i`, stride `s`, dilation `dil`, padding before `p`, kernel `k`).
+    fn taps(i: usize, s: usize, dil: usize, p: usize, len: usize, k: usize) -> Range<usize> {
+        let start = i * s;
+        // first t with start + t·dil ≥ p, last with start + t·dil ≤ p + len − 1
+        let lo = p.saturating_sub(start).div_ceil(dil);
+        let hi = if start > p + len - 1 {
+            0
         } else {
-            (e, a, b)
-        }
+            ((p + len - 1 - start) / dil + 1).min(k)
+        };
+        lo.min(hi)..hi
     }
 
     /// Calls `f(yi, xi, wi)` for every term `w[wi]·x[xi]` of every output `y[yi]`'s sum, in
     /// the order n, o, z, i, j (the output), then c (of o's group), e, a, b (the taps inside
-    /// the input): `y[n,o,z,i,j] = Σ w[o,c,tap(e,a,b)]·x[n,g·CG+c, z·sd+e·dd−pd, …]`.
+    /// the input): `y[n,o,z,i,j] = Σ w[o,c,t(e,a,b)]·x[n,g·CG+c, z·sd+e·dd−pd, i·sh+a·dh−ph,
+    /// j·sw+b·dw−pw]`, where `t(e,a,b) = (e,a,b)`, or `(kd−1−e, kh−1−a, kw−1−b)` for a true
+    /// convolution (the kernel rotated by 180°).
     #[inline(always)]
     fn for_each_term(&self, mut f: impl FnMut(usize, usize, usize)) {
         let [n_, c_, d_, h_, w_] = self.x;
@@ -37,32 +39,30 @@ impl ConvDims {
         let [dd, dh, dw] = self.dilation;
         let [pd, ph, pw] = self.pad;
         let og = o_ / self.groups;
+        let flip = |t: usize, k: usize| if self.flip { k - 1 - t } else { t };
         let mut yi = 0;
         for n in 0..n_ {
             for o in 0..o_ {
                 let g = o / og;
                 for z in 0..od {
+                    let es = Self::taps(z, sd, dd, pd, d_, kd);
                     for i in 0..oh {
+                        let as_ = Self::taps(i, sh, dh, ph, h_, kh);
                         for j in 0..ow {
+                            let bs = Self::taps(j, sw, dw, pw, w_, kw);
                             for cl in 0..cg {
                                 let c = g * cg + cl;
-                                for e in 0..kd {
-                                    let Some(iz) = Self::src(z, e, sd, dd, pd, d_) else {
-                                        continue;
-                                    };
-                                    for a in 0..kh {
-                                        let Some(ih) = Self::src(i, a, sh, dh, ph, h_) else {
-                                            continue;
-                                        };
+                                for e in es.clone() {
+                                    let iz = z * sd + e * dd - pd;
+                                    for a in as_.clone() {
+                                        let ih = i * sh + a * dh - ph;
                                         let xrow = (((n * c_ + c) * d_ + iz) * h_ + ih) * w_;
-                                        for b in 0..kw {
-                                            let Some(iw) = Self::src(j, b, sw, dw, pw, w_) else {
-                                                continue;
-                                            };
-                                            let (te, ta, tb) = self.tap(e, a, b);
-                                            let wi =
-                                                (((o * cg + cl) * kd + te) * kh + ta) * kw + tb;
-                                            f(yi, xrow + iw, wi);
+                                        let wrow = (((o * cg + cl) * kd + flip(e, kd)) * kh
+                                            + flip(a, kh))
+                                            * kw;
+                                        for b in bs.clone() {
+                                            let iw = j * sw + b * dw - pw;
+                                            f(yi, xrow + iw, wrow + flip(b, kw));
                                         }
                                     }
                                 }
