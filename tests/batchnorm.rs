@@ -122,17 +122,11 @@ fn bad_shapes_are_errors() {
     assert!(be.batch_norm_eval(&x3, &g3, &b3, &rm, &rv, EPS).is_err());
 }
 
+/// `common::values` scaled to `[offset − scale, offset + scale)`.
 fn values(seed: u64, len: usize, scale: f32, offset: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale + offset
-        })
+    common::values(seed, len)
+        .iter()
+        .map(|v| v * scale + offset)
         .collect()
 }
 
