@@ -5,7 +5,7 @@
 //!   fused into that kernel's output (and its derivative into the gradient kernels).
 //! * **Autodiff** — the backward schedule is derived from the forward one in reverse
 //!   topological order; each op's gradient rule sits next to its forward rule in
-//!   [`Lowering::forward`] / [`Lowering::backward`]. Gradients of a tensor used twice are
+//!   `Lowering::forward` / `Lowering::backward`. Gradients of a tensor used twice are
 //!   summed with `add` steps.
 //! * **Memory** — parameters, gradients and optimizer state live in flat buffers (each
 //!   tensor 256-byte aligned, so the optimizer updates all of them in one dispatch and

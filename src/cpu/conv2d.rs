@@ -1,6 +1,6 @@
 //! CPU twins of `shaders/conv2d.wgsl`: convolution over up to three spatial axes.
 //!
-//! Shapes: x [N,C,D,H,W], w [O,C/G,KD,KH,KW], b [O], y/dy [N,O,OD,OH,OW], all row-major
+//! Shapes: x `[N,C,D,H,W]`, w `[O,C/G,KD,KH,KW]`, b `[O]`, y/dy `[N,O,OD,OH,OW]`, all row-major
 //! (2-D convolutions have D = KD = OD = 1, 1-D ones also H = KH = OH = 1). `G` groups:
 //! output channel `o` belongs to group `o / (O/G)` and reads input channels
 //! `g·(C/G) .. (g+1)·(C/G)`. Written straight from the formulas, one loop per index.

@@ -1,6 +1,6 @@
 //! CPU twins of `shaders/pool.wgsl`.
 //!
-//! Shapes: x/dx [N,C,H,W], y/dy/idx [N,C,OH,OW].
+//! Shapes: x/dx `[N,C,H,W]`, y/dy/idx `[N,C,OH,OW]`.
 
 use crate::shape::Pool2dParams;
 
