@@ -102,9 +102,8 @@ fn spatial_shape(d5: &[usize; 5], rank: usize) -> Vec<usize> {
     v
 }
 
-/// An array of `like`'s dimensionality with `shape`.
-fn arr_like<D: Dimension>(like: D, shape: &[usize], v: Vec<f32>) -> Result<Array<f32, D>> {
-    let _ = like;
+/// An array of dimensionality `D` with `shape`.
+fn arr_nd<D: Dimension>(shape: &[usize], v: Vec<f32>) -> Result<Array<f32, D>> {
     Array::from_shape_vec(IxDyn(shape), v)
         .and_then(|a| a.into_dimensionality::<D>())
         .map_err(|e| Error::shape("result", e.to_string()))
@@ -246,7 +245,7 @@ impl Backend {
                 to_f32(&g.run(&[disp], &[ys])?[0])
             }
         };
-        arr_like(x.raw_dim(), &spatial_shape(&d.y, x.ndim()), y)
+        arr_nd(&spatial_shape(&d.y, x.ndim()), y)
     }
 
     /// Gradients of [`Backend::conv`] for an upstream gradient `dy` of `y`'s shape.
@@ -298,8 +297,8 @@ impl Backend {
             }
         };
         Ok(ConvGrads {
-            dx: arr_like(x.raw_dim(), x.shape(), dx)?,
-            dw: arr_like(w.raw_dim(), w.shape(), dw)?,
+            dx: arr_nd(x.shape(), dx)?,
+            dw: arr_nd(w.shape(), dw)?,
             db: Array1::from(db),
         })
     }

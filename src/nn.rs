@@ -248,78 +248,52 @@ impl Layer for SeparableConv2d {
     }
 }
 
-/// `nn.MaxPool2d(k)` with `.stride(s)`, `.padding(p)`.
-#[derive(Clone, Copy, Debug)]
-pub struct MaxPool2d(pub Pool2dParams);
+macro_rules! pool2d_layer {
+    ($(#[$m:meta])* $name:ident, $method:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name(pub Pool2dParams);
 
-impl MaxPool2d {
-    pub fn new(k: usize) -> Self {
-        MaxPool2d(Pool2dParams::new(k))
-    }
-    pub fn stride(mut self, s: usize) -> Self {
-        self.0.stride = [s, s];
-        self
-    }
-    pub fn padding(mut self, p: usize) -> Self {
-        self.0.padding = [p, p];
-        self
-    }
+        impl $name {
+            /// Square window `k`, stride `k`, no padding.
+            pub fn new(k: usize) -> Self {
+                $name(Pool2dParams::new(k))
+            }
+            pub fn stride(mut self, s: usize) -> Self {
+                self.0.stride = [s, s];
+                self
+            }
+            /// Padding on both sides, at most half the window.
+            pub fn padding(mut self, p: usize) -> Self {
+                self.0.padding = [p, p];
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+                g.$method(name, x, self.0)
+            }
+        }
+    };
 }
 
-impl Layer for MaxPool2d {
-    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-        g.max_pool2d(name, x, self.0)
-    }
-}
-
-/// Min-pooling (the seed article's MinPool) `MinPool2d::new(k)` with `.stride(s)`,
-/// `.padding(p)`: the minimum of each window, gradient routed to the first minimum.
-#[derive(Clone, Copy, Debug)]
-pub struct MinPool2d(pub Pool2dParams);
-
-impl MinPool2d {
-    pub fn new(k: usize) -> Self {
-        MinPool2d(Pool2dParams::new(k))
-    }
-    pub fn stride(mut self, s: usize) -> Self {
-        self.0.stride = [s, s];
-        self
-    }
-    pub fn padding(mut self, p: usize) -> Self {
-        self.0.padding = [p, p];
-        self
-    }
-}
-
-impl Layer for MinPool2d {
-    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-        g.min_pool2d(name, x, self.0)
-    }
-}
-
-/// `nn.AvgPool2d(k)` with `.stride(s)`, `.padding(p)` (`count_include_pad=True`).
-#[derive(Clone, Copy, Debug)]
-pub struct AvgPool2d(pub Pool2dParams);
-
-impl AvgPool2d {
-    pub fn new(k: usize) -> Self {
-        AvgPool2d(Pool2dParams::new(k))
-    }
-    pub fn stride(mut self, s: usize) -> Self {
-        self.0.stride = [s, s];
-        self
-    }
-    pub fn padding(mut self, p: usize) -> Self {
-        self.0.padding = [p, p];
-        self
-    }
-}
-
-impl Layer for AvgPool2d {
-    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-        g.avg_pool2d(name, x, self.0)
-    }
-}
+pool2d_layer!(
+    /// `nn.MaxPool2d(k)` with `.stride(s)`, `.padding(p)`.
+    MaxPool2d,
+    max_pool2d
+);
+pool2d_layer!(
+    /// Min-pooling (the seed article's MinPool) `MinPool2d::new(k)` with `.stride(s)`,
+    /// `.padding(p)`: the minimum of each window, gradient routed to the first minimum.
+    MinPool2d,
+    min_pool2d
+);
+pool2d_layer!(
+    /// `nn.AvgPool2d(k)` with `.stride(s)`, `.padding(p)` (`count_include_pad=True`).
+    AvgPool2d,
+    avg_pool2d
+);
 
 /// `nn.AdaptiveAvgPool2d(1)` followed by a flatten (Keras `GlobalAveragePooling2D`):
 /// `[C,H,W] → [C]`.

@@ -99,12 +99,7 @@ impl ConvUniform {
 
     /// Plain 2-D, no groups, dilation or flip: the shapes the stride-1 rows variants serve.
     fn plain_2d(&self) -> bool {
-        self.d == 1
-            && self.kd == 1
-            && self.cg == self.c
-            && self.dh == 1
-            && self.dw == 1
-            && self.flip == 0
+        self.plain_geometry() && self.cg == self.c && self.flip == 0
     }
 }
 
