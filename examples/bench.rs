@@ -15,17 +15,22 @@
 //! one compute pass and one submit, wall clock including the wait, divided by the count (so
 //! the per-dispatch overhead is included, the upload/readback is not). CPU op times are the
 //! CPU twins (`wgcnn::cpu`, plain loops, one thread): the reference path, not a tuned CPU
-//! library. FLOPs count a multiply-add as 2 (`BenchOp::flops`).
+//! library. FLOPs count a multiply-add as 2 (`Launch::flops`).
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use wgcnn::cpu::conv2d::{self, ConvDims};
-use wgcnn::cpu::matmul::{self, Gemm};
+use std::sync::Arc;
+
+use wgcnn::cpu::conv::ConvDims;
+use wgcnn::cpu::matmul::Gemm;
 use wgcnn::exec::{Executor, Targets};
-use wgcnn::gpu::kernels::{BenchOp, BenchProgram};
-use wgcnn::gpu::GpuContext;
+use wgcnn::gpu::{BenchProgram, GpuContext};
 use wgcnn::graph::Graph;
+use wgcnn::ops::conv::{Conv, ConvPass};
+use wgcnn::ops::matmul::{BatchAxis, MatMul};
+use wgcnn::ops::optim::OptimizerStep;
+use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
 
@@ -115,9 +120,6 @@ fn conv_dims(n: usize, c: usize, hw: usize, o: usize, k: usize, pad: usize) -> C
         .expect("valid conv")
 }
 
-/// A CPU-twin run to time.
-type CpuRun<'a> = Box<dyn Fn() + 'a>;
-
 struct OpRow {
     name: String,
     shape: String,
@@ -186,41 +188,29 @@ fn bench_ops(ctx: &GpuContext, a: &Args) -> Vec<OpRow> {
         let b = values(3, d.w[0]);
         let dy = values(4, d.y.iter().product());
         let cpu_budget = if a.quick { 0.5 } else { 2.0 };
-        let ops: [(&str, BenchOp, CpuRun); 3] = [
+        let ops: [(&str, Conv, Vec<&[f32]>); 3] = [
             (
-                "conv2d forward",
-                BenchOp::Conv2dForward {
-                    d,
-                    bias: true,
-                    act: (0, 0.0),
-                },
-                Box::new(|| {
-                    std::hint::black_box(conv2d::conv2d_forward(d, &x, &w, Some(&b), (0, 0.0)));
-                }),
+                "conv forward",
+                Conv::new(ConvPass::Forward, d, true, (0, 0.0)),
+                vec![&x, &w, &b],
             ),
             (
-                "conv2d backward-input",
-                BenchOp::Conv2dBackwardInput { d, act: (0, 0.0) },
-                Box::new(|| {
-                    std::hint::black_box(conv2d::conv2d_backward_input(d, &dy, &w, None));
-                }),
+                "conv backward-input",
+                Conv::new(ConvPass::BackwardInput, d, false, (0, 0.0)),
+                vec![&dy, &w, &[]],
             ),
             (
-                "conv2d backward-weight (+bias)",
-                BenchOp::Conv2dBackwardWeight {
-                    d,
-                    bias: true,
-                    act: (0, 0.0),
-                },
-                Box::new(|| {
-                    std::hint::black_box(conv2d::conv2d_backward_weight(d, &x, &dy, None));
-                }),
+                "conv backward-weight (+bias)",
+                Conv::new(ConvPass::BackwardWeight, d, true, (0, 0.0)),
+                vec![&x, &dy, &[]],
             ),
         ];
-        for (name, op, cpu) in ops {
-            let prog = ctx.bench_program(&[op]).expect("record");
+        for (name, op, inputs) in ops {
+            let prog = ctx.bench_program(&[Arc::new(op)]).expect("record");
             let gpu_s = time_gpu(ctx, &prog, None, 0.3);
-            let cpu_s = time_cpu(cpu_budget, cpu);
+            let cpu_s = time_cpu(cpu_budget, || {
+                std::hint::black_box(run_cpu(&op, &inputs));
+            });
             rows.push(OpRow {
                 name: name.into(),
                 shape: format!("{label}: {shape}"),
@@ -241,18 +231,21 @@ fn bench_ops(ctx: &GpuContext, a: &Args) -> Vec<OpRow> {
         &[256, 512, 1024]
     };
     for &s in sizes {
-        let g = Gemm::matmul(s, s, s);
-        let av = values(5, s * s);
-        let bv = values(6, s * s);
+        let tiled = MatMul::new(Gemm::matmul(s, s, s), false, BatchAxis::None);
+        let (av, bv) = (values(5, s * s), values(6, s * s));
         let cpu_s = time_cpu(if a.quick { 0.5 } else { 2.0 }, || {
-            std::hint::black_box(matmul::gemm(&g, &av, &bv, None, None));
+            std::hint::black_box(run_cpu(&tiled, &[&av, &bv, &[][..], &[][..]]));
         });
-        let mut variants = vec![("matmul (tiled gemm)", BenchOp::Gemm { g, bias: false })];
+        let mut variants = vec![("matmul (tiled gemm)", tiled)];
         if s <= 512 || a.naive_1024 {
-            variants.push(("matmul (gemm_naive)", BenchOp::GemmNaive { g, bias: false }));
+            let naive = MatMul {
+                naive: true,
+                ..tiled
+            };
+            variants.push(("matmul (gemm_naive)", naive));
         }
         for (i, (name, op)) in variants.into_iter().enumerate() {
-            let prog = ctx.bench_program(&[op]).expect("record");
+            let prog = ctx.bench_program(&[Arc::new(op)]).expect("record");
             let gpu_s = time_gpu(ctx, &prog, None, 0.3);
             rows.push(OpRow {
                 name: name.into(),
@@ -305,55 +298,6 @@ fn short_variant(v: &str) -> String {
         name
     } else {
         format!("{name} ({})", tiles.join(" "))
-    }
-}
-
-fn describe(op: &BenchOp) -> String {
-    match op {
-        BenchOp::Conv2dForward { d, .. }
-        | BenchOp::Conv2dBackwardInput { d, .. }
-        | BenchOp::Conv2dBackwardWeight { d, .. } => format!(
-            "x {}×{}×{}×{} w {}×{}×{}×{}",
-            d.x[0], d.x[1], d.x[2], d.x[3], d.w[0], d.w[1], d.w[2], d.w[3]
-        ),
-        BenchOp::Gemm { g, .. } | BenchOp::GemmNaive { g, .. } => format!(
-            "{}×{}·{}×{}{}",
-            g.m,
-            g.k,
-            g.k,
-            g.n,
-            if g.ones_col { " +ones" } else { "" }
-        ),
-        BenchOp::MaxPool2dForward { x, .. }
-        | BenchOp::MaxPool2dBackward { x, .. }
-        | BenchOp::MinPool2dForward { x, .. }
-        | BenchOp::AvgPool2dForward { x, .. }
-        | BenchOp::AvgPool2dBackward { x, .. } => {
-            format!("x {}×{}×{}×{}", x[0], x[1], x[2], x[3])
-        }
-        BenchOp::CrossEntropy { rows, cols }
-        | BenchOp::Mse { rows, cols }
-        | BenchOp::SoftmaxForward { rows, cols }
-        | BenchOp::SoftmaxBackward { rows, cols } => {
-            format!("{rows}×{cols}")
-        }
-        BenchOp::Permute { xd, perm } => {
-            format!("x {}×{}×{}×{} perm {perm:?}", xd[0], xd[1], xd[2], xd[3])
-        }
-        BenchOp::OptimizerStep { len } => format!("{len} params"),
-        BenchOp::BatchNormForwardTrain { d }
-        | BenchOp::BatchNormForwardEval { d }
-        | BenchOp::BatchNormBackward { d } => format!("{}×{}×{}", d[0], d[1], d[2]),
-        BenchOp::GlobalAvgPoolForward { rows, hw }
-        | BenchOp::GlobalAvgPoolBackward { rows, hw } => {
-            format!("{rows}×{hw}")
-        }
-        BenchOp::ActivationForward { len, .. }
-        | BenchOp::ActivationBackward { len, .. }
-        | BenchOp::Add { len }
-        | BenchOp::DropoutForward { len }
-        | BenchOp::DropoutBackward { len }
-        | BenchOp::Rescale { len } => format!("{len}"),
     }
 }
 
@@ -413,13 +357,17 @@ fn bench_step(gpu: &Backend, graph: &Graph, batch: usize, a: &Args, breakdown: b
     let compiled_during_training = ctx.pipeline_stats().pipelines - after_plan.pipelines;
     // the same dispatches, recorded on their own buffers: encode time, FLOPs, breakdown
     let plan = ex.plan();
-    let mut ops: Vec<BenchOp> = ex
+    let mut ops: Vec<Arc<dyn Launch>> = ex
         .steps(batch)
         .expect("steps")
         .iter()
-        .map(|s| BenchOp::from_step(plan, s, batch))
+        .map(|s| s.launch.clone())
         .collect();
-    ops.push(BenchOp::OptimizerStep { len: plan.flat_len });
+    ops.push(Arc::new(OptimizerStep {
+        opt,
+        t: 1,
+        len: plan.flat_len,
+    }));
     let prog = ctx.bench_program(&ops).expect("record");
     let _ = ctx.bench_encode(&prog, 20);
     let encode_s = ctx.bench_encode(&prog, 200);
@@ -428,7 +376,12 @@ fn bench_step(gpu: &Backend, graph: &Graph, batch: usize, a: &Args, breakdown: b
     if breakdown {
         for (i, op) in ops.iter().enumerate() {
             let s = time_gpu(ctx, &prog, Some(i), 0.1);
-            rows.push((short_variant(&prog.variant(i)), describe(op), op.flops(), s));
+            rows.push((
+                short_variant(&prog.variant(i)),
+                op.describe(),
+                op.flops(),
+                s,
+            ));
         }
     }
     // the CPU executor, for comparison

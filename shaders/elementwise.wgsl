@@ -13,7 +13,7 @@
 //   activation_backward:  0 x, 1 dy, 2 dx, 3 p
 //   add:                  0 a, 1 b, 2 c, 3 p
 
-struct EwParams {
+struct EwUniform {
     len: u32, act: u32, alpha: f32, _pad: u32,
 }
 
@@ -21,7 +21,7 @@ const ACT: u32 = 0u;   // activation code, specialised per pipeline
 
 @group(0) @binding(0) var<storage, read> af_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> af_y: array<f32>;
-@group(0) @binding(2) var<uniform> af_p: EwParams;
+@group(0) @binding(2) var<uniform> af_p: EwUniform;
 
 @compute @workgroup_size(64)
 fn activation_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,7 +34,7 @@ fn activation_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(0) var<storage, read> ab_x: array<f32>;
 @group(0) @binding(1) var<storage, read> ab_dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ab_dx: array<f32>;
-@group(0) @binding(3) var<uniform> ab_p: EwParams;
+@group(0) @binding(3) var<uniform> ab_p: EwUniform;
 
 @compute @workgroup_size(64)
 fn activation_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -47,7 +47,7 @@ fn activation_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(0) var<storage, read> ad_a: array<f32>;
 @group(0) @binding(1) var<storage, read> ad_b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ad_c: array<f32>;
-@group(0) @binding(3) var<uniform> ad_p: EwParams;
+@group(0) @binding(3) var<uniform> ad_p: EwUniform;
 
 @compute @workgroup_size(64)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -74,7 +74,7 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 //   dropout_backward:  0 dy, 1 counter (u32), 2 dx, 3 p
 //   rescale:           0 x, 1 y, 2 p
 
-struct DropoutParams {
+struct DropoutUniform {
     len: u32, seed: u32, p: f32, scale: f32,
 }
 
@@ -93,7 +93,7 @@ fn dropout_keep(i: u32, seed: u32, step: u32, p: f32) -> bool {
 @group(0) @binding(0) var<storage, read> df_x: array<f32>;
 @group(0) @binding(1) var<storage, read> df_counter: array<u32>;
 @group(0) @binding(2) var<storage, read_write> df_y: array<f32>;
-@group(0) @binding(3) var<uniform> df_p: DropoutParams;
+@group(0) @binding(3) var<uniform> df_p: DropoutUniform;
 
 @compute @workgroup_size(64)
 fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -106,7 +106,7 @@ fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(0) var<storage, read> db_dy: array<f32>;
 @group(0) @binding(1) var<storage, read> db_counter: array<u32>;
 @group(0) @binding(2) var<storage, read_write> db_dx: array<f32>;
-@group(0) @binding(3) var<uniform> db_p: DropoutParams;
+@group(0) @binding(3) var<uniform> db_p: DropoutUniform;
 
 @compute @workgroup_size(64)
 fn dropout_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -116,13 +116,13 @@ fn dropout_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     db_dx[i] = select(0.0, db_dy[i] * db_p.scale, dropout_keep(i, db_p.seed, db_counter[0], db_p.p));
 }
 
-struct RescaleParams {
+struct RescaleUniform {
     len: u32, scale: f32, offset: f32, _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> rs_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> rs_y: array<f32>;
-@group(0) @binding(2) var<uniform> rs_p: RescaleParams;
+@group(0) @binding(2) var<uniform> rs_p: RescaleUniform;
 
 @compute @workgroup_size(64)
 fn rescale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -3,7 +3,7 @@
 //   permute:  y[i0,i1,i2,i3] = x[i0·s0 + i1·s1 + i2·s2 + i3·s3]
 //             (d0..d3) are y's dims and s_k is the row-major stride in x of the axis that
 //             becomes y's axis k: y = x.transpose(perm) with d_k = xd[perm[k]],
-//             s_k = stride_x[perm[k]] (src/gpu/ops.rs `PermuteParams::new`).
+//             s_k = stride_x[perm[k]] (src/ops/layout.rs `Permute::uniform`).
 //             Channels-last [N, S, C] → [N, C, S] is perm (0, 2, 1) (with a leading 1), and
 //             its gradient the same transpose of [N, C, S].
 //
@@ -13,7 +13,7 @@
 // Bindings:
 //   permute:  0 x, 1 y, 2 p
 
-struct PermuteParams {
+struct PermuteUniform {
     d0: u32, d1: u32, d2: u32, d3: u32,
     s0: u32, s1: u32, s2: u32, s3: u32,
     len: u32, _pad0: u32, _pad1: u32, _pad2: u32,
@@ -21,7 +21,7 @@ struct PermuteParams {
 
 @group(0) @binding(0) var<storage, read> pm_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> pm_y: array<f32>;
-@group(0) @binding(2) var<uniform> pm_p: PermuteParams;
+@group(0) @binding(2) var<uniform> pm_p: PermuteUniform;
 
 @compute @workgroup_size(64)
 fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -16,7 +16,7 @@
 //   cross_entropy:    0 x, 1 targets (u32), 2 dx, 3 metrics, 4 p
 //   mse:              0 pred, 1 target, 2 dpred, 3 metrics, 4 p
 
-struct LossParams {
+struct LossUniform {
     rows: u32, cols: u32, accumulate: u32, has_grad: u32,
     scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
@@ -38,7 +38,7 @@ fn reduce_parts(li: u32) {
 // ---- softmax ----------------------------------------------------------------------------
 @group(0) @binding(0) var<storage, read> sm_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> sm_s: array<f32>;
-@group(0) @binding(2) var<uniform> sm_p: LossParams;
+@group(0) @binding(2) var<uniform> sm_p: LossUniform;
 
 @compute @workgroup_size(64)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -56,7 +56,7 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(0) var<storage, read> sb_y: array<f32>;
 @group(0) @binding(1) var<storage, read> sb_dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sb_dx: array<f32>;
-@group(0) @binding(3) var<uniform> sb_p: LossParams;
+@group(0) @binding(3) var<uniform> sb_p: LossUniform;
 
 @compute @workgroup_size(64)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -76,7 +76,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 @group(0) @binding(1) var<storage, read> ce_t: array<u32>;
 @group(0) @binding(2) var<storage, read_write> ce_dx: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ce_m: array<f32>;
-@group(0) @binding(4) var<uniform> ce_p: LossParams;
+@group(0) @binding(4) var<uniform> ce_p: LossUniform;
 
 @compute @workgroup_size(64)
 fn cross_entropy(@builtin(local_invocation_index) li: u32) {
@@ -128,7 +128,7 @@ fn cross_entropy(@builtin(local_invocation_index) li: u32) {
 @group(0) @binding(1) var<storage, read> ms_tgt: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ms_dp: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ms_m: array<f32>;
-@group(0) @binding(4) var<uniform> ms_p: LossParams;
+@group(0) @binding(4) var<uniform> ms_p: LossUniform;
 
 @compute @workgroup_size(64)
 fn mse(@builtin(local_invocation_index) li: u32) {

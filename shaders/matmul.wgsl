@@ -13,7 +13,7 @@
 //   linear backward-weight  dw[out,in] = dy'ᵀ · x, db[out] = Σ_n dy'[n,·]   (ones column)
 //
 // Specialisation: the `const`s below are replaced per pipeline by the host (src/gpu/kernels.rs,
-// chosen in src/gpu/ops.rs from the uniform's has_bias, act_out, act_in, ones_col, which they
+// chosen in src/ops/matmul.rs from the uniform's has_bias, act_out, act_in, ones_col, which they
 // must equal); the tile is TR × TS per invocation. Loops marked `/*unroll*/` are expanded by
 // the host, so the tile stays in registers.
 // Dispatch: `gemm`: each invocation computes a TR×TS block of c (rows ly+8r, columns lx+8s,
@@ -23,7 +23,7 @@
 // loads per multiply-add.
 // Bindings (both): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 p
 
-struct GemmParams {
+struct GemmUniform {
     m: u32, n: u32, k: u32, sam: u32,
     sak: u32, sbk: u32, sbn: u32, has_bias: u32,
     act_out: u32, act_in: u32, ones_col: u32, alpha: f32,
@@ -44,7 +44,7 @@ const TS: u32 = 4u;   // columns per invocation
 @group(0) @binding(3) var<storage, read> g_ya: array<f32>;
 @group(0) @binding(4) var<storage, read_write> g_c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> g_cb: array<f32>;
-@group(0) @binding(6) var<uniform> g_p: GemmParams;
+@group(0) @binding(6) var<uniform> g_p: GemmUniform;
 
 fn load_a(i: u32, alpha_in: f32) -> f32 {
     var v = g_a[i];
@@ -53,7 +53,7 @@ fn load_a(i: u32, alpha_in: f32) -> f32 {
 }
 
 // Writes one result: c[m,n] for n < N, the ones column's row sum to cb[m].
-fn store_c(p: GemmParams, m: u32, n: u32, v: f32) {
+fn store_c(p: GemmUniform, m: u32, n: u32, v: f32) {
     if (m >= p.m) { return; }
     if (n < p.n) {
         var o = v;

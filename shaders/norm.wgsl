@@ -16,7 +16,7 @@
 //   batch_norm_forward_eval:  0 x, 1 gamma, 2 beta, 3 running_mean, 4 running_var, 5 y, 6 p
 //   batch_norm_backward:      0 x, 1 dy, 2 gamma, 3 saved, 4 dx, 5 dgamma, 6 dbeta, 7 p
 
-struct NormParams {
+struct NormUniform {
     n: u32, c: u32, s: u32, _pad0: u32,
     momentum: f32, eps: f32, _pad1: u32, _pad2: u32,
 }
@@ -59,7 +59,7 @@ fn bn_index(pos: vec2<u32>, c: u32, nc: u32, s: u32) -> u32 {
 @group(0) @binding(4) var<storage, read_write> ft_saved: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ft_rm: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ft_rv: array<f32>;
-@group(0) @binding(7) var<uniform> ft_p: NormParams;
+@group(0) @binding(7) var<uniform> ft_p: NormUniform;
 
 @compute @workgroup_size(64)
 fn batch_norm_forward_train(@builtin(workgroup_id) wid: vec3<u32>,
@@ -119,7 +119,7 @@ fn batch_norm_forward_train(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(3) var<storage, read> fe_rm: array<f32>;
 @group(0) @binding(4) var<storage, read> fe_rv: array<f32>;
 @group(0) @binding(5) var<storage, read_write> fe_y: array<f32>;
-@group(0) @binding(6) var<uniform> fe_p: NormParams;
+@group(0) @binding(6) var<uniform> fe_p: NormUniform;
 
 @compute @workgroup_size(64)
 fn batch_norm_forward_eval(@builtin(workgroup_id) wid: vec3<u32>,
@@ -141,7 +141,7 @@ fn batch_norm_forward_eval(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(4) var<storage, read_write> bw_dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> bw_dg: array<f32>;
 @group(0) @binding(6) var<storage, read_write> bw_db: array<f32>;
-@group(0) @binding(7) var<uniform> bw_p: NormParams;
+@group(0) @binding(7) var<uniform> bw_p: NormUniform;
 
 @compute @workgroup_size(64)
 fn batch_norm_backward(@builtin(workgroup_id) wid: vec3<u32>,

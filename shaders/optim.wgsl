@@ -20,13 +20,13 @@
 //   grad_norm_scale:  0 grad, 1 scale (1 float), 2 n
 //   optimizer_step:   0 grad, 1 scale (1 float), 2 param, 3 s1, 4 s2, 5 flag (4 floats), 6 p
 
-struct ClipParams {
+struct ClipUniform {
     len: u32, max_norm: f32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> n_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> n_scale: array<f32>;
-@group(0) @binding(2) var<uniform> n_params: ClipParams;
+@group(0) @binding(2) var<uniform> n_params: ClipUniform;
 
 var<workgroup> n_part: array<f32, 64>;
 
@@ -55,7 +55,7 @@ fn grad_norm_scale(@builtin(local_invocation_index) li: u32) {
 // keeps every copy until the pipeline is destroyed (~120 KB of host memory per step).
 const KIND: u32 = 0u;
 
-struct OptParams {
+struct OptUniform {
     kind: u32, len: u32, lr: f32, momentum: f32,
     alpha: f32, beta1: f32, beta2: f32, eps: f32,
     wd: f32, l1: f32, step: f32, bc2: f32,
@@ -67,7 +67,7 @@ struct OptParams {
 @group(0) @binding(3) var<storage, read_write> o_s1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o_s2: array<f32>;
 @group(0) @binding(5) var<storage, read_write> o_flag: array<f32>;
-@group(0) @binding(6) var<uniform> o_params: OptParams;
+@group(0) @binding(6) var<uniform> o_params: OptUniform;
 
 @compute @workgroup_size(64)
 fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -9,7 +9,7 @@
 //
 // Shapes: x/dx [N,C,H,W], y/dy/idx [N,C,OH,OW].
 // Specialisation: for the executor's pooling layers the host replaces the `const`s below
-// (GEO = 1 and the per-sample geometry: all of the uniform but N and C; src/gpu/ops.rs), so
+// (GEO = 1 and the per-sample geometry: all of the uniform but N and C; src/ops/pool.rs), so
 // the index arithmetic divides by constants — integer division by a uniform is scalarised on
 // a CPU adapter and dominated these kernels there (2–3× faster specialised). The functional
 // API keeps GEO = 0 so that arbitrary shapes share one pipeline.
@@ -18,7 +18,7 @@
 //   max_pool2d_forward:   0 x, 1 y, 2 idx (u32), 3 p
 //   max_pool2d_backward:  0 dy, 1 idx (u32), 2 dx, 3 p
 
-struct PoolParams {
+struct PoolUniform {
     n: u32, c: u32, h: u32, w: u32,
     kh: u32, kw: u32, sh: u32, sw: u32,
     ph: u32, pw: u32, oh: u32, ow: u32,
@@ -39,9 +39,9 @@ const S_OH: u32 = 1u;
 const S_OW: u32 = 1u;
 
 // The parameters with the specialised geometry substituted (constants when GEO = 1).
-fn spec(p: PoolParams) -> PoolParams {
+fn spec(p: PoolUniform) -> PoolUniform {
     if (GEO == 1u) {
-        return PoolParams(p.n, p.c, S_H, S_W, S_KH, S_KW, S_SH, S_SW, S_PH, S_PW, S_OH, S_OW,
+        return PoolUniform(p.n, p.c, S_H, S_W, S_KH, S_KW, S_SH, S_SW, S_PH, S_PW, S_OH, S_OW,
                           0u, 0u, 0u, 0u);
     }
     return p;
@@ -50,7 +50,7 @@ fn spec(p: PoolParams) -> PoolParams {
 @group(0) @binding(0) var<storage, read> f_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> f_y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f_idx: array<u32>;
-@group(0) @binding(3) var<uniform> f_p: PoolParams;
+@group(0) @binding(3) var<uniform> f_p: PoolUniform;
 
 // The window's extremum (the maximum, or the minimum when `is_min`) and its first index;
 // shared by max_pool2d_forward and min_pool2d_forward, which bind the same layout.
@@ -94,7 +94,7 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(0) var<storage, read> b_dy: array<f32>;
 @group(0) @binding(1) var<storage, read> b_idx: array<u32>;
 @group(0) @binding(2) var<storage, read_write> b_dx: array<f32>;
-@group(0) @binding(3) var<uniform> b_p: PoolParams;
+@group(0) @binding(3) var<uniform> b_p: PoolUniform;
 
 @compute @workgroup_size(64)
 fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -138,8 +138,8 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 //   global_avg_pool_backward:  dx[r·HW + k] = dy[r] / HW
 //
 // Dispatch: one invocation per output element (forward) or input element (backward), 64 per
-// workgroup; grid folded past 65,535 workgroups. The avg_pool2d kernels share PoolParams and
-// the GEO specialisation above; the global ones take GapParams.
+// workgroup; grid folded past 65,535 workgroups. The avg_pool2d kernels share PoolUniform and
+// the GEO specialisation above; the global ones take GapUniform.
 // Bindings:
 //   avg_pool2d_forward:        0 x, 1 y, 2 p
 //   avg_pool2d_backward:       0 dy, 1 dx, 2 p
@@ -148,7 +148,7 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 
 @group(0) @binding(0) var<storage, read> af_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> af_y: array<f32>;
-@group(0) @binding(2) var<uniform> af_p: PoolParams;
+@group(0) @binding(2) var<uniform> af_p: PoolUniform;
 
 @compute @workgroup_size(64)
 fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -175,7 +175,7 @@ fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 
 @group(0) @binding(0) var<storage, read> ab_dy: array<f32>;
 @group(0) @binding(1) var<storage, read_write> ab_dx: array<f32>;
-@group(0) @binding(2) var<uniform> ab_p: PoolParams;
+@group(0) @binding(2) var<uniform> ab_p: PoolUniform;
 
 @compute @workgroup_size(64)
 fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -203,13 +203,13 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     ab_dx[id] = acc / f32(p.kh * p.kw);
 }
 
-struct GapParams {
+struct GapUniform {
     rows: u32, hw: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> gf_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> gf_y: array<f32>;
-@group(0) @binding(2) var<uniform> gf_p: GapParams;
+@group(0) @binding(2) var<uniform> gf_p: GapUniform;
 
 @compute @workgroup_size(64)
 fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -225,7 +225,7 @@ fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 
 @group(0) @binding(0) var<storage, read> gb_dy: array<f32>;
 @group(0) @binding(1) var<storage, read_write> gb_dx: array<f32>;
-@group(0) @binding(2) var<uniform> gb_p: GapParams;
+@group(0) @binding(2) var<uniform> gb_p: GapUniform;
 
 @compute @workgroup_size(64)
 fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -240,7 +240,7 @@ fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 //   min_pool2d_forward:  y[n,c,i,j]   = min_{a<KH, b<KW} x[n,c, i·sh+a−ph, j·sw+b−pw]  (padding counts as +∞)
 //                        idx[n,c,i,j] = h·W + w of that minimum inside its input plane (the first one on ties)
 //   backward: routing by indices is the same as for max-pooling, so max_pool2d_backward is reused.
-// Dispatch: one invocation per output element, 64 per workgroup; PoolParams and GEO as above.
+// Dispatch: one invocation per output element, 64 per workgroup; PoolUniform and GEO as above.
 // Bindings:
 //   min_pool2d_forward:  0 x, 1 y, 2 idx (u32), 3 p
 

@@ -8,16 +8,20 @@ use std::sync::Arc;
 
 use ndarray::{Array, Array1, Array2, Array4, ArrayD, Axis, Dimension, IxDyn, RemoveAxis};
 
-use crate::cpu;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
-use crate::gpu::buffers::{bytes_of_len, to_f32, to_u32, Slice};
-use crate::gpu::ops::{
-    groups64, ClipParams, ConvUniform, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
-    NormParams, OptParams, PoolParams, RescaleParams,
-};
+use crate::gpu::buffers::{bytes_of_len, to_f32, Slice};
 use crate::gpu::GpuContext;
 use crate::graph::conv_dims5;
+use crate::ops::conv::{Conv, ConvPass};
+use crate::ops::elementwise::{Elementwise, Ew};
+use crate::ops::layout::Permute;
+use crate::ops::loss::{Loss, LossKind, Softmax};
+use crate::ops::matmul::{BatchAxis, MatMul};
+use crate::ops::norm::{BatchNorm, NormPass};
+use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::pool::{GlobalAvgPool, Pool2d, PoolPass};
+use crate::ops::{compare, run_cpu, Access, Launch};
 use crate::optim::Optimizer;
 use crate::shape::{Activation, Conv2dParams, ConvDims, ConvParams, Pool2dParams};
 
@@ -197,6 +201,55 @@ impl Backend {
         Ok(())
     }
 
+    /// Runs one kernel launch on this backend, the one runner behind every functional op:
+    /// each binding is checked against the device's limits (an error names `op` and the
+    /// binding), `inputs` (one per binding the kernel reads, in binding order; unused optional
+    /// bindings empty) are uploaded, the kernel (or its CPU twin) runs, and every binding it
+    /// writes is returned in order (unused ones empty). Index bindings hold `u32` bits.
+    /// Under `WGCNN_VALIDATE=1` a GPU result is also held to the CPU twin's.
+    pub fn run_launch(&self, op: &str, l: &dyn Launch, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        let bindings = l.bindings();
+        let sizes: Vec<(&str, usize)> = bindings.iter().map(|b| (b.name, b.len)).collect();
+        self.check_sizes(op, &sizes)?;
+        let Backend::Gpu(g) = self else {
+            return Ok(run_cpu(l, inputs));
+        };
+        let mut ins = inputs.iter();
+        let slices: Vec<Slice> = bindings
+            .iter()
+            .map(|b| {
+                let buf = match b.access {
+                    Access::Write => g.zeros(b.name, bytes_of_len(b.len.max(1))),
+                    _ => match ins.next().copied().unwrap_or_default() {
+                        [] => g.upload(b.name, &[0.0f32]),
+                        v => g.upload(b.name, v),
+                    },
+                };
+                Slice::whole(buf)
+            })
+            .collect();
+        let (d, _) = g.record_launch(l, &slices)?;
+        let written: Vec<usize> = (0..bindings.len())
+            .filter(|&k| bindings[k].access.writes())
+            .collect();
+        let reads: Vec<Slice> = written.iter().map(|&k| slices[k].clone()).collect();
+        let r = g.run(std::iter::once(&d), &reads)?;
+        let out: Vec<Vec<f32>> = written
+            .iter()
+            .zip(&r)
+            .map(|(&k, bytes)| to_f32(bytes)[..bindings[k].len].to_vec())
+            .collect();
+        if std::env::var("WGCNN_VALIDATE").is_ok_and(|v| v == "1") {
+            if let Some(m) = compare(l, &out, &run_cpu(l, inputs)) {
+                return Err(Error::Shader {
+                    kernel: d.kernel.spec.name.to_string(),
+                    msg: format!("WGCNN_VALIDATE: {op}: {m}"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Convolution over the spatial axes of `x [N,C,spatial…]` (1, 2 or 3 of them; `x` and
     /// `w` of the same rank): cross-correlation by default, with the options of
     /// [`ConvParams`] (stride, dilation, padding mode, groups, kernel flip).
@@ -233,18 +286,9 @@ impl Backend {
         self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("y", out_len)])?;
         let (xv, wv) = (flat(x), flat(w));
         let bv = b.map(flat);
-        let y = match self {
-            Backend::Cpu => cpu::conv2d::conv2d_forward(d, &xv, &wv, bv.as_deref(), (0, 0.0)),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ws = Slice::whole(g.upload("w", &wv));
-                let bs = Slice::whole(g.upload("b", bv.as_deref().unwrap_or(&[0.0])));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
-                let prm = ConvUniform::new(&d, b.is_some(), (0, 0.0));
-                let (disp, _) = g.record_conv("conv2d_forward", &[xs, ws, bs, ys.clone()], &prm)?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
-        };
+        let l = Conv::new(ConvPass::Forward, d, b.is_some(), (0, 0.0));
+        let bv = bv.unwrap_or_default();
+        let y = self.run_launch(op, &l, &[&xv, &wv, &bv])?.remove(0);
         arr_nd(&spatial_shape(&d.y, x.ndim()), y)
     }
 
@@ -267,35 +311,11 @@ impl Backend {
         }
         self.check_sizes(op, &[("x", x.len()), ("w", w.len()), ("dy", dy.len())])?;
         let (xv, wv, dyv) = (flat(x), flat(w), flat(dy));
-        let o = d.w[0];
-        let (dx, dw, db) = match self {
-            Backend::Cpu => {
-                let dx = cpu::conv2d::conv2d_backward_input(d, &dyv, &wv, None);
-                let (dw, db) = cpu::conv2d::conv2d_backward_weight(d, &xv, &dyv, None);
-                (dx, dw, db)
-            }
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ws = Slice::whole(g.upload("w", &wv));
-                let dys = Slice::whole(g.upload("dy", &dyv));
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x.len())));
-                let dws = Slice::whole(g.zeros("dw", bytes_of_len(w.len())));
-                let dbs = Slice::whole(g.zeros("db", bytes_of_len(o)));
-                let prm = ConvUniform::new(&d, true, (0, 0.0));
-                let (d1, _) = g.record_conv(
-                    "conv2d_backward_input",
-                    &[dys.clone(), ws, dys.clone(), dxs.clone()],
-                    &prm,
-                )?;
-                let (d2, _) = g.record_conv(
-                    "conv2d_backward_weight",
-                    &[xs, dys.clone(), dys, dws.clone(), dbs.clone()],
-                    &prm,
-                )?;
-                let r = g.run(&[d1, d2], &[dxs, dws, dbs])?;
-                (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
-            }
-        };
+        let dx_l = Conv::new(ConvPass::BackwardInput, d, false, (0, 0.0));
+        let dx = self.run_launch(op, &dx_l, &[&dyv, &wv, &[]])?.remove(0);
+        let dw_l = Conv::new(ConvPass::BackwardWeight, d, true, (0, 0.0));
+        let mut r = self.run_launch(op, &dw_l, &[&xv, &dyv, &[]])?;
+        let (dw, db) = (r.remove(0), r.remove(0));
         Ok(ConvGrads {
             dx: arr_nd(x.shape(), dx)?,
             dw: arr_nd(w.shape(), dw)?,
@@ -359,26 +379,20 @@ impl Backend {
         }
         self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
         let xv = flat(x);
-        let (y, idx) = match self {
-            Backend::Cpu if op == "min_pool2d" => {
-                cpu::pool::min_pool2d_forward(dims4(x), y_dim, pp, &xv)
-            }
-            Backend::Cpu => cpu::pool::max_pool2d_forward(dims4(x), y_dim, pp, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
-                let is = Slice::whole(g.zeros("idx", bytes_of_len(out_len)));
-                let prm = PoolParams::new(dims4(x), y_dim, &pp);
-                let (disp, _) = g.record_pool(
-                    &format!("{op}_forward"),
-                    &[xs, ys.clone(), is.clone()],
-                    &prm,
-                    false,
-                )?;
-                let r = g.run(&[disp], &[ys, is])?;
-                (to_f32(&r[0]), to_u32(&r[1]))
-            }
+        let pass = if op == "min_pool2d" {
+            PoolPass::MinForward
+        } else {
+            PoolPass::MaxForward
         };
+        let l = Pool2d {
+            pass,
+            xd: dims4(x),
+            yd: y_dim,
+            p: pp,
+            specialise: false,
+        };
+        let mut r = self.run_launch(op, &l, &[&xv])?;
+        let (y, idx) = (r.remove(0), bits_u32(&r[0]));
         let sh = (y_dim[0], y_dim[1], y_dim[2], y_dim[3]);
         let idx = Array4::from_shape_vec(sh, idx).map_err(|e| Error::shape(op, e.to_string()))?;
         Ok((arr4(y_dim, y)?, idx))
@@ -436,36 +450,33 @@ impl Backend {
         self.check_sizes(op, &[("dy", dy.len()), ("dx", x_len)])?;
         let dyv = flat(dy);
         let iv: Vec<u32> = idx.iter().copied().collect();
-        let dx = match self {
-            Backend::Cpu => cpu::pool::max_pool2d_backward(xd, yd, &dyv, &iv),
-            Backend::Gpu(g) => {
-                // Without the geometry, a stride-1 window padded by the output size on
-                // each side makes every output of the plane a candidate for every input.
-                let pp = match geometry {
-                    Some(pp) => {
-                        if pp.out_shape(op, xd)? != yd {
-                            return Err(Error::shape(
-                                op,
-                                format!("dy {yd:?} does not match pooling {pp:?} of x {xd:?}"),
-                            ));
-                        }
-                        pp
-                    }
-                    None => Pool2dParams {
-                        kernel: [xd[2] + yd[2] + 1, xd[3] + yd[3] + 1],
-                        stride: [1, 1],
-                        padding: [yd[2], yd[3]],
-                    },
-                };
-                let dys = Slice::whole(g.upload("dy", &dyv));
-                let is = Slice::whole(g.upload("idx", &iv));
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x_len)));
-                let prm = PoolParams::new(xd, yd, &pp);
-                let (disp, _) =
-                    g.record_pool("max_pool2d_backward", &[dys, is, dxs.clone()], &prm, false)?;
-                to_f32(&g.run(&[disp], &[dxs])?[0])
+        // Without the geometry, a stride-1 window padded by the output size on each side
+        // makes every output of the plane a candidate for every input.
+        let pp = match geometry {
+            Some(pp) => {
+                if pp.out_shape(op, xd)? != yd {
+                    return Err(Error::shape(
+                        op,
+                        format!("dy {yd:?} does not match pooling {pp:?} of x {xd:?}"),
+                    ));
+                }
+                pp
             }
+            None => Pool2dParams {
+                kernel: [xd[2] + yd[2] + 1, xd[3] + yd[3] + 1],
+                stride: [1, 1],
+                padding: [yd[2], yd[3]],
+            },
         };
+        let l = Pool2d {
+            pass: PoolPass::ArgBackward,
+            xd,
+            yd,
+            p: pp,
+            specialise: false,
+        };
+        let iv: &[f32] = bytemuck::cast_slice(&iv);
+        let dx = self.run_launch(op, &l, &[&dyv, iv])?.remove(0);
         arr4(xd, dx)
     }
 
@@ -495,17 +506,14 @@ impl Backend {
         let out_len: usize = y_dim.iter().product();
         self.check_sizes(op, &[("x", x.len()), ("y", out_len)])?;
         let xv = flat(x);
-        let y = match self {
-            Backend::Cpu => cpu::pool::avg_pool2d_forward(xd, y_dim, pp, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(out_len)));
-                let prm = PoolParams::new(xd, y_dim, &pp);
-                let (disp, _) =
-                    g.record_pool("avg_pool2d_forward", &[xs, ys.clone()], &prm, false)?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
+        let l = Pool2d {
+            pass: PoolPass::AvgForward,
+            xd,
+            yd: y_dim,
+            p: pp,
+            specialise: false,
         };
+        let y = self.run_launch(op, &l, &[&xv])?.remove(0);
         arr4(y_dim, y)
     }
 
@@ -536,17 +544,14 @@ impl Backend {
         let x_len: usize = xd.iter().product();
         self.check_sizes(op, &[("dy", dy.len()), ("dx", x_len)])?;
         let dyv = flat(dy);
-        let dx = match self {
-            Backend::Cpu => cpu::pool::avg_pool2d_backward(xd, yd, pp, &dyv),
-            Backend::Gpu(g) => {
-                let dys = Slice::whole(g.upload("dy", &dyv));
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(x_len)));
-                let prm = PoolParams::new(xd, yd, &pp);
-                let (disp, _) =
-                    g.record_pool("avg_pool2d_backward", &[dys, dxs.clone()], &prm, false)?;
-                to_f32(&g.run(&[disp], &[dxs])?[0])
-            }
+        let l = Pool2d {
+            pass: PoolPass::AvgBackward,
+            xd,
+            yd,
+            p: pp,
+            specialise: false,
         };
+        let dx = self.run_launch(op, &l, &[&dyv])?.remove(0);
         arr4(xd, dx)
     }
 
@@ -560,22 +565,13 @@ impl Backend {
         nonempty(op, "x", &[n, c, h, w])?;
         self.check_sizes(op, &[("x", x.len()), ("y", n * c)])?;
         let xv = flat(x);
-        let (rows, hw) = (n * c, h * w);
-        let y = match self {
-            Backend::Cpu => cpu::pool::global_avg_pool_forward(rows, hw, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(rows)));
-                let prm = GapParams::new(rows, hw);
-                let (disp, _) = g.record(
-                    "global_avg_pool_forward",
-                    &[xs, ys.clone()],
-                    &prm,
-                    groups64(rows),
-                )?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
+        let l = GlobalAvgPool {
+            backward: false,
+            n,
+            c,
+            hw: h * w,
         };
+        let y = self.run_launch(op, &l, &[&xv])?.remove(0);
         Array2::from_shape_vec((n, c), y).map_err(|e| Error::shape(op, e.to_string()))
     }
 
@@ -605,58 +601,27 @@ impl Backend {
         let (rows, hw) = (xd[0] * xd[1], xd[2] * xd[3]);
         self.check_sizes(op, &[("dy", rows), ("dx", rows * hw)])?;
         let dyv = flat(dy);
-        let dx = match self {
-            Backend::Cpu => cpu::pool::global_avg_pool_backward(rows, hw, &dyv),
-            Backend::Gpu(g) => {
-                let dys = Slice::whole(g.upload("dy", &dyv));
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(rows * hw)));
-                let prm = GapParams::new(rows, hw);
-                let (disp, _) = g.record(
-                    "global_avg_pool_backward",
-                    &[dys, dxs.clone()],
-                    &prm,
-                    groups64(rows * hw),
-                )?;
-                to_f32(&g.run(&[disp], &[dxs])?[0])
-            }
+        let l = GlobalAvgPool {
+            backward: true,
+            n: xd[0],
+            c: xd[1],
+            hw,
         };
+        let dx = self.run_launch(op, &l, &[&dyv])?.remove(0);
         arr4(xd, dx)
     }
 
     fn gemm_run(
         &self,
+        op: &str,
         gm: &Gemm,
         a: &[f32],
         b: &[f32],
         bias: Option<&[f32]>,
-        ya: Option<&[f32]>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        match self {
-            Backend::Cpu => Ok(cpu::matmul::gemm(gm, a, b, bias, ya)),
-            Backend::Gpu(g) => {
-                let as_ = Slice::whole(g.upload("a", a));
-                let bs = Slice::whole(g.upload("b", b));
-                let bias_s = Slice::whole(g.upload("bias", bias.unwrap_or(&[0.0])));
-                let ya_s = match ya {
-                    Some(v) => Slice::whole(g.upload("ya", v)),
-                    None => as_.clone(),
-                };
-                let cs = Slice::whole(g.zeros("c", bytes_of_len(gm.m * gm.n)));
-                let cbs = Slice::whole(g.zeros("cb", bytes_of_len(gm.m)));
-                let prm = GemmParams::new(gm, bias.is_some());
-                let (disp, _) = g.record_gemm(
-                    "gemm",
-                    &[as_, bs, bias_s, ya_s, cs.clone(), cbs.clone()],
-                    &prm,
-                )?;
-                let r = g.run(&[disp], &[cs, cbs])?;
-                let mut cb = to_f32(&r[1]);
-                if !gm.ones_col {
-                    cb.clear();
-                }
-                Ok((to_f32(&r[0]), cb))
-            }
-        }
+        let l = MatMul::new(*gm, bias.is_some(), BatchAxis::None);
+        let mut r = self.run_launch(op, &l, &[a, b, bias.unwrap_or_default(), &[]])?;
+        Ok((r.remove(0), r.remove(0)))
     }
 
     /// Matrix product.
@@ -675,7 +640,7 @@ impl Backend {
             ));
         }
         self.check_sizes(op, &[("a", m * k), ("b", k * n), ("c", m * n)])?;
-        let (c, _) = self.gemm_run(&Gemm::matmul(m, k, n), &flat(a), &flat(b), None, None)?;
+        let (c, _) = self.gemm_run(op, &Gemm::matmul(m, k, n), &flat(a), &flat(b), None)?;
         arr2([m, n], c)
     }
 
@@ -724,11 +689,11 @@ impl Backend {
         self.check_sizes(op, &[("x", n * i), ("w", o * i), ("y", n * o)])?;
         let bv = b.map(flat);
         let (y, _) = self.gemm_run(
+            op,
             &Gemm::linear_forward(n, i, o, (0, 0.0)),
             &flat(x),
             &flat(w),
             bv.as_deref(),
-            None,
         )?;
         arr2([n, o], y)
     }
@@ -751,17 +716,17 @@ impl Backend {
         self.check_sizes(op, &[("x", n * i), ("w", o * i), ("dy", n * o)])?;
         let (xv, wv, dyv) = (flat(x), flat(w), flat(dy));
         let (dx, _) = self.gemm_run(
+            op,
             &Gemm::linear_backward_input(n, i, o, (0, 0.0)),
             &dyv,
             &wv,
             None,
-            None,
         )?;
         let (dw, db) = self.gemm_run(
+            op,
             &Gemm::linear_backward_weight(n, i, o, (0, 0.0)),
             &dyv,
             &xv,
-            None,
             None,
         )?;
         Ok(LinearGrads {
@@ -808,31 +773,14 @@ impl Backend {
         }
         self.check_sizes(op, &[("x", len)])?;
         let vals: Vec<Vec<f32>> = ins.iter().map(|t| flat(*t)).collect();
-        let out = match self {
-            Backend::Cpu => match kernel {
-                "activation_forward" => cpu::elementwise::activation_forward(act, &vals[0]),
-                "activation_backward" => {
-                    cpu::elementwise::activation_backward(act, &vals[0], &vals[1])
-                }
-                _ => cpu::elementwise::add(&vals[0], &vals[1]),
-            },
-            Backend::Gpu(g) => {
-                let mut slices: Vec<Slice> = vals
-                    .iter()
-                    .map(|v| Slice::whole(g.upload("in", v)))
-                    .collect();
-                let out = Slice::whole(g.zeros("out", bytes_of_len(len)));
-                slices.push(out.clone());
-                let prm = EwParams {
-                    len: len as u32,
-                    act: act.code(),
-                    alpha: act.alpha(),
-                    pad: 0,
-                };
-                let (disp, _) = g.record_ew(kernel, &slices, &prm, groups64(len))?;
-                to_f32(&g.run(&[disp], &[out])?[0])
-            }
+        let ew = match kernel {
+            "activation_forward" => Ew::ActivationForward(act),
+            "activation_backward" => Ew::ActivationBackward(act),
+            _ => Ew::Add,
         };
+        let ins: Vec<&[f32]> = vals.iter().map(|v| v.as_slice()).collect();
+        let l = Elementwise::new(ew, 1, len);
+        let out = self.run_launch(op, &l, &ins)?.remove(0);
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
     }
 
@@ -897,17 +845,15 @@ impl Backend {
         let len = x.len();
         self.check_sizes(op, &[("x", len)])?;
         let xv = flat(x);
-        let out = match self {
-            Backend::Cpu => cpu::elementwise::dropout_forward(seed, step, p, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let cs = Slice::whole(g.upload("step", &[step]));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(len)));
-                let prm = DropoutParams::new(len, seed, p);
-                let (disp, _) = g.record(kernel, &[xs, cs, ys.clone()], &prm, groups64(len))?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
+        let ew = if kernel == "dropout_forward" {
+            Ew::DropoutForward { p, seed }
+        } else {
+            Ew::DropoutBackward { p, seed }
         };
+        let l = Elementwise::new(ew, 1, len);
+        let out = self
+            .run_launch(op, &l, &[&xv, &[f32::from_bits(step)]])?
+            .remove(0);
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
     }
 
@@ -926,16 +872,8 @@ impl Backend {
         let len = x.len();
         self.check_sizes(op, &[("x", len)])?;
         let xv = flat(x);
-        let out = match self {
-            Backend::Cpu => cpu::elementwise::rescale(scale, offset, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(len)));
-                let prm = RescaleParams::new(len, scale, offset);
-                let (disp, _) = g.record("rescale", &[xs, ys.clone()], &prm, groups64(len))?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
-        };
+        let l = Elementwise::new(Ew::Rescale { scale, offset }, 1, len);
+        let out = self.run_launch(op, &l, &[&xv])?.remove(0);
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::shape(op, e.to_string()))
     }
 
@@ -949,24 +887,12 @@ impl Backend {
         nonempty(op, "logits", &[r, c])?;
         self.check_sizes(op, &[("logits", r * c)])?;
         let xv = flat(logits);
-        let s = match self {
-            Backend::Cpu => cpu::loss::softmax_forward(r, c, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ss = Slice::whole(g.zeros("s", bytes_of_len(r * c)));
-                let prm = LossParams {
-                    rows: r as u32,
-                    cols: c as u32,
-                    accumulate: 0,
-                    has_grad: 0,
-                    scale: 1.0,
-                    pad: [0; 3],
-                };
-                let (disp, _) =
-                    g.record("softmax_forward", &[xs, ss.clone()], &prm, groups64(r))?;
-                to_f32(&g.run(&[disp], &[ss])?[0])
-            }
+        let l = Softmax {
+            backward: false,
+            rows: r,
+            cols: c,
         };
+        let s = self.run_launch(op, &l, &[&xv])?.remove(0);
         arr2([r, c], s)
     }
 
@@ -997,22 +923,15 @@ impl Backend {
         }
         self.check_sizes(op, &[("logits", r * c)])?;
         let xv = flat(logits);
-        let scale = 1.0 / r as f32;
-        let (dx, m) = match self {
-            Backend::Cpu => cpu::loss::cross_entropy(r, c, &xv, targets, scale),
-            Backend::Gpu(g) => {
-                let (dx, m) = self.loss_gpu(
-                    g,
-                    "cross_entropy",
-                    r,
-                    c,
-                    &xv,
-                    bytemuck::cast_slice(targets),
-                    scale,
-                )?;
-                (dx, m)
-            }
+        let l = Loss {
+            kind: LossKind::CrossEntropy,
+            rows: r,
+            cols: c,
+            grad: true,
+            accumulate: false,
         };
+        let mut out = self.run_launch(op, &l, &[&xv, bytemuck::cast_slice(targets), &[0.0; 4]])?;
+        let (dx, m) = (out.remove(0), out.remove(0));
         Ok((m[0] / r as f32, arr2([r, c], dx)?))
     }
 
@@ -1029,45 +948,18 @@ impl Backend {
         let len = pred.len();
         self.check_sizes(op, &[("pred", len)])?;
         let (pv, tv) = (flat(pred), flat(target));
-        let scale = 1.0 / len as f32;
-        let (dp, m) = match self {
-            Backend::Cpu => cpu::loss::mse(1, len, &pv, &tv, scale),
-            Backend::Gpu(g) => {
-                self.loss_gpu(g, "mse", 1, len, &pv, bytemuck::cast_slice(&tv), scale)?
-            }
+        let l = Loss {
+            kind: LossKind::Mse,
+            rows: 1,
+            cols: len,
+            grad: true,
+            accumulate: false,
         };
+        let mut out = self.run_launch(op, &l, &[&pv, &tv, &[0.0; 4]])?;
+        let (dp, m) = (out.remove(0), out.remove(0));
         let dp = ArrayD::from_shape_vec(IxDyn(pred.shape()), dp)
             .map_err(|e| Error::shape(op, e.to_string()))?;
         Ok((m[0], dp))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn loss_gpu(
-        &self,
-        g: &GpuContext,
-        kernel: &str,
-        rows: usize,
-        cols: usize,
-        x: &[f32],
-        second: &[u8],
-        scale: f32,
-    ) -> Result<(Vec<f32>, [f32; 4])> {
-        let xs = Slice::whole(g.upload("x", x));
-        let ts = Slice::whole(g.upload("t", second));
-        let dxs = Slice::whole(g.zeros("dx", bytes_of_len(rows * cols)));
-        let ms = Slice::whole(g.zeros("metrics", 16));
-        let prm = LossParams {
-            rows: rows as u32,
-            cols: cols as u32,
-            accumulate: 0,
-            has_grad: 1,
-            scale,
-            pad: [0; 3],
-        };
-        let (disp, _) = g.record(kernel, &[xs, ts, dxs.clone(), ms.clone()], &prm, 1)?;
-        let r = g.run(&[disp], &[dxs, ms])?;
-        let m = to_f32(&r[1]);
-        Ok((to_f32(&r[0]), [m[0], m[1], m[2], m[3]]))
     }
 
     /// `[N, C, S]` view of a batch-norm input `[N,C]` or `[N,C,H,W]` (S = H·W), checking
@@ -1137,32 +1029,15 @@ impl Backend {
         let (xv, gv, bv) = (flat(x), flat(gamma), flat(beta));
         let mut rm = flat(&*running_mean);
         let mut rv = flat(&*running_var);
-        let (y, saved) = match self {
-            Backend::Cpu => cpu::norm::batch_norm_forward_train(
-                d, &xv, &gv, &bv, &mut rm, &mut rv, momentum, eps,
-            ),
-            Backend::Gpu(g) => {
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(xv.len())));
-                let ss = Slice::whole(g.zeros("saved", bytes_of_len(2 * c)));
-                let rms = Slice::whole(g.upload("running_mean", &rm));
-                let rvs = Slice::whole(g.upload("running_var", &rv));
-                let slices = [
-                    Slice::whole(g.upload("x", &xv)),
-                    Slice::whole(g.upload("gamma", &gv)),
-                    Slice::whole(g.upload("beta", &bv)),
-                    ys.clone(),
-                    ss.clone(),
-                    rms.clone(),
-                    rvs.clone(),
-                ];
-                let prm = NormParams::new(d, momentum, eps);
-                let (disp, _) = g.record("batch_norm_forward_train", &slices, &prm, c as u64)?;
-                let r = g.run(&[disp], &[ys, ss, rms, rvs])?;
-                rm = to_f32(&r[2]);
-                rv = to_f32(&r[3]);
-                (to_f32(&r[0]), to_f32(&r[1]))
-            }
+        let l = BatchNorm {
+            pass: NormPass::Train,
+            d,
+            momentum,
+            eps,
         };
+        let mut r = self.run_launch(op, &l, &[&xv, &gv, &bv, &rm, &rv])?;
+        let (y, saved) = (r.remove(0), r.remove(0));
+        (rm, rv) = (r.remove(0), r.remove(0));
         running_mean.assign(&Array1::from(rm));
         running_var.assign(&Array1::from(rv));
         Ok(BatchNormTrain {
@@ -1205,21 +1080,14 @@ impl Backend {
             flat(running_mean),
             flat(running_var),
         ];
-        let y = match self {
-            Backend::Cpu => {
-                cpu::norm::batch_norm_forward_eval(d, &v[0], &v[1], &v[2], &v[3], &v[4], eps)
-            }
-            Backend::Gpu(g) => {
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(x.len())));
-                let mut slices: Vec<Slice> =
-                    v.iter().map(|t| Slice::whole(g.upload("in", t))).collect();
-                slices.push(ys.clone());
-                let prm = NormParams::new(d, 0.0, eps);
-                let (disp, _) =
-                    g.record("batch_norm_forward_eval", &slices, &prm, groups64(x.len()))?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
+        let l = BatchNorm {
+            pass: NormPass::Eval,
+            d,
+            momentum: 0.0,
+            eps,
         };
+        let ins: Vec<&[f32]> = v.iter().map(|t| t.as_slice()).collect();
+        let y = self.run_launch(op, &l, &ins)?.remove(0);
         ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::shape(op, e.to_string()))
     }
 
@@ -1253,30 +1121,16 @@ impl Backend {
             ));
         }
         self.check_sizes(op, &[("x", x.len())])?;
-        let c = d[1];
         let (xv, dyv, gv) = (flat(x), flat(dy), flat(gamma));
         let saved: Vec<f32> = mean.iter().chain(inv_std.iter()).copied().collect();
-        let (dx, dg, db) = match self {
-            Backend::Cpu => cpu::norm::batch_norm_backward(d, &xv, &dyv, &gv, &saved),
-            Backend::Gpu(g) => {
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(xv.len())));
-                let dgs = Slice::whole(g.zeros("dgamma", bytes_of_len(c)));
-                let dbs = Slice::whole(g.zeros("dbeta", bytes_of_len(c)));
-                let slices = [
-                    Slice::whole(g.upload("x", &xv)),
-                    Slice::whole(g.upload("dy", &dyv)),
-                    Slice::whole(g.upload("gamma", &gv)),
-                    Slice::whole(g.upload("saved", &saved)),
-                    dxs.clone(),
-                    dgs.clone(),
-                    dbs.clone(),
-                ];
-                let prm = NormParams::new(d, 0.0, 1e-5);
-                let (disp, _) = g.record("batch_norm_backward", &slices, &prm, c as u64)?;
-                let r = g.run(&[disp], &[dxs, dgs, dbs])?;
-                (to_f32(&r[0]), to_f32(&r[1]), to_f32(&r[2]))
-            }
+        let l = BatchNorm {
+            pass: NormPass::Backward,
+            d,
+            momentum: 0.0,
+            eps: 1e-5,
         };
+        let mut r = self.run_launch(op, &l, &[&xv, &dyv, &gv, &saved])?;
+        let (dx, dg, db) = (r.remove(0), r.remove(0), r.remove(0));
         Ok(BatchNormGrads {
             dx: ArrayD::from_shape_vec(IxDyn(x.shape()), dx)
                 .map_err(|e| Error::shape(op, e.to_string()))?,
@@ -1316,55 +1170,29 @@ impl Backend {
         }
         nonempty(op, "p", &[n])?;
         self.check_sizes(op, &[("p", n)])?;
-        match self {
-            Backend::Cpu => {
-                let scale = if opt.clip_grad_norm > 0.0 {
-                    cpu::optim::grad_norm_scale(g, opt.clip_grad_norm)
-                } else {
-                    1.0
-                };
-                cpu::optim::optimizer_step(opt, t, p, g, state1, state2, scale);
-            }
-            Backend::Gpu(ctx) => {
-                let gs = Slice::whole(ctx.upload("g", g));
-                let scale = Slice::whole(ctx.upload("scale", &[1.0f32]));
-                let ps = Slice::whole(ctx.upload("p", p));
-                let s1 = Slice::whole(ctx.upload("s1", state1));
-                let s2 = Slice::whole(ctx.upload("s2", state2));
-                let flag = Slice::whole(ctx.zeros("flag", 16));
-                let mut dispatches = Vec::new();
-                if opt.clip_grad_norm > 0.0 {
-                    let nprm = ClipParams {
-                        len: n as u32,
-                        max_norm: opt.clip_grad_norm,
-                        pad: [0; 2],
-                    };
-                    let (d, _) =
-                        ctx.record("grad_norm_scale", &[gs.clone(), scale.clone()], &nprm, 1)?;
-                    dispatches.push(d);
-                }
-                let prm = OptParams::new(opt, t, n);
-                let (disp, _) = ctx.record_with(
-                    "optimizer_step",
-                    &[("KIND", prm.kind)],
-                    &[gs, scale, ps.clone(), s1.clone(), s2.clone(), flag],
-                    &prm,
-                    groups64(n),
-                )?;
-                dispatches.push(disp);
-                let r = ctx.run(&dispatches, &[ps, s1, s2])?;
-                p.copy_from_slice(&to_f32(&r[0]));
-                state1.copy_from_slice(&to_f32(&r[1]));
-                state2.copy_from_slice(&to_f32(&r[2]));
-            }
+        let mut scale = vec![1.0f32];
+        if opt.clip_grad_norm > 0.0 {
+            let clip = GradNormScale {
+                len: n,
+                max_norm: opt.clip_grad_norm,
+            };
+            scale = self.run_launch(op, &clip, &[g])?.remove(0);
         }
+        let l = OptimizerStep {
+            opt: *opt,
+            t,
+            len: n,
+        };
+        let mut r = self.run_launch(op, &l, &[g, &scale, p, state1, state2, &[0.0; 4]])?;
+        p.copy_from_slice(&r.remove(0));
+        state1.copy_from_slice(&r.remove(0));
+        state2.copy_from_slice(&r.remove(0));
         Ok(())
     }
 }
 
 // ---- 1-D and 3-D pooling, the softmax gradient, axis permutation ------------------------
 
-use crate::gpu::ops::PermuteParams;
 use crate::shape::{Pool1dParams, Pool3dParams};
 use ndarray::{Array3, Array5};
 
@@ -1620,29 +1448,12 @@ impl Backend {
         }
         self.check_sizes(op, &[("y", r * c), ("dy", r * c)])?;
         let (yv, dyv) = (flat(y), flat(dy));
-        let dx = match self {
-            Backend::Cpu => cpu::loss::softmax_backward(r, c, &yv, &dyv),
-            Backend::Gpu(g) => {
-                let ys = Slice::whole(g.upload("y", &yv));
-                let dys = Slice::whole(g.upload("dy", &dyv));
-                let dxs = Slice::whole(g.zeros("dx", bytes_of_len(r * c)));
-                let prm = LossParams {
-                    rows: r as u32,
-                    cols: c as u32,
-                    accumulate: 0,
-                    has_grad: 0,
-                    scale: 1.0,
-                    pad: [0; 3],
-                };
-                let (disp, _) = g.record(
-                    "softmax_backward",
-                    &[ys, dys, dxs.clone()],
-                    &prm,
-                    groups64(r),
-                )?;
-                to_f32(&g.run(&[disp], &[dxs])?[0])
-            }
+        let l = Softmax {
+            backward: true,
+            rows: r,
+            cols: c,
         };
+        let dx = self.run_launch(op, &l, &[&yv, &dyv])?.remove(0);
         arr2([r, c], dx)
     }
 
@@ -1685,16 +1496,12 @@ impl Backend {
             p4[lead + k] = lead + a;
         }
         let xv = flat(x);
-        let y = match self {
-            Backend::Cpu => cpu::layout::permute(xd, p4, &xv),
-            Backend::Gpu(g) => {
-                let xs = Slice::whole(g.upload("x", &xv));
-                let ys = Slice::whole(g.zeros("y", bytes_of_len(xv.len())));
-                let prm = PermuteParams::new(xd, p4);
-                let (disp, _) = g.record(op, &[xs, ys.clone()], &prm, groups64(xv.len()))?;
-                to_f32(&g.run(&[disp], &[ys])?[0])
-            }
+        let l = Permute {
+            xd,
+            perm: p4,
+            batch_axis: None,
         };
+        let y = self.run_launch(op, &l, &[&xv])?.remove(0);
         let shape: Vec<usize> = perm.iter().map(|&a| x.shape()[a]).collect();
         ArrayD::from_shape_vec(IxDyn(&shape), y).map_err(|e| Error::shape(op, e.to_string()))
     }
@@ -1721,6 +1528,11 @@ impl Backend {
         dx.into_dimensionality()
             .map_err(|e| Error::shape("channels_last_backward", e.to_string()))
     }
+}
+
+/// `u32` indices from their bits in `f32` words.
+fn bits_u32(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Row-major elements of an index array.

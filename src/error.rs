@@ -48,7 +48,8 @@ pub enum Error {
     OutOfMemory { what: String, msg: String },
 
     // ---- shader ----------------------------------------------------------
-    /// Shader compilation or pipeline validation failed; `kernel` names the entry point.
+    /// Shader compilation or pipeline validation failed, or (under `WGCNN_VALIDATE=1`) the
+    /// kernel's result disagreed with its CPU twin; `kernel` names the entry point.
     #[error("shader error in kernel '{kernel}': {msg}")]
     Shader { kernel: String, msg: String },
 

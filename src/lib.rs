@@ -4,7 +4,9 @@
 //! a graph of ops ([`graph`]); the graph is planned for a batch size (schedule,
 //! lifetimes, memory) ([`plan`]); an executor runs the plan with the WGSL kernels on
 //! the GPU or with their CPU twins ([`exec`]); the device layer picks the adapter and
-//! caches pipelines ([`gpu`]).
+//! caches pipelines ([`gpu`]). Each op family lives in one place, [`ops`]: its kernel
+//! launches (which every consumer runs from the same description) and its graph ops'
+//! forward and gradient rules.
 //!
 //! Every kernel is also callable on its own through [`Backend`]:
 //!
@@ -31,6 +33,7 @@ pub mod exec;
 pub mod gpu;
 pub mod graph;
 pub mod nn;
+pub mod ops;
 pub mod optim;
 pub mod plan;
 pub mod shape;

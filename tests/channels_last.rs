@@ -19,7 +19,8 @@ use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::Graph;
 use wgcnn::ndarray::{Array4, ArrayD, IxDyn};
 use wgcnn::nn::{ChannelsLast, Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
-use wgcnn::plan::{Mode, Step};
+use wgcnn::ops::layout::Permute;
+use wgcnn::plan::Mode;
 use wgcnn::{Backend, Error, Optimizer};
 
 fn rand01(seed: u64, len: usize) -> Vec<f32> {
@@ -174,17 +175,14 @@ fn channels_last_lowers_to_one_permute_at_the_boundary() {
         .unwrap();
     let ex = Executor::new(&Backend::cpu(), &lenet, 4, Optimizer::sgd(0.1), 0).unwrap();
     let steps = ex.steps(4).unwrap();
-    assert!(!steps.iter().any(|s| matches!(s, Step::Permute { .. })));
+    assert!(!steps.iter().any(|s| s.kernel() == "permute"));
     let g3 = model(true, 3);
     let ex = Executor::new(&Backend::cpu(), &g3, 4, Optimizer::sgd(0.1), 0).unwrap();
     let steps = ex.steps(4).unwrap();
     let permutes: Vec<_> = steps
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| match s {
-            Step::Permute { xd, perm, .. } => Some((i, *xd, *perm)),
-            _ => None,
-        })
+        .filter_map(|(i, s)| s.launch_as::<Permute>().map(|l| (i, l.xd, l.perm)))
         .collect();
     // [N, H·W, C] → [N, C, H·W]
     assert_eq!(permutes, vec![(0, [1, 4, 100, 3], [0, 1, 3, 2])]);

@@ -45,7 +45,8 @@ use wgcnn::ndarray::{Array3, Array5};
 use wgcnn::nn::{
     AvgPool1d, AvgPool3d, Flatten, Linear, MaxPool1d, MaxPool3d, Relu, Reshape, Sequential,
 };
-use wgcnn::plan::{Mode, Step};
+use wgcnn::ops::pool::{Pool2d, PoolPass};
+use wgcnn::plan::Mode;
 use wgcnn::{Backend, Error, Optimizer, Pool1dParams, Pool3dParams};
 
 /// Multiples of 1/8 in [−2, 2): exact in f32, and so are small sums of them.
@@ -523,10 +524,9 @@ fn pool_nd_lowers_to_2d_pooling_stages() {
     let steps = ex.steps(3).unwrap();
     let fwd: Vec<_> = steps
         .iter()
-        .filter_map(|s| match s {
-            Step::MaxPool2dForward { xd, yd, p, .. } => Some((*xd, *yd, *p)),
-            _ => None,
-        })
+        .filter_map(|s| s.launch_as::<Pool2d>())
+        .filter(|l| l.pass == PoolPass::MaxForward)
+        .map(|l| (l.xd, l.yd, l.p))
         .collect();
     // (h, w) on [N, C·D, H, W]: 6 → 3, 7 → 4; then depth on [N, C, D, OH·OW]: 5 → 3
     assert_eq!(fwd.len(), 2);
@@ -536,10 +536,9 @@ fn pool_nd_lowers_to_2d_pooling_stages() {
     assert_eq!(fwd[1].2, p3.depth());
     let bwd: Vec<_> = steps
         .iter()
-        .filter_map(|s| match s {
-            Step::MaxPool2dBackward { xd, .. } => Some(*xd),
-            _ => None,
-        })
+        .filter_map(|s| s.launch_as::<Pool2d>())
+        .filter(|l| l.pass == PoolPass::ArgBackward)
+        .map(|l| l.xd)
         .collect();
     assert_eq!(bwd, vec![[3, 2, 5, 12], [3, 10, 6, 7]]);
     let p1 = Pool1dParams::new(2);
@@ -548,22 +547,15 @@ fn pool_nd_lowers_to_2d_pooling_stages() {
     let steps = ex.steps(2).unwrap();
     let n_avg = steps
         .iter()
-        .filter(|s| {
-            matches!(
-                s,
-                Step::AvgPool2dForward { .. } | Step::AvgPool2dBackward { .. }
-            )
-        })
+        .filter(|s| matches!(s.kernel(), "avg_pool2d_forward" | "avg_pool2d_backward"))
         .count();
     assert_eq!(n_avg, 2);
-    assert!(steps.iter().any(|s| matches!(
-        s,
-        Step::AvgPool2dForward {
-            xd: [2, 3, 1, 8],
-            yd: [2, 3, 1, 4],
-            ..
-        }
-    )));
+    assert!(steps
+        .iter()
+        .filter_map(|s| s.launch_as::<Pool2d>())
+        .any(|l| {
+            l.pass == PoolPass::AvgForward && l.xd == [2, 3, 1, 8] && l.yd == [2, 3, 1, 4]
+        }));
     assert!(graph
         .nodes()
         .iter()

@@ -1,10 +1,12 @@
-//! The CPU executor: the same plan, the same buffer pool, the CPU twins.
+//! The CPU executor: the same plan, the same buffer pool, every step run by its launch's CPU
+//! twin.
 
 use std::collections::HashMap;
 
 use super::{Counters, Flat};
-use crate::cpu;
 use crate::error::Result;
+use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::{Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
 
@@ -80,11 +82,8 @@ impl CpuExec {
                 .map(|&w| f32::from_bits(w))
                 .collect(),
             Home::Metrics(k) => self.metrics[k].to_vec(),
+            Home::Counter => vec![f32::from_bits(self.step)],
         }
-    }
-
-    fn read_u32(&self, plan: &Plan, t: TensorId, n: usize) -> Vec<u32> {
-        self.read(plan, t, n).iter().map(|v| v.to_bits()).collect()
     }
 
     fn write(&mut self, plan: &Plan, t: TensorId, v: &[f32]) {
@@ -93,18 +92,11 @@ impl CpuExec {
             Home::Grad(o) => self.grads[o..o + v.len()].copy_from_slice(v),
             Home::Buffer(o) => self.buffers[o..o + v.len()].copy_from_slice(v),
             Home::Arena(b) => self.arena[b][..v.len()].copy_from_slice(v),
-            Home::Input | Home::Targets | Home::Metrics(_) => {
-                unreachable!("kernels never write inputs or metrics directly")
+            Home::Metrics(k) => self.metrics[k].copy_from_slice(&v[..4]),
+            Home::Input | Home::Targets | Home::Counter => {
+                unreachable!("kernels never write the batch or the step counter")
             }
         }
-    }
-
-    fn accumulate(&mut self, k: usize, m: [f32; 4]) {
-        let acc = &mut self.metrics[k];
-        acc[0] += m[0];
-        acc[1] += m[1];
-        acc[2] += m[2];
-        acc[3] = acc[3].max(m[3]);
     }
 
     pub fn take_metrics(&mut self, mode: Mode) -> [f32; 4] {
@@ -112,18 +104,9 @@ impl CpuExec {
         std::mem::take(&mut self.metrics[k])
     }
 
-    /// Forward pass for prediction; the evaluation metrics accumulated so far are kept.
-    pub fn run_predict(
-        &mut self,
-        plan: &Plan,
-        n: usize,
-        images: &[f32],
-        zeros: &[u32],
-    ) -> Result<()> {
-        let saved = self.metrics[1];
-        let r = self.run(plan, n, Mode::Eval, images, zeros, None);
-        self.metrics[1] = saved;
-        r
+    /// Forward pass for prediction (the loss skipped, the metrics untouched).
+    pub fn run_predict(&mut self, plan: &Plan, n: usize, images: &[f32]) -> Result<()> {
+        self.run_schedule(plan, n, Mode::Eval, images, &[], None, true)
     }
 
     pub fn run(
@@ -135,6 +118,20 @@ impl CpuExec {
         targets: &[u32],
         opt: Option<(&Optimizer, u64)>,
     ) -> Result<()> {
+        self.run_schedule(plan, n, mode, images, targets, opt, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_schedule(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        mode: Mode,
+        images: &[f32],
+        targets: &[u32],
+        opt: Option<(&Optimizer, u64)>,
+        skip_loss: bool,
+    ) -> Result<()> {
         if let std::collections::hash_map::Entry::Vacant(e) = self.programs.entry((n, mode)) {
             e.insert(plan.steps(n, mode)?);
         }
@@ -144,287 +141,62 @@ impl CpuExec {
         if let Some((_, t)) = opt {
             self.step = t as u32;
         }
-        for s in &steps {
+        for s in steps.iter().filter(|s| !(skip_loss && s.loss)) {
             self.exec(plan, n, s);
         }
         if let Some((opt, t)) = opt {
-            let (p, g, s1, s2) = (&mut self.params, &self.grads, &mut self.s1, &mut self.s2);
             let clip = opt.clip_grad_norm > 0.0;
-            let scale = if clip {
-                cpu::optim::grad_norm_scale(g, opt.clip_grad_norm)
-            } else {
-                1.0
-            };
-            if cpu::optim::optimizer_step(opt, t, p, g, s1, s2, scale) {
-                self.metrics[0][3] = 1.0;
-            }
+            self.optimize(opt, t);
             self.counters.steps += 1;
             self.counters.dispatches_per_step = steps.len() as u64 + 1 + clip as u64;
         }
         Ok(())
     }
 
+    /// Runs `s` with its launch's CPU twin on the tensors it binds.
     fn exec(&mut self, plan: &Plan, n: usize, s: &Step) {
-        let r = |t: TensorId| self.read(plan, t, n);
-        match s {
-            Step::Conv2dForward { x, w, b, y, d, act } => {
-                let bv = b.map(r);
-                let out = cpu::conv2d::conv2d_forward(*d, &r(*x), &r(*w), bv.as_deref(), *act);
-                self.write(plan, *y, &out);
-            }
-            Step::Conv2dBackwardInput {
-                dy,
-                w,
-                y,
-                dx,
-                d,
-                act,
-            } => {
-                let yv = r(*y);
-                let ya = (act.0 != 0).then_some((yv.as_slice(), act.0, act.1));
-                let out = cpu::conv2d::conv2d_backward_input(*d, &r(*dy), &r(*w), ya);
-                self.write(plan, *dx, &out);
-            }
-            Step::Conv2dBackwardWeight {
-                x,
-                dy,
-                y,
-                dw,
-                db,
-                d,
-                act,
-            } => {
-                let yv = r(*y);
-                let ya = (act.0 != 0).then_some((yv.as_slice(), act.0, act.1));
-                let (gw, gb) = cpu::conv2d::conv2d_backward_weight(*d, &r(*x), &r(*dy), ya);
-                self.write(plan, *dw, &gw);
-                if let Some(db) = db {
-                    self.write(plan, *db, &gb);
-                }
-            }
-            Step::MaxPool2dForward {
-                x,
-                y,
-                idx,
-                xd,
-                yd,
-                p,
-            } => {
-                let (yv, iv) = cpu::pool::max_pool2d_forward(*xd, *yd, *p, &r(*x));
-                self.write(plan, *y, &yv);
-                let bits: Vec<f32> = iv.iter().map(|&i| f32::from_bits(i)).collect();
-                self.write(plan, *idx, &bits);
-            }
-            Step::MaxPool2dBackward {
-                dy,
-                idx,
-                dx,
-                xd,
-                yd,
-                ..
-            } => {
-                let iv = self.read_u32(plan, *idx, n);
-                let out = cpu::pool::max_pool2d_backward(*xd, *yd, &r(*dy), &iv);
-                self.write(plan, *dx, &out);
-            }
-            Step::MinPool2dForward {
-                x,
-                y,
-                idx,
-                xd,
-                yd,
-                p,
-            } => {
-                let (yv, iv) = cpu::pool::min_pool2d_forward(*xd, *yd, *p, &r(*x));
-                self.write(plan, *y, &yv);
-                let bits: Vec<f32> = iv.iter().map(|&i| f32::from_bits(i)).collect();
-                self.write(plan, *idx, &bits);
-            }
-            Step::DropoutForward { x, y, p, seed, .. } => {
-                let out = cpu::elementwise::dropout_forward(*seed, self.step, *p, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::DropoutBackward {
-                dy, dx, p, seed, ..
-            } => {
-                let out = cpu::elementwise::dropout_backward(*seed, self.step, *p, &r(*dy));
-                self.write(plan, *dx, &out);
-            }
-            Step::Rescale {
-                x,
-                y,
-                scale,
-                offset,
-                ..
-            } => {
-                let out = cpu::elementwise::rescale(*scale, *offset, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::AvgPool2dForward { x, y, xd, yd, p } => {
-                let out = cpu::pool::avg_pool2d_forward(*xd, *yd, *p, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::AvgPool2dBackward { dy, dx, xd, yd, p } => {
-                let out = cpu::pool::avg_pool2d_backward(*xd, *yd, *p, &r(*dy));
-                self.write(plan, *dx, &out);
-            }
-            Step::GlobalAvgPoolForward { x, y, rows, hw } => {
-                let out = cpu::pool::global_avg_pool_forward(*rows, *hw, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::GlobalAvgPoolBackward { dy, dx, rows, hw } => {
-                let out = cpu::pool::global_avg_pool_backward(*rows, *hw, &r(*dy));
-                self.write(plan, *dx, &out);
-            }
-            Step::Gemm {
-                a,
-                b,
-                bias,
-                ya,
-                c,
-                cb,
-                g,
-            } => {
-                let biasv = bias.map(r);
-                let yav = ya.map(r);
-                let (cv, cbv) =
-                    cpu::matmul::gemm(g, &r(*a), &r(*b), biasv.as_deref(), yav.as_deref());
-                self.write(plan, *c, &cv);
-                if let Some(cb) = cb {
-                    self.write(plan, *cb, &cbv);
-                }
-            }
-            Step::ActivationForward { x, y, act } => {
-                let out = cpu::elementwise::activation_forward(*act, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::ActivationBackward { x, dy, dx, act } => {
-                let out = cpu::elementwise::activation_backward(*act, &r(*x), &r(*dy));
-                self.write(plan, *dx, &out);
-            }
-            Step::Add { a, b, c } => {
-                let out = cpu::elementwise::add(&r(*a), &r(*b));
-                self.write(plan, *c, &out);
-            }
-            Step::BatchNormForwardTrain {
-                x,
-                w,
-                b,
-                y,
-                saved,
-                rm,
-                rv,
-                d,
-                momentum,
-                eps,
-            } => {
-                let (mut rmv, mut rvv) = (r(*rm), r(*rv));
-                let (yv, sv) = cpu::norm::batch_norm_forward_train(
-                    *d,
-                    &r(*x),
-                    &r(*w),
-                    &r(*b),
-                    &mut rmv,
-                    &mut rvv,
-                    *momentum,
-                    *eps,
-                );
-                self.write(plan, *y, &yv);
-                self.write(plan, *saved, &sv);
-                self.write(plan, *rm, &rmv);
-                self.write(plan, *rv, &rvv);
-            }
-            Step::BatchNormForwardEval {
-                x,
-                w,
-                b,
-                rm,
-                rv,
-                y,
-                d,
-                eps,
-            } => {
-                let out = cpu::norm::batch_norm_forward_eval(
-                    *d,
-                    &r(*x),
-                    &r(*w),
-                    &r(*b),
-                    &r(*rm),
-                    &r(*rv),
-                    *eps,
-                );
-                self.write(plan, *y, &out);
-            }
-            Step::BatchNormBackward {
-                x,
-                dy,
-                w,
-                saved,
-                dx,
-                dw,
-                db,
-                d,
-            } => {
-                let (dxv, dwv, dbv) =
-                    cpu::norm::batch_norm_backward(*d, &r(*x), &r(*dy), &r(*w), &r(*saved));
-                self.write(plan, *dx, &dxv);
-                self.write(plan, *dw, &dwv);
-                self.write(plan, *db, &dbv);
-            }
-            Step::CrossEntropy {
-                logits,
-                dlogits,
-                metrics,
-                rows,
-                cols,
-            } => {
-                let t = self.read_u32(plan, plan.targets, n);
-                let (dx, m) =
-                    cpu::loss::cross_entropy(*rows, *cols, &r(*logits), &t, 1.0 / *rows as f32);
-                if let Some(dl) = dlogits {
-                    self.write(plan, *dl, &dx);
-                }
-                let Home::Metrics(k) = plan.tensors[*metrics].home else {
-                    unreachable!("metrics tensor")
-                };
-                self.accumulate(k, m);
-            }
-            Step::Mse {
-                pred,
-                dpred,
-                metrics,
-                rows,
-                cols,
-            } => {
-                let t = r(plan.targets);
-                let scale = 1.0 / (*rows * *cols) as f32;
-                let (dp, m) = cpu::loss::mse(*rows, *cols, &r(*pred), &t, scale);
-                if let Some(d) = dpred {
-                    self.write(plan, *d, &dp);
-                }
-                let Home::Metrics(k) = plan.tensors[*metrics].home else {
-                    unreachable!("metrics tensor")
-                };
-                self.accumulate(k, m);
-            }
-            Step::SoftmaxForward { x, y, rows, cols } => {
-                let out = cpu::loss::softmax_forward(*rows, *cols, &r(*x));
-                self.write(plan, *y, &out);
-            }
-            Step::SoftmaxBackward {
-                y,
-                dy,
-                dx,
-                rows,
-                cols,
-            } => {
-                let out = cpu::loss::softmax_backward(*rows, *cols, &r(*y), &r(*dy));
-                self.write(plan, *dx, &out);
-            }
-            Step::Permute { x, y, xd, perm } => {
-                let out = cpu::layout::permute(*xd, *perm, &r(*x));
-                self.write(plan, *y, &out);
+        let bindings = s.launch.bindings();
+        let mut b: Vec<Vec<f32>> = bindings
+            .iter()
+            .zip(&s.args)
+            .map(|(bd, a)| match (a, bd.access) {
+                (Some(t), Access::Read | Access::ReadWrite) => self.read(plan, *t, n),
+                _ => vec![0.0; bd.len],
+            })
+            .collect();
+        s.launch.cpu(&mut b);
+        for ((bd, a), v) in bindings.iter().zip(&s.args).zip(&b) {
+            if let (Some(t), true) = (a, bd.access.writes()) {
+                self.write(plan, *t, v);
             }
         }
+    }
+
+    /// The optimizer update (after clipping the gradient's global norm, if asked).
+    fn optimize(&mut self, opt: &Optimizer, t: u64) {
+        let len = self.params.len();
+        let mut scale = vec![1.0];
+        if opt.clip_grad_norm > 0.0 {
+            let clip = GradNormScale {
+                len,
+                max_norm: opt.clip_grad_norm,
+            };
+            let mut b = [std::mem::take(&mut self.grads), Vec::new()];
+            clip.cpu(&mut b);
+            [self.grads, scale] = b;
+        }
+        let step = OptimizerStep { opt: *opt, t, len };
+        let mut b = [
+            std::mem::take(&mut self.grads),
+            scale,
+            std::mem::take(&mut self.params),
+            std::mem::take(&mut self.s1),
+            std::mem::take(&mut self.s2),
+            self.metrics[0].to_vec(),
+        ];
+        step.cpu(&mut b);
+        let [g, _, p, s1, s2, flag] = b;
+        (self.grads, self.params, self.s1, self.s2) = (g, p, s1, s2);
+        self.metrics[0][3] = flag[3];
     }
 }

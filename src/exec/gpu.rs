@@ -6,22 +6,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Counters, Flat};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
-use crate::gpu::ops::PermuteParams;
-use crate::gpu::ops::{
-    groups64, ClipParams, ConvUniform, DropoutParams, EwParams, GapParams, GemmParams, LossParams,
-    NormParams, OptParams, PoolParams, RescaleParams,
-};
 use crate::gpu::GpuContext;
+use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::{compare, Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
 
 /// Dispatches of one schedule, with the uniform buffers they own.
 struct Program {
     dispatches: Vec<Dispatch>,
-    /// Which dispatches compute the loss (skipped by prediction).
-    is_loss: Vec<bool>,
+    /// The steps they run (which compute the loss, which node, for validation).
+    steps: Vec<Step>,
     _uniforms: Vec<Arc<wgpu::Buffer>>,
 }
 
@@ -45,7 +42,7 @@ pub(crate) struct GpuExec {
     opt_uniform: Arc<wgpu::Buffer>,
     opt_dispatch: Dispatch,
     /// The optimizer kind `opt_dispatch`'s pipeline is specialised for (`KIND`).
-    opt_kind: u32,
+    opt_kind: crate::optim::OptimizerKind,
     /// Gradient scale (1 float) written by `grad_norm_scale`, read by `optimizer_step`.
     grad_scale: Arc<wgpu::Buffer>,
     /// Uniform and dispatch of `grad_norm_scale` (run only when clipping is on).
@@ -56,12 +53,19 @@ pub(crate) struct GpuExec {
     step_buf: Arc<wgpu::Buffer>,
     has_dropout: bool,
     programs: HashMap<(usize, Mode), Program>,
+    /// Re-run every dispatch of a step on the CPU twin and compare (`WGCNN_VALIDATE=1`).
+    pub validate: bool,
     flat_len: usize,
     pub counters: Counters,
 }
 
 impl GpuExec {
-    pub fn new(ctx: Arc<GpuContext>, plan: &Plan, params: &[f32], opt_kind: u32) -> Result<Self> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        plan: &Plan,
+        params: &[f32],
+        optimizer: &Optimizer,
+    ) -> Result<Self> {
         let flat_bytes = bytes_of_len(plan.flat_len);
         ctx.check_binding("plan", "parameters", flat_bytes)?;
         // name the graph tensor that doesn't fit, then check the pooled buffers
@@ -132,25 +136,20 @@ impl GpuExec {
         // gradient scale: 1 unless clipping by global norm rewrites it each step
         let grad_scale = ctx.upload("grad_scale", &[1.0f32]);
         allocated += 4;
-        let cprm = ClipParams {
-            len: plan.flat_len as u32,
+        let clip = GradNormScale {
+            len: plan.flat_len,
             max_norm: 0.0,
-            pad: [0; 2],
         };
-        let (clip_dispatch, clip_uniform) = ctx.record(
-            "grad_norm_scale",
-            &[Slice::whole(g.clone()), Slice::whole(grad_scale.clone())],
-            &cprm,
-            1,
-        )?;
-        allocated += std::mem::size_of::<ClipParams>() as u64;
-        let (d, u) = Self::record_opt(
-            &ctx,
-            opt_kind,
-            [&g, &grad_scale, &p, &s1, &s2, &metrics[0]],
-            plan.flat_len,
-        )?;
-        allocated += std::mem::size_of::<OptParams>() as u64;
+        let slices = [Slice::whole(g.clone()), Slice::whole(grad_scale.clone())];
+        let (clip_dispatch, clip_uniform) = ctx.record_launch(&clip, &slices)?;
+        allocated += clip_uniform.size();
+        let opt = OptimizerStep {
+            opt: *optimizer,
+            t: 1,
+            len: plan.flat_len,
+        };
+        let (d, u) = Self::record_opt(&ctx, &opt, [&g, &grad_scale, &p, &s1, &s2, &metrics[0]])?;
+        allocated += u.size();
         let ctx_step = ctx.zeros("dropout.step", 4);
         allocated += 4;
         let mut ex = GpuExec {
@@ -168,7 +167,7 @@ impl GpuExec {
             dummy,
             opt_uniform: u,
             opt_dispatch: d,
-            opt_kind,
+            opt_kind: optimizer.kind,
             grad_scale,
             clip_uniform,
             clip_dispatch,
@@ -179,6 +178,7 @@ impl GpuExec {
                 .iter()
                 .any(|n| matches!(n.op, crate::graph::Op::Dropout { .. })),
             programs: HashMap::new(),
+            validate: std::env::var("WGCNN_VALIDATE").is_ok_and(|v| v == "1"),
             flat_len: plan.flat_len,
             counters: Counters::default(),
         };
@@ -190,22 +190,15 @@ impl GpuExec {
         Ok(ex)
     }
 
-    /// Records `optimizer_step` with its pipeline specialised for optimizer `kind`.
+    /// Records `optimizer_step` (its pipeline specialised for the optimizer's kind) over the
+    /// gradients, gradient scale, parameters, two state buffers and training metrics.
     fn record_opt(
         ctx: &GpuContext,
-        kind: u32,
+        step: &OptimizerStep,
         bufs: [&Arc<wgpu::Buffer>; 6],
-        flat_len: usize,
     ) -> Result<(Dispatch, Arc<wgpu::Buffer>)> {
-        let prm = OptParams::new(&Optimizer::sgd(0.0), 1, flat_len);
         let slices = bufs.map(|b| Slice::whole(b.clone()));
-        ctx.record_with(
-            "optimizer_step",
-            &[("KIND", kind)],
-            &slices,
-            &prm,
-            groups64(flat_len),
-        )
+        ctx.record_launch(step, &slices)
     }
 
     fn slice(&self, plan: &Plan, t: TensorId, n: usize) -> Slice {
@@ -219,6 +212,7 @@ impl GpuExec {
             Home::Input => (self.input.clone(), 0),
             Home::Targets => (self.targets.clone(), 0),
             Home::Metrics(k) => (self.metrics[k].clone(), 0),
+            Home::Counter => (self.step_buf.clone(), 0),
         };
         Slice {
             buffer,
@@ -243,23 +237,18 @@ impl GpuExec {
             let steps = plan.steps(n, mode)?;
             let mut dispatches = Vec::with_capacity(steps.len());
             let mut uniforms = Vec::with_capacity(steps.len());
-            let mut uniform_bytes = 0;
-            let is_loss = steps
-                .iter()
-                .map(|s| matches!(s, Step::CrossEntropy { .. } | Step::Mse { .. }))
-                .collect();
             for s in &steps {
-                let (d, u, ub) = self.record_step(plan, n, s)?;
+                let slices = self.slices(plan, n, s);
+                let (d, u) = self.ctx.record_launch(s.launch.as_ref(), &slices)?;
+                self.counters.gpu_bytes_allocated += u.size();
                 dispatches.push(d);
                 uniforms.push(u);
-                uniform_bytes += ub;
             }
-            self.counters.gpu_bytes_allocated += uniform_bytes;
             self.programs.insert(
                 (n, mode),
                 Program {
                     dispatches,
-                    is_loss,
+                    steps,
                     _uniforms: uniforms,
                 },
             );
@@ -267,346 +256,19 @@ impl GpuExec {
         Ok(&self.programs[&(n, mode)])
     }
 
-    fn record_step(
-        &self,
-        plan: &Plan,
-        n: usize,
-        s: &Step,
-    ) -> Result<(Dispatch, Arc<wgpu::Buffer>, u64)> {
-        let sl = |t: TensorId| self.slice(plan, t, n);
-        let c = &self.ctx;
-        macro_rules! rec {
-            ($name:expr, $slices:expr, $params:expr, $groups:expr) => {{
-                let prm = $params;
-                let (d, u) = c.record($name, &$slices, &prm, $groups)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }};
-        }
-        // elementwise kernels: the activation is a pipeline constant (`record_ew`)
-        macro_rules! rec_ew {
-            ($name:expr, $slices:expr, $params:expr, $groups:expr) => {{
-                let prm = $params;
-                let (d, u) = c.record_ew($name, &$slices, &prm, $groups)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }};
-        }
-        match s {
-            Step::Conv2dForward { x, w, b, y, d, act } => {
-                let bs = b.map_or_else(|| self.dummy(), sl);
-                let prm = ConvUniform::new(d, b.is_some(), *act);
-                let slices = [sl(*x), sl(*w), bs, sl(*y)];
-                let (d, u) = c.record_conv("conv2d_forward", &slices, &prm)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::Conv2dBackwardInput {
-                dy,
-                w,
-                y,
-                dx,
-                d,
-                act,
-            } => {
-                let prm = ConvUniform::new(d, false, *act);
-                let slices = [sl(*dy), sl(*w), sl(*y), sl(*dx)];
-                let (d, u) = c.record_conv("conv2d_backward_input", &slices, &prm)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::Conv2dBackwardWeight {
-                x,
-                dy,
-                y,
-                dw,
-                db,
-                d,
-                act,
-            } => {
-                let dbs = db.map_or_else(|| self.dummy_out(), sl);
-                let prm = ConvUniform::new(d, db.is_some(), *act);
-                let slices = [sl(*x), sl(*dy), sl(*y), sl(*dw), dbs];
-                let (d, u) = c.record_conv("conv2d_backward_weight", &slices, &prm)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::MaxPool2dForward {
-                x,
-                y,
-                idx,
-                xd,
-                yd,
-                p,
-            } => {
-                let prm = PoolParams::new(*xd, *yd, p);
-                let slices = [sl(*x), sl(*y), sl(*idx)];
-                let (d, u) = c.record_pool("max_pool2d_forward", &slices, &prm, true)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::MaxPool2dBackward {
-                dy,
-                idx,
-                dx,
-                xd,
-                yd,
-                p,
-            } => {
-                let prm = PoolParams::new(*xd, *yd, p);
-                let slices = [sl(*dy), sl(*idx), sl(*dx)];
-                let (d, u) = c.record_pool("max_pool2d_backward", &slices, &prm, true)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::MinPool2dForward {
-                x,
-                y,
-                idx,
-                xd,
-                yd,
-                p,
-            } => {
-                let prm = PoolParams::new(*xd, *yd, p);
-                let slices = [sl(*x), sl(*y), sl(*idx)];
-                let (d, u) = c.record_pool("min_pool2d_forward", &slices, &prm, true)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::DropoutForward { x, y, len, p, seed } => rec!(
-                "dropout_forward",
-                [sl(*x), Slice::whole(self.step_buf.clone()), sl(*y)],
-                DropoutParams::new(*len, *seed, *p),
-                groups64(*len)
-            ),
-            Step::DropoutBackward {
-                dy,
-                dx,
-                len,
-                p,
-                seed,
-            } => rec!(
-                "dropout_backward",
-                [sl(*dy), Slice::whole(self.step_buf.clone()), sl(*dx)],
-                DropoutParams::new(*len, *seed, *p),
-                groups64(*len)
-            ),
-            Step::Rescale {
-                x,
-                y,
-                len,
-                scale,
-                offset,
-            } => rec!(
-                "rescale",
-                [sl(*x), sl(*y)],
-                RescaleParams::new(*len, *scale, *offset),
-                groups64(*len)
-            ),
-            Step::AvgPool2dForward { x, y, xd, yd, p } => {
-                let prm = PoolParams::new(*xd, *yd, p);
-                let slices = [sl(*x), sl(*y)];
-                let (d, u) = c.record_pool("avg_pool2d_forward", &slices, &prm, true)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::AvgPool2dBackward { dy, dx, xd, yd, p } => {
-                let prm = PoolParams::new(*xd, *yd, p);
-                let slices = [sl(*dy), sl(*dx)];
-                let (d, u) = c.record_pool("avg_pool2d_backward", &slices, &prm, true)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::GlobalAvgPoolForward { x, y, rows, hw } => rec!(
-                "global_avg_pool_forward",
-                [sl(*x), sl(*y)],
-                GapParams::new(*rows, *hw),
-                groups64(*rows)
-            ),
-            Step::GlobalAvgPoolBackward { dy, dx, rows, hw } => rec!(
-                "global_avg_pool_backward",
-                [sl(*dy), sl(*dx)],
-                GapParams::new(*rows, *hw),
-                groups64(rows * hw)
-            ),
-            Step::Gemm {
-                a,
-                b,
-                bias,
-                ya,
-                c: out,
-                cb,
-                g,
-            } => {
-                let prm = GemmParams::new(g, bias.is_some());
-                let a_s = sl(*a);
-                let bias_s = bias.map_or_else(|| self.dummy(), sl);
-                let ya_s = ya.map_or_else(|| a_s.clone(), sl);
-                let cb_s = cb.map_or_else(|| self.dummy_out(), sl);
-                let slices = [a_s, sl(*b), bias_s, ya_s, sl(*out), cb_s];
-                let (d, u) = c.record_gemm("gemm", &slices, &prm)?;
-                Ok((d, u, std::mem::size_of_val(&prm) as u64))
-            }
-            Step::ActivationForward { x, y, act } => {
-                let len = plan.tensors[*x].len(n);
-                rec_ew!(
-                    "activation_forward",
-                    [sl(*x), sl(*y)],
-                    EwParams {
-                        len: len as u32,
-                        act: act.code(),
-                        alpha: act.alpha(),
-                        pad: 0
-                    },
-                    groups64(len)
-                )
-            }
-            Step::ActivationBackward { x, dy, dx, act } => {
-                let len = plan.tensors[*x].len(n);
-                rec_ew!(
-                    "activation_backward",
-                    [sl(*x), sl(*dy), sl(*dx)],
-                    EwParams {
-                        len: len as u32,
-                        act: act.code(),
-                        alpha: act.alpha(),
-                        pad: 0
-                    },
-                    groups64(len)
-                )
-            }
-            Step::Add { a, b, c: out } => {
-                let len = plan.tensors[*a].len(n);
-                rec!(
-                    "add",
-                    [sl(*a), sl(*b), sl(*out)],
-                    EwParams {
-                        len: len as u32,
-                        act: 0,
-                        alpha: 0.0,
-                        pad: 0
-                    },
-                    groups64(len)
-                )
-            }
-            Step::CrossEntropy {
-                logits,
-                dlogits,
-                metrics,
-                rows,
-                cols,
-            } => rec!(
-                "cross_entropy",
-                [
-                    sl(*logits),
-                    sl(plan.targets),
-                    dlogits.map_or_else(|| self.dummy_out(), sl),
-                    sl(*metrics)
-                ],
-                LossParams {
-                    rows: *rows as u32,
-                    cols: *cols as u32,
-                    accumulate: 1,
-                    has_grad: dlogits.is_some() as u32,
-                    scale: 1.0 / *rows as f32,
-                    pad: [0; 3]
-                },
-                1
-            ),
-            Step::Mse {
-                pred,
-                dpred,
-                metrics,
-                rows,
-                cols,
-            } => rec!(
-                "mse",
-                [
-                    sl(*pred),
-                    sl(plan.targets),
-                    dpred.map_or_else(|| self.dummy_out(), sl),
-                    sl(*metrics)
-                ],
-                LossParams {
-                    rows: *rows as u32,
-                    cols: *cols as u32,
-                    accumulate: 1,
-                    has_grad: dpred.is_some() as u32,
-                    scale: 1.0 / (*rows * *cols) as f32,
-                    pad: [0; 3]
-                },
-                1
-            ),
-            Step::BatchNormForwardTrain {
-                x,
-                w,
-                b,
-                y,
-                saved,
-                rm,
-                rv,
-                d,
-                momentum,
-                eps,
-            } => rec!(
-                "batch_norm_forward_train",
-                [sl(*x), sl(*w), sl(*b), sl(*y), sl(*saved), sl(*rm), sl(*rv)],
-                NormParams::new(*d, *momentum, *eps),
-                d[1] as u64
-            ),
-            Step::BatchNormForwardEval {
-                x,
-                w,
-                b,
-                rm,
-                rv,
-                y,
-                d,
-                eps,
-            } => rec!(
-                "batch_norm_forward_eval",
-                [sl(*x), sl(*w), sl(*b), sl(*rm), sl(*rv), sl(*y)],
-                NormParams::new(*d, 0.0, *eps),
-                groups64(d[0] * d[1] * d[2])
-            ),
-            Step::BatchNormBackward {
-                x,
-                dy,
-                w,
-                saved,
-                dx,
-                dw,
-                db,
-                d,
-            } => rec!(
-                "batch_norm_backward",
-                [
-                    sl(*x),
-                    sl(*dy),
-                    sl(*w),
-                    sl(*saved),
-                    sl(*dx),
-                    sl(*dw),
-                    sl(*db)
-                ],
-                NormParams::new(*d, 0.0, 1e-5),
-                d[1] as u64
-            ),
-            Step::SoftmaxForward { x, y, rows, cols } => rec!(
-                "softmax_forward",
-                [sl(*x), sl(*y)],
-                softmax_params(*rows, *cols),
-                groups64(*rows)
-            ),
-            Step::SoftmaxBackward {
-                y,
-                dy,
-                dx,
-                rows,
-                cols,
-            } => rec!(
-                "softmax_backward",
-                [sl(*y), sl(*dy), sl(*dx)],
-                softmax_params(*rows, *cols),
-                groups64(*rows)
-            ),
-            Step::Permute { x, y, xd, perm } => rec!(
-                "permute",
-                [sl(*x), sl(*y)],
-                PermuteParams::new(*xd, *perm),
-                groups64(xd.iter().product())
-            ),
-        }
+    /// The slices step `s` binds at batch `n`: its tensors, and stand-ins for its unused
+    /// optional bindings.
+    fn slices(&self, plan: &Plan, n: usize, s: &Step) -> Vec<Slice> {
+        let bindings = s.launch.bindings();
+        bindings
+            .iter()
+            .zip(&s.args)
+            .map(|(b, a)| match a {
+                Some(t) => self.slice(plan, *t, n),
+                None if b.access == Access::Read => self.dummy(),
+                None => self.dummy_out(),
+            })
+            .collect()
     }
 
     fn upload(&mut self, buf: &wgpu::Buffer, bytes: &[u8]) {
@@ -645,39 +307,10 @@ impl GpuExec {
         self.upload(&input, bytemuck::cast_slice(images));
         self.upload(&tbuf, bytemuck::cast_slice(targets));
         if let Some((o, t)) = opt {
-            if o.kind.code() != self.opt_kind {
-                // the optimizer kind changed: a pipeline specialised for the new one
-                let (d, u) = Self::record_opt(
-                    &self.ctx,
-                    o.kind.code(),
-                    [
-                        &self.grads,
-                        &self.grad_scale,
-                        &self.params,
-                        &self.s1,
-                        &self.s2,
-                        &self.metrics[0],
-                    ],
-                    self.flat_len,
-                )?;
-                (self.opt_dispatch, self.opt_uniform, self.opt_kind) = (d, u, o.kind.code());
-            }
-            let prm = OptParams::new(o, t, self.flat_len);
-            let u = self.opt_uniform.clone();
-            self.upload(&u, bytemuck::bytes_of(&prm));
-            if o.clip_grad_norm > 0.0 {
-                let cprm = ClipParams {
-                    len: self.flat_len as u32,
-                    max_norm: o.clip_grad_norm,
-                    pad: [0; 2],
-                };
-                let cu = self.clip_uniform.clone();
-                self.upload(&cu, bytemuck::bytes_of(&cprm));
-            }
-            if self.has_dropout {
-                let sb = self.step_buf.clone();
-                self.upload(&sb, bytemuck::bytes_of(&(t as u32)));
-            }
+            self.prepare_update(o, t)?;
+        }
+        if self.validate {
+            self.run_validated(plan, n, mode, skip_loss)?;
         }
         let mut encoder = self
             .ctx
@@ -686,27 +319,19 @@ impl GpuExec {
                 label: Some("step"),
             });
         let prog = &self.programs[&(n, mode)];
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
-                timestamp_writes: None,
-            });
-            let clip_d = opt
-                .filter(|(o, _)| o.clip_grad_norm > 0.0)
-                .map(|_| &self.clip_dispatch);
-            let opt_d = opt.map(|_| &self.opt_dispatch);
-            let schedule = prog
-                .dispatches
-                .iter()
-                .zip(&prog.is_loss)
-                .filter(|(_, &loss)| !(skip_loss && loss))
-                .map(|(d, _)| d);
-            for d in schedule.chain(clip_d).chain(opt_d) {
-                pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.grid[0], d.grid[1], d.grid[2]);
-            }
-        }
+        let clip_d = opt
+            .filter(|(o, _)| o.clip_grad_norm > 0.0)
+            .map(|_| &self.clip_dispatch);
+        let opt_d = opt.map(|_| &self.opt_dispatch);
+        // validated steps already ran one by one; the update follows them
+        let schedule = prog
+            .dispatches
+            .iter()
+            .zip(&prog.steps)
+            .filter(|(_, s)| !self.validate && !(skip_loss && s.loss))
+            .map(|(d, _)| d);
+        self.ctx
+            .encode(&mut encoder, schedule.chain(clip_d).chain(opt_d));
         let dispatches = prog.dispatches.len() as u64
             + opt.map_or(0, |(o, _)| 1 + (o.clip_grad_norm > 0.0) as u64);
         self.ctx.scoped("submitting a step", || {
@@ -718,6 +343,98 @@ impl GpuExec {
             self.counters.dispatches_per_step = dispatches;
             self.counters.submits_last_step = 1;
         }
+        Ok(())
+    }
+
+    /// Writes the uniforms of the update (optimizer step `t`, clipping) and the step counter,
+    /// recording a pipeline for a new optimizer kind if it changed.
+    fn prepare_update(&mut self, o: &Optimizer, t: u64) -> Result<()> {
+        let step = OptimizerStep {
+            opt: *o,
+            t,
+            len: self.flat_len,
+        };
+        if o.kind != self.opt_kind {
+            let bufs = [
+                &self.grads,
+                &self.grad_scale,
+                &self.params,
+                &self.s1,
+                &self.s2,
+                &self.metrics[0],
+            ];
+            let (d, u) = Self::record_opt(&self.ctx, &step, bufs)?;
+            (self.opt_dispatch, self.opt_uniform, self.opt_kind) = (d, u, o.kind);
+        }
+        let u = self.opt_uniform.clone();
+        self.upload(&u, &step.uniform());
+        if o.clip_grad_norm > 0.0 {
+            let clip = GradNormScale {
+                len: self.flat_len,
+                max_norm: o.clip_grad_norm,
+            };
+            let cu = self.clip_uniform.clone();
+            self.upload(&cu, &clip.uniform());
+        }
+        if self.has_dropout {
+            let sb = self.step_buf.clone();
+            self.upload(&sb, bytemuck::bytes_of(&(t as u32)));
+        }
+        Ok(())
+    }
+
+    /// `WGCNN_VALIDATE=1`: runs the schedule's dispatches one submit each, reading every
+    /// binding before and after, and holds each result to its launch's CPU twin on the same
+    /// inputs. A mismatch beyond the launch's tolerance is [`Error::Shader`].
+    fn run_validated(&mut self, plan: &Plan, n: usize, mode: Mode, skip_loss: bool) -> Result<()> {
+        let prog = &self.programs[&(n, mode)];
+        for (i, (d, s)) in prog.dispatches.iter().zip(&prog.steps).enumerate() {
+            if skip_loss && s.loss {
+                continue;
+            }
+            let slices = self.slices(plan, n, s);
+            let bindings = s.launch.bindings();
+            let pick = |want: fn(Access) -> bool| -> Vec<usize> {
+                (0..bindings.len())
+                    .filter(|&k| s.args[k].is_some() && want(bindings[k].access))
+                    .collect()
+            };
+            let (ins, outs) = (pick(Access::reads), pick(Access::writes));
+            let read = |ks: &[usize]| ks.iter().map(|&k| slices[k].clone()).collect::<Vec<_>>();
+            let before = self.ctx.run(std::iter::empty(), &read(&ins))?;
+            let after = self.ctx.run(std::iter::once(d), &read(&outs))?;
+            let mut b: Vec<Vec<f32>> = bindings.iter().map(|bd| vec![0.0; bd.len]).collect();
+            for (k, bytes) in ins.iter().zip(&before) {
+                b[*k] = to_f32(bytes);
+            }
+            s.launch.cpu(&mut b);
+            let mut got: Vec<Vec<f32>> = Vec::new();
+            let mut want: Vec<Vec<f32>> = Vec::new();
+            for (k, bd) in bindings
+                .iter()
+                .enumerate()
+                .filter(|(_, bd)| bd.access.writes())
+            {
+                let at = outs.iter().position(|&o| o == k);
+                got.push(at.map_or_else(Vec::new, |j| to_f32(&after[j])));
+                want.push(if at.is_some() {
+                    b[k].clone()
+                } else {
+                    Vec::new()
+                });
+                debug_assert!(at.is_some() || bd.len == 0);
+            }
+            if let Some(m) = compare(s.launch.as_ref(), &got, &want) {
+                return Err(Error::Shader {
+                    kernel: d.kernel.spec.name.to_string(),
+                    msg: format!(
+                        "WGCNN_VALIDATE: node '{}', step {i} of the schedule: {m}",
+                        plan.graph.node(s.node).name
+                    ),
+                });
+            }
+        }
+        self.counters.submits += 2 * prog.dispatches.len() as u64;
         Ok(())
     }
 
@@ -797,17 +514,5 @@ impl GpuExec {
     pub fn load_buffers(&mut self, b: &[f32]) {
         let buf = self.buffers.clone();
         self.upload(&buf, bytemuck::cast_slice(b));
-    }
-}
-
-/// The uniform of `softmax_forward/backward`: `rows × cols`, no loss options.
-fn softmax_params(rows: usize, cols: usize) -> LossParams {
-    LossParams {
-        rows: rows as u32,
-        cols: cols as u32,
-        accumulate: 0,
-        has_grad: 0,
-        scale: 1.0,
-        pad: [0; 3],
     }
 }

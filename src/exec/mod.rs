@@ -148,18 +148,17 @@ impl Executor {
         opt: Optimizer,
         seed: u64,
     ) -> Result<Self> {
+        Self::with_plan(backend, Plan::new(graph, batch)?, opt, seed)
+    }
+
+    /// Runs a plan built (and possibly edited) by the caller, e.g. with a launch replaced.
+    pub fn with_plan(backend: &Backend, mut plan: Plan, opt: Optimizer, seed: u64) -> Result<Self> {
         opt.validate()?;
-        let mut plan = Plan::new(graph, batch)?;
         plan.memory.optimizer_state = (opt.kind.state_slots() * plan.flat_len * 4) as u64;
         let params = init_params(&plan, seed);
         let inner = match backend {
             Backend::Cpu => Inner::Cpu(cpu::CpuExec::new(&plan, params)),
-            Backend::Gpu(ctx) => Inner::Gpu(gpu::GpuExec::new(
-                ctx.clone(),
-                &plan,
-                &params,
-                opt.kind.code(),
-            )?),
+            Backend::Gpu(ctx) => Inner::Gpu(gpu::GpuExec::new(ctx.clone(), &plan, &params, &opt)?),
         };
         Ok(Executor {
             plan,
@@ -329,9 +328,8 @@ impl Executor {
     /// probabilities when the model ends in a [`crate::nn::Softmax`]).
     pub fn predict(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
         let n = self.check_batch(images, None)?;
-        let zeros = vec![0u32; n * self.plan.target_len];
         match &mut self.inner {
-            Inner::Cpu(c) => c.run_predict(&self.plan, n, images, &zeros)?,
+            Inner::Cpu(c) => c.run_predict(&self.plan, n, images)?,
             Inner::Gpu(g) => g.run_predict(&self.plan, n, images)?,
         }
         self.output(n)
@@ -522,6 +520,16 @@ impl Executor {
         }
         self.step = step;
         Ok(())
+    }
+
+    /// Re-runs every GPU dispatch of a step on its CPU twin and compares (as the environment
+    /// variable `WGCNN_VALIDATE=1` does from the start): a disagreement beyond the launch's
+    /// tolerance fails the step with [`Error::Shader`] naming the kernel, the graph node
+    /// and the step. Slow (one submit and two readbacks per dispatch); no effect on the CPU.
+    pub fn set_validate(&mut self, on: bool) {
+        if let Inner::Gpu(g) = &mut self.inner {
+            g.validate = on;
+        }
     }
 
     /// The training schedule for a batch of `n` (for inspection).

@@ -8,6 +8,7 @@ use wgpu::util::DeviceExt;
 use super::device::GpuContext;
 use super::kernels::Kernel;
 use crate::error::{Error, Result};
+use crate::ops::{Access, Launch};
 
 /// Usage of every storage buffer: bound by kernels, written by the queue, copied out.
 pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -78,16 +79,32 @@ impl GpuContext {
         }))
     }
 
-    /// A uniform buffer holding `params`.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> Arc<wgpu::Buffer> {
+    /// A uniform buffer holding `contents` (a uniform struct's bytes).
+    pub(crate) fn uniform(&self, label: &str, contents: &[u8]) -> Arc<wgpu::Buffer> {
         Arc::new(
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
-                    contents: bytemuck::bytes_of(params),
+                    contents,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 }),
         )
+    }
+
+    /// Records launch `l` over `slices` (one per binding, in order): its pipeline,
+    /// specialisation and grid, and a uniform buffer holding its uniform block (returned, for
+    /// callers that rewrite it).
+    pub(crate) fn record_launch(
+        &self,
+        l: &dyn Launch,
+        slices: &[Slice],
+    ) -> Result<(Dispatch, Arc<wgpu::Buffer>)> {
+        let call = l.gpu(self)?;
+        let access: Vec<Access> = l.bindings().iter().map(|b| b.access).collect();
+        let kernel = self.kernel_with(call.entry, &call.consts, &access)?;
+        let ubuf = self.uniform(call.entry, &l.uniform());
+        let d = self.dispatch(&kernel, slices, &ubuf, call.groups)?;
+        Ok((d, ubuf))
     }
 
     /// Binds `slices` (inputs then outputs) and `params` to `kernel`, and sizes the grid
@@ -142,7 +159,11 @@ impl GpuContext {
     }
 
     /// Records `dispatches` into one compute pass of `encoder`.
-    pub(crate) fn encode(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+    pub(crate) fn encode<'d>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: impl IntoIterator<Item = &'d Dispatch>,
+    ) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgcnn"),
             timestamp_writes: None,
@@ -155,7 +176,11 @@ impl GpuContext {
     }
 
     /// Runs `dispatches` in one submit, then copies `reads` back to the host.
-    pub(crate) fn run(&self, dispatches: &[Dispatch], reads: &[Slice]) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn run<'d>(
+        &self,
+        dispatches: impl IntoIterator<Item = &'d Dispatch>,
+        reads: &[Slice],
+    ) -> Result<Vec<Vec<u8>>> {
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
@@ -226,13 +251,5 @@ pub(crate) fn to_f32(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Reinterprets little-endian bytes as `u32`s.
-pub(crate) fn to_u32(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }

@@ -17,9 +17,9 @@
 //! the plan is built — register tiles are chosen per layer, not per batch size — and never
 //! during training; [`GpuContext::pipeline_stats`] counts them.
 //!
-//! **Benchmarking.** [`BenchOp`] describes one launch (by hand or from a plan step) and
-//! [`GpuContext::bench_program`] records launches on their own buffers, with the same
-//! specialisation and grid as the executor, for `examples/bench.rs`.
+//! **Launches.** What a kernel needs to run (entry point, specialisation, bindings, uniform,
+//! grid) is described by its [`crate::ops::Launch`]; [`KERNELS`] lists the entry points and
+//! every pipeline's binding layout is checked against it when it is created.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,17 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::device::GpuContext;
-use crate::cpu::conv2d::ConvDims;
-use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
-use crate::plan::{Plan, Step, TensorId};
-use crate::shape::{Activation, Pool2dParams};
+use crate::ops::Access;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// The op families: `(name, source without the common prelude)`.
 const FAMILIES: &[(&str, &str)] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv", include_str!("../../shaders/conv.wgsl")),
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
@@ -70,15 +67,15 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 
 /// Every kernel of the library. The CPU twin of each lives in `src/cpu/<family>.rs`
 /// under the same name, except for alternative kernels computing the same function, which
-/// share their twin: `conv2d_backward_input_rows` and `conv2d_backward_weight_rows`
-/// (stride-1 layers; the host picks them) and `gemm_naive` (the untiled baseline the
-/// benchmark compares `gemm` with).
+/// share their twin: `conv_backward_input_rows` and `conv_backward_weight_rows`
+/// (stride-1 layers; the launch picks them) and `gemm_naive` (the untiled baseline the
+/// benchmark compares `gemm` with). Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
-    k("conv2d_forward", "conv2d", 3, 1),
-    k("conv2d_backward_input", "conv2d", 3, 1),
-    k("conv2d_backward_input_rows", "conv2d", 3, 1),
-    k("conv2d_backward_weight", "conv2d", 3, 2),
-    k("conv2d_backward_weight_rows", "conv2d", 3, 2),
+    k("conv_forward", "conv", 3, 1),
+    k("conv_backward_input", "conv", 3, 1),
+    k("conv_backward_input_rows", "conv", 3, 1),
+    k("conv_backward_weight", "conv", 3, 2),
+    k("conv_backward_weight_rows", "conv", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
     k("min_pool2d_forward", "pool", 1, 2),
@@ -327,10 +324,13 @@ impl GpuContext {
     }
 
     /// The cached kernel `name` specialised with `consts`, compiling it on first use.
+    /// `access` is the launch's binding list; it must match the kernel's row of [`KERNELS`]
+    /// (its read-only inputs first, then its outputs).
     pub(crate) fn kernel_with(
         &self,
         name: &str,
         consts: &[(&'static str, u32)],
+        access: &[Access],
     ) -> Result<Arc<Kernel>> {
         let spec = *KERNELS
             .iter()
@@ -339,6 +339,16 @@ impl GpuContext {
                 kernel: name.into(),
                 msg: "no such kernel".into(),
             })?;
+        let reads = access.iter().take_while(|a| **a == Access::Read).count();
+        if reads != spec.inputs as usize || access.len() != (spec.inputs + spec.outputs) as usize {
+            return Err(Error::Shader {
+                kernel: name.into(),
+                msg: format!(
+                    "the launch binds {access:?}, the kernel {} inputs then {} outputs",
+                    spec.inputs, spec.outputs
+                ),
+            });
+        }
         let key = cache_key(spec.name, consts);
         if let Some(k) = self
             .kernels
@@ -429,302 +439,5 @@ impl GpuContext {
             pipelines: c.compiled.load(Ordering::Relaxed),
             seconds: c.compile_ns.load(Ordering::Relaxed) as f64 * 1e-9,
         }
-    }
-}
-
-/// One kernel launch to time on its own, on device-resident buffers (for benchmarks and
-/// napkin math: see `examples/bench.rs`). Build them by hand or from a plan's schedule
-/// with [`BenchOp::from_step`]; record them with [`GpuContext::bench_program`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum BenchOp {
-    /// `act`: (code, α) of the fused activation (applied to y; its derivative from y in the
-    /// backward passes), `(0, 0.0)` for none.
-    Conv2dForward {
-        d: ConvDims,
-        bias: bool,
-        act: (u32, f32),
-    },
-    Conv2dBackwardInput {
-        d: ConvDims,
-        act: (u32, f32),
-    },
-    Conv2dBackwardWeight {
-        d: ConvDims,
-        bias: bool,
-        act: (u32, f32),
-    },
-    Gemm {
-        g: Gemm,
-        bias: bool,
-    },
-    /// The untiled GEMM (one output per invocation), the baseline of the tiled one.
-    GemmNaive {
-        g: Gemm,
-        bias: bool,
-    },
-    MaxPool2dForward {
-        x: [usize; 4],
-        y: [usize; 4],
-        p: Pool2dParams,
-    },
-    MaxPool2dBackward {
-        x: [usize; 4],
-        y: [usize; 4],
-        p: Pool2dParams,
-    },
-    MinPool2dForward {
-        x: [usize; 4],
-        y: [usize; 4],
-        p: Pool2dParams,
-    },
-    AvgPool2dForward {
-        x: [usize; 4],
-        y: [usize; 4],
-        p: Pool2dParams,
-    },
-    AvgPool2dBackward {
-        x: [usize; 4],
-        y: [usize; 4],
-        p: Pool2dParams,
-    },
-    /// `rows = N·C` planes of `hw = H·W` elements.
-    GlobalAvgPoolForward {
-        rows: usize,
-        hw: usize,
-    },
-    GlobalAvgPoolBackward {
-        rows: usize,
-        hw: usize,
-    },
-    ActivationForward {
-        len: usize,
-        act: Activation,
-    },
-    ActivationBackward {
-        len: usize,
-        act: Activation,
-    },
-    Add {
-        len: usize,
-    },
-    DropoutForward {
-        len: usize,
-    },
-    DropoutBackward {
-        len: usize,
-    },
-    Rescale {
-        len: usize,
-    },
-    CrossEntropy {
-        rows: usize,
-        cols: usize,
-    },
-    Mse {
-        rows: usize,
-        cols: usize,
-    },
-    OptimizerStep {
-        len: usize,
-    },
-    /// Batch norm over `d = [N, C, S]`.
-    BatchNormForwardTrain {
-        d: [usize; 3],
-    },
-    BatchNormForwardEval {
-        d: [usize; 3],
-    },
-    BatchNormBackward {
-        d: [usize; 3],
-    },
-    /// Row-wise softmax of `rows × cols`.
-    SoftmaxForward {
-        rows: usize,
-        cols: usize,
-    },
-    SoftmaxBackward {
-        rows: usize,
-        cols: usize,
-    },
-    /// Axis permutation of a tensor with dims `xd`.
-    Permute {
-        xd: [usize; 4],
-        perm: [usize; 4],
-    },
-}
-
-impl BenchOp {
-    /// The kernel (entry point) it runs.
-    pub fn kernel(&self) -> &'static str {
-        match self {
-            BenchOp::Conv2dForward { .. } => "conv2d_forward",
-            BenchOp::Conv2dBackwardInput { .. } => "conv2d_backward_input",
-            BenchOp::Conv2dBackwardWeight { .. } => "conv2d_backward_weight",
-            BenchOp::Gemm { .. } => "gemm",
-            BenchOp::GemmNaive { .. } => "gemm_naive",
-            BenchOp::MaxPool2dForward { .. } => "max_pool2d_forward",
-            BenchOp::MaxPool2dBackward { .. } => "max_pool2d_backward",
-            BenchOp::MinPool2dForward { .. } => "min_pool2d_forward",
-            BenchOp::AvgPool2dForward { .. } => "avg_pool2d_forward",
-            BenchOp::AvgPool2dBackward { .. } => "avg_pool2d_backward",
-            BenchOp::GlobalAvgPoolForward { .. } => "global_avg_pool_forward",
-            BenchOp::GlobalAvgPoolBackward { .. } => "global_avg_pool_backward",
-            BenchOp::ActivationForward { .. } => "activation_forward",
-            BenchOp::ActivationBackward { .. } => "activation_backward",
-            BenchOp::Add { .. } => "add",
-            BenchOp::DropoutForward { .. } => "dropout_forward",
-            BenchOp::DropoutBackward { .. } => "dropout_backward",
-            BenchOp::Rescale { .. } => "rescale",
-            BenchOp::CrossEntropy { .. } => "cross_entropy",
-            BenchOp::Mse { .. } => "mse",
-            BenchOp::OptimizerStep { .. } => "optimizer_step",
-            BenchOp::BatchNormForwardTrain { .. } => "batch_norm_forward_train",
-            BenchOp::BatchNormForwardEval { .. } => "batch_norm_forward_eval",
-            BenchOp::BatchNormBackward { .. } => "batch_norm_backward",
-            BenchOp::SoftmaxForward { .. } => "softmax_forward",
-            BenchOp::SoftmaxBackward { .. } => "softmax_backward",
-            BenchOp::Permute { .. } => "permute",
-        }
-    }
-
-    /// Floating-point operations, counting a multiply-add as 2 (convolutions: every
-    /// multiply-add of the dense definition, padding included; GEMMs: 2·M·N·K, plus M·K for
-    /// a ones column). Elementwise ops, pooling, losses and the optimizer count 0.
-    pub fn flops(&self) -> f64 {
-        let conv = |d: &ConvDims| {
-            let outputs: usize = d.y.iter().product();
-            let taps: usize = d.w[1..].iter().product();
-            2.0 * outputs as f64 * taps as f64
-        };
-        match self {
-            BenchOp::Conv2dForward { d, .. }
-            | BenchOp::Conv2dBackwardInput { d, .. }
-            | BenchOp::Conv2dBackwardWeight { d, .. } => conv(d),
-            BenchOp::Gemm { g, .. } | BenchOp::GemmNaive { g, .. } => {
-                2.0 * g.m as f64 * (g.n + g.ones_col as usize) as f64 * g.k as f64
-            }
-            _ => 0.0,
-        }
-    }
-
-    /// The launch of one step of a plan's schedule at batch size `n`.
-    pub fn from_step(plan: &Plan, step: &Step, n: usize) -> Self {
-        let len = |t: TensorId| plan.tensors[t].len(n);
-        match step {
-            Step::Conv2dForward { b, d, act, .. } => BenchOp::Conv2dForward {
-                d: *d,
-                bias: b.is_some(),
-                act: *act,
-            },
-            Step::Conv2dBackwardInput { d, act, .. } => {
-                BenchOp::Conv2dBackwardInput { d: *d, act: *act }
-            }
-            Step::Conv2dBackwardWeight { db, d, act, .. } => BenchOp::Conv2dBackwardWeight {
-                d: *d,
-                bias: db.is_some(),
-                act: *act,
-            },
-            Step::MaxPool2dForward { xd, yd, p, .. } => BenchOp::MaxPool2dForward {
-                x: *xd,
-                y: *yd,
-                p: *p,
-            },
-            Step::MaxPool2dBackward { xd, yd, p, .. } => BenchOp::MaxPool2dBackward {
-                x: *xd,
-                y: *yd,
-                p: *p,
-            },
-            Step::MinPool2dForward { xd, yd, p, .. } => BenchOp::MinPool2dForward {
-                x: *xd,
-                y: *yd,
-                p: *p,
-            },
-            Step::AvgPool2dForward { xd, yd, p, .. } => BenchOp::AvgPool2dForward {
-                x: *xd,
-                y: *yd,
-                p: *p,
-            },
-            Step::AvgPool2dBackward { xd, yd, p, .. } => BenchOp::AvgPool2dBackward {
-                x: *xd,
-                y: *yd,
-                p: *p,
-            },
-            Step::GlobalAvgPoolForward { rows, hw, .. } => BenchOp::GlobalAvgPoolForward {
-                rows: *rows,
-                hw: *hw,
-            },
-            Step::GlobalAvgPoolBackward { rows, hw, .. } => BenchOp::GlobalAvgPoolBackward {
-                rows: *rows,
-                hw: *hw,
-            },
-            Step::Gemm { bias, g, .. } => BenchOp::Gemm {
-                g: *g,
-                bias: bias.is_some(),
-            },
-            Step::ActivationForward { x, act, .. } => BenchOp::ActivationForward {
-                len: len(*x),
-                act: *act,
-            },
-            Step::ActivationBackward { x, act, .. } => BenchOp::ActivationBackward {
-                len: len(*x),
-                act: *act,
-            },
-            Step::Add { a, .. } => BenchOp::Add { len: len(*a) },
-            Step::DropoutForward { x, .. } => BenchOp::DropoutForward { len: len(*x) },
-            Step::DropoutBackward { dy, .. } => BenchOp::DropoutBackward { len: len(*dy) },
-            Step::Rescale { x, .. } => BenchOp::Rescale { len: len(*x) },
-            Step::CrossEntropy { rows, cols, .. } => BenchOp::CrossEntropy {
-                rows: *rows,
-                cols: *cols,
-            },
-            Step::Mse { rows, cols, .. } => BenchOp::Mse {
-                rows: *rows,
-                cols: *cols,
-            },
-            Step::BatchNormForwardTrain { d, .. } => BenchOp::BatchNormForwardTrain { d: *d },
-            Step::BatchNormForwardEval { d, .. } => BenchOp::BatchNormForwardEval { d: *d },
-            Step::BatchNormBackward { d, .. } => BenchOp::BatchNormBackward { d: *d },
-            Step::SoftmaxForward { rows, cols, .. } => BenchOp::SoftmaxForward {
-                rows: *rows,
-                cols: *cols,
-            },
-            Step::SoftmaxBackward { rows, cols, .. } => BenchOp::SoftmaxBackward {
-                rows: *rows,
-                cols: *cols,
-            },
-            Step::Permute { xd, perm, .. } => BenchOp::Permute {
-                xd: *xd,
-                perm: *perm,
-            },
-        }
-    }
-}
-
-/// Dispatches recorded by [`GpuContext::bench_program`] on their own buffers (inputs filled
-/// with deterministic values in [−1, 1), valid indices and class labels).
-pub struct BenchProgram {
-    pub ops: Vec<BenchOp>,
-    pub(crate) dispatches: Vec<super::buffers::Dispatch>,
-    pub(crate) _buffers: Vec<Arc<wgpu::Buffer>>,
-}
-
-impl BenchProgram {
-    /// The entry point recorded for op `i` and its specialisation, e.g.
-    /// `conv2d_backward_input_rows ACT=1 HAS_BIAS=0 … IR=6 IS=16`.
-    pub fn variant(&self, i: usize) -> String {
-        let k = &self.dispatches[i].kernel;
-        let mut s = k.spec.name.to_string();
-        for (n, v) in &k.consts {
-            s.push_str(&format!(" {n}={v}"));
-        }
-        s
-    }
-}
-
-impl std::fmt::Debug for BenchProgram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BenchProgram")
-            .field("ops", &self.ops)
-            .finish()
     }
 }

@@ -1,4 +1,4 @@
-// conv2d.wgsl — convolution (cross-correlation by default) over up to three spatial axes,
+// conv.wgsl — convolution (cross-correlation by default) over up to three spatial axes,
 // forward and both backward passes, each an implicit GEMM (no im2col buffer) with register
 // tiling. 2-D convolutions run with D = KD = OD = 1, 1-D ones also with H = KH = OH = 1.
 //
@@ -20,7 +20,7 @@
 // Shapes: x [N,C,D,H,W], w [O,CG,KD,KH,KW], b [O], y/dy [N,O,OD,OH,OW]; all row-major f32.
 //
 // Specialisation: the `const`s below are replaced per pipeline by the host (src/gpu/kernels.rs,
-// chosen in src/gpu/ops.rs): the register tile, the fused activation and bias (which must
+// chosen in src/ops/conv.rs): the register tile, the fused activation and bias (which must
 // equal the uniform's act, has_bias and flip). Conditions on these constants fold away when
 // compiled; a condition on a uniform would not (a CPU adapter such as lavapipe runs both sides
 // of every branch, masked). Loops marked `/*unroll*/` are expanded by the host, so every index
@@ -36,16 +36,16 @@
 //                     tile over its rows, then the 64 partial tiles are summed in workgroup
 //                     memory by a fixed-order tree (deterministic; no atomics).
 // Stride-1 variants (same functions for 2-D layers without groups, dilation or flip, picked by
-// the host; see their sections at the end): conv2d_backward_input_rows (an invocation per IR
-// channels × IS consecutive positions of one input row) and conv2d_backward_weight_rows (tiles
+// the host; see their sections at the end): conv_backward_input_rows (an invocation per IR
+// channels × IS consecutive positions of one input row) and conv_backward_weight_rows (tiles
 // of WR output channels × WA whole kernel rows), both reusing each loaded value across the KWC
 // kernel columns that slide over it.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
-//   conv2d_forward:          0 x, 1 w, 2 b, 3 y, 4 p
-//   conv2d_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv2d_backward_input_rows)
-//   conv2d_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv2d_backward_weight_rows)
+//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 p
+//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv_backward_input_rows)
+//   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv_backward_weight_rows)
 
-struct ConvParams {
+struct ConvUniform {
     n: u32, c: u32, d: u32, h: u32,
     w: u32, o: u32, kd: u32, kh: u32,
     kw: u32, sd: u32, sh: u32, sw: u32,
@@ -85,10 +85,10 @@ fn conv_tap(t: u32, kvol: u32) -> u32 {
 @group(0) @binding(1) var<storage, read> f_w: array<f32>;
 @group(0) @binding(2) var<storage, read> f_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_y: array<f32>;
-@group(0) @binding(4) var<uniform> f_p: ConvParams;
+@group(0) @binding(4) var<uniform> f_p: ConvUniform;
 
 @compute @workgroup_size(64)
-fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let alpha = f_p.alpha;
     let g = f_p;
@@ -177,10 +177,10 @@ fn conv2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(1) var<storage, read> bi_w: array<f32>;
 @group(0) @binding(2) var<storage, read> bi_y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
-@group(0) @binding(4) var<uniform> bi_p: ConvParams;
+@group(0) @binding(4) var<uniform> bi_p: ConvUniform;
 
 @compute @workgroup_size(64)
-fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) li: u32) {
     let alpha = bi_p.alpha;
     let g = bi_p;
@@ -273,12 +273,12 @@ fn conv2d_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(2) var<storage, read> bw_y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_dw: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bw_db: array<f32>;
-@group(0) @binding(5) var<uniform> bw_p: ConvParams;
+@group(0) @binding(5) var<uniform> bw_p: ConvUniform;
 
 var<workgroup> bw_red: array<f32, WG * WS>;
 
 @compute @workgroup_size(64)
-fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) li: u32) {
     let alpha = bw_p.alpha;
     let g = bw_p;
@@ -382,11 +382,11 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 }
 
 // ---- backward to the weights, stride-1 rows variant ---------------------------------------
-// The same sums as conv2d_backward_weight for sw = 1, with the tile's columns whole kernel
+// The same sums as conv_backward_weight for sw = 1, with the tile's columns whole kernel
 // rows: WA (c,a) rows × KWC columns b. Along an output row, consecutive positions j see the
 // input row shifted by one, so each invocation keeps a window of KWC inputs per (c,a) row and
 // loads one new input per row and position instead of KWC. The bias sum db[o] is accumulated
-// by every tile and written by the last one. Same bindings as conv2d_backward_weight.
+// by every tile and written by the last one. Same bindings as conv_backward_weight.
 const WA: u32 = 6u;    // (c,a) kernel rows per tile
 const KWC: u32 = 5u;   // kernel width (= kw)
 const KWM: u32 = 4u;   // KWC − 1
@@ -395,7 +395,7 @@ const WRED: u32 = 31u; // WA·KWC + 1 values per output channel to reduce
 var<workgroup> bwr_red: array<f32, WG * WRED>;
 
 @compute @workgroup_size(64)
-fn conv2d_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
+fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
                                @builtin(num_workgroups) nwg: vec3<u32>,
                                @builtin(local_invocation_index) li: u32) {
     let alpha = bw_p.alpha;
@@ -495,14 +495,14 @@ fn conv2d_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // ---- backward to the input, stride-1 rows variant -------------------------------------------
-// The same sums as conv2d_backward_input for sh = sw = 1. Each invocation computes IR input
+// The same sums as conv_backward_input for sh = sw = 1. Each invocation computes IR input
 // channels × IS consecutive positions of one input row; for every (o, a) it loads the
 // IS + KWC − 1 values of dy' the row segment needs once (instead of IS·KWC gathers) and the
-// IR·KWC weights, then does IR·IS·KWC multiply-adds. Same bindings as conv2d_backward_input.
+// IR·KWC weights, then does IR·IS·KWC multiply-adds. Same bindings as conv_backward_input.
 const SEG: u32 = 12u;  // IS + KWM
 
 @compute @workgroup_size(64)
-fn conv2d_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
+fn conv_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
                               @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_index) li: u32) {
     let alpha = bi_p.alpha;

@@ -1,4 +1,4 @@
-//! CPU twins of `shaders/conv2d.wgsl`: convolution over up to three spatial axes.
+//! CPU twins of `shaders/conv.wgsl`: convolution over up to three spatial axes.
 //!
 //! Shapes: x `[N,C,D,H,W]`, w `[O,C/G,KD,KH,KW]`, b `[O]`, y/dy `[N,O,OD,OH,OW]`, all row-major
 //! (2-D convolutions have D = KD = OD = 1, 1-D ones also H = KH = OH = 1). `G` groups:
@@ -84,7 +84,7 @@ impl ConvDims {
 
 /// `y[n,o,z,i,j] = act(b[o] + Σ_c Σ_e Σ_a Σ_b w[o,c,e,a,b]·x[n,c,z·sd+e·dd−pd, i·sh+a·dh−ph, j·sw+b·dw−pw])`
 /// (c over the group of o; the tap rotated by 180° for a true convolution).
-pub fn conv2d_forward(
+pub fn conv_forward(
     d: ConvDims,
     x: &[f32],
     w: &[f32],
@@ -118,7 +118,7 @@ pub fn conv2d_forward(
 /// `x[n,c,·]` through that tap: the full correlation of the stride-dilated `dy'` with the
 /// 180°-flipped kernel, written as a scatter over the forward windows. `dy' = dy·act'(y)`
 /// when `y_act` is given.
-pub fn conv2d_backward_input(
+pub fn conv_backward_input(
     d: ConvDims,
     dy: &[f32],
     w: &[f32],
@@ -135,7 +135,7 @@ pub fn conv2d_backward_input(
 
 /// `dw[o,c,tap] = Σ_n Σ_z Σ_i Σ_j dy'[n,o,z,i,j]·x[n,c,·]` (the input the tap reads),
 /// `db[o] = Σ dy'[n,o,·,·,·]`.
-pub fn conv2d_backward_weight(
+pub fn conv_backward_weight(
     d: ConvDims,
     x: &[f32],
     dy: &[f32],

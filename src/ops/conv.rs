@@ -1,0 +1,443 @@
+//! The convolution family over 1, 2 or 3 spatial axes (`shaders/conv.wgsl`, twin
+//! [`crate::cpu::conv`]): the launch of each pass, its register tiles and grid, and the graph
+//! op's forward and gradient rules.
+//!
+//! # Shapes
+//! `x [N,C,D,H,W]`, `w [O,C/G,KD,KH,KW]`, `b [O]` → `y [N,O,OD,OH,OW]` (missing leading
+//! spatial axes are 1); `dx` has x's shape, `dw` w's, `db [O]`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
+use crate::cpu;
+use crate::error::Result;
+use crate::gpu::kernels::Consts;
+use crate::gpu::tiles::{balanced, channel_tile, pick, split, Tiles, ROWS_MAX_KW};
+use crate::gpu::GpuContext;
+use crate::graph::{conv_dims5, NodeId, Op};
+use crate::plan::{act_code, Lowering, TensorId};
+use crate::shape::ConvDims;
+
+/// Which pass of the convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPass {
+    /// `y = act(b + Σ w·x)`.
+    Forward,
+    /// `dx` from `dy` (and `y`, when an activation is fused).
+    BackwardInput,
+    /// `dw`, `db` from `x` and `dy` (and `y`, when an activation is fused).
+    BackwardWeight,
+}
+
+/// One convolution launch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv {
+    pub pass: ConvPass,
+    pub d: ConvDims,
+    /// Forward: add a bias; backward-weight: write `db`.
+    pub bias: bool,
+    /// (code, α) of the activation fused into the forward output, `(0, 0.0)` for none; the
+    /// backward passes multiply `dy` by its derivative, recovered from `y`.
+    pub act: (u32, f32),
+}
+
+impl Conv {
+    pub fn new(pass: ConvPass, d: ConvDims, bias: bool, act: (u32, f32)) -> Self {
+        Conv { pass, d, bias, act }
+    }
+
+    fn uniform_block(&self) -> ConvUniform {
+        ConvUniform::new(&self.d, self.bias, self.act)
+    }
+}
+
+impl Launch for Conv {
+    fn kernel(&self) -> &'static str {
+        match self.pass {
+            ConvPass::Forward => "conv_forward",
+            ConvPass::BackwardInput => "conv_backward_input",
+            ConvPass::BackwardWeight => "conv_backward_weight",
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let d = &self.d;
+        let (x, w, y): (usize, usize, usize) = (
+            d.x.iter().product(),
+            d.w.iter().product(),
+            d.y.iter().product(),
+        );
+        let ya = Binding::len_if(self.act.0 != 0, y);
+        let o = Binding::len_if(self.bias, d.w[0]);
+        match self.pass {
+            ConvPass::Forward => vec![
+                Binding::read("x", x),
+                Binding::read("w", w),
+                Binding::read("b", o),
+                Binding::write("y", y),
+            ],
+            ConvPass::BackwardInput => vec![
+                Binding::read("dy", y),
+                Binding::read("w", w),
+                Binding::read("y", ya),
+                Binding::write("dx", x),
+            ],
+            ConvPass::BackwardWeight => vec![
+                Binding::read("x", x),
+                Binding::read("dy", y),
+                Binding::read("y", ya),
+                Binding::write("dw", w),
+                Binding::write("db", o),
+            ],
+        }
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&self.uniform_block())
+    }
+
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        let p = self.uniform_block();
+        let entry = variant(self.pass, &p);
+        // every field but the batch size: two layers that differ only in groups must not
+        // share a tile (the channel tiles must divide the groups)
+        let key = format!("{entry} {:?}", ConvUniform { n: 0, ..p });
+        let tiles = ctx.tiles();
+        let tile = ctx.tile_for(key, || tile(entry, &p, &tiles))?;
+        Ok(GpuCall {
+            entry,
+            consts: consts(entry, &p, tile),
+            groups: groups(entry, &p, tile),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let d = self.d;
+        fn fused(y: &[f32], act: (u32, f32)) -> Option<(&[f32], u32, f32)> {
+            (act.0 != 0).then_some((y, act.0, act.1))
+        }
+        match self.pass {
+            ConvPass::Forward => {
+                let bias = self.bias.then_some(b[2].as_slice());
+                b[3] = cpu::conv::conv_forward(d, &b[0], &b[1], bias, self.act);
+            }
+            ConvPass::BackwardInput => {
+                b[3] = cpu::conv::conv_backward_input(d, &b[0], &b[1], fused(&b[2], self.act));
+            }
+            ConvPass::BackwardWeight => {
+                let (dw, db) =
+                    cpu::conv::conv_backward_weight(d, &b[0], &b[1], fused(&b[2], self.act));
+                b[3] = dw;
+                if self.bias {
+                    b[4] = db;
+                }
+            }
+        }
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        let mut c = *self;
+        c.d.x[0] = n;
+        c.d.y[0] = n;
+        Arc::new(c)
+    }
+
+    fn describe(&self) -> String {
+        let d = &self.d;
+        let mut s = format!("{:?} * {:?}", d.x, d.w);
+        if d.stride != [1; 3] {
+            s.push_str(&format!(" s{:?}", d.stride));
+        }
+        if d.pad != [0; 3] {
+            s.push_str(&format!(" p{:?}", d.pad));
+        }
+        if d.groups != 1 {
+            s.push_str(&format!(" g{}", d.groups));
+        }
+        s
+    }
+
+    /// Every multiply-add of the dense definition, padding included.
+    fn flops(&self) -> f64 {
+        let outputs: usize = self.d.y.iter().product();
+        let taps: usize = self.d.w[1..].iter().product();
+        2.0 * outputs as f64 * taps as f64
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        match self.pass {
+            ConvPass::BackwardWeight => Tolerance::REDUCTION,
+            _ => Tolerance::DEFAULT,
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of every conv kernel (`ConvUniform` in conv.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ConvUniform {
+    pub n: u32,
+    pub c: u32,
+    pub d: u32,
+    pub h: u32,
+    pub w: u32,
+    pub o: u32,
+    pub kd: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sd: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub pd: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub dd: u32,
+    pub dh: u32,
+    pub dw: u32,
+    pub od: u32,
+    pub oh: u32,
+    pub ow: u32,
+    /// Input channels per group (the weight's second dimension).
+    pub cg: u32,
+    /// Output channels per group.
+    pub og: u32,
+    pub has_bias: u32,
+    pub act: u32,
+    pub alpha: f32,
+    /// True convolution (the FLIP specialisation constant must equal it).
+    pub flip: u32,
+    pad: u32,
+}
+
+impl ConvUniform {
+    fn new(d: &ConvDims, has_bias: bool, act: (u32, f32)) -> Self {
+        let u = |v: usize| v as u32;
+        ConvUniform {
+            n: u(d.x[0]),
+            c: u(d.x[1]),
+            d: u(d.x[2]),
+            h: u(d.x[3]),
+            w: u(d.x[4]),
+            o: u(d.w[0]),
+            kd: u(d.w[2]),
+            kh: u(d.w[3]),
+            kw: u(d.w[4]),
+            sd: u(d.stride[0]),
+            sh: u(d.stride[1]),
+            sw: u(d.stride[2]),
+            pd: u(d.pad[0]),
+            ph: u(d.pad[1]),
+            pw: u(d.pad[2]),
+            dd: u(d.dilation[0]),
+            dh: u(d.dilation[1]),
+            dw: u(d.dilation[2]),
+            od: u(d.y[2]),
+            oh: u(d.y[3]),
+            ow: u(d.y[4]),
+            cg: u(d.w[1]),
+            og: u(d.w[0] / d.groups),
+            has_bias: has_bias as u32,
+            act: act.0,
+            alpha: act.1,
+            flip: d.flip as u32,
+            pad: 0,
+        }
+    }
+
+    /// 2-D without dilation (D = KD = OD = 1, no depth stride or padding): the generic
+    /// kernels' PLAIN specialisation.
+    fn plain_geometry(&self) -> bool {
+        self.d == 1
+            && self.kd == 1
+            && self.od == 1
+            && self.sd == 1
+            && self.pd == 0
+            && self.dd == 1
+            && self.dh == 1
+            && self.dw == 1
+    }
+
+    /// Plain 2-D, no groups, dilation or flip: the shapes the stride-1 rows variants serve.
+    fn plain_2d(&self) -> bool {
+        self.plain_geometry() && self.cg == self.c && self.flip == 0
+    }
+}
+
+/// The entry point that computes `pass`: the rows variants of the backward passes for layers
+/// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
+/// `ROWS_MAX_KW` wide. (A rows variant of the forward pass measured no faster: its weight
+/// loads dominate either way.)
+fn variant(pass: ConvPass, p: &ConvUniform) -> &'static str {
+    let rows_kw = p.plain_2d() && p.kw <= ROWS_MAX_KW;
+    match pass {
+        ConvPass::Forward => "conv_forward",
+        ConvPass::BackwardInput if rows_kw && p.sh == 1 && p.sw == 1 => "conv_backward_input_rows",
+        ConvPass::BackwardInput => "conv_backward_input",
+        ConvPass::BackwardWeight if rows_kw && p.sw == 1 => "conv_backward_weight_rows",
+        ConvPass::BackwardWeight => "conv_backward_weight",
+    }
+}
+
+/// Workgroups of conv entry point `entry` for register tile `tile`.
+fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
+    match entry {
+        "conv_forward" => {
+            let pos = p.n as u64 * p.od as u64 * p.oh as u64 * p.ow as u64;
+            pos.div_ceil(64 * s as u64) * p.o.div_ceil(r) as u64
+        }
+        "conv_backward_input" => {
+            let pos = p.n as u64 * p.d as u64 * p.h as u64 * p.w as u64;
+            pos.div_ceil(64 * s as u64) * p.c.div_ceil(r) as u64
+        }
+        "conv_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
+        "conv_backward_input_rows" => {
+            let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
+            segs.div_ceil(64) * p.c.div_ceil(r) as u64
+        }
+        _ => {
+            let cols = p.cg * p.kd * p.kh * p.kw + p.has_bias;
+            p.o.div_ceil(r) as u64 * cols.div_ceil(s) as u64
+        }
+    }
+}
+
+/// The register tile of `entry`: (channels, positions) per invocation for the forward and
+/// backward-input kernels, (output channels, columns) per workgroup for the backward-weight
+/// kernel. Tiles shrink until the dispatch has `min_groups` workgroups, if they can.
+fn tile(entry: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
+    let min_groups = t.min_groups;
+    // split `len` into more parts, starting from parts of `start`, while the grid is too small
+    let shrink = |r: u32, len: u32, start: u32| {
+        let mut s = start;
+        let mut parts = len.div_ceil(s);
+        while groups(entry, p, (r, s)) < min_groups && s > 1 {
+            parts += 1;
+            s = split(len, parts);
+        }
+        (r, s)
+    };
+    match entry {
+        "conv_forward" | "conv_backward_input" => {
+            let (chan, group, max, cands) = if entry == "conv_forward" {
+                (p.o, p.og, t.fwd_channels, t.fwd_positions)
+            } else {
+                (p.c, p.cg, t.bwd_in_channels, t.bwd_in_positions)
+            };
+            let r = channel_tile(chan, group, max);
+            let (s, _) = pick(cands, |s| groups(entry, p, (r, s)), min_groups);
+            (r, s)
+        }
+        "conv_backward_input_rows" => {
+            let r = balanced(p.c, t.bwd_in_rows.0);
+            shrink(r, p.w, split(p.w, p.w.div_ceil(t.bwd_in_rows.1)))
+        }
+        "conv_backward_weight_rows" => {
+            let r = balanced(p.o, t.bwd_w.0);
+            let rows = p.c * p.kh;
+            // 1×1 kernels: a (c,a) row is a single column, so take 4× as many rows to keep
+            // the tile as wide as a 3×3 or 5×5 layer's
+            let max_rows = if p.kw == 1 {
+                4 * t.bwd_w_rows
+            } else {
+                t.bwd_w_rows
+            };
+            shrink(r, rows, balanced(rows, max_rows))
+        }
+        _ => {
+            let r = channel_tile(p.o, p.og, t.bwd_w.0);
+            let cols = p.cg * p.kd * p.kh * p.kw + p.has_bias;
+            shrink(r, cols, balanced(cols, t.bwd_w.1))
+        }
+    }
+}
+
+/// The specialisation of `entry`: fused activation and bias, geometry flags, register tile.
+fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
+    let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias), ("FLIP", p.flip)];
+    if !entry.ends_with("_rows") {
+        consts.push(("PLAIN", p.plain_geometry() as u32));
+    }
+    let names = match entry {
+        "conv_forward" => ("FR", "FS"),
+        "conv_backward_input" => {
+            let unit = p.sd == 1 && p.sh == 1 && p.sw == 1;
+            consts.push(("UNIT", unit as u32));
+            ("IR", "IS")
+        }
+        "conv_backward_weight_rows" => {
+            consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("WRED", s * p.kw + 1)]);
+            ("WR", "WA")
+        }
+        "conv_backward_input_rows" => {
+            consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("SEG", s + p.kw - 1)]);
+            ("IR", "IS")
+        }
+        _ => ("WR", "WS"),
+    };
+    consts.extend([(names.0, r), (names.1, s)]);
+    consts
+}
+
+/// `Op::Conv`: one forward launch; backward-input (when `x` needs a gradient) and
+/// backward-weight launches, both applying the fused activation's derivative.
+pub(crate) struct ConvRule;
+
+impl ConvRule {
+    fn parts(lw: &Lowering, id: NodeId) -> (NodeId, usize, Option<usize>, ConvDims) {
+        let Op::Conv { x, w, b, p, .. } = lw.g.node(id).op else {
+            unreachable!("ConvRule on another op")
+        };
+        let (x5, w5) = conv_dims5(lw.n, &lw.g.node(x).shape, &lw.g.params()[w].shape);
+        let d = p
+            .dims("conv", x5, w5)
+            .expect("convolution shapes are checked when the graph is built");
+        (x, w, b, d)
+    }
+}
+
+impl Rule for ConvRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, w, b, d) = Self::parts(lw, id);
+        let y = lw.arena(lw.g.node(id).name.clone(), lw.g.numel(id));
+        let act = act_code(lw.fused_act(id));
+        let args = vec![
+            Some(lw.out_of(x)),
+            Some(lw.param(w)),
+            b.map(|b| lw.param(b)),
+            Some(y),
+        ];
+        lw.emit(id, Conv::new(ConvPass::Forward, d, b.is_some(), act), args);
+        lw.set_out(id, y);
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, w, b, d) = Self::parts(lw, id);
+        let act = act_code(lw.fused_act(id));
+        let y = (act.0 != 0).then(|| lw.out_of(id));
+        if lw.needs_grad(x) {
+            let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), lw.g.numel(x));
+            let args = vec![Some(dy), Some(lw.param(w)), y, Some(dx)];
+            lw.emit(id, Conv::new(ConvPass::BackwardInput, d, false, act), args);
+            lw.push_grad(x, dx);
+        }
+        let args = vec![
+            Some(lw.out_of(x)),
+            Some(dy),
+            y,
+            Some(lw.grad(w)),
+            b.map(|b| lw.grad(b)),
+        ];
+        lw.emit(
+            id,
+            Conv::new(ConvPass::BackwardWeight, d, b.is_some(), act),
+            args,
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! The loss family (`shaders/loss.wgsl`, twin [`crate::cpu::loss`]): row-wise softmax and its
+//! gradient, softmax cross-entropy and mean squared error with their gradients and metrics,
+//! and the graph ops `Softmax`, `CrossEntropy` and `Mse`.
+//!
+//! # Shapes
+//! `x [rows, cols]`; class targets `[rows]`, dense targets `[rows, cols]`; metrics
+//! `[Σ loss·rows, Σ hits, rows, non-finite]`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{bytes, groups64, Binding, Data, GpuCall, Launch, Rule, Tolerance};
+use crate::cpu;
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::graph::{NodeId, Op};
+use crate::plan::{Lowering, TensorId};
+
+/// Row-wise softmax (`backward: false`, bindings `x, y`) or its gradient
+/// `dx = y ⊙ (dy − Σ_c dy·y)` (bindings `y, dy, dx`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Softmax {
+    pub backward: bool,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Launch for Softmax {
+    fn kernel(&self) -> &'static str {
+        if self.backward {
+            "softmax_backward"
+        } else {
+            "softmax_forward"
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let len = self.rows * self.cols;
+        if self.backward {
+            vec![
+                Binding::read("y", len),
+                Binding::read("dy", len),
+                Binding::write("dx", len),
+            ]
+        } else {
+            vec![Binding::read("x", len), Binding::write("y", len)]
+        }
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&LossUniform::new(self.rows, self.cols, false, false, 1.0))
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(GpuCall {
+            entry: self.kernel(),
+            consts: Vec::new(),
+            groups: groups64(self.rows),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let (r, c) = (self.rows, self.cols);
+        if self.backward {
+            b[2] = cpu::loss::softmax_backward(r, c, &b[0], &b[1]);
+        } else {
+            b[1] = cpu::loss::softmax_forward(r, c, &b[0]);
+        }
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        Arc::new(Softmax { rows: n, ..*self })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}×{}", self.rows, self.cols)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Which loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// Softmax cross-entropy against class indices, mean over the rows.
+    CrossEntropy,
+    /// Squared error against dense targets, mean over every element.
+    Mse,
+}
+
+/// One loss launch: bindings `x, targets, dx, metrics`. The metrics block is added to
+/// (`accumulate`, the executor: over the batches until they are taken) or overwritten.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loss {
+    pub kind: LossKind,
+    pub rows: usize,
+    pub cols: usize,
+    /// Write the gradient `dx` (training).
+    pub grad: bool,
+    pub accumulate: bool,
+}
+
+impl Loss {
+    /// The gradient's scale: the mean's divisor.
+    fn scale(&self) -> f32 {
+        match self.kind {
+            LossKind::CrossEntropy => 1.0 / self.rows as f32,
+            LossKind::Mse => 1.0 / (self.rows * self.cols) as f32,
+        }
+    }
+}
+
+impl Launch for Loss {
+    fn kernel(&self) -> &'static str {
+        match self.kind {
+            LossKind::CrossEntropy => "cross_entropy",
+            LossKind::Mse => "mse",
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let len = self.rows * self.cols;
+        let targets = match self.kind {
+            LossKind::CrossEntropy => {
+                Binding::read("targets", self.rows).holding(Data::Index(self.cols))
+            }
+            LossKind::Mse => Binding::read("targets", len),
+        };
+        vec![
+            Binding::read("x", len),
+            targets,
+            Binding::write("dx", Binding::len_if(self.grad, len)),
+            Binding::update("metrics", 4),
+        ]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        let u = LossUniform::new(
+            self.rows,
+            self.cols,
+            self.accumulate,
+            self.grad,
+            self.scale(),
+        );
+        bytes(&u)
+    }
+
+    /// One workgroup reduces every row.
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(GpuCall {
+            entry: self.kernel(),
+            consts: Vec::new(),
+            groups: 1,
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let (r, c, s) = (self.rows, self.cols, self.scale());
+        let (dx, m) = match self.kind {
+            LossKind::CrossEntropy => {
+                let t: Vec<u32> = b[1].iter().map(|v| v.to_bits()).collect();
+                cpu::loss::cross_entropy(r, c, &b[0], &t, s)
+            }
+            LossKind::Mse => cpu::loss::mse(r, c, &b[0], &b[1], s),
+        };
+        if self.grad {
+            b[2] = dx;
+        }
+        let acc = &mut b[3];
+        if self.accumulate && acc.len() == 4 {
+            acc[0] += m[0];
+            acc[1] += m[1];
+            acc[2] += m[2];
+            acc[3] = acc[3].max(m[3]);
+        } else {
+            *acc = m.to_vec();
+        }
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        Arc::new(Loss { rows: n, ..*self })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}×{}", self.rows, self.cols)
+    }
+
+    /// The metrics are sums over the batch.
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::REDUCTION
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of the loss family (`LossUniform` in loss.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct LossUniform {
+    rows: u32,
+    cols: u32,
+    accumulate: u32,
+    has_grad: u32,
+    scale: f32,
+    pad: [u32; 3],
+}
+
+impl LossUniform {
+    fn new(rows: usize, cols: usize, accumulate: bool, has_grad: bool, scale: f32) -> Self {
+        LossUniform {
+            rows: rows as u32,
+            cols: cols as u32,
+            accumulate: accumulate as u32,
+            has_grad: has_grad as u32,
+            scale,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `Op::Softmax`: row-wise softmax; its gradient from the output. (Under a cross-entropy
+/// loss the loss reads the softmax's input instead: see [`LossRule`].)
+pub(crate) struct SoftmaxRule;
+
+impl SoftmaxRule {
+    fn launch(lw: &Lowering, id: NodeId, backward: bool) -> (NodeId, Softmax) {
+        let Op::Softmax { x } = lw.g.node(id).op else {
+            unreachable!("SoftmaxRule on another op")
+        };
+        let l = Softmax {
+            backward,
+            rows: lw.n,
+            cols: lw.g.numel(x),
+        };
+        (x, l)
+    }
+}
+
+impl Rule for SoftmaxRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, l) = Self::launch(lw, id, false);
+        let y = lw.arena(lw.g.node(id).name.clone(), lw.g.numel(id));
+        lw.emit(id, l, vec![Some(lw.out_of(x)), Some(y)]);
+        lw.set_out(id, y);
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, l) = Self::launch(lw, id, true);
+        if lw.needs_grad(x) {
+            let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), lw.g.numel(x));
+            lw.emit(id, l, vec![Some(lw.out_of(id)), Some(dy), Some(dx)]);
+            lw.push_grad(x, dx);
+        }
+    }
+}
+
+/// `Op::CrossEntropy`, `Op::Mse`: the loss with its gradient (training) and metrics. A
+/// cross-entropy on a softmax output layer reads the softmax's input logits (stable, and the
+/// gradient `softmax − onehot` goes to them); the softmax still yields the model's output.
+pub(crate) struct LossRule;
+
+impl Rule for LossRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (input, kind) = match lw.g.node(id).op {
+            Op::CrossEntropy { logits } => match lw.g.node(logits).op {
+                Op::Softmax { x } => (x, LossKind::CrossEntropy),
+                _ => (logits, LossKind::CrossEntropy),
+            },
+            Op::Mse { pred } => (pred, LossKind::Mse),
+            _ => unreachable!("LossRule on another op"),
+        };
+        let cols = lw.g.numel(input);
+        let name = lw.g.node(id).name.clone();
+        let dx = lw.train.then(|| lw.arena(format!("{name}.grad"), cols));
+        let l = Loss {
+            kind,
+            rows: lw.n,
+            cols,
+            grad: lw.train,
+            accumulate: true,
+        };
+        let args = vec![
+            Some(lw.out_of(input)),
+            Some(lw.targets()),
+            dx,
+            Some(lw.metrics()),
+        ];
+        lw.emit_loss(id, l, args);
+        if let Some(dx) = dx {
+            lw.push_grad(input, dx);
+        }
+    }
+
+    /// The loss is where gradients start: its forward step pushed them.
+    fn backward(&self, _lw: &mut Lowering, _id: NodeId, _dy: TensorId) {}
+}

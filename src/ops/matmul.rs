@@ -1,0 +1,261 @@
+//! The matrix-product family (`shaders/matmul.wgsl`, twin [`crate::cpu::matmul`]): strided
+//! GEMM with a fused bias, activation, activation derivative and ones column, and the
+//! linear layer's forward and gradient rules.
+//!
+//! # Shapes
+//! `c [M,N] = act_out(A·B + bias)`, `A(m,k) = a[m·sam + k·sak]·act_in'(ya[…])`,
+//! `B(k,n) = b[k·sbk + n·sbn]`; with a ones column, `cb [M] = Σ_k A(m,k)`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
+use crate::cpu;
+use crate::cpu::matmul::Gemm;
+use crate::error::Result;
+use crate::gpu::kernels::Consts;
+use crate::gpu::tiles::pick;
+use crate::gpu::GpuContext;
+use crate::graph::{NodeId, Op};
+use crate::plan::{act_code, Lowering, TensorId};
+
+/// Which GEMM dimension is the batch (what [`Launch::at_batch`] rescales).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchAxis {
+    /// None: a fixed-size product.
+    None,
+    /// The rows `M` (a layer's forward and input gradient).
+    M,
+    /// The reduction `K` (a layer's weight gradient).
+    K,
+}
+
+/// One GEMM launch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatMul {
+    pub g: Gemm,
+    pub bias: bool,
+    /// The untiled kernel (one output per invocation), the benchmark's baseline.
+    pub naive: bool,
+    pub batch: BatchAxis,
+}
+
+impl MatMul {
+    pub fn new(g: Gemm, bias: bool, batch: BatchAxis) -> Self {
+        MatMul {
+            g,
+            bias,
+            naive: false,
+            batch,
+        }
+    }
+
+    fn a_len(&self) -> usize {
+        let g = &self.g;
+        (g.m - 1) * g.sam + (g.k - 1) * g.sak + 1
+    }
+
+    fn uniform_block(&self) -> GemmUniform {
+        let g = &self.g;
+        let u = |v: usize| v as u32;
+        GemmUniform {
+            m: u(g.m),
+            n: u(g.n),
+            k: u(g.k),
+            sam: u(g.sam),
+            sak: u(g.sak),
+            sbk: u(g.sbk),
+            sbn: u(g.sbn),
+            has_bias: self.bias as u32,
+            act_out: g.act_out.0,
+            act_in: g.act_in.0,
+            ones_col: g.ones_col as u32,
+            alpha: g.act_out.1,
+            alpha_in: g.act_in.1,
+            pad: [0; 3],
+        }
+    }
+}
+
+impl Launch for MatMul {
+    fn kernel(&self) -> &'static str {
+        if self.naive {
+            "gemm_naive"
+        } else {
+            "gemm"
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let g = &self.g;
+        let b_len = (g.k - 1) * g.sbk + (g.n - 1) * g.sbn + 1;
+        vec![
+            Binding::read("a", self.a_len()),
+            Binding::read("b", b_len),
+            Binding::read("bias", Binding::len_if(self.bias, g.n)),
+            Binding::read("ya", Binding::len_if(g.act_in.0 != 0, self.a_len())),
+            Binding::write("c", g.m * g.n),
+            Binding::write("cb", Binding::len_if(g.ones_col, g.m)),
+        ]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&self.uniform_block())
+    }
+
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        let p = self.uniform_block();
+        let mut consts: Consts = vec![
+            ("HAS_BIAS", p.has_bias),
+            ("ACT_OUT", p.act_out),
+            ("ACT_IN", p.act_in),
+            ("ONES_COL", p.ones_col),
+        ];
+        if self.naive {
+            let groups = (p.m as u64 * (p.n + p.ones_col) as u64).div_ceil(64);
+            return Ok(GpuCall {
+                entry: "gemm_naive",
+                consts,
+                groups,
+            });
+        }
+        // M and K scale with the batch in the linear layer's products; N and the strides don't
+        let key = format!(
+            "gemm {:?}",
+            [p.n, p.sam, p.sak, p.sbk, p.sbn, p.has_bias, p.act_out, p.act_in, p.ones_col]
+        );
+        let t = ctx.tiles();
+        let tile = ctx.tile_for(key, || pick(t.gemm, |g| groups(&p, g), t.min_groups).0)?;
+        consts.extend([("TR", tile.0), ("TS", tile.1)]);
+        Ok(GpuCall {
+            entry: "gemm",
+            consts,
+            groups: groups(&p, tile),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let bias = self.bias.then_some(b[2].as_slice());
+        let ya = (self.g.act_in.0 != 0).then_some(b[3].as_slice());
+        let (c, cb) = cpu::matmul::gemm(&self.g, &b[0], &b[1], bias, ya);
+        b[4] = c;
+        if self.g.ones_col {
+            b[5] = cb;
+        }
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        let mut l = *self;
+        match self.batch {
+            BatchAxis::None => {}
+            BatchAxis::M => l.g.m = n,
+            BatchAxis::K => l.g.k = n,
+        }
+        Arc::new(l)
+    }
+
+    fn describe(&self) -> String {
+        let g = &self.g;
+        format!("{}×{}·{}×{}", g.m, g.k, g.k, g.n)
+    }
+
+    /// 2·M·N·K, plus M·K for a ones column.
+    fn flops(&self) -> f64 {
+        let g = &self.g;
+        2.0 * g.m as f64 * (g.n + g.ones_col as usize) as f64 * g.k as f64
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        match self.batch {
+            BatchAxis::K => Tolerance::REDUCTION,
+            _ => Tolerance::DEFAULT,
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of `gemm` / `gemm_naive` (`GemmUniform` in matmul.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct GemmUniform {
+    m: u32,
+    n: u32,
+    k: u32,
+    sam: u32,
+    sak: u32,
+    sbk: u32,
+    sbn: u32,
+    has_bias: u32,
+    act_out: u32,
+    act_in: u32,
+    ones_col: u32,
+    alpha: f32,
+    alpha_in: f32,
+    pad: [u32; 3],
+}
+
+/// Workgroups of the tiled `gemm` for tile `(tr, ts)` (rows × columns per invocation).
+fn groups(p: &GemmUniform, (tr, ts): (u32, u32)) -> u64 {
+    let cols = (p.n + p.ones_col) as u64;
+    cols.div_ceil(8 * ts as u64) * (p.m as u64).div_ceil(8 * tr as u64)
+}
+
+/// `Op::Linear`: `y = act(x·wᵀ + b)`; the gradient is `dx = dy'·w` and `dw = dy'ᵀ·x` with
+/// `db` from the ones column, `dy' = dy·act'(y)` when an activation is fused.
+pub(crate) struct LinearRule;
+
+impl LinearRule {
+    fn parts(lw: &Lowering, id: NodeId) -> (NodeId, usize, Option<usize>, usize, usize) {
+        let Op::Linear { x, w, b, .. } = lw.g.node(id).op else {
+            unreachable!("LinearRule on another op")
+        };
+        (x, w, b, lw.g.numel(x), lw.g.numel(id))
+    }
+}
+
+impl Rule for LinearRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, w, b, inp, outf) = Self::parts(lw, id);
+        let y = lw.arena(lw.g.node(id).name.clone(), outf);
+        let g = Gemm::linear_forward(lw.n, inp, outf, act_code(lw.fused_act(id)));
+        let args = vec![
+            Some(lw.out_of(x)),
+            Some(lw.param(w)),
+            b.map(|b| lw.param(b)),
+            None,
+            Some(y),
+            None,
+        ];
+        lw.emit(id, MatMul::new(g, b.is_some(), BatchAxis::M), args);
+        lw.set_out(id, y);
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, w, b, inp, outf) = Self::parts(lw, id);
+        let act = act_code(lw.fused_act(id));
+        let ya = (act.0 != 0).then(|| lw.out_of(id));
+        if lw.needs_grad(x) {
+            let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), inp);
+            let g = Gemm::linear_backward_input(lw.n, inp, outf, act);
+            let args = vec![Some(dy), Some(lw.param(w)), None, ya, Some(dx), None];
+            lw.emit(id, MatMul::new(g, false, BatchAxis::M), args);
+            lw.push_grad(x, dx);
+        }
+        let mut g = Gemm::linear_backward_weight(lw.n, inp, outf, act);
+        g.ones_col = b.is_some();
+        let args = vec![
+            Some(dy),
+            Some(lw.out_of(x)),
+            None,
+            ya,
+            Some(lw.grad(w)),
+            b.map(|b| lw.grad(b)),
+        ];
+        lw.emit(id, MatMul::new(g, false, BatchAxis::K), args);
+    }
+}

@@ -1,0 +1,173 @@
+//! The optimizer family (`shaders/optim.wgsl`, twin [`crate::cpu::optim`]): gradient
+//! clipping by global norm and one optimizer step over the flat parameter vector. The
+//! executors run them after a training step's schedule.
+//!
+//! # Shapes
+//! `grad, param, state1, state2 [len]`, `scale [1]`, `flag [4]` (the training metrics).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{bytes, groups64, Binding, GpuCall, Launch, Tolerance};
+use crate::cpu;
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::optim::Optimizer;
+
+/// `scale = min(1, max_norm / (‖grad‖₂ + 1e-6))`, one workgroup reducing in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradNormScale {
+    pub len: usize,
+    pub max_norm: f32,
+}
+
+impl Launch for GradNormScale {
+    fn kernel(&self) -> &'static str {
+        "grad_norm_scale"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![Binding::read("grad", self.len), Binding::write("scale", 1)]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&ClipUniform {
+            len: self.len as u32,
+            max_norm: self.max_norm,
+            pad: [0; 2],
+        })
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(GpuCall {
+            entry: "grad_norm_scale",
+            consts: Vec::new(),
+            groups: 1,
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        b[1] = vec![cpu::optim::grad_norm_scale(&b[0], self.max_norm)];
+    }
+
+    fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
+        Arc::new(*self)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} params", self.len)
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::REDUCTION
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// One optimizer step `t` (from 1) of `opt` over `len` parameters; the kind is the
+/// pipeline constant `KIND`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerStep {
+    pub opt: Optimizer,
+    pub t: u64,
+    pub len: usize,
+}
+
+impl Launch for OptimizerStep {
+    fn kernel(&self) -> &'static str {
+        "optimizer_step"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let len = self.len;
+        vec![
+            Binding::read("grad", len),
+            Binding::read("scale", 1),
+            Binding::update("param", len),
+            Binding::update("state1", len),
+            Binding::update("state2", len),
+            Binding::update("flag", 4),
+        ]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        let (opt, (step, bc2)) = (&self.opt, cpu::optim::adam_constants(&self.opt, self.t));
+        bytes(&OptUniform {
+            kind: opt.kind.code(),
+            len: self.len as u32,
+            lr: opt.lr,
+            momentum: opt.momentum,
+            alpha: opt.alpha,
+            beta1: opt.beta1,
+            beta2: opt.beta2,
+            eps: opt.eps,
+            wd: opt.weight_decay,
+            l1: opt.l1,
+            step,
+            bc2,
+        })
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(GpuCall {
+            entry: "optimizer_step",
+            consts: vec![("KIND", self.opt.kind.code())],
+            groups: groups64(self.len),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let scale = b[1].first().copied().unwrap_or(1.0);
+        let (g, rest) = b.split_at_mut(2);
+        let [p, s1, s2, flag] = rest else {
+            unreachable!("six bindings")
+        };
+        if cpu::optim::optimizer_step(&self.opt, self.t, p, &g[0], s1, s2, scale) {
+            flag[3] = 1.0;
+        }
+    }
+
+    fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
+        Arc::new(*self)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} params", self.len)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of `grad_norm_scale` (`ClipUniform` in optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ClipUniform {
+    len: u32,
+    max_norm: f32,
+    pad: [u32; 2],
+}
+
+/// The uniform block of `optimizer_step` (`OptUniform` in optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct OptUniform {
+    kind: u32,
+    len: u32,
+    lr: f32,
+    momentum: f32,
+    alpha: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    wd: f32,
+    l1: f32,
+    step: f32,
+    bc2: f32,
+}

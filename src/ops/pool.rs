@@ -1,0 +1,469 @@
+//! The pooling family (`shaders/pool.wgsl`, twin [`crate::cpu::pool`]): 2-D max, min and
+//! average pooling and global average pooling, and the graph ops built on them (1-D and 3-D
+//! pooling lower to 2-D launches over views).
+//!
+//! # Shapes
+//! 2-D pooling: `x [N,C,H,W]` → `y, idx [N,C,OH,OW]`; global average pooling: `x [N,C,H,W]`
+//! → `y [N,C]`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{bytes, groups64, Binding, Data, GpuCall, Launch, Rule};
+use crate::cpu;
+use crate::error::Result;
+use crate::gpu::kernels::Consts;
+use crate::gpu::GpuContext;
+use crate::graph::{NodeId, Op};
+use crate::plan::{Lowering, TensorId};
+use crate::shape::Pool2dParams;
+
+/// Which 2-D pooling kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolPass {
+    /// `y` = the window's maximum, `idx` its first position in the input plane.
+    MaxForward,
+    /// `y` = the window's minimum, `idx` its first position.
+    MinForward,
+    /// `dx` = `dy` routed to the recorded positions (max and min pooling alike).
+    ArgBackward,
+    /// `y` = the window's mean (`count_include_pad=True`).
+    AvgForward,
+    /// `dx` = `dy/(kh·kw)` spread over each window.
+    AvgBackward,
+}
+
+/// One 2-D pooling launch over `x [xd] → y [yd]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pool2d {
+    pub pass: PoolPass,
+    pub xd: [usize; 4],
+    pub yd: [usize; 4],
+    pub p: Pool2dParams,
+    /// Compile the pipeline for this per-sample geometry (2–3× faster on a CPU adapter, one
+    /// pipeline per layer: the executor's choice); without, the geometry comes from the
+    /// uniform and arbitrary shapes share one pipeline (the functional API's).
+    pub specialise: bool,
+}
+
+impl Launch for Pool2d {
+    fn kernel(&self) -> &'static str {
+        match self.pass {
+            PoolPass::MaxForward => "max_pool2d_forward",
+            PoolPass::MinForward => "min_pool2d_forward",
+            PoolPass::ArgBackward => "max_pool2d_backward",
+            PoolPass::AvgForward => "avg_pool2d_forward",
+            PoolPass::AvgBackward => "avg_pool2d_backward",
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let (x, y): (usize, usize) = (self.xd.iter().product(), self.yd.iter().product());
+        let plane = self.xd[2] * self.xd[3];
+        match self.pass {
+            PoolPass::MaxForward | PoolPass::MinForward => vec![
+                Binding::read("x", x),
+                Binding::write("y", y),
+                Binding::write("idx", y).holding(Data::Index(plane)),
+            ],
+            PoolPass::ArgBackward => vec![
+                Binding::read("dy", y),
+                Binding::read("idx", y).holding(Data::Index(plane)),
+                Binding::write("dx", x),
+            ],
+            PoolPass::AvgForward => vec![Binding::read("x", x), Binding::write("y", y)],
+            PoolPass::AvgBackward => vec![Binding::read("dy", y), Binding::write("dx", x)],
+        }
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&PoolUniform::new(self.xd, self.yd, &self.p))
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        let d = PoolUniform::new(self.xd, self.yd, &self.p).dims;
+        let consts: Consts = if self.specialise {
+            let names = ["S_H", "S_W", "S_KH", "S_KW", "S_SH", "S_SW", "S_PH", "S_PW"];
+            let mut c: Consts = vec![("GEO", 1)];
+            c.extend(names.iter().zip(&d[2..10]).map(|(n, &v)| (*n, v)));
+            c.extend([("S_OH", d[10]), ("S_OW", d[11])]);
+            c
+        } else {
+            Vec::new()
+        };
+        // one invocation per output (forward) or input (backward) element
+        let plane = match self.pass {
+            PoolPass::MaxForward | PoolPass::MinForward | PoolPass::AvgForward => {
+                d[10] as u64 * d[11] as u64
+            }
+            _ => d[2] as u64 * d[3] as u64,
+        };
+        Ok(GpuCall {
+            entry: self.kernel(),
+            consts,
+            groups: (d[0] as u64 * d[1] as u64 * plane).div_ceil(64),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let (xd, yd, p) = (self.xd, self.yd, self.p);
+        let bits = |v: Vec<u32>| v.into_iter().map(f32::from_bits).collect::<Vec<_>>();
+        match self.pass {
+            PoolPass::MaxForward | PoolPass::MinForward => {
+                let (y, idx) = if self.pass == PoolPass::MaxForward {
+                    cpu::pool::max_pool2d_forward(xd, yd, p, &b[0])
+                } else {
+                    cpu::pool::min_pool2d_forward(xd, yd, p, &b[0])
+                };
+                b[1] = y;
+                b[2] = bits(idx);
+            }
+            PoolPass::ArgBackward => {
+                let idx: Vec<u32> = b[1].iter().map(|v| v.to_bits()).collect();
+                b[2] = cpu::pool::max_pool2d_backward(xd, yd, &b[0], &idx);
+            }
+            PoolPass::AvgForward => b[1] = cpu::pool::avg_pool2d_forward(xd, yd, p, &b[0]),
+            PoolPass::AvgBackward => b[1] = cpu::pool::avg_pool2d_backward(xd, yd, p, &b[0]),
+        }
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        let mut l = *self;
+        l.xd[0] = n;
+        l.yd[0] = n;
+        Arc::new(l)
+    }
+
+    fn describe(&self) -> String {
+        let [n, c, h, w] = self.xd;
+        let p = &self.p;
+        format!(
+            "{n}×{c}×{h}×{w} k{}x{} s{}x{}",
+            p.kernel[0], p.kernel[1], p.stride[0], p.stride[1]
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Global average pooling over `rows = N·C` planes of `hw` elements, or its backward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GlobalAvgPool {
+    pub backward: bool,
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl Launch for GlobalAvgPool {
+    fn kernel(&self) -> &'static str {
+        if self.backward {
+            "global_avg_pool_backward"
+        } else {
+            "global_avg_pool_forward"
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let rows = self.n * self.c;
+        if self.backward {
+            vec![
+                Binding::read("dy", rows),
+                Binding::write("dx", rows * self.hw),
+            ]
+        } else {
+            vec![
+                Binding::read("x", rows * self.hw),
+                Binding::write("y", rows),
+            ]
+        }
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&GapUniform {
+            rows: (self.n * self.c) as u32,
+            hw: self.hw as u32,
+            pad: [0; 2],
+        })
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        let rows = self.n * self.c;
+        let len = if self.backward { rows * self.hw } else { rows };
+        Ok(GpuCall {
+            entry: self.kernel(),
+            consts: Vec::new(),
+            groups: groups64(len),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let rows = self.n * self.c;
+        b[1] = if self.backward {
+            cpu::pool::global_avg_pool_backward(rows, self.hw, &b[0])
+        } else {
+            cpu::pool::global_avg_pool_forward(rows, self.hw, &b[0])
+        };
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        Arc::new(GlobalAvgPool { n, ..*self })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}×{} planes of {}", self.n, self.c, self.hw)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of the 2-D pooling kernels (`PoolUniform` in pool.wgsl):
+/// `n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct PoolUniform {
+    dims: [u32; 12],
+    pad: [u32; 4],
+}
+
+impl PoolUniform {
+    fn new(x: [usize; 4], y: [usize; 4], p: &Pool2dParams) -> Self {
+        let [kh, kw] = p.kernel;
+        let [sh, sw] = p.stride;
+        let [ph, pw] = p.padding;
+        let d = [x[0], x[1], x[2], x[3], kh, kw, sh, sw, ph, pw, y[2], y[3]];
+        PoolUniform {
+            dims: d.map(|v| v as u32),
+            pad: [0; 4],
+        }
+    }
+}
+
+/// The uniform block of `global_avg_pool_*` (`GapUniform` in pool.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct GapUniform {
+    rows: u32,
+    hw: u32,
+    pad: [u32; 2],
+}
+
+/// `[N, C, H, W]` of a `[C, H, W]` node at batch `n`.
+fn dims4(lw: &Lowering, node: NodeId) -> [usize; 4] {
+    let s = &lw.g.node(node).shape;
+    [lw.n, s[0], s[1], s[2]]
+}
+
+/// One 2-D pooling stage `x [xd] → name [yd]` (a max stage also records its indices).
+fn stage_forward(
+    lw: &mut Lowering,
+    id: NodeId,
+    pass: PoolPass,
+    name: String,
+    x: TensorId,
+    (xd, yd, p): Stage,
+) -> (TensorId, Option<TensorId>) {
+    let per = yd[1] * yd[2] * yd[3];
+    let y = lw.arena(name.clone(), per);
+    let idx = (pass != PoolPass::AvgForward).then(|| lw.arena(format!("{name}.indices"), per));
+    let mut args = vec![Some(x), Some(y)];
+    args.extend(idx.map(Some));
+    let l = Pool2d {
+        pass,
+        xd,
+        yd,
+        p,
+        specialise: true,
+    };
+    lw.emit(id, l, args);
+    (y, idx)
+}
+
+/// The gradient of [`stage_forward`]: routing by `idx` (max, min) or spreading (average)
+/// into a new tensor `name [xd]`.
+fn stage_backward(
+    lw: &mut Lowering,
+    id: NodeId,
+    name: String,
+    dy: TensorId,
+    idx: Option<TensorId>,
+    (xd, yd, p): Stage,
+) -> TensorId {
+    let dx = lw.arena(name, xd[1] * xd[2] * xd[3]);
+    let (pass, args) = match idx {
+        Some(idx) => (PoolPass::ArgBackward, vec![Some(dy), Some(idx), Some(dx)]),
+        None => (PoolPass::AvgBackward, vec![Some(dy), Some(dx)]),
+    };
+    let l = Pool2d {
+        pass,
+        xd,
+        yd,
+        p,
+        specialise: true,
+    };
+    lw.emit(id, l, args);
+    dx
+}
+
+/// `(x dims, y dims, geometry)` of one 2-D pooling stage.
+type Stage = ([usize; 4], [usize; 4], Pool2dParams);
+
+/// `Op::MaxPool2d`, `Op::MinPool2d`, `Op::AvgPool2d`: one stage; the gradient routes by the
+/// recorded indices (max, min) or spreads evenly (average).
+pub(crate) struct Pool2dRule;
+
+impl Pool2dRule {
+    fn parts(lw: &Lowering, id: NodeId) -> (NodeId, PoolPass, Stage) {
+        let (x, p, pass) = match lw.g.node(id).op {
+            Op::MaxPool2d { x, p } => (x, p, PoolPass::MaxForward),
+            Op::MinPool2d { x, p } => (x, p, PoolPass::MinForward),
+            Op::AvgPool2d { x, p } => (x, p, PoolPass::AvgForward),
+            _ => unreachable!("Pool2dRule on another op"),
+        };
+        (x, pass, (dims4(lw, x), dims4(lw, id), p))
+    }
+}
+
+impl Rule for Pool2dRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, pass, stage) = Self::parts(lw, id);
+        let name = lw.g.node(id).name.clone();
+        let (y, idx) = stage_forward(lw, id, pass, name, lw.out_of(x), stage);
+        lw.set_out(id, y);
+        lw.keep(id, idx.into_iter().collect());
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, _, stage) = Self::parts(lw, id);
+        if lw.needs_grad(x) {
+            let idx = lw.kept(id).first().copied();
+            let name = format!("{}.dx", lw.g.node(id).name);
+            let dx = stage_backward(lw, id, name, dy, idx, stage);
+            lw.push_grad(x, dx);
+        }
+    }
+}
+
+/// `Op::MaxPool1d/AvgPool1d/MaxPool3d/AvgPool3d`: 2-D stages over views. 1-D: the
+/// `[C, 1, L]` view with a `1×k` window. 3-D (separable): `(h, w)` on the `[C·D, H, W]` view,
+/// then depth on `[C, D, OH·OW]`; the gradient runs the stages in reverse.
+pub(crate) struct PoolNdRule;
+
+impl PoolNdRule {
+    fn parts(lw: &Lowering, id: NodeId) -> (NodeId, PoolPass, Vec<Stage>) {
+        let n = lw.n;
+        let node = lw.g.node(id);
+        let ys = &node.shape;
+        match node.op {
+            Op::MaxPool1d { x, p } | Op::AvgPool1d { x, p } => {
+                let xs = &lw.g.node(x).shape;
+                let max = matches!(node.op, Op::MaxPool1d { .. });
+                let stage = ([n, xs[0], 1, xs[1]], [n, ys[0], 1, ys[1]], p.as_2d());
+                (x, pass_of(max), vec![stage])
+            }
+            Op::MaxPool3d { x, p } | Op::AvgPool3d { x, p } => {
+                let xs = &lw.g.node(x).shape;
+                let max = matches!(node.op, Op::MaxPool3d { .. });
+                let (c, d, ohw) = (xs[0], xs[1], ys[2] * ys[3]);
+                let stages = vec![
+                    ([n, c * d, xs[2], xs[3]], [n, c * d, ys[2], ys[3]], p.hw()),
+                    ([n, c, d, ohw], [n, c, ys[1], ohw], p.depth()),
+                ];
+                (x, pass_of(max), stages)
+            }
+            _ => unreachable!("PoolNdRule on another op"),
+        }
+    }
+}
+
+fn pass_of(max: bool) -> PoolPass {
+    if max {
+        PoolPass::MaxForward
+    } else {
+        PoolPass::AvgForward
+    }
+}
+
+impl Rule for PoolNdRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, pass, stages) = Self::parts(lw, id);
+        let name = lw.g.node(id).name.clone();
+        let last = stages.len() - 1;
+        let mut t = lw.out_of(x);
+        let mut kept = Vec::new();
+        for (k, stage) in stages.into_iter().enumerate() {
+            let tname = if k == last {
+                name.clone()
+            } else {
+                format!("{name}.hw")
+            };
+            let (y, idx) = stage_forward(lw, id, pass, tname, t, stage);
+            kept.extend(idx);
+            t = y;
+        }
+        lw.set_out(id, t);
+        lw.keep(id, kept);
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, _, stages) = Self::parts(lw, id);
+        if !lw.needs_grad(x) {
+            return;
+        }
+        let name = lw.g.node(id).name.clone();
+        let idx = lw.kept(id);
+        let mut g = dy;
+        for (k, stage) in stages.into_iter().enumerate().rev() {
+            let gname = if k == 0 {
+                format!("{name}.dx")
+            } else {
+                format!("{name}.hw.dx")
+            };
+            g = stage_backward(lw, id, gname, g, idx.get(k).copied(), stage);
+        }
+        lw.push_grad(x, g);
+    }
+}
+
+/// `Op::GlobalAvgPool`: the mean of each plane; the gradient spreads `dy/(H·W)`.
+pub(crate) struct GlobalAvgPoolRule;
+
+impl GlobalAvgPoolRule {
+    fn parts(lw: &Lowering, id: NodeId, backward: bool) -> (NodeId, GlobalAvgPool) {
+        let Op::GlobalAvgPool { x } = lw.g.node(id).op else {
+            unreachable!("GlobalAvgPoolRule on another op")
+        };
+        let xs = &lw.g.node(x).shape;
+        let l = GlobalAvgPool {
+            backward,
+            n: lw.n,
+            c: xs[0],
+            hw: xs[1] * xs[2],
+        };
+        (x, l)
+    }
+}
+
+impl Rule for GlobalAvgPoolRule {
+    fn forward(&self, lw: &mut Lowering, id: NodeId) {
+        let (x, l) = Self::parts(lw, id, false);
+        let y = lw.arena(lw.g.node(id).name.clone(), lw.g.numel(id));
+        lw.emit(id, l, vec![Some(lw.out_of(x)), Some(y)]);
+        lw.set_out(id, y);
+    }
+
+    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
+        let (x, l) = Self::parts(lw, id, true);
+        if lw.needs_grad(x) {
+            let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), lw.g.numel(x));
+            lw.emit(id, l, vec![Some(dy), Some(dx)]);
+            lw.push_grad(x, dx);
+        }
+    }
+}
