@@ -62,3 +62,18 @@ fn act_grad_y(y: f32, code: u32, alpha: f32) -> f32 {
         default: { return 1.0; }
     }
 }
+
+// Whether a fused activation's derivative needs its input x (the producer then also keeps
+// the pre-activation, KEEP_Z): f is not invertible from y = f(x).
+fn act_keeps_input(code: u32) -> bool {
+    switch code {
+        default: { return false; }
+    }
+}
+
+// f'(x) for an activation fused into its producer, from what the producer kept: x for
+// activations that keep their input, else y = f(x).
+fn act_grad_fused(v: f32, code: u32, alpha: f32) -> f32 {
+    if (act_keeps_input(code)) { return act_grad_x(v, code, alpha); }
+    return act_grad_y(v, code, alpha);
+}

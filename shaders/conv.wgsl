@@ -11,8 +11,10 @@
 //   backward-weight:  dw[o,c,t(e,a,b)] = Σ_n Σ_z Σ_i Σ_j dy'[n,o,z,i,j] · x[n,g·CG+c, z·sd+e·dd−pd, …]
 //                     db[o]       = Σ_n Σ_z Σ_i Σ_j dy'[n,o,z,i,j]         (a virtual column of ones)
 //                     GEMM: M = O, N = CG·KD·KH·KW (+1), K = N·OD·OH·OW positions (the long side)
-//   where dy' = dy · act'(y) when an activation is fused into the forward output (ACT ≠ 0),
-//   computed from the kept output y; dy' = dy otherwise; g is the channel group
+//   where dy' = dy · act'(·) when an activation is fused into the forward output (ACT ≠ 0),
+//   computed from the kept output y, or, for activations whose derivative needs their input
+//   (act_keeps_input in common.wgsl), from the pre-activation z the forward pass also wrote
+//   (KEEP_Z = 1) and the host binds in y's place; dy' = dy otherwise; g is the channel group
 //   (g = o / OG for an output channel, c / CG for an input channel: groups of CG inputs and
 //   OG outputs); t(e,a,b) = (e,a,b), or (KD−1−e, KH−1−a, KW−1−b) for a true convolution
 //   (FLIP = 1); pd/ph/pw the zeros before each axis (those after only shorten the output).
@@ -41,7 +43,7 @@
 // of WR output channels × WA whole kernel rows), both reusing each loaded value across the KWC
 // kernel columns that slide over it.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
-//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 p
+//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p
 //   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv_backward_input_rows)
 //   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv_backward_weight_rows)
 
@@ -57,6 +59,7 @@ struct ConvUniform {
 
 // ---- specialisation constants (defaults: generic) -------------------------------------------
 const ACT: u32 = 0u;        // fused activation code (see common.wgsl)
+const KEEP_Z: u32 = 0u;     // forward: also write the pre-activation z
 const HAS_BIAS: u32 = 0u;   // forward adds b, backward-weight writes db
 const FLIP: u32 = 0u;       // 1: true convolution (kernel taps rotated by 180°)
 const UNIT: u32 = 0u;       // backward-input: 1 when every stride is 1 (no divisions needed)
@@ -85,7 +88,8 @@ fn conv_tap(t: u32, kvol: u32) -> u32 {
 @group(0) @binding(1) var<storage, read> f_w: array<f32>;
 @group(0) @binding(2) var<storage, read> f_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_y: array<f32>;
-@group(0) @binding(4) var<uniform> f_p: ConvUniform;
+@group(0) @binding(4) var<storage, read_write> f_z: array<f32>;
+@group(0) @binding(5) var<uniform> f_p: ConvUniform;
 
 @compute @workgroup_size(64)
 fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -166,7 +170,9 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let q = q0 + s * WG;
             if (o < g.o && q < npos) {
                 let n = q / plane;
-                f_y[(n * g.o + o) * plane + q % plane] = act_fwd(acc[r][s] + bias, ACT, alpha);
+                let yi = (n * g.o + o) * plane + q % plane;
+                if (KEEP_Z == 1u) { f_z[yi] = acc[r][s] + bias; }
+                f_y[yi] = act_fwd(acc[r][s] + bias, ACT, alpha);
             }
         }
     }
@@ -243,7 +249,7 @@ fn conv_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
                     /*unroll*/ for (var s = 0u; s < IS; s++) {
                         let yi = yo[s] + o * plane;
                         var dv1 = bi_dy[yi];
-                        if (ACT != 0u) { dv1 *= act_grad_y(bi_y[yi], ACT, alpha); }
+                        if (ACT != 0u) { dv1 *= act_grad_fused(bi_y[yi], ACT, alpha); }
                         dv[s] = select(0.0, dv1, ok[s]);
                     }
                     /*unroll*/ for (var r = 0u; r < IR; r++) {
@@ -342,7 +348,7 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
             /*unroll*/ for (var r = 0u; r < WR; r++) {
                 let yi = ybase + yoff[r] + j;
                 var d = bw_dy[yi];
-                if (ACT != 0u) { d *= act_grad_y(bw_y[yi], ACT, alpha); }
+                if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, alpha); }
                 dv[r] = d;
             }
             let jw = i32(j * g.sw);
@@ -457,7 +463,7 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
             /*unroll*/ for (var r = 0u; r < WR; r++) {
                 let yi = ybase + yoff[r] + j;
                 var d = bw_dy[yi];
-                if (ACT != 0u) { d *= act_grad_y(bw_y[yi], ACT, alpha); }
+                if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, alpha); }
                 accb[r] += d;
                 /*unroll*/ for (var u = 0u; u < WA; u++) {
                     /*unroll*/ for (var b = 0u; b < KWC; b++) { acc[r][u][b] += d * win[u][b]; }
@@ -547,7 +553,7 @@ fn conv_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
                 let ok = iok && segok[e];
                 let yi = select(0u, yb + segj[e], ok);
                 var d = bi_dy[yi];
-                if (ACT != 0u) { d *= act_grad_y(bi_y[yi], ACT, alpha); }
+                if (ACT != 0u) { d *= act_grad_fused(bi_y[yi], ACT, alpha); }
                 seg[e] = select(0.0, d, ok);
             }
             let wk = o * wo + a * KWC;

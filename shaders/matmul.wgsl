@@ -2,7 +2,10 @@
 // and its untiled twin `gemm_naive` (same semantics; the benchmark's baseline).
 //
 //   c[m,n] = act_out( Σ_k A(m,k) · B(k,n) + bias[n] )
-//   A(m,k) = a[m·sam + k·sak] · act'(ya[m·sam + k·sak])   (the act' factor only when ACT_IN ≠ 0)
+//   A(m,k) = a[m·sam + k·sak] · act'(ya[m·sam + k·sak])   (the act' factor only when ACT_IN ≠ 0;
+//            ya holds y = act(z), or z itself for activations that keep their input)
+//   z[m,n] = the pre-activation Σ_k A·B + bias, written only when KEEP_Z = 1 (the fused
+//            activation's derivative needs its input: act_keeps_input in common.wgsl)
 //   B(k,n) = b[k·sbk + n·sbn]; with ONES_COL = 1 a virtual column n = N of ones is appended and
 //            its result Σ_k A(m,k) is written to cb[m] (the bias gradient, in the same dispatch).
 //
@@ -21,7 +24,7 @@
 // numbered row-major and folded into the grid. Every k-step loads TR + TS values for TR·TS
 // multiply-adds. `gemm_naive`: one invocation per element of the (ones-extended) output, two
 // loads per multiply-add.
-// Bindings (both): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 p
+// Bindings (both): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 z, 7 p
 
 struct GemmUniform {
     m: u32, n: u32, k: u32, sam: u32,
@@ -35,6 +38,7 @@ const HAS_BIAS: u32 = 0u;
 const ACT_OUT: u32 = 0u;
 const ACT_IN: u32 = 0u;
 const ONES_COL: u32 = 0u;
+const KEEP_Z: u32 = 0u;   // 1: also write the pre-activation z
 const TR: u32 = 4u;   // rows per invocation
 const TS: u32 = 4u;   // columns per invocation
 
@@ -44,11 +48,12 @@ const TS: u32 = 4u;   // columns per invocation
 @group(0) @binding(3) var<storage, read> g_ya: array<f32>;
 @group(0) @binding(4) var<storage, read_write> g_c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> g_cb: array<f32>;
-@group(0) @binding(6) var<uniform> g_p: GemmUniform;
+@group(0) @binding(6) var<storage, read_write> g_z: array<f32>;
+@group(0) @binding(7) var<uniform> g_p: GemmUniform;
 
 fn load_a(i: u32, alpha_in: f32) -> f32 {
     var v = g_a[i];
-    if (ACT_IN != 0u) { v *= act_grad_y(g_ya[i], ACT_IN, alpha_in); }
+    if (ACT_IN != 0u) { v *= act_grad_fused(g_ya[i], ACT_IN, alpha_in); }
     return v;
 }
 
@@ -58,6 +63,7 @@ fn store_c(p: GemmUniform, m: u32, n: u32, v: f32) {
     if (n < p.n) {
         var o = v;
         if (HAS_BIAS == 1u) { o += g_bias[n]; }
+        if (KEEP_Z == 1u) { g_z[m * p.n + n] = o; }
         g_c[m * p.n + n] = act_fwd(o, ACT_OUT, p.alpha);
     } else if (ONES_COL == 1u && n == p.n) {
         g_cb[m] = v;

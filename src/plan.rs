@@ -315,6 +315,22 @@ impl<'g> Lowering<'g> {
         self.act_of[id]
     }
 
+    /// The pre-activation tensor `<name>.pre` of producer `id` when its fused activation
+    /// keeps its input (the forward kernel writes it, the gradient kernels read it).
+    pub fn pre_activation(&mut self, id: NodeId) -> Option<TensorId> {
+        let keeps = self.act_of[id].is_some_and(|a| a.keeps_input());
+        let name = format!("{}.pre", self.g.node(id).name);
+        keeps.then(|| self.arena(name, self.g.numel(id)))
+    }
+
+    /// What the gradient kernels of producer `id` derive its fused activation's derivative
+    /// from: its output, or its pre-activation (see [`Lowering::pre_activation`]); `None`
+    /// without a fused activation.
+    pub fn fused_grad_source(&mut self, id: NodeId) -> Option<TensorId> {
+        self.act_of[id]?;
+        self.pre_activation(id).or(self.out[id])
+    }
+
     /// Whether activation node `id` was fused into its producer.
     pub fn is_fused(&self, id: NodeId) -> bool {
         self.fused_into[id].is_some()

@@ -582,4 +582,10 @@ impl Activation {
             _ => 0.0,
         }
     }
+
+    /// Whether its derivative needs the input `x` (f is not invertible from `y = f(x)`): fused
+    /// into a conv or linear output, the producer then also keeps the pre-activation.
+    pub fn keeps_input(self) -> bool {
+        crate::cpu::elementwise::act_keeps_input(self.code())
+    }
 }

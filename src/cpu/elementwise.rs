@@ -95,14 +95,31 @@ pub fn act_grad_y(y: f32, code: u32, alpha: f32) -> f32 {
     }
 }
 
-/// `dy'[i] = dy[i] · f'(y[i])` for a fused activation (`code`, `alpha`); `dy` unchanged if 0.
-pub fn fused_grad(dy: &[f32], y: &[f32], code: u32, alpha: f32) -> Vec<f32> {
+/// Whether a fused activation's derivative needs its input `x` (the producer then also
+/// keeps the pre-activation), as `act_keeps_input` in common.wgsl.
+pub fn act_keeps_input(_code: u32) -> bool {
+    false
+}
+
+/// `f'(x)` of a fused activation from what its producer kept (`x` if it keeps its input,
+/// else `y = f(x)`), as `act_grad_fused` in common.wgsl.
+pub fn act_grad_fused(v: f32, code: u32, alpha: f32) -> f32 {
+    if act_keeps_input(code) {
+        act_grad_x(v, code, alpha)
+    } else {
+        act_grad_y(v, code, alpha)
+    }
+}
+
+/// `dy'[i] = dy[i] · f'(·)` for a fused activation (`code`, `alpha`) from the kept tensor
+/// `v` (see [`act_grad_fused`]); `dy` unchanged if the code is 0.
+pub fn fused_grad(dy: &[f32], v: &[f32], code: u32, alpha: f32) -> Vec<f32> {
     if code == 0 {
         return dy.to_vec();
     }
     dy.iter()
-        .zip(y)
-        .map(|(&d, &v)| d * act_grad_y(v, code, alpha))
+        .zip(v)
+        .map(|(&d, &v)| d * act_grad_fused(v, code, alpha))
         .collect()
 }
 

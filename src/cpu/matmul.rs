@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/matmul.wgsl`: one strided GEMM serving matmul and the linear
 //! layer's three products (see the shader header for the stride conventions).
 
-use super::elementwise::{act_fwd, act_grad_y};
+use super::elementwise::{act_fwd, act_grad_fused};
 
 /// The problem one `gemm` call solves.
 ///
@@ -95,7 +95,7 @@ pub fn gemm(
         let i = m * g.sam + k * g.sak;
         match (g.act_in.0, ya) {
             (0, _) | (_, None) => a[i],
-            (code, Some(ya)) => a[i] * act_grad_y(ya[i], code, g.act_in.1),
+            (code, Some(ya)) => a[i] * act_grad_fused(ya[i], code, g.act_in.1),
         }
     };
     for m in 0..g.m {

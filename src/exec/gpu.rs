@@ -328,7 +328,7 @@ impl GpuExec {
             .dispatches
             .iter()
             .zip(&prog.steps)
-            .filter(|(_, s)| !self.validate && !(skip_loss && s.loss))
+            .filter(|(_, s)| !(self.validate || skip_loss && s.loss))
             .map(|(d, _)| d);
         self.ctx
             .encode(&mut encoder, schedule.chain(clip_d).chain(opt_d));

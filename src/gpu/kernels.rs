@@ -71,7 +71,7 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 /// (stride-1 layers; the launch picks them) and `gemm_naive` (the untiled baseline the
 /// benchmark compares `gemm` with). Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
-    k("conv_forward", "conv", 3, 1),
+    k("conv_forward", "conv", 3, 2),
     k("conv_backward_input", "conv", 3, 1),
     k("conv_backward_input_rows", "conv", 3, 1),
     k("conv_backward_weight", "conv", 3, 2),
@@ -83,8 +83,8 @@ pub const KERNELS: &[KernelSpec] = &[
     k("avg_pool2d_backward", "pool", 1, 1),
     k("global_avg_pool_forward", "pool", 1, 1),
     k("global_avg_pool_backward", "pool", 1, 1),
-    k("gemm", "matmul", 4, 2),
-    k("gemm_naive", "matmul", 4, 2),
+    k("gemm", "matmul", 4, 3),
+    k("gemm_naive", "matmul", 4, 3),
     k("activation_forward", "elementwise", 1, 1),
     k("activation_backward", "elementwise", 2, 1),
     k("add", "elementwise", 2, 1),

@@ -40,7 +40,10 @@ pub struct Conv {
     /// Forward: add a bias; backward-weight: write `db`.
     pub bias: bool,
     /// (code, α) of the activation fused into the forward output, `(0, 0.0)` for none; the
-    /// backward passes multiply `dy` by its derivative, recovered from `y`.
+    /// backward passes multiply `dy` by its derivative, recovered from `y`, or from the
+    /// pre-activation `z` the forward pass also writes for activations that keep their input
+    /// ([`crate::cpu::elementwise::act_keeps_input`]; the backward passes then bind `z` in
+    /// `y`'s place).
     pub act: (u32, f32),
 }
 
@@ -51,6 +54,11 @@ impl Conv {
 
     fn uniform_block(&self) -> ConvUniform {
         ConvUniform::new(&self.d, self.bias, self.act)
+    }
+
+    /// Whether this forward pass also writes the pre-activation.
+    fn keeps_z(&self) -> bool {
+        self.pass == ConvPass::Forward && cpu::elementwise::act_keeps_input(self.act.0)
     }
 }
 
@@ -78,6 +86,7 @@ impl Launch for Conv {
                 Binding::read("w", w),
                 Binding::read("b", o),
                 Binding::write("y", y),
+                Binding::write("z", Binding::len_if(self.keeps_z(), y)),
             ],
             ConvPass::BackwardInput => vec![
                 Binding::read("dy", y),
@@ -107,9 +116,13 @@ impl Launch for Conv {
         let key = format!("{entry} {:?}", ConvUniform { n: 0, ..p });
         let tiles = ctx.tiles();
         let tile = ctx.tile_for(key, || tile(entry, &p, &tiles))?;
+        let mut consts = consts(entry, &p, tile);
+        if self.pass == ConvPass::Forward {
+            consts.push(("KEEP_Z", self.keeps_z() as u32));
+        }
         Ok(GpuCall {
             entry,
-            consts: consts(entry, &p, tile),
+            consts,
             groups: groups(entry, &p, tile),
         })
     }
@@ -120,6 +133,16 @@ impl Launch for Conv {
             (act.0 != 0).then_some((y, act.0, act.1))
         }
         match self.pass {
+            ConvPass::Forward if self.keeps_z() => {
+                let bias = self.bias.then_some(b[2].as_slice());
+                let z = cpu::conv::conv_forward(d, &b[0], &b[1], bias, (0, 0.0));
+                let (code, alpha) = self.act;
+                b[3] = z
+                    .iter()
+                    .map(|&v| cpu::elementwise::act_fwd(v, code, alpha))
+                    .collect();
+                b[4] = z;
+            }
             ConvPass::Forward => {
                 let bias = self.bias.then_some(b[2].as_slice());
                 b[3] = cpu::conv::conv_forward(d, &b[0], &b[1], bias, self.act);
@@ -407,11 +430,13 @@ impl Rule for ConvRule {
         let (x, w, b, d) = Self::parts(lw, id);
         let y = lw.arena(lw.g.node(id).name.clone(), lw.g.numel(id));
         let act = act_code(lw.fused_act(id));
+        let z = lw.pre_activation(id);
         let args = vec![
             Some(lw.out_of(x)),
             Some(lw.param(w)),
             b.map(|b| lw.param(b)),
             Some(y),
+            z,
         ];
         lw.emit(id, Conv::new(ConvPass::Forward, d, b.is_some(), act), args);
         lw.set_out(id, y);
@@ -420,7 +445,7 @@ impl Rule for ConvRule {
     fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
         let (x, w, b, d) = Self::parts(lw, id);
         let act = act_code(lw.fused_act(id));
-        let y = (act.0 != 0).then(|| lw.out_of(id));
+        let y = lw.fused_grad_source(id);
         if lw.needs_grad(x) {
             let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), lw.g.numel(x));
             let args = vec![Some(dy), Some(lw.param(w)), y, Some(dx)];

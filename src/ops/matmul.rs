@@ -57,6 +57,11 @@ impl MatMul {
         (g.m - 1) * g.sam + (g.k - 1) * g.sak + 1
     }
 
+    /// Whether it also writes the pre-activation (the fused activation keeps its input).
+    fn keeps_z(&self) -> bool {
+        cpu::elementwise::act_keeps_input(self.g.act_out.0)
+    }
+
     fn uniform_block(&self) -> GemmUniform {
         let g = &self.g;
         let u = |v: usize| v as u32;
@@ -98,6 +103,7 @@ impl Launch for MatMul {
             Binding::read("ya", Binding::len_if(g.act_in.0 != 0, self.a_len())),
             Binding::write("c", g.m * g.n),
             Binding::write("cb", Binding::len_if(g.ones_col, g.m)),
+            Binding::write("z", Binding::len_if(self.keeps_z(), g.m * g.n)),
         ]
     }
 
@@ -112,6 +118,7 @@ impl Launch for MatMul {
             ("ACT_OUT", p.act_out),
             ("ACT_IN", p.act_in),
             ("ONES_COL", p.ones_col),
+            ("KEEP_Z", self.keeps_z() as u32),
         ];
         if self.naive {
             let groups = (p.m as u64 * (p.n + p.ones_col) as u64).div_ceil(64);
@@ -139,6 +146,21 @@ impl Launch for MatMul {
     fn cpu(&self, b: &mut [Vec<f32>]) {
         let bias = self.bias.then_some(b[2].as_slice());
         let ya = (self.g.act_in.0 != 0).then_some(b[3].as_slice());
+        if self.keeps_z() {
+            let g = Gemm {
+                act_out: (0, 0.0),
+                ..self.g
+            };
+            let (z, cb) = cpu::matmul::gemm(&g, &b[0], &b[1], bias, ya);
+            let (code, alpha) = self.g.act_out;
+            b[4] = z
+                .iter()
+                .map(|&v| cpu::elementwise::act_fwd(v, code, alpha))
+                .collect();
+            b[5] = cb;
+            b[6] = z;
+            return;
+        }
         let (c, cb) = cpu::matmul::gemm(&self.g, &b[0], &b[1], bias, ya);
         b[4] = c;
         if self.g.ones_col {
@@ -230,6 +252,7 @@ impl Rule for LinearRule {
             None,
             Some(y),
             None,
+            lw.pre_activation(id),
         ];
         lw.emit(id, MatMul::new(g, b.is_some(), BatchAxis::M), args);
         lw.set_out(id, y);
@@ -238,11 +261,11 @@ impl Rule for LinearRule {
     fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
         let (x, w, b, inp, outf) = Self::parts(lw, id);
         let act = act_code(lw.fused_act(id));
-        let ya = (act.0 != 0).then(|| lw.out_of(id));
+        let ya = lw.fused_grad_source(id);
         if lw.needs_grad(x) {
             let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), inp);
             let g = Gemm::linear_backward_input(lw.n, inp, outf, act);
-            let args = vec![Some(dy), Some(lw.param(w)), None, ya, Some(dx), None];
+            let args = vec![Some(dy), Some(lw.param(w)), None, ya, Some(dx), None, None];
             lw.emit(id, MatMul::new(g, false, BatchAxis::M), args);
             lw.push_grad(x, dx);
         }
@@ -255,6 +278,7 @@ impl Rule for LinearRule {
             ya,
             Some(lw.grad(w)),
             b.map(|b| lw.grad(b)),
+            None,
         ];
         lw.emit(id, MatMul::new(g, false, BatchAxis::K), args);
     }
