@@ -2,7 +2,7 @@
 //! evaluation schedules of kernel launches over tensors, with tensor lifetimes and a memory
 //! plan.
 //!
-//! * **Lowering** — [`Lowering`] is a driver: each op's rule in [`crate::ops`] (its forward
+//! * **Lowering** — `Lowering` is a driver: each op's rule in [`crate::ops`] (its forward
 //!   rule with its gradient rule beside it) emits the steps. The evaluation and training
 //!   schedules come from one driver, so they share their tensors by construction; a smaller
 //!   batch reuses them with every launch resized ([`Plan::steps`]), nothing is re-lowered.

@@ -1,6 +1,6 @@
 //! The device layer: adapter choice and limits ([`device`]), shader sources and the
 //! pipeline cache ([`kernels`]), buffers, dispatch encoding and readback ([`buffers`]),
-//! register tiles per adapter class (`tiles`), and launches timed on their own ([`bench`]).
+//! register tiles per adapter class (`tiles`), and launches timed on their own ([`mod@bench`]).
 
 pub mod bench;
 pub mod buffers;

@@ -6,8 +6,8 @@
 //!   uniform block, the dispatch grid, the FLOP count, the CPU twin and the tolerance the
 //!   twin is held to. The GPU executor, the CPU executor, the functional [`crate::Backend`],
 //!   the `WGCNN_VALIDATE` switch and the benchmark all consume that one description.
-//! * **A graph op is one rule** ([`Rule`]): its forward lowering and its gradient rule side by
-//!   side, over the small vocabulary of [`crate::plan::Lowering`] (tensors, steps, gradients).
+//! * **A graph op is one rule** (`Rule`): its forward lowering and its gradient rule side by
+//!   side, over the small vocabulary of `plan::Lowering` (tensors, steps, gradients).
 //!
 //! | module | kernels (`shaders/<family>.wgsl`) | graph ops |
 //! |---|---|---|
