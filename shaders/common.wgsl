@@ -5,7 +5,8 @@
 // max_compute_workgroups_per_dimension (65,535); `flat_group` unfolds it.
 //
 // Activation codes (shared with src/shape.rs): 0 none, 1 ReLU, 2 LeakyReLU(α),
-// 3 ELU(α), 4 Sigmoid, 5 Tanh, 6 Step (Heaviside).
+// 3 ELU(α), 4 Sigmoid, 5 Tanh, 6 Step (Heaviside), 7 GELU, 8 GELU (tanh approximation),
+// 9 SiLU.
 
 const WG: u32 = 64u;
 
@@ -23,6 +24,20 @@ fn non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// 1 + erf(u), without cancellation for u < 0: Abramowitz & Stegun 7.1.26 gives
+// erfc(|u|) = q(t)·e^(−u²), t = 1/(1 + 0.3275911·|u|), with |error| ≤ 1.5e-7.
+fn one_plus_erf(u: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(u));
+    let q = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429)))) * exp(-u * u);
+    return select(q, 2.0 - q, u >= 0.0);
+}
+
+// tanh(√(2/π)·(x + 0.044715·x³)), the GELU tanh approximation's inner term
+fn gelu_tanh_t(x: f32) -> f32 {
+    return tanh(clamp(0.7978845608 * (x + 0.044715 * x * x * x), -15.0, 15.0));
+}
+
 // y = f(x)
 fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
     switch code {
@@ -32,6 +47,9 @@ fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
         case 4u: { return 1.0 / (1.0 + exp(-x)); }
         case 5u: { return tanh(clamp(x, -15.0, 15.0)); }
         case 6u: { return select(0.0, 1.0, x > 0.0); }
+        case 7u: { return 0.5 * x * one_plus_erf(x * 0.70710678); }
+        case 8u: { return 0.5 * x * (1.0 + gelu_tanh_t(x)); }
+        case 9u: { return x / (1.0 + exp(-x)); }
         default: { return x; }
     }
 }
@@ -45,6 +63,13 @@ fn act_grad_x(x: f32, code: u32, alpha: f32) -> f32 {
         case 4u: { let s = 1.0 / (1.0 + exp(-x)); return s * (1.0 - s); }
         case 5u: { let t = tanh(clamp(x, -15.0, 15.0)); return 1.0 - t * t; }
         case 6u: { return 0.0; }
+        case 7u: { return 0.5 * one_plus_erf(x * 0.70710678) + 0.39894228 * x * exp(-0.5 * x * x); }
+        case 8u: {
+            let t = gelu_tanh_t(x);
+            let dinner = 0.7978845608 * (1.0 + 3.0 * 0.044715 * x * x);
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner;
+        }
+        case 9u: { let s = 1.0 / (1.0 + exp(-x)); return s * (1.0 + x * (1.0 - s)); }
         default: { return 1.0; }
     }
 }
@@ -67,6 +92,7 @@ fn act_grad_y(y: f32, code: u32, alpha: f32) -> f32 {
 // the pre-activation, KEEP_Z): f is not invertible from y = f(x).
 fn act_keeps_input(code: u32) -> bool {
     switch code {
+        case 7u, 8u, 9u: { return true; }
         default: { return false; }
     }
 }

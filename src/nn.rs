@@ -601,6 +601,21 @@ act_layer!(
     Tanh,
     Activation::Tanh
 );
+act_layer!(
+    /// `nn.GELU()` (exact, `approximate='none'`)
+    Gelu,
+    Activation::Gelu
+);
+act_layer!(
+    /// `nn.GELU(approximate='tanh')`
+    GeluTanh,
+    Activation::GeluTanh
+);
+act_layer!(
+    /// `nn.SiLU()` (swish)
+    Silu,
+    Activation::Silu
+);
 
 /// Any [`Activation`] as a layer (LeakyReLU(α), ELU(α), Step, …).
 #[derive(Clone, Copy, Debug)]

@@ -561,6 +561,13 @@ pub enum Activation {
     Tanh,
     /// Heaviside: `1` if `x > 0` else `0`; its gradient is zero.
     Step,
+    /// `x·Φ(x) = ½x·(1 + erf(x/√2))` (PyTorch `nn.GELU()`, `approximate='none'`); erf by
+    /// Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5·10⁻⁷).
+    Gelu,
+    /// `½x·(1 + tanh(√(2/π)·(x + 0.044715x³)))` (PyTorch `nn.GELU(approximate='tanh')`).
+    GeluTanh,
+    /// `x·σ(x) = x/(1 + e⁻ˣ)` (PyTorch `nn.SiLU()`, swish).
+    Silu,
 }
 
 impl Activation {
@@ -573,6 +580,9 @@ impl Activation {
             Activation::Sigmoid => 4,
             Activation::Tanh => 5,
             Activation::Step => 6,
+            Activation::Gelu => 7,
+            Activation::GeluTanh => 8,
+            Activation::Silu => 9,
         }
     }
 

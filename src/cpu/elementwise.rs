@@ -35,8 +35,34 @@ pub fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
                 0.0
             }
         }
+        7 => 0.5 * x * one_plus_erf(x * 0.70710678),
+        8 => 0.5 * x * (1.0 + gelu_tanh_t(x)),
+        9 => x / (1.0 + (-x).exp()),
         _ => x,
     }
+}
+
+/// `1 + erf(u)` without cancellation for `u < 0`, as `one_plus_erf` in common.wgsl:
+/// Abramowitz & Stegun 7.1.26, `erfc(|u|) = q(t)·e^(−u²)`, `t = 1/(1 + 0.3275911·|u|)`,
+/// |error| ≤ 1.5·10⁻⁷.
+pub fn one_plus_erf(u: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * u.abs());
+    let q = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+        * (-u * u).exp();
+    if u >= 0.0 {
+        2.0 - q
+    } else {
+        q
+    }
+}
+
+/// `tanh(√(2/π)·(x + 0.044715·x³))`, as `gelu_tanh_t` in common.wgsl.
+fn gelu_tanh_t(x: f32) -> f32 {
+    (0.7978845608 * (x + 0.044715 * x * x * x))
+        .clamp(-15.0, 15.0)
+        .tanh()
 }
 
 /// `f'(x)` from the input `x`, as `act_grad_x` in common.wgsl.
@@ -66,6 +92,16 @@ pub fn act_grad_x(x: f32, code: u32, alpha: f32) -> f32 {
             1.0 - t * t
         }
         6 => 0.0,
+        7 => 0.5 * one_plus_erf(x * 0.70710678) + 0.39894228 * x * (-0.5 * x * x).exp(),
+        8 => {
+            let t = gelu_tanh_t(x);
+            let dinner = 0.7978845608 * (1.0 + 3.0 * 0.044715 * x * x);
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
+        }
+        9 => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 + x * (1.0 - s))
+        }
         _ => 1.0,
     }
 }
@@ -97,8 +133,8 @@ pub fn act_grad_y(y: f32, code: u32, alpha: f32) -> f32 {
 
 /// Whether a fused activation's derivative needs its input `x` (the producer then also
 /// keeps the pre-activation), as `act_keeps_input` in common.wgsl.
-pub fn act_keeps_input(_code: u32) -> bool {
-    false
+pub fn act_keeps_input(code: u32) -> bool {
+    matches!(code, 7..=9)
 }
 
 /// `f'(x)` of a fused activation from what its producer kept (`x` if it keeps its input,
