@@ -35,7 +35,7 @@ pub fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
                 0.0
             }
         }
-        7 => 0.5 * x * one_plus_erf(x * 0.70710678),
+        7 => 0.5 * x * one_plus_erf(x * std::f32::consts::FRAC_1_SQRT_2),
         8 => 0.5 * x * (1.0 + gelu_tanh_t(x)),
         9 => x / (1.0 + (-x).exp()),
         _ => x,
@@ -44,7 +44,8 @@ pub fn act_fwd(x: f32, code: u32, alpha: f32) -> f32 {
 
 /// `1 + erf(u)` without cancellation for `u < 0`, as `one_plus_erf` in common.wgsl:
 /// Abramowitz & Stegun 7.1.26, `erfc(|u|) = q(t)·e^(−u²)`, `t = 1/(1 + 0.3275911·|u|)`,
-/// |error| ≤ 1.5·10⁻⁷.
+/// |error| ≤ 1.5·10⁻⁷ (the published coefficients, as in the shader).
+#[allow(clippy::excessive_precision)]
 pub fn one_plus_erf(u: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.3275911 * u.abs());
     let q = t
@@ -59,6 +60,7 @@ pub fn one_plus_erf(u: f32) -> f32 {
 }
 
 /// `tanh(√(2/π)·(x + 0.044715·x³))`, as `gelu_tanh_t` in common.wgsl.
+#[allow(clippy::excessive_precision)]
 fn gelu_tanh_t(x: f32) -> f32 {
     (0.7978845608 * (x + 0.044715 * x * x * x))
         .clamp(-15.0, 15.0)
@@ -92,10 +94,13 @@ pub fn act_grad_x(x: f32, code: u32, alpha: f32) -> f32 {
             1.0 - t * t
         }
         6 => 0.0,
-        7 => 0.5 * one_plus_erf(x * 0.70710678) + 0.39894228 * x * (-0.5 * x * x).exp(),
+        7 => {
+            0.5 * one_plus_erf(x * std::f32::consts::FRAC_1_SQRT_2)
+                + 0.398_942_3 * x * (-0.5 * x * x).exp()
+        }
         8 => {
             let t = gelu_tanh_t(x);
-            let dinner = 0.7978845608 * (1.0 + 3.0 * 0.044715 * x * x);
+            let dinner = 0.797_884_6 * (1.0 + 3.0 * 0.044715 * x * x);
             0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
         }
         9 => {
