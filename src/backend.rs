@@ -23,7 +23,7 @@ use crate::ops::optim::{GradNormScale, OptimizerStep};
 use crate::ops::pool::{GlobalAvgPool, Pool2d, PoolPass};
 use crate::ops::{compare, run_cpu, Access, Launch};
 use crate::optim::Optimizer;
-use crate::shape::{Activation, Conv2dParams, ConvDims, ConvParams, Pool2dParams};
+use crate::shape::{Activation, ConvDims, ConvParams, Pool2dParams};
 
 /// Gradients of a convolution: `dx` (shape of x), `dw` (shape of w), `db [O]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -329,9 +329,9 @@ impl Backend {
         x: &Array4<f32>,
         w: &Array4<f32>,
         b: Option<&Array1<f32>>,
-        p: Conv2dParams,
+        p: impl Into<ConvParams>,
     ) -> Result<Array4<f32>> {
-        self.conv(x, w, b, p)
+        self.conv(x, w, b, p.into())
     }
 
     /// Gradients of [`Backend::conv2d`] for an upstream gradient `dy [N,O,oh,ow]`.
@@ -340,9 +340,9 @@ impl Backend {
         x: &Array4<f32>,
         w: &Array4<f32>,
         dy: &Array4<f32>,
-        p: Conv2dParams,
+        p: impl Into<ConvParams>,
     ) -> Result<Conv2dGrads> {
-        self.conv_backward(x, w, dy, p)
+        self.conv_backward(x, w, dy, p.into())
     }
 
     /// 2-D max-pooling; also returns, for every output, the flat index `h·W + w` of its

@@ -278,57 +278,10 @@ impl Checkpoint {
                 // `push` and `to_bytes` refuse empty names too: what loads must save
                 return Err(err("corrupt header: a tensor has an empty name".into()));
             }
-            let info: RawTensorInfo = serde_json::from_value(value)
-                .map_err(|e| err(format!("corrupt header entry for tensor '{name}': {e}")))?;
-            if info.dtype != "F32" {
-                return Err(err(format!(
-                    "tensor '{name}' has dtype {}; only F32 is supported",
-                    info.dtype
-                )));
-            }
-            let (start, end) = info.data_offsets;
-            if start > end || end > data_len {
-                return Err(err(format!(
-                    "tensor '{name}' has data offsets [{start}, {end}] outside the {data_len} data bytes (truncated or corrupt file)"
-                )));
-            }
-            let numel = info
-                .shape
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .filter(|n| n.checked_mul(4).is_some_and(|b| b == end - start));
-            if numel.is_none() {
-                return Err(err(format!(
-                    "tensor '{name}' of shape {:?} (F32) does not match its {} data bytes",
-                    info.shape,
-                    end - start
-                )));
-            }
-            let shape = info
-                .shape
-                .iter()
-                .map(|&d| usize::try_from(d))
-                .collect::<std::result::Result<Vec<usize>, _>>()
-                .map_err(|_| err(format!("tensor '{name}' has a dimension beyond usize")))?;
-            infos.push((name, shape, start, end));
+            infos.push(tensor_info(name, value, data_len, path)?);
         }
 
-        // ---- layout: tensors tile the data section exactly -----------------
-        infos.sort_by_key(|&(_, _, start, end)| (start, end));
-        let mut cursor = 0u64;
-        for (name, _, start, end) in &infos {
-            if *start != cursor {
-                return Err(err(format!(
-                    "tensor '{name}' starts at data offset {start}, expected {cursor} (overlapping or gapped offsets)"
-                )));
-            }
-            cursor = *end;
-        }
-        if cursor != data_len {
-            return Err(err(format!(
-                "data section has {data_len} bytes but the tensors cover {cursor} (trailing or missing data)"
-            )));
-        }
+        check_tiling(&mut infos, data_len, path)?;
 
         // ---- cross-check with the reference parser ---------------------------
         // All offsets are now known to lie within the buffer, so the reference
@@ -598,4 +551,74 @@ fn ckpt_err(path: &Path, msg: impl Into<String>) -> Error {
 fn to_json<T: serde::Serialize + ?Sized>(value: &T, path: &Path) -> Result<String> {
     serde_json::to_string(value)
         .map_err(|e| ckpt_err(path, format!("cannot encode header JSON: {e}")))
+}
+
+/// `(name, shape, start, end)` of one header entry, checked: F32, offsets inside the
+/// `data_len` data bytes, and a shape that matches them.
+fn tensor_info(
+    name: String,
+    value: serde_json::Value,
+    data_len: u64,
+    path: &Path,
+) -> Result<(String, Vec<usize>, u64, u64)> {
+    let err = |msg: String| ckpt_err(path, msg);
+    let info: RawTensorInfo = serde_json::from_value(value)
+        .map_err(|e| err(format!("corrupt header entry for tensor '{name}': {e}")))?;
+    if info.dtype != "F32" {
+        return Err(err(format!(
+            "tensor '{name}' has dtype {}; only F32 is supported",
+            info.dtype
+        )));
+    }
+    let (start, end) = info.data_offsets;
+    if start > end || end > data_len {
+        return Err(err(format!(
+                "tensor '{name}' has data offsets [{start}, {end}] outside the {data_len} data bytes (truncated or corrupt file)"
+            )));
+    }
+    let numel = info
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|n| n.checked_mul(4).is_some_and(|b| b == end - start));
+    if numel.is_none() {
+        return Err(err(format!(
+            "tensor '{name}' of shape {:?} (F32) does not match its {} data bytes",
+            info.shape,
+            end - start
+        )));
+    }
+    let shape = info
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<Vec<usize>, _>>()
+        .map_err(|_| err(format!("tensor '{name}' has a dimension beyond usize")))?;
+    Ok((name, shape, start, end))
+}
+
+/// The tensors (sorted here by offset) must tile the `data_len` data bytes exactly.
+fn check_tiling(
+    infos: &mut [(String, Vec<usize>, u64, u64)],
+    data_len: u64,
+    path: &Path,
+) -> Result<()> {
+    let err = |msg: String| ckpt_err(path, msg);
+    infos.sort_by_key(|&(_, _, start, end)| (start, end));
+    let mut cursor = 0u64;
+    for (name, _, start, end) in infos.iter() {
+        if *start != cursor {
+            return Err(err(format!(
+                "tensor '{name}' starts at data offset {start}, expected {cursor} (overlapping or gapped offsets)"
+            )));
+        }
+        cursor = *end;
+    }
+    if cursor != data_len {
+        return Err(err(format!(
+            "data section has {data_len} bytes but the tensors cover {cursor} (trailing or missing data)"
+        )));
+    }
+
+    Ok(())
 }

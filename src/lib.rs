@@ -45,3 +45,8 @@ pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
 pub use shape::{Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams};
+
+/// The README's Rust snippets, compiled as doc tests so they keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

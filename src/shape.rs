@@ -50,8 +50,62 @@ pub struct ConvParams {
     pub flip: bool,
 }
 
-/// The 2-D name used throughout (2-D convolutions ignore the `d` axis).
-pub type Conv2dParams = ConvParams;
+/// 2-D convolution parameters as PyTorch's `Conv2d` takes them: stride `[sh, sw]` and
+/// symmetric zero padding `[ph, pw]` (default stride 1, no padding). Every 2-D convolution
+/// also takes a [`ConvParams`] (dilation, groups, Keras `same`, per-side padding, flip):
+/// a `Conv2dParams` converts into one.
+///
+/// ```
+/// use wgcnn::{Conv2dParams, ConvParams};
+/// let p = Conv2dParams { stride: [2, 2], ..Default::default() };
+/// assert_eq!(ConvParams::from(p), ConvParams::new(2, 0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// The same stride and symmetric padding on both axes.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams {
+            stride: [stride; 2],
+            padding: [padding; 2],
+        }
+    }
+
+    /// Stride `[sh, sw]` and symmetric padding `[ph, pw]`.
+    pub fn new2(stride: [usize; 2], padding: [usize; 2]) -> Self {
+        Conv2dParams { stride, padding }
+    }
+
+    /// Checks `x [N,C,H,W]` against `w [O,C,kh,kw]` and returns the output shape
+    /// `[N,O,oh,ow]` (see [`ConvParams::out_shape`]).
+    pub fn out_shape(&self, op: &str, x: [usize; 4], w: [usize; 4]) -> Result<[usize; 4]> {
+        ConvParams::from(*self).out_shape(op, x, w)
+    }
+
+    /// The resolved geometry (see [`ConvParams::dims2`]).
+    pub fn dims2(&self, op: &str, x: [usize; 4], w: [usize; 4]) -> Result<ConvDims> {
+        ConvParams::from(*self).dims2(op, x, w)
+    }
+}
+
+impl From<Conv2dParams> for ConvParams {
+    fn from(p: Conv2dParams) -> Self {
+        ConvParams::new2(p.stride, p.padding)
+    }
+}
 
 impl Default for ConvParams {
     fn default() -> Self {
@@ -236,42 +290,7 @@ impl ConvParams {
         let mut padded = [0usize; 3];
         let mut ext = [0usize; 3];
         for a in 0..3 {
-            let (len, k, s, dil) = (x[a + 2], kernel[a], self.stride[a], self.dilation[a]);
-            // the kernel's extent: (k−1)·dil + 1
-            ext[a] = (k - 1)
-                .checked_mul(dil)
-                .and_then(|e| e.checked_add(1))
-                .ok_or_else(|| {
-                    Error::invalid(op, format!("kernel {k} with dilation {dil} is too large"))
-                })?;
-            let (begin, end) = match self.padding {
-                Padding::Explicit { begin, end } => (begin[a], end[a]),
-                Padding::Same => {
-                    let out = len.div_ceil(s);
-                    let total = ((out - 1) * s + ext[a]).saturating_sub(len);
-                    (total / 2, total - total / 2)
-                }
-                Padding::Anchor(anchor) => {
-                    if anchor[a] >= k {
-                        return Err(Error::invalid(
-                            op,
-                            format!(
-                                "anchor {} lies outside the kernel {}",
-                                by(&anchor),
-                                by(&kernel)
-                            ),
-                        ));
-                    }
-                    (anchor[a] * dil, (k - 1 - anchor[a]) * dil)
-                }
-            };
-            padded[a] = len
-                .checked_add(begin)
-                .and_then(|v| v.checked_add(end))
-                .ok_or_else(|| {
-                    Error::invalid(op, format!("padding {:?} is too large", self.padding))
-                })?;
-            pad[a] = begin;
+            (ext[a], pad[a], padded[a]) = self.resolve_axis(op, a, x[a + 2], kernel, &by)?;
         }
         if (0..3).any(|a| ext[a] > padded[a]) {
             let dil = if self.dilation[3 - sp..].iter().any(|&d| d > 1) {
@@ -302,6 +321,53 @@ impl ConvParams {
             groups: g,
             flip: self.flip,
         })
+    }
+
+    /// Axis `a` of an input of length `len`: the dilated kernel's extent `(k−1)·dil + 1`, the
+    /// zeros before it, and the padded length.
+    fn resolve_axis(
+        &self,
+        op: &str,
+        a: usize,
+        len: usize,
+        kernel: [usize; 3],
+        by: &dyn Fn(&[usize]) -> String,
+    ) -> Result<(usize, usize, usize)> {
+        let (k, s, dil) = (kernel[a], self.stride[a], self.dilation[a]);
+        let ext = (k - 1)
+            .checked_mul(dil)
+            .and_then(|e| e.checked_add(1))
+            .ok_or_else(|| {
+                Error::invalid(op, format!("kernel {k} with dilation {dil} is too large"))
+            })?;
+        let (begin, end) = match self.padding {
+            Padding::Explicit { begin, end } => (begin[a], end[a]),
+            Padding::Same => {
+                let out = len.div_ceil(s);
+                let total = ((out - 1) * s + ext).saturating_sub(len);
+                (total / 2, total - total / 2)
+            }
+            Padding::Anchor(anchor) => {
+                if anchor[a] >= k {
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "anchor {} lies outside the kernel {}",
+                            by(&anchor),
+                            by(&kernel)
+                        ),
+                    ));
+                }
+                (anchor[a] * dil, (k - 1 - anchor[a]) * dil)
+            }
+        };
+        let padded = len
+            .checked_add(begin)
+            .and_then(|v| v.checked_add(end))
+            .ok_or_else(|| {
+                Error::invalid(op, format!("padding {:?} is too large", self.padding))
+            })?;
+        Ok((ext, begin, padded))
     }
 }
 

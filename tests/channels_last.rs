@@ -13,7 +13,7 @@ mod common;
 
 use common::values;
 
-use common::{assert_close, backends, gpu};
+use common::{assert_close, backends, gpu, labels, proptest_config, rand01};
 use proptest::prelude::*;
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::Graph;
@@ -22,28 +22,6 @@ use wgcnn::nn::{ChannelsLast, Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequenti
 use wgcnn::ops::layout::Permute;
 use wgcnn::plan::Mode;
 use wgcnn::{Backend, Error, Optimizer};
-
-fn rand01(seed: u64, len: usize) -> Vec<f32> {
-    values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
-}
-
-fn labels(seed: u64, n: usize, k: u32) -> Vec<u32> {
-    rand01(seed, n)
-        .iter()
-        .map(|v| (v * k as f32) as u32 % k)
-        .collect()
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32),
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A shape of rank 1..=4 and a permutation of its axes.
 fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
@@ -54,7 +32,7 @@ fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(32))]
 
     /// Both backends equal ndarray's `permuted_axes` exactly.
     #[test]

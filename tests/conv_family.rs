@@ -33,7 +33,7 @@ use common::values;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::{assert_close, gpu};
+use common::{assert_close, gpu, rand01};
 use proptest::prelude::*;
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::Graph;
@@ -1109,10 +1109,6 @@ fn gradcheck_plain_same_even_kernel() {
 }
 
 // ---- graph level: one training step, GPU executor vs CPU executor ------------------------------
-
-fn rand01(seed: u64, len: usize) -> Vec<f32> {
-    values(seed, len).iter().map(|v| 0.5 * (v + 1.0)).collect()
-}
 
 /// One momentum step of `graph` on both executors: loss, logits, every gradient and every
 /// updated parameter agree (tolerances of `tests/graph.rs`: f32 sums in another order

@@ -22,11 +22,10 @@ use common::values;
 #[path = "golden/layers.rs"]
 mod golden;
 
-use common::{assert_close, backends, gpu};
+use common::{assert_close, backends, executors_agree, gpu, labels, proptest_config, rand01};
 use proptest::prelude::*;
 use wgcnn::cpu::elementwise::{dropout_keep, dropout_scale};
 use wgcnn::exec::{Executor, Targets};
-use wgcnn::graph::Graph;
 use wgcnn::graph::Op;
 use wgcnn::ndarray::{Array2, Array4};
 use wgcnn::ndarray::{ArrayD, IxDyn};
@@ -44,17 +43,6 @@ fn a4(seed: u64, d: [usize; 4]) -> Array4<f32> {
 
 fn v(a: &Array4<f32>) -> Vec<f32> {
     a.iter().copied().collect()
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32),
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    }
 }
 
 /// A pooling problem: x dims and a geometry valid for them (padding ≤ kernel/2), with
@@ -88,7 +76,7 @@ fn pool_problem() -> impl Strategy<Value = ([usize; 4], Pool2dParams, u64)> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn avg_pool2d_gpu_matches_cpu((xd, p, seed) in pool_problem()) {
@@ -126,7 +114,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(32))]
 
     /// Min-pooling: values and indices identical on both paths (no arithmetic, so exact);
     /// the backward (max_pool2d_backward on the argmin indices) within 1e-6.
@@ -349,50 +337,6 @@ fn pooling_layers_reject_bad_inputs() {
     assert!(e.is_err());
 }
 
-fn rand01(seed: u64, len: usize) -> Vec<f32> {
-    values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
-}
-
-fn labels(seed: u64, n: usize, k: u32) -> Vec<u32> {
-    rand01(seed, n)
-        .iter()
-        .map(|v| (v * k as f32) as u32 % k)
-        .collect()
-}
-
-/// GPU and CPU executors from the same seed: losses agree over `steps` training steps
-/// (within 1e-3 relative: f32 sums in different orders, compounding through updates),
-/// and so do the eval losses afterwards.
-fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps: u64) {
-    let Some(g) = gpu() else { return };
-    let opt = Optimizer::momentum(0.05, 0.9);
-    let mut c = Executor::new(&Backend::cpu(), graph, n, opt, 11).unwrap();
-    let mut gx = Executor::new(&g, graph, n, opt, 11).unwrap();
-    for s in 0..steps {
-        let x = rand01(100 + s, n * len);
-        let y = labels(200 + s, n, classes);
-        c.train_step(&x, Targets::Classes(&y)).unwrap();
-        gx.train_step(&x, Targets::Classes(&y)).unwrap();
-        let lc = c.take_metrics(Mode::Train).unwrap().loss;
-        let lg = gx.take_metrics(Mode::Train).unwrap().loss;
-        assert!(lc.is_finite(), "step {s}: loss {lc}");
-        assert!(
-            (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
-            "step {s}: cpu loss {lc} vs gpu {lg}"
-        );
-    }
-    let x = rand01(999, n * len);
-    let y = labels(998, n, classes);
-    c.eval_batch(&x, Targets::Classes(&y)).unwrap();
-    gx.eval_batch(&x, Targets::Classes(&y)).unwrap();
-    let lc = c.take_metrics(Mode::Eval).unwrap().loss;
-    let lg = gx.take_metrics(Mode::Eval).unwrap().loss;
-    assert!(
-        (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
-        "eval: cpu {lc} vs gpu {lg}"
-    );
-}
-
 #[test]
 fn avg_pool_model_trains_identically_on_both_executors() {
     let graph = Sequential::new(&[1, 9, 9])
@@ -436,7 +380,7 @@ fn ad(seed: u64, shape: &[usize]) -> ArrayD<f32> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn dropout_mask_identical_on_cpu_and_gpu(

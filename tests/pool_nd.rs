@@ -37,7 +37,7 @@ use common::values;
 #[path = "golden/pool_nd.rs"]
 mod golden;
 
-use common::{assert_close, backends, gpu};
+use common::{assert_close, backends, executors_agree, gpu, rand01};
 use proptest::prelude::*;
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::{Graph, NodeId, Op};
@@ -415,39 +415,6 @@ fn pool_nd_gradients_match_finite_differences() {
 }
 
 // ------------------------------------------------------------ training, lowering, errors
-
-fn rand01(seed: u64, len: usize) -> Vec<f32> {
-    values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
-}
-
-fn labels(seed: u64, n: usize, k: u32) -> Vec<u32> {
-    rand01(seed, n)
-        .iter()
-        .map(|v| (v * k as f32) as u32 % k)
-        .collect()
-}
-
-/// GPU and CPU executors from the same seed: training losses agree within 1e-3 relative
-/// over `steps` steps (f32 sums in other orders, compounding through the updates).
-fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps: u64) {
-    let Some(g) = gpu() else { return };
-    let opt = Optimizer::momentum(0.05, 0.9);
-    let mut c = Executor::new(&Backend::cpu(), graph, n, opt, 11).unwrap();
-    let mut gx = Executor::new(&g, graph, n, opt, 11).unwrap();
-    for s in 0..steps {
-        let x = rand01(100 + s, n * len);
-        let y = labels(200 + s, n, classes);
-        c.train_step(&x, Targets::Classes(&y)).unwrap();
-        gx.train_step(&x, Targets::Classes(&y)).unwrap();
-        let lc = c.take_metrics(Mode::Train).unwrap().loss;
-        let lg = gx.take_metrics(Mode::Train).unwrap().loss;
-        assert!(lc.is_finite(), "step {s}: loss {lc}");
-        assert!(
-            (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
-            "step {s}: cpu loss {lc} vs gpu {lg}"
-        );
-    }
-}
 
 #[test]
 fn pool_nd_models_train_identically_on_both_executors() {

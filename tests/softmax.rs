@@ -23,7 +23,7 @@ use common::values;
 #[path = "golden/softmax.rs"]
 mod golden;
 
-use common::{assert_close, backends, gpu};
+use common::{assert_close, backends, gpu, labels, proptest_config, rand01};
 use proptest::prelude::*;
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::{Graph, Op};
@@ -32,30 +32,8 @@ use wgcnn::nn::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential, Softmax};
 use wgcnn::plan::Mode;
 use wgcnn::{Backend, Error, Optimizer};
 
-fn rand01(seed: u64, len: usize) -> Vec<f32> {
-    values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
-}
-
-fn labels(seed: u64, n: usize, k: u32) -> Vec<u32> {
-    rand01(seed, n)
-        .iter()
-        .map(|v| (v * k as f32) as u32 % k)
-        .collect()
-}
-
 fn flat(a: &Array2<f32>) -> Vec<f32> {
     a.iter().copied().collect()
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32),
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    }
 }
 
 // ------------------------------------------------------------ the kernels
@@ -79,7 +57,7 @@ fn softmax_forward_and_backward_match_pytorch() {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(32))]
 
     #[test]
     fn softmax_backward_gpu_matches_cpu(

@@ -206,15 +206,27 @@ fn parse_reader(
     known_len: Option<u64>,
     gz: bool,
 ) -> Result<IdxArray> {
-    let compressed = if gz {
+    let ndims = read_magic(&mut r, path, gz)?;
+    let dims = read_dims(&mut r, path, gz, ndims)?;
+    let data = read_payload(r, path, gz, known_len, ndims, &dims)?;
+    Ok(IdxArray { dims, data })
+}
+
+/// `" (after gzip decompression)"` for messages about a gzip file's content.
+fn after_gzip(gz: bool) -> &'static str {
+    if gz {
         " (after gzip decompression)"
     } else {
         ""
-    };
+    }
+}
 
+/// The 4 magic bytes: checks the element type and returns the number of dimensions.
+fn read_magic(r: &mut impl Read, path: &Path, gz: bool) -> Result<usize> {
+    let compressed = after_gzip(gz);
     // ---- magic -----------------------------------------------------------
     let mut magic = [0u8; 4];
-    let got = read_full(&mut r, &mut magic).map_err(|e| read_err(path, gz, "the header", e))?;
+    let got = read_full(r, &mut magic).map_err(|e| read_err(path, gz, "the header", e))?;
     if got < 4 {
         return Err(data_err(
             path,
@@ -248,10 +260,16 @@ fn parse_reader(
         ));
     }
 
+    Ok(ndims)
+}
+
+/// The `ndims` big-endian dimensions, checked against the payload limit.
+fn read_dims(r: &mut impl Read, path: &Path, gz: bool, ndims: usize) -> Result<Vec<usize>> {
+    let compressed = after_gzip(gz);
     // ---- dimensions ------------------------------------------------------
     let mut dim_bytes = [0u8; 16];
     let dim_bytes = &mut dim_bytes[..4 * ndims];
-    let got = read_full(&mut r, dim_bytes).map_err(|e| read_err(path, gz, "the header", e))?;
+    let got = read_full(r, dim_bytes).map_err(|e| read_err(path, gz, "the header", e))?;
     if got < dim_bytes.len() {
         return Err(data_err(
             path,
@@ -282,13 +300,29 @@ fn parse_reader(
         .map(|&d| usize::try_from(d))
         .collect::<std::result::Result<Vec<usize>, _>>()
         .map_err(|_| data_err(path, format!("dimensions {dims:?} do not fit in usize")))?;
-    let expected_usize = usize::try_from(expected).map_err(|_| {
+    usize::try_from(expected).map_err(|_| {
         data_err(
             path,
             format!("payload of {expected} bytes does not fit in memory"),
         )
     })?;
 
+    Ok(dims_usize)
+}
+
+/// The payload of exactly `Π dims` bytes (`known_len`: the file's size when known).
+fn read_payload(
+    r: impl Read,
+    path: &Path,
+    gz: bool,
+    known_len: Option<u64>,
+    ndims: usize,
+    dims_usize: &[usize],
+) -> Result<Vec<u8>> {
+    let compressed = after_gzip(gz);
+    let dims: Vec<u64> = dims_usize.iter().map(|&d| d as u64).collect();
+    let expected: u64 = dims.iter().product();
+    let expected_usize = expected as usize;
     // ---- payload ---------------------------------------------------------
     let header_len = 4 + 4 * ndims as u64;
     if let Some(total) = known_len {
@@ -334,8 +368,5 @@ fn parse_reader(
             ),
         ));
     }
-    Ok(IdxArray {
-        dims: dims_usize,
-        data,
-    })
+    Ok(data)
 }

@@ -67,37 +67,7 @@ impl GpuExec {
         optimizer: &Optimizer,
     ) -> Result<Self> {
         let flat_bytes = bytes_of_len(plan.flat_len);
-        ctx.check_binding("plan", "parameters", flat_bytes)?;
-        // name the graph tensor that doesn't fit, then check the pooled buffers
-        // (rounded up to the alignment, they can exceed the limit when no tensor does)
-        let lim = ctx
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(ctx.limits().max_buffer_size);
-        let widest = plan
-            .tensors
-            .iter()
-            .filter(|t| t.batched)
-            .map(|t| (t.per_sample.next_multiple_of(crate::plan::ALIGN) * 4) as u64)
-            .max()
-            .unwrap_or(1);
-        let fits = lim / widest.max(1);
-        let op = format!(
-            "plan for batch {} (at most {fits} samples per batch fit this device)",
-            plan.batch
-        );
-        for t in &plan.tensors {
-            if matches!(t.home, crate::plan::Home::Arena(_)) {
-                ctx.check_binding(&op, &t.name, bytes_of_len(t.len(plan.batch)))?;
-            }
-        }
-        for (i, &len) in plan.arena.iter().enumerate() {
-            ctx.check_binding(
-                "plan",
-                &format!("activation buffer #{i}"),
-                bytes_of_len(len),
-            )?;
-        }
+        Self::check_limits(&ctx, plan)?;
         let in_bytes = bytes_of_len(plan.tensors[plan.input].len(plan.batch));
         ctx.check_binding("plan", "input batch", in_bytes)?;
         let t_bytes = bytes_of_len(plan.tensors[plan.targets].len(plan.batch));
@@ -188,6 +158,43 @@ impl GpuExec {
         ex.program(plan, plan.batch, Mode::Train)?;
         ex.program(plan, plan.batch, Mode::Eval)?;
         Ok(ex)
+    }
+
+    /// Checks every buffer of `plan` against the device's binding limits before anything is
+    /// allocated, naming the graph tensor that does not fit (and how many samples would).
+    fn check_limits(ctx: &GpuContext, plan: &Plan) -> Result<()> {
+        ctx.check_binding("plan", "parameters", bytes_of_len(plan.flat_len))?;
+        // name the graph tensor that doesn't fit, then check the pooled buffers
+        // (rounded up to the alignment, they can exceed the limit when no tensor does)
+        let lim = ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size);
+        let widest = plan
+            .tensors
+            .iter()
+            .filter(|t| t.batched)
+            .map(|t| (t.per_sample.next_multiple_of(crate::plan::ALIGN) * 4) as u64)
+            .max()
+            .unwrap_or(1);
+        let fits = lim / widest.max(1);
+        let op = format!(
+            "plan for batch {} (at most {fits} samples per batch fit this device)",
+            plan.batch
+        );
+        for t in &plan.tensors {
+            if matches!(t.home, crate::plan::Home::Arena(_)) {
+                ctx.check_binding(&op, &t.name, bytes_of_len(t.len(plan.batch)))?;
+            }
+        }
+        for (i, &len) in plan.arena.iter().enumerate() {
+            ctx.check_binding(
+                "plan",
+                &format!("activation buffer #{i}"),
+                bytes_of_len(len),
+            )?;
+        }
+        Ok(())
     }
 
     /// Records `optimizer_step` (its pipeline specialised for the optimizer's kind) over the

@@ -13,13 +13,13 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::kernels::Consts;
 use crate::gpu::tiles::{balanced, channel_tile, pick, split, Tiles, ROWS_MAX_KW};
 use crate::gpu::GpuContext;
-use crate::graph::{conv_dims5, NodeId, Op};
+use crate::graph::{conv_dims5, Graph, NodeId, Op};
 use crate::plan::{act_code, Lowering, TensorId};
-use crate::shape::ConvDims;
+use crate::shape::{ConvDims, ConvParams};
 
 /// Which pass of the convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,6 +406,104 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
     };
     consts.extend([(names.0, r), (names.1, s)]);
     consts
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// 2-D convolution `x [C,H,W] → [out_channels, oh, ow]` with parameters `name.weight`
+    /// `[out, C/groups, kh, kw]` and (if `bias`) `name.bias` `[out]`.
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: [usize; 2],
+        p: impl Into<ConvParams>,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &kernel, p.into(), bias)
+    }
+
+    /// 1-D convolution `x [C,L] → [out_channels, ol]` (time series), weight `[out, C/groups, k]`.
+    pub fn conv1d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: usize,
+        p: impl Into<ConvParams>,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &[kernel], p.into(), bias)
+    }
+
+    /// 3-D convolution `x [C,D,H,W] → [out_channels, od, oh, ow]` (volumes), weight
+    /// `[out, C/groups, kd, kh, kw]`.
+    pub fn conv3d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: [usize; 3],
+        p: impl Into<ConvParams>,
+        bias: bool,
+    ) -> Result<NodeId> {
+        self.conv(name, x, out_channels, &kernel, p.into(), bias)
+    }
+
+    /// Convolution over `kernel.len()` (1, 2 or 3) spatial axes: `x [C, spatial…]` →
+    /// `[out_channels, out spatial…]`, weight `[out, C/groups, kernel…]` (PyTorch layouts).
+    /// The axes of `p` the op does not have are ignored.
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: &[usize],
+        p: impl Into<ConvParams>,
+        bias: bool,
+    ) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        let dims = kernel.len();
+        if !(1..=3).contains(&dims) {
+            return Err(Error::invalid(
+                name,
+                format!("a convolution has 1, 2 or 3 spatial axes, got kernel {kernel:?}"),
+            ));
+        }
+        if xs.len() != dims + 1 {
+            let want = ["[C,L]", "[C,H,W]", "[C,D,H,W]"][dims - 1];
+            return Err(Error::shape(
+                name,
+                format!("conv{dims}d needs a {want} input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let p = p.into().for_dims(dims);
+        let groups = p.groups.max(1);
+        let mut wshape = vec![out_channels, xs[0] / groups];
+        wshape.extend_from_slice(kernel);
+        let (x5, w5) = conv_dims5(1, &xs, &wshape);
+        let d = p
+            .dims_shown(name, x5, w5, dims)
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        let fan_in = wshape[1..].iter().product();
+        let w = self.param(format!("{name}.weight"), wshape, fan_in);
+        let b = bias.then(|| self.param(format!("{name}.bias"), vec![out_channels], fan_in));
+        let mut y = vec![out_channels];
+        y.extend_from_slice(&d.y[5 - dims..]);
+        self.push(
+            name,
+            Op::Conv {
+                x,
+                w,
+                b,
+                p,
+                act: None,
+            },
+            y,
+        )
+    }
 }
 
 /// `Op::Conv`: one forward launch; backward-input (when `x` needs a gradient) and

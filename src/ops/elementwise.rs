@@ -12,9 +12,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, groups64, Binding, Data, GpuCall, Launch, Rule};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
 use crate::shape::Activation;
 
@@ -209,6 +209,64 @@ fn unary(lw: &mut Lowering, id: NodeId, op: Ew, name: String, x: TensorId) -> Te
     }
     lw.emit(id, Elementwise::new(op, lw.n, per), args);
     y
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Dropout with drop probability `p ∈ [0, 1)`; any shape, the same shape out.
+    pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                name,
+                format!("dropout probability {p} must be in [0, 1)"),
+            ));
+        }
+        self.push(name, Op::Dropout { x, p }, xs)
+    }
+
+    /// `y = x·scale + offset` elementwise (Keras `Rescaling`); any shape.
+    pub fn rescaling(&mut self, name: &str, x: NodeId, scale: f32, offset: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if !scale.is_finite() || !offset.is_finite() {
+            return Err(Error::invalid(
+                name,
+                format!("rescaling needs finite scale and offset, got {scale} and {offset}"),
+            ));
+        }
+        self.push(name, Op::Rescaling { x, scale, offset }, xs)
+    }
+
+    /// Elementwise activation.
+    pub fn activation(&mut self, name: &str, x: NodeId, act: Activation) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if let Activation::LeakyRelu(a) | Activation::Elu(a) = act {
+            if !a.is_finite() {
+                return Err(Error::invalid(
+                    name,
+                    format!("activation parameter {a} is not finite"),
+                ));
+            }
+        }
+        self.push(name, Op::Activation { x, act }, xs)
+    }
+
+    /// Elementwise sum; both operands must have the same shape.
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let sa = self.check_ref(name, a)?.shape.clone();
+        let sb = self.check_ref(name, b)?.shape.clone();
+        if sa != sb {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "operands '{}' {sa:?} and '{}' {sb:?} differ in shape",
+                    self.node(a).name,
+                    self.node(b).name
+                ),
+            ));
+        }
+        self.push(name, Op::Add { a, b }, sa)
+    }
 }
 
 /// `Op::Activation`: `y = f(x)`, `dx = dy·f'(x)`. When the planner fused it into its

@@ -12,9 +12,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, groups64, Binding, GpuCall, Launch, Rule};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
 
 /// `y = x.transpose(perm)` for `x` of dims `xd` (numpy semantics, made contiguous).
@@ -85,6 +85,63 @@ struct PermuteUniform {
     strides: [u32; 4],
     len: u32,
     pad: [u32; 3],
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Flatten `[d0, d1, …] → [d0·d1·…]`.
+    pub fn flatten(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        self.push(name, Op::Flatten { x }, vec![xs.iter().product()])
+    }
+
+    /// Reshape to `shape` per sample: a view (no data movement; the gradient passes
+    /// through).
+    ///
+    /// # Shapes
+    /// `x [d0, d1, …]` → `shape`, with the same number of elements.
+    pub fn reshape(&mut self, name: &str, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if shape.is_empty() {
+            return Err(Error::shape(name, "reshape needs at least one dimension"));
+        }
+        let have: usize = xs.iter().product();
+        let want = shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+        if want != Some(have) {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "cannot reshape '{xname}' {xs:?} ({have} elements) to {shape:?} ({} elements)",
+                    want.map_or("too many".to_string(), |w| w.to_string())
+                ),
+            ));
+        }
+        self.push(name, Op::Reshape { x }, shape.to_vec())
+    }
+
+    /// Channels-last samples to channels-first, `y[c, i1, …, ik] = x[i1, …, ik, c]`: NHWC
+    /// images (`[H, W, C]` per sample) become the `[C, H, W]` the convolutions and poolings
+    /// take. The permute runs on the device (a view when `C = 1` or the spatial size is 1);
+    /// its gradient is the inverse permute.
+    ///
+    /// # Shapes
+    /// `x [d1, …, dk, C]` (k ≥ 1) → `[C, d1, …, dk]`.
+    pub fn channels_last(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if xs.len() < 2 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "channels_last needs a [..., C] input with at least 2 dims, but '{}' has shape {xs:?}",
+                    self.node(x).name
+                ),
+            ));
+        }
+        let mut y = vec![xs[xs.len() - 1]];
+        y.extend_from_slice(&xs[..xs.len() - 1]);
+        self.push(name, Op::ChannelsLast { x }, y)
+    }
 }
 
 /// `Op::Input`, `Op::Flatten`, `Op::Reshape`: views. The output is the input's tensor and

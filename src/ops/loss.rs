@@ -13,9 +13,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, groups64, Binding, Data, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
 
 /// Row-wise softmax (`backward: false`, bindings `x, y`) or its gradient
@@ -221,6 +221,54 @@ impl LossUniform {
             scale,
             pad: [0; 3],
         }
+    }
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Softmax over the features: `y_f = exp(x_f − max x) / Σ_g exp(x_g − max x)`; its
+    /// gradient is `dx = y ⊙ (dy − Σ_f dy_f·y_f)`.
+    ///
+    /// As the input of [`Graph::cross_entropy`] (a softmax output layer, as Keras
+    /// `Dense(activation='softmax')` with categorical cross-entropy) the loss is computed from
+    /// the softmax's input logits, stably (`logsumexp(x) − x_t`, the same value as
+    /// `−log y_t`), and its gradient `softmax(x) − onehot(t)` goes to the logits directly;
+    /// the model's output ([`crate::Executor::predict`]) is then the probabilities.
+    ///
+    /// # Shapes
+    /// `x [F]` → `[F]`.
+    pub fn softmax(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        if xs.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "softmax needs a flat [F] input, but '{}' has shape {xs:?} (add a Flatten)",
+                    self.node(x).name
+                ),
+            ));
+        }
+        self.push(name, Op::Softmax { x }, xs)
+    }
+
+    /// Softmax + cross-entropy loss on `logits [K]` against class targets. When `logits` is
+    /// a [`Graph::softmax`] node (a softmax output layer), the loss reads that node's input
+    /// logits instead, and the model's output stays the probabilities.
+    pub fn cross_entropy(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
+        let s = self.check_ref(name, logits)?.shape.clone();
+        if s.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!("cross-entropy needs flat logits, got {s:?}"),
+            ));
+        }
+        self.set_loss(name, Op::CrossEntropy { logits })
+    }
+
+    /// Mean-squared-error loss on `pred` against dense targets of the same shape.
+    pub fn mse(&mut self, name: &str, pred: NodeId) -> Result<NodeId> {
+        self.check_ref(name, pred)?;
+        self.set_loss(name, Op::Mse { pred })
     }
 }
 

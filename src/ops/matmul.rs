@@ -14,11 +14,11 @@ use bytemuck::{Pod, Zeroable};
 use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
 use crate::cpu::matmul::Gemm;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::kernels::Consts;
 use crate::gpu::tiles::pick;
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{act_code, Lowering, TensorId};
 
 /// Which GEMM dimension is the batch (what [`Launch::at_batch`] rescales).
@@ -225,6 +225,48 @@ struct GemmUniform {
 fn groups(p: &GemmUniform, (tr, ts): (u32, u32)) -> u64 {
     let cols = (p.n + p.ones_col) as u64;
     cols.div_ceil(8 * ts as u64) * (p.m as u64).div_ceil(8 * tr as u64)
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Linear layer `x [in] → [out]` with `name.weight [out, in]` and `name.bias [out]`.
+    pub fn linear(&mut self, name: &str, x: NodeId, out: usize, bias: bool) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if xs.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "linear needs a flat input, but '{xname}' has shape {xs:?} (add a Flatten)"
+                ),
+            ));
+        }
+        let inp = xs[0];
+        let w = self.param(format!("{name}.weight"), vec![out, inp], inp);
+        let b = bias.then(|| self.param(format!("{name}.bias"), vec![out], inp));
+        self.push(name, Op::Linear { x, w, b, act: None }, vec![out])
+    }
+
+    /// Linear layer that checks the expected input width `inp` (as `nn::Linear::new(in, out)`).
+    pub fn linear_checked(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        inp: usize,
+        out: usize,
+        bias: bool,
+    ) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        let have: usize = xs.iter().product();
+        if xs.len() != 1 || have != inp {
+            return Err(Error::shape(
+                name,
+                format!("expects {inp} input features, but '{xname}' produces shape {xs:?}"),
+            ));
+        }
+        self.linear(name, x, out, bias)
+    }
 }
 
 /// `Op::Linear`: `y = act(x·wᵀ + b)`; the gradient is `dx = dy'·w` and `dw = dy'ᵀ·x` with

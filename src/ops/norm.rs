@@ -12,9 +12,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, groups64, Binding, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
 
 /// Which batch norm kernel.
@@ -172,6 +172,57 @@ struct NormUniform {
     momentum: f32,
     eps: f32,
     pad1: [u32; 2],
+}
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Batch normalisation of `x [C]` or `[C,H,W]` (same shape out) with parameters
+    /// `name.weight`, `name.bias` `[C]` and running statistics `name.running_mean`,
+    /// `name.running_var` `[C]`; PyTorch's defaults are `momentum = 0.1`, `eps = 1e-5`.
+    pub fn batch_norm(&mut self, name: &str, x: NodeId, momentum: f32, eps: f32) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if (xs.len() != 1 && xs.len() != 3) || xs.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("batch_norm needs a [C] or [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        if !(eps > 0.0 && eps.is_finite() && momentum.is_finite()) {
+            return Err(Error::invalid(
+                name,
+                format!("batch_norm needs eps > 0 and a finite momentum, got eps {eps}, momentum {momentum}"),
+            ));
+        }
+        let c = xs[0];
+        let w = self.param(format!("{name}.weight"), vec![c], 1);
+        let b = self.param(format!("{name}.bias"), vec![c], 1);
+        self.push(
+            name,
+            Op::BatchNorm {
+                x,
+                w,
+                b,
+                momentum,
+                eps,
+            },
+            xs,
+        )
+    }
+
+    /// Non-learnable state tensors (batch norm running statistics), in node order:
+    /// `(name, shape, initial value)`.
+    pub fn buffers(&self) -> Vec<(String, Vec<usize>, f32)> {
+        let mut out = Vec::new();
+        for n in self.nodes() {
+            if let Op::BatchNorm { x, .. } = n.op {
+                let c = self.node(x).shape[0];
+                out.push((format!("{}.running_mean", n.name), vec![c], 0.0));
+                out.push((format!("{}.running_var", n.name), vec![c], 1.0));
+            }
+        }
+        out
+    }
 }
 
 /// `Op::BatchNorm`: training mode normalises with the batch statistics (and updates the

@@ -13,12 +13,12 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{bytes, groups64, Binding, Data, GpuCall, Launch, Rule};
 use crate::cpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::kernels::Consts;
 use crate::gpu::GpuContext;
-use crate::graph::{NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
-use crate::shape::Pool2dParams;
+use crate::shape::{Pool1dParams, Pool2dParams, Pool3dParams};
 
 /// Which 2-D pooling kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,6 +313,143 @@ fn stage_backward(
 
 /// `(x dims, y dims, geometry)` of one 2-D pooling stage.
 type Stage = ([usize; 4], [usize; 4], Pool2dParams);
+
+/// The graph builders of this family: each checks its shapes and names the node in errors.
+impl Graph {
+    /// Max-pooling `x [C,H,W] → [C, oh, ow]`.
+    pub fn max_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("max_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::MaxPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Min-pooling `x [C,H,W] → [C, oh, ow]` (padding counts as +∞).
+    pub fn min_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("min_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::MinPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Average pooling `x [C,H,W] → [C, oh, ow]` (PyTorch `avg_pool2d`,
+    /// `count_include_pad=True`).
+    pub fn avg_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if xs.len() != 3 {
+            return Err(Error::shape(
+                name,
+                format!("avg_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2]])
+            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
+        self.push(name, Op::AvgPool2d { x, p }, y[1..].to_vec())
+    }
+
+    /// Global average pooling `x [C,H,W] → [C]`.
+    pub fn global_avg_pool(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = self.node(x).name.clone();
+        if xs.len() != 3 || xs.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("global_avg_pool needs a non-empty [C,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        self.push(name, Op::GlobalAvgPool { x }, vec![xs[0]])
+    }
+
+    /// The `[C, L]` input of a 1-D pooling node, checked.
+    fn pool1d_shape(&self, name: &str, x: NodeId, op: &str, p: Pool1dParams) -> Result<Vec<usize>> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = &self.node(x).name;
+        if xs.len() != 2 {
+            return Err(Error::shape(
+                name,
+                format!("{op} needs a [C,L] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1]])
+            .map_err(|e| Self::relabel(e, name, xname, &xs))?;
+        Ok(y[1..].to_vec())
+    }
+
+    /// The `[C, D, H, W]` input of a 3-D pooling node, checked.
+    fn pool3d_shape(&self, name: &str, x: NodeId, op: &str, p: Pool3dParams) -> Result<Vec<usize>> {
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = &self.node(x).name;
+        if xs.len() != 4 {
+            return Err(Error::shape(
+                name,
+                format!("{op} needs a [C,D,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
+        }
+        let y = p
+            .out_shape(name, [1, xs[0], xs[1], xs[2], xs[3]])
+            .map_err(|e| Self::relabel(e, name, xname, &xs))?;
+        Ok(y[1..].to_vec())
+    }
+
+    /// 1-D max-pooling (PyTorch `max_pool1d`): `y[c,i] = max_{a<k} x[c, i·s+a−p]`, padding
+    /// −∞, the gradient routed to the first maximum of each window.
+    ///
+    /// # Shapes
+    /// `x [C, L]` → `[C, ⌊(L + 2p − k)/s⌋ + 1]`.
+    pub fn max_pool1d(&mut self, name: &str, x: NodeId, p: Pool1dParams) -> Result<NodeId> {
+        let y = self.pool1d_shape(name, x, "max_pool1d", p)?;
+        self.push(name, Op::MaxPool1d { x, p }, y)
+    }
+
+    /// 1-D average pooling (PyTorch `avg_pool1d`, `count_include_pad=True`):
+    /// `y[c,i] = (1/k)·Σ_{a<k} x[c, i·s+a−p]`, padding counted as 0.
+    ///
+    /// # Shapes
+    /// `x [C, L]` → `[C, ⌊(L + 2p − k)/s⌋ + 1]`.
+    pub fn avg_pool1d(&mut self, name: &str, x: NodeId, p: Pool1dParams) -> Result<NodeId> {
+        let y = self.pool1d_shape(name, x, "avg_pool1d", p)?;
+        self.push(name, Op::AvgPool1d { x, p }, y)
+    }
+
+    /// 3-D max-pooling (PyTorch `max_pool3d`): the maximum over each `kd×kh×kw` window,
+    /// padding −∞, the gradient routed to the window's first maximum in `(d, h, w)` order.
+    ///
+    /// # Shapes
+    /// `x [C, D, H, W]` → `[C, od, oh, ow]`, `od = ⌊(D + 2pd − kd)/sd⌋ + 1` (and so on).
+    pub fn max_pool3d(&mut self, name: &str, x: NodeId, p: Pool3dParams) -> Result<NodeId> {
+        let y = self.pool3d_shape(name, x, "max_pool3d", p)?;
+        self.push(name, Op::MaxPool3d { x, p }, y)
+    }
+
+    /// 3-D average pooling (PyTorch `avg_pool3d`, `count_include_pad=True`): the sum over
+    /// each window divided by `kd·kh·kw`, padding counted as 0.
+    ///
+    /// # Shapes
+    /// `x [C, D, H, W]` → `[C, od, oh, ow]`.
+    pub fn avg_pool3d(&mut self, name: &str, x: NodeId, p: Pool3dParams) -> Result<NodeId> {
+        let y = self.pool3d_shape(name, x, "avg_pool3d", p)?;
+        self.push(name, Op::AvgPool3d { x, p }, y)
+    }
+}
 
 /// `Op::MaxPool2d`, `Op::MinPool2d`, `Op::AvgPool2d`: one stage; the gradient routes by the
 /// recorded indices (max, min) or spreads evenly (average).

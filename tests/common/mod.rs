@@ -2,7 +2,12 @@
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
-use wgcnn::Backend;
+
+use proptest::prelude::ProptestConfig;
+use wgcnn::exec::{Executor, Targets};
+use wgcnn::graph::Graph;
+use wgcnn::plan::Mode;
+use wgcnn::{Backend, Optimizer};
 
 /// The GPU backend, created once per test binary.
 ///
@@ -69,4 +74,62 @@ pub fn values(seed: u64, len: usize) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// Deterministic values in [0, 1) (see [`values`]).
+pub fn rand01(seed: u64, len: usize) -> Vec<f32> {
+    values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
+}
+
+/// `n` deterministic class labels in `0..k`.
+pub fn labels(seed: u64, n: usize, k: u32) -> Vec<u32> {
+    rand01(seed, n)
+        .iter()
+        .map(|v| (v * k as f32) as u32 % k)
+        .collect()
+}
+
+/// Proptest settings: `PROPTEST_CASES` cases (default `default_cases`), short shrinking.
+pub fn proptest_config(default_cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_cases),
+        max_shrink_iters: 64,
+        ..ProptestConfig::default()
+    }
+}
+
+/// GPU and CPU executors from the same seed: training losses agree within 1e-3 relative
+/// over `steps` steps (f32 sums in other orders, compounding through the updates), and so
+/// do the evaluation losses afterwards.
+pub fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps: u64) {
+    let Some(g) = gpu() else { return };
+    let opt = Optimizer::momentum(0.05, 0.9);
+    let mut c = Executor::new(&Backend::cpu(), graph, n, opt, 11).unwrap();
+    let mut gx = Executor::new(&g, graph, n, opt, 11).unwrap();
+    for s in 0..steps {
+        let x = rand01(100 + s, n * len);
+        let y = labels(200 + s, n, classes);
+        c.train_step(&x, Targets::Classes(&y)).unwrap();
+        gx.train_step(&x, Targets::Classes(&y)).unwrap();
+        let lc = c.take_metrics(Mode::Train).unwrap().loss;
+        let lg = gx.take_metrics(Mode::Train).unwrap().loss;
+        assert!(lc.is_finite(), "step {s}: loss {lc}");
+        assert!(
+            (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
+            "step {s}: cpu loss {lc} vs gpu {lg}"
+        );
+    }
+    let x = rand01(999, n * len);
+    let y = labels(998, n, classes);
+    c.eval_batch(&x, Targets::Classes(&y)).unwrap();
+    gx.eval_batch(&x, Targets::Classes(&y)).unwrap();
+    let lc = c.take_metrics(Mode::Eval).unwrap().loss;
+    let lg = gx.take_metrics(Mode::Eval).unwrap().loss;
+    assert!(
+        (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
+        "eval: cpu {lc} vs gpu {lg}"
+    );
 }
