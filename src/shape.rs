@@ -58,7 +58,7 @@ pub struct ConvParams {
 /// ```
 /// use wgcnn::{Conv2dParams, ConvParams};
 /// let p = Conv2dParams { stride: [2, 2], ..Default::default() };
-/// assert_eq!(ConvParams::from(p), ConvParams::new(2, 0));
+/// assert_eq!(ConvParams::from(p), ConvParams::new2([2, 2], [0, 0]));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dParams {

@@ -4,7 +4,7 @@
 //! on both backends, and one training step of small models on both executors.
 //!
 //! # Which GPU kernels the problems reach
-//! `src/gpu/ops.rs::conv_kernel` picks the stride-1 "rows" backward kernels for plain 2-D
+//! `src/ops/conv.rs::variant` picks the stride-1 "rows" backward kernels for plain 2-D
 //! (and 1-D) problems (no groups, dilation 1, no flip) with `sw = 1` (`sh = sw = 1` for
 //! backward-input) and `kw ≤ 7`, the generic kernels otherwise. [`plain_problem`] aims at
 //! the rows variants, [`options_problem`] mostly at the generic ones; [`variants`] names
@@ -137,7 +137,7 @@ impl Problem {
 }
 
 /// The GPU kernels `Problem` reaches: (forward, backward-input, backward-weight), following
-/// `src/gpu/ops.rs::conv_kernel`.
+/// `src/ops/conv.rs::variant`.
 fn variants(pr: &Problem) -> [&'static str; 3] {
     let g = pr.geometry();
     let plain = g.x[2] == 1

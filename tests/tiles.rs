@@ -1,6 +1,6 @@
 //! Register-tile edges: the tiled GEMM and the implicit-GEMM convolutions against the CPU
 //! twins at sizes 1, tile − 1, tile, tile + 1 of every tile the host can choose
-//! (`src/gpu/ops.rs`), in each GEMM dimension and each conv dimension a tile spans.
+//! (`src/gpu/tiles.rs`, `src/ops/conv.rs`, `src/ops/matmul.rs`), in each GEMM dimension and each conv dimension a tile spans.
 //!
 //! The host picks a tile from the shape (and the adapter's parallelism) and rounds tile
 //! extents to {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}; the workgroup tiles of the GEMM are

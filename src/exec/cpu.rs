@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Counters, Flat};
+use super::{Batch, Counters, Flat};
 use crate::error::Result;
 use crate::ops::optim::{GradNormScale, OptimizerStep};
 use crate::ops::{Access, Launch};
@@ -104,34 +104,16 @@ impl CpuExec {
         std::mem::take(&mut self.metrics[k])
     }
 
-    /// Forward pass for prediction (the loss skipped, the metrics untouched).
-    pub fn run_predict(&mut self, plan: &Plan, n: usize, images: &[f32]) -> Result<()> {
-        self.run_schedule(plan, n, Mode::Eval, images, &[], None, true)
-    }
-
-    pub fn run(
-        &mut self,
-        plan: &Plan,
-        n: usize,
-        mode: Mode,
-        images: &[f32],
-        targets: &[u32],
-        opt: Option<(&Optimizer, u64)>,
-    ) -> Result<()> {
-        self.run_schedule(plan, n, mode, images, targets, opt, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_schedule(
-        &mut self,
-        plan: &Plan,
-        n: usize,
-        mode: Mode,
-        images: &[f32],
-        targets: &[u32],
-        opt: Option<(&Optimizer, u64)>,
-        skip_loss: bool,
-    ) -> Result<()> {
+    /// Runs the schedule of `b.mode` on the batch (and the optimizer update when training).
+    pub fn run(&mut self, plan: &Plan, b: &Batch) -> Result<()> {
+        let Batch {
+            n,
+            mode,
+            images,
+            targets,
+            opt,
+            skip_loss,
+        } = *b;
         if let std::collections::hash_map::Entry::Vacant(e) = self.programs.entry((n, mode)) {
             e.insert(plan.steps(n, mode)?);
         }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Counters, Flat};
+use super::{Batch, Counters, Flat};
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::GpuContext;
@@ -283,31 +283,16 @@ impl GpuExec {
         self.counters.bytes_uploaded += bytes.len() as u64;
     }
 
-    /// Uploads the batch and runs the schedule (plus the optimizer when training) in one
-    /// encoder and one submit. Nothing is read back.
-    pub fn run(
-        &mut self,
-        plan: &Plan,
-        n: usize,
-        mode: Mode,
-        images: &[f32],
-        targets: &[u32],
-        opt: Option<(&Optimizer, u64)>,
-    ) -> Result<()> {
-        self.run_schedule(plan, n, mode, images, targets, opt, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_schedule(
-        &mut self,
-        plan: &Plan,
-        n: usize,
-        mode: Mode,
-        images: &[f32],
-        targets: &[u32],
-        opt: Option<(&Optimizer, u64)>,
-        skip_loss: bool,
-    ) -> Result<()> {
+    /// Runs the schedule of `b.mode` on the batch (and the optimizer update when training).
+    pub fn run(&mut self, plan: &Plan, b: &Batch) -> Result<()> {
+        let Batch {
+            n,
+            mode,
+            images,
+            targets,
+            opt,
+            skip_loss,
+        } = *b;
         self.ctx.check_lost()?;
         self.program(plan, n, mode)?;
         let (input, tbuf) = (self.input.clone(), self.targets.clone());
@@ -443,13 +428,6 @@ impl GpuExec {
         }
         self.counters.submits += 2 * prog.dispatches.len() as u64;
         Ok(())
-    }
-
-    /// Forward pass without the loss (so the evaluation metrics are untouched), for
-    /// prediction. One submit, nothing read back.
-    pub fn run_predict(&mut self, plan: &Plan, n: usize, images: &[f32]) -> Result<()> {
-        let zeros = vec![0u32; n * plan.target_len];
-        self.run_schedule(plan, n, Mode::Eval, images, &zeros, None, true)
     }
 
     fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {

@@ -304,10 +304,15 @@ impl Executor {
         let t = Self::target_words(targets);
         self.step += 1;
         let (opt, step) = (self.opt, self.step);
-        let r = match &mut self.inner {
-            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Train, images, &t, Some((&opt, step))),
-            Inner::Gpu(g) => g.run(&self.plan, n, Mode::Train, images, &t, Some((&opt, step))),
+        let b = Batch {
+            n,
+            mode: Mode::Train,
+            images,
+            targets: &t,
+            opt: Some((&opt, step)),
+            skip_loss: false,
         };
+        let r = self.run(&b);
         if r.is_err() {
             self.step -= 1;
         }
@@ -318,21 +323,37 @@ impl Executor {
     pub fn eval_batch(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
         let n = self.check_batch(images, Some(targets))?;
         let t = Self::target_words(targets);
-        match &mut self.inner {
-            Inner::Cpu(c) => c.run(&self.plan, n, Mode::Eval, images, &t, None),
-            Inner::Gpu(g) => g.run(&self.plan, n, Mode::Eval, images, &t, None),
-        }
+        self.run(&Batch {
+            n,
+            mode: Mode::Eval,
+            images,
+            targets: &t,
+            opt: None,
+            skip_loss: false,
+        })
     }
 
     /// Forward pass only; returns the model output `[n, out]` (logits for cross-entropy, or
     /// probabilities when the model ends in a [`crate::nn::Softmax`]).
     pub fn predict(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
         let n = self.check_batch(images, None)?;
-        match &mut self.inner {
-            Inner::Cpu(c) => c.run_predict(&self.plan, n, images)?,
-            Inner::Gpu(g) => g.run_predict(&self.plan, n, images)?,
-        }
+        let zeros = vec![0u32; n * self.plan.target_len];
+        self.run(&Batch {
+            n,
+            mode: Mode::Eval,
+            images,
+            targets: &zeros,
+            opt: None,
+            skip_loss: true,
+        })?;
         self.output(n)
+    }
+
+    fn run(&mut self, b: &Batch) -> Result<()> {
+        match &mut self.inner {
+            Inner::Cpu(c) => c.run(&self.plan, b),
+            Inner::Gpu(g) => g.run(&self.plan, b),
+        }
     }
 
     /// The model output `[n, out]` of the last forward pass on `n` samples.
@@ -536,6 +557,20 @@ impl Executor {
     pub fn steps(&self, n: usize) -> Result<Vec<Step>> {
         self.plan.steps(n, Mode::Train)
     }
+}
+
+/// One run of a schedule: the batch and what to do with it.
+#[derive(Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    pub n: usize,
+    pub mode: Mode,
+    pub images: &'a [f32],
+    /// Class indices, or f32 bit patterns.
+    pub targets: &'a [u32],
+    /// The optimizer and the step number, when training.
+    pub opt: Option<(&'a Optimizer, u64)>,
+    /// Prediction: the loss steps are skipped (the metrics untouched).
+    pub skip_loss: bool,
 }
 
 /// The flat buffers an executor keeps resident.

@@ -131,7 +131,7 @@ pub struct Kernel {
 pub(crate) struct KernelCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
-    /// Register tile chosen per batch-independent launch description (src/gpu/ops.rs).
+    /// Register tile chosen per batch-independent launch description (`src/gpu/tiles.rs`).
     pub(crate) tiles: Mutex<HashMap<String, (u32, u32)>>,
     compiled: AtomicU64,
     compile_ns: AtomicU64,

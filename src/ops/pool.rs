@@ -318,51 +318,37 @@ type Stage = ([usize; 4], [usize; 4], Pool2dParams);
 impl Graph {
     /// Max-pooling `x [C,H,W] → [C, oh, ow]`.
     pub fn max_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
-        let xs = self.check_ref(name, x)?.shape.clone();
-        let xname = self.node(x).name.clone();
-        if xs.len() != 3 {
-            return Err(Error::shape(
-                name,
-                format!("max_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
-            ));
-        }
-        let y = p
-            .out_shape(name, [1, xs[0], xs[1], xs[2]])
-            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
-        self.push(name, Op::MaxPool2d { x, p }, y[1..].to_vec())
+        let y = self.pool2d_shape(name, x, "max_pool2d", p)?;
+        self.push(name, Op::MaxPool2d { x, p }, y)
     }
 
     /// Min-pooling `x [C,H,W] → [C, oh, ow]` (padding counts as +∞).
     pub fn min_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
-        let xs = self.check_ref(name, x)?.shape.clone();
-        let xname = self.node(x).name.clone();
-        if xs.len() != 3 {
-            return Err(Error::shape(
-                name,
-                format!("min_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
-            ));
-        }
-        let y = p
-            .out_shape(name, [1, xs[0], xs[1], xs[2]])
-            .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
-        self.push(name, Op::MinPool2d { x, p }, y[1..].to_vec())
+        let y = self.pool2d_shape(name, x, "min_pool2d", p)?;
+        self.push(name, Op::MinPool2d { x, p }, y)
     }
 
     /// Average pooling `x [C,H,W] → [C, oh, ow]` (PyTorch `avg_pool2d`,
     /// `count_include_pad=True`).
     pub fn avg_pool2d(&mut self, name: &str, x: NodeId, p: Pool2dParams) -> Result<NodeId> {
+        let y = self.pool2d_shape(name, x, "avg_pool2d", p)?;
+        self.push(name, Op::AvgPool2d { x, p }, y)
+    }
+
+    /// The output shape of 2-D pooling `op` on the `[C, H, W]` input `x`, checked.
+    fn pool2d_shape(&self, name: &str, x: NodeId, op: &str, p: Pool2dParams) -> Result<Vec<usize>> {
         let xs = self.check_ref(name, x)?.shape.clone();
-        let xname = self.node(x).name.clone();
+        let xname = &self.node(x).name;
         if xs.len() != 3 {
             return Err(Error::shape(
                 name,
-                format!("avg_pool2d needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
+                format!("{op} needs a [C,H,W] input, but '{xname}' has shape {xs:?}"),
             ));
         }
         let y = p
             .out_shape(name, [1, xs[0], xs[1], xs[2]])
             .map_err(|e| Error::shape(name, format!("input '{xname}' {xs:?}: {e}")))?;
-        self.push(name, Op::AvgPool2d { x, p }, y[1..].to_vec())
+        Ok(y[1..].to_vec())
     }
 
     /// Global average pooling `x [C,H,W] → [C]`.
