@@ -470,18 +470,45 @@ pub fn write_atomic_with_hook(
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    let mut hook = Some(before_rename);
+    write_atomic_with_faults(path, bytes, &mut |op, tmp| match (op, hook.take()) {
+        (IoOp::Rename, Some(h)) => h(tmp),
+        (_, h) => {
+            hook = h;
+            Ok(())
+        }
+    })
+}
+
+/// One file-system operation of an atomic write, as [`write_atomic_with_faults`] announces
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Writing the bytes into the temporary file.
+    Write,
+    /// `fsync` of the temporary file.
+    Fsync,
+    /// Renaming the temporary file over the target.
+    Rename,
+}
+
+/// [`write_atomic`] calling `fault(op, tmp)` before each of its operations: the seam that
+/// fault-injection tests use to fail at each write, fsync and rename in turn. An error
+/// from `fault` (or from the operation) removes the temporary file, leaves `path`
+/// untouched and is returned.
+pub fn write_atomic_with_faults(
+    path: &Path,
+    bytes: &[u8],
+    fault: &mut dyn FnMut(IoOp, &Path) -> Result<()>,
+) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         Error::invalid(
             "write_atomic",
             format!("'{}' does not name a file", path.display()),
         )
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(
         ".tmp-{}-{}",
@@ -489,9 +516,9 @@ pub fn write_atomic_with_hook(
         TMP_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let tmp = dir.join(tmp_name);
-
-    let result = write_synced(&tmp, bytes)
-        .and_then(|()| before_rename(&tmp))
+    let result = fault(IoOp::Write, &tmp)
+        .and_then(|()| write_synced(&tmp, bytes, &mut *fault))
+        .and_then(|()| fault(IoOp::Rename, &tmp))
         .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if let Err(e) = result {
         // Best effort: never leave a stray temporary file behind on error.
@@ -502,7 +529,19 @@ pub fn write_atomic_with_hook(
     Ok(())
 }
 
-fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
+/// The directory a file `path` lives in (`.` for a bare name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn write_synced(
+    tmp: &Path,
+    bytes: &[u8],
+    fault: &mut dyn FnMut(IoOp, &Path) -> Result<()>,
+) -> Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -510,6 +549,7 @@ fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
         .open(tmp)
         .map_err(|e| Error::io(tmp, e))?;
     f.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
+    fault(IoOp::Fsync, tmp)?;
     f.sync_all().map_err(|e| Error::io(tmp, e))
 }
 

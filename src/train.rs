@@ -1,15 +1,16 @@
 //! Training loops over a [`Loader`] and checkpoints of an [`Executor`].
 //!
-//! A checkpoint is two safetensors files written atomically: the model at `path`
-//! (PyTorch names and layouts, loadable by `torch.nn.Module.load_state_dict`) and the
-//! optimizer state beside it at `<path>.optim` (so the model file holds nothing
-//! PyTorch wouldn't expect). Both carry the epoch and step in their metadata, and a
-//! resume checks they agree.
+//! A checkpoint is two safetensors files: the model at `path` (PyTorch names and layouts,
+//! loadable by `torch.nn.Module.load_state_dict`) and the optimizer state beside it at
+//! `<name>.optim-<generation>` (so the model file holds nothing PyTorch wouldn't expect).
+//! The model file names its generation, and renaming it into place is the one atomic step
+//! that makes a checkpoint current (see [`save_checkpoint_run`]). Both carry the epoch and
+//! step, the model also the run's settings ([`RunInfo`]), and a resume checks them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{write_atomic_with_faults, Checkpoint, IoOp};
 use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Metrics, Targets};
@@ -40,62 +41,110 @@ pub fn train_epoch(
     metrics_every: u64,
     mut progress: impl FnMut(usize, Option<Metrics>) -> bool,
 ) -> Result<EpochStats> {
+    train_epoch_with(ex, loader, epoch, start_batch, metrics_every, |_, p| {
+        Ok(progress(p.images, p.running))
+    })
+}
+
+/// Where an epoch stands after a step (see [`train_epoch_with`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Images trained on in this call.
+    pub images: usize,
+    /// Batches of the epoch done (including those skipped by `start_batch`).
+    pub batches_done: usize,
+    /// Batches in the epoch.
+    pub batches: usize,
+    /// The metrics so far, when they were read back after this step.
+    pub running: Option<Metrics>,
+}
+
+/// [`train_epoch`] whose callback also gets the executor (to write a checkpoint between
+/// steps, say) and may fail; it returns whether to go on. A `start_batch` past the epoch's
+/// batches is an error, never an empty epoch.
+pub fn train_epoch_with(
+    ex: &mut Executor,
+    loader: &Loader,
+    epoch: u64,
+    start_batch: usize,
+    metrics_every: u64,
+    mut after_step: impl FnMut(&mut Executor, &Progress) -> Result<bool>,
+) -> Result<EpochStats> {
     let per = loader.image_dims().0 * loader.image_dims().1;
     let mut images = vec![0.0f32; loader.batch_size() * per];
     let mut labels = vec![0u32; loader.batch_size()];
     let ep = loader.epoch(epoch);
-    let (mut sum, mut hits, mut seen) = (0.0f64, 0.0f64, 0usize);
-    let mut steps = 0u64;
-    let mut done = 0usize;
     let chunks: Vec<Vec<usize>> = ep.batch_indices().map(|c| c.to_vec()).collect();
     let last = chunks.len();
-    let mut batches_done = start_batch.min(last);
-    let mut completed = true;
+    if start_batch >= last && last > 0 {
+        return Err(Error::invalid(
+            "train_epoch",
+            format!("start batch {start_batch} is past the epoch's {last} batches"),
+        ));
+    }
+    let mut acc = Running::default();
+    let mut stats = EpochStats {
+        batches_done: start_batch,
+        completed: true,
+        ..EpochStats::default()
+    };
     for (i, idx) in chunks.iter().enumerate().skip(start_batch) {
         let b = idx.len();
         loader.fill(idx, &mut images[..b * per], &mut labels[..b])?;
         ex.train_step(&images[..b * per], Targets::Classes(&labels[..b]))?;
-        steps += 1;
-        done += b;
-        batches_done = i + 1;
-        let read = i + 1 == last || (metrics_every > 0 && steps.is_multiple_of(metrics_every));
+        stats.steps += 1;
+        stats.images += b;
+        stats.batches_done = i + 1;
+        let read =
+            i + 1 == last || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
         let running = if read {
-            let m = ex.take_metrics(Mode::Train)?;
-            sum += m.loss as f64 * m.samples as f64;
-            hits += m.accuracy as f64 * m.samples as f64;
-            seen += m.samples;
-            Some(Metrics {
-                loss: (sum / seen.max(1) as f64) as f32,
-                accuracy: (hits / seen.max(1) as f64) as f32,
-                samples: seen,
-                non_finite: false,
-            })
+            Some(acc.add(ex.take_metrics(Mode::Train)?))
         } else {
             None
         };
-        if !progress(done, running) && i + 1 < last {
-            completed = false;
+        let p = Progress {
+            images: stats.images,
+            batches_done: i + 1,
+            batches: last,
+            running,
+        };
+        if !after_step(ex, &p)? && i + 1 < last {
+            stats.completed = false;
             if !read {
-                let m = ex.take_metrics(Mode::Train)?;
-                sum += m.loss as f64 * m.samples as f64;
-                hits += m.accuracy as f64 * m.samples as f64;
-                seen += m.samples;
+                acc.add(ex.take_metrics(Mode::Train)?);
             }
             break;
         }
     }
-    Ok(EpochStats {
-        metrics: Metrics {
-            loss: (sum / seen.max(1) as f64) as f32,
-            accuracy: (hits / seen.max(1) as f64) as f32,
-            samples: seen,
+    stats.metrics = acc.metrics();
+    Ok(stats)
+}
+
+/// Metrics summed over the readbacks of an epoch.
+#[derive(Default)]
+struct Running {
+    loss: f64,
+    hits: f64,
+    seen: usize,
+}
+
+impl Running {
+    /// Adds one readback; the metrics so far.
+    fn add(&mut self, m: Metrics) -> Metrics {
+        self.loss += m.loss as f64 * m.samples as f64;
+        self.hits += m.accuracy as f64 * m.samples as f64;
+        self.seen += m.samples;
+        self.metrics()
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            loss: (self.loss / self.seen.max(1) as f64) as f32,
+            accuracy: (self.hits / self.seen.max(1) as f64) as f32,
+            samples: self.seen,
             non_finite: false,
-        },
-        steps,
-        images: done,
-        batches_done,
-        completed,
-    })
+        }
+    }
 }
 
 /// Loss and accuracy over a whole (unshuffled) loader; one readback at the end.
@@ -133,36 +182,245 @@ pub fn confusion(ex: &mut Executor, loader: &Loader) -> Result<Vec<Vec<u32>>> {
                     arg = c;
                 }
             }
-            if (t as usize) < k {
-                m[t as usize][arg] += 1;
-            }
+            let Some(row) = m.get_mut(t as usize) else {
+                return Err(Error::invalid(
+                    "confusion",
+                    format!("label {t} is out of range for the model's {k} classes"),
+                ));
+            };
+            row[arg] += 1;
         }
     }
     Ok(m)
 }
 
-/// Where the optimizer state of the checkpoint at `path` goes.
+/// The settings and data a resumed run must match: `key → value` pairs (optimizer and its
+/// hyper-parameters, batch size, train limit, seed, schedule, the dataset's name, counts,
+/// image size and a hash of its labels, …), stored in the checkpoint's metadata as
+/// `run.<key>`.
+///
+/// ```
+/// use wgcnn::train::RunInfo;
+/// let saved = RunInfo::default().with("batch_size", 64).with("seed", 0);
+/// let now = RunInfo::default().with("batch_size", 128).with("seed", 0);
+/// assert_eq!(saved.differences(&now), vec!["batch_size: checkpoint 64, now 128".to_string()]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunInfo(pub BTreeMap<String, String>);
+
+impl RunInfo {
+    /// This run with `key` set to `value`.
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.0.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Every setting that differs between this (the checkpoint's) and `now`, one line each.
+    pub fn differences(&self, now: &RunInfo) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&String> = self.0.keys().chain(now.0.keys()).collect();
+        let show = |v: Option<&String>| v.map_or("(not recorded)".to_string(), |v| v.clone());
+        keys.into_iter()
+            .filter(|k| self.0.get(*k) != now.0.get(*k))
+            .map(|k| {
+                format!(
+                    "{k}: checkpoint {}, now {}",
+                    show(self.0.get(k)),
+                    show(now.0.get(k))
+                )
+            })
+            .collect()
+    }
+}
+
+/// A 64-bit FNV-1a hash of `bytes` in hex (a dataset's labels, for [`RunInfo`]).
+pub fn fnv1a_hex(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Checks that the images of `ds` (read from `file`) fit a model whose per-sample input
+/// is `input` (`[C, H, W]`): an [`Error::Data`] naming the file and both shapes otherwise.
+pub fn check_fits(ds: &crate::data::Dataset, file: &Path, input: &[usize]) -> Result<()> {
+    let have = [1, ds.rows, ds.cols];
+    if input != have {
+        let show = |s: &[usize]| {
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
+        return Err(Error::Data {
+            path: file.to_path_buf(),
+            msg: format!(
+                "images are {} (channels×height×width) but the model takes {}",
+                show(&have),
+                show(input)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks before any work that the output file `path` given with `flag` can be written:
+/// creates its directory, refuses a directory or a parent that is a file, and writes and
+/// removes a probe file beside it. Errors name the flag and the path as given.
+pub fn probe_output_file(flag: &str, path: &Path) -> Result<()> {
+    let bad = |msg: String| Error::invalid(flag, format!("'{}': {msg}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory; give a file name".into()));
+    }
+    if path.file_name().is_none() {
+        return Err(bad("does not name a file".into()));
+    }
+    probe_dir(flag, path, &crate::checkpoint::parent_dir(path))
+}
+
+/// Like [`probe_output_file`] for an output directory (created if missing).
+pub fn probe_output_dir(flag: &str, dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid(
+            flag,
+            format!("'{}': exists and is not a directory", dir.display()),
+        ));
+    }
+    probe_dir(flag, dir, dir)
+}
+
+/// Creates `dir` and writes, syncs and removes a probe file in it; errors name `flag` and
+/// `shown` (the path the user gave).
+fn probe_dir(flag: &str, shown: &Path, dir: &Path) -> Result<()> {
+    let bad = |what: &str, e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                "a component of the path is a file, not a directory".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Error::invalid(
+            flag,
+            format!(
+                "'{}': cannot {what} '{}': {why}",
+                shown.display(),
+                dir.display()
+            ),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| bad("create the directory", e))?;
+    let probe = dir.join(format!(".wgcnn-probe-{}", std::process::id()));
+    let written = std::fs::write(&probe, b"probe").map_err(|e| bad("write in", e));
+    let _ = std::fs::remove_file(&probe);
+    written
+}
+
+/// Where the optimizer state of the checkpoint at `path` is: the file its metadata names
+/// (`<name>.optim-<generation>`, beside it), or `<path>.optim` for a checkpoint written
+/// before generations (or one that cannot be read).
 pub fn optimizer_path(path: &Path) -> PathBuf {
+    Checkpoint::load(path)
+        .ok()
+        .and_then(|c| c.metadata.get(OPTIMIZER_FILE).cloned())
+        .map(|f| crate::checkpoint::parent_dir(path).join(f))
+        .unwrap_or_else(|| legacy_optimizer_path(path))
+}
+
+fn legacy_optimizer_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
     s.push(".optim");
     PathBuf::from(s)
 }
 
-/// Writes the model (PyTorch names) and optimizer state atomically, recording `epoch`
-/// (the epoch in progress, or the next one when `batch` is 0), `batch` (batches of it
-/// already done) and the step counter.
+/// Metadata key of the model file naming its optimizer-state file.
+const OPTIMIZER_FILE: &str = "optimizer_file";
+
+/// Writes a checkpoint (see [`save_checkpoint_run`]) without run settings to check.
 pub fn save_checkpoint(ex: &mut Executor, path: &Path, epoch: u64, batch: usize) -> Result<()> {
+    save_checkpoint_run(ex, path, epoch, batch, &RunInfo::default())
+}
+
+/// Writes the model (PyTorch names) and the optimizer state, recording `epoch` (the epoch
+/// in progress, or the next one when `batch` is 0), `batch` (batches of it already done),
+/// the step counter and `run`.
+///
+/// **Crash-consistent.** The optimizer state goes to a new file `<name>.optim-<generation>`
+/// first; then the model file, which names that generation, is renamed over `path`: that
+/// one rename makes the whole checkpoint current. A failure or crash at any instant leaves
+/// the previous checkpoint (model and the generation it names) loadable and resumable; on
+/// an error nothing new is left behind, and after a success the older generations and any
+/// temporary files a killed writer left are removed.
+pub fn save_checkpoint_run(
+    ex: &mut Executor,
+    path: &Path,
+    epoch: u64,
+    batch: usize,
+    run: &RunInfo,
+) -> Result<()> {
+    save_checkpoint_with_faults(ex, path, epoch, batch, run, &mut |_, _| Ok(()))
+}
+
+/// [`save_checkpoint_run`] with `fault` called before every write, fsync and rename (see
+/// [`write_atomic_with_faults`]): the seam of the fault-injection tests.
+pub fn save_checkpoint_with_faults(
+    ex: &mut Executor,
+    path: &Path,
+    epoch: u64,
+    batch: usize,
+    run: &RunInfo,
+    fault: &mut dyn FnMut(IoOp, &Path) -> Result<()>,
+) -> Result<()> {
+    let (model, opt) = checkpoint_files(ex, epoch, batch, run)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            Error::invalid(
+                "checkpoint",
+                format!("'{}' does not name a file", path.display()),
+            )
+        })?
+        .to_string_lossy()
+        .to_string();
+    let generation = format!(
+        "{:x}{:05x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        std::process::id() & 0xfffff
+    );
+    let opt_name = format!("{name}.optim-{generation}");
+    let dir = crate::checkpoint::parent_dir(path);
+    let opath = dir.join(&opt_name);
+    let mut model = model;
+    model
+        .metadata
+        .insert(OPTIMIZER_FILE.into(), opt_name.clone());
+    write_atomic_with_faults(&opath, &opt.to_bytes(&opath)?, fault)?;
+    if let Err(e) = write_atomic_with_faults(path, &model.to_bytes(path)?, fault) {
+        let _ = std::fs::remove_file(&opath);
+        return Err(e);
+    }
+    remove_stale(&dir, &name, &opt_name);
+    Ok(())
+}
+
+/// The model and optimizer-state checkpoints of `ex` (not yet written).
+fn checkpoint_files(
+    ex: &mut Executor,
+    epoch: u64,
+    batch: usize,
+    run: &RunInfo,
+) -> Result<(Checkpoint, Checkpoint)> {
     let mut meta = BTreeMap::new();
     meta.insert("epoch".to_string(), epoch.to_string());
     meta.insert("batch".to_string(), batch.to_string());
     meta.insert("step".to_string(), ex.step_count().to_string());
-    meta.insert("format".to_string(), "wgcnn-1".to_string());
-    let mut opt = Checkpoint::new();
-    opt.metadata = meta.clone();
-    opt.metadata.insert(
+    meta.insert("format".to_string(), "wgcnn-2".to_string());
+    meta.insert(
         "optimizer".to_string(),
         format!("{:?}", ex.optimizer().kind),
     );
+    let mut opt = Checkpoint::new();
+    opt.metadata = meta.clone();
     for (name, shape, v) in ex.optimizer_state()? {
         opt.push(name, shape, v)?;
     }
@@ -181,13 +439,29 @@ pub fn save_checkpoint(ex: &mut Executor, path: &Path, epoch: u64, batch: usize)
     }
     let mut model = Checkpoint::new();
     model.metadata = meta;
+    for (k, v) in &run.0 {
+        model.metadata.insert(format!("run.{k}"), v.clone());
+    }
     for (name, shape, v) in params {
         model.push(name, shape, v)?;
     }
-    // optimizer first: a crash between the two leaves a model whose step disagrees with
-    // its optimizer file, which a resume reports instead of silently mixing them
-    opt.save(&optimizer_path(path))?;
-    model.save(path)
+    Ok((model, opt))
+}
+
+/// After a checkpoint `name` became current with optimizer file `keep`: removes the other
+/// optimizer generations and the temporary files of interrupted writes (best effort).
+fn remove_stale(dir: &Path, name: &str, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let f = e.file_name().to_string_lossy().to_string();
+        let ours =
+            f.starts_with(&format!("{name}.optim")) || f.starts_with(&format!("{name}.tmp-"));
+        if ours && f != keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Epoch and step a checkpoint was written at.
@@ -198,6 +472,42 @@ pub struct CheckpointInfo {
     /// Batches of that epoch already done.
     pub batch: usize,
     pub step: u64,
+}
+
+/// What a checkpoint file says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointMeta {
+    /// Epoch, batch and step; `None` for a weights-only file (no training metadata, e.g.
+    /// one saved by PyTorch): it can be evaluated, but training cannot resume from it.
+    pub info: Option<CheckpointInfo>,
+    /// The run settings it was written with (empty if none were recorded).
+    pub run: RunInfo,
+}
+
+/// Reads the metadata of the checkpoint at `path`.
+pub fn checkpoint_meta(path: &Path) -> Result<CheckpointMeta> {
+    meta_of(&Checkpoint::load(path)?, path)
+}
+
+fn meta_of(c: &Checkpoint, path: &Path) -> Result<CheckpointMeta> {
+    let run = RunInfo(
+        c.metadata
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("run.").map(|k| (k.to_string(), v.clone())))
+            .collect(),
+    );
+    if !c.metadata.contains_key("epoch") && !c.metadata.contains_key("step") {
+        return Ok(CheckpointMeta { info: None, run });
+    }
+    let info = CheckpointInfo {
+        epoch: meta_u64(c, "epoch", path)?,
+        batch: meta_u64(c, "batch", path)? as usize,
+        step: meta_u64(c, "step", path)?,
+    };
+    Ok(CheckpointMeta {
+        info: Some(info),
+        run,
+    })
 }
 
 fn meta_u64(c: &Checkpoint, key: &str, path: &Path) -> Result<u64> {
@@ -211,7 +521,9 @@ fn meta_u64(c: &Checkpoint, key: &str, path: &Path) -> Result<u64> {
 }
 
 /// Loads a checkpoint into `ex`: the model always, the optimizer state and step counter
-/// when `with_optimizer`. Missing, extra or mis-shaped tensors are listed by name.
+/// when `with_optimizer`. Missing, extra or mis-shaped tensors are listed by name. A
+/// weights-only file (no training metadata, e.g. saved by PyTorch) loads without the
+/// optimizer (epoch, batch and step 0) and is refused with it.
 pub fn load_checkpoint(
     ex: &mut Executor,
     path: &Path,
@@ -227,32 +539,52 @@ pub fn load_checkpoint(
             .map(|(name, shape, _)| (name, shape)),
     );
     model.check_against(&expected, path)?;
-    let info = CheckpointInfo {
-        epoch: meta_u64(&model, "epoch", path)?,
-        batch: meta_u64(&model, "batch", path)? as usize,
-        step: meta_u64(&model, "step", path)?,
-    };
+    let meta = meta_of(&model, path)?;
     let params: Vec<_> = model.tensors.clone();
+    let Some(info) = meta.info else {
+        if with_optimizer {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                msg: "holds weights only (no epoch, step or optimizer state, e.g. saved by PyTorch): it can be evaluated, but training cannot resume from it".into(),
+            });
+        }
+        ex.load_state(&params, &[], ex.step_count())?;
+        return Ok(CheckpointInfo {
+            epoch: 0,
+            batch: 0,
+            step: 0,
+        });
+    };
     if !with_optimizer {
         ex.load_state(&params, &[], ex.step_count())?;
         return Ok(info);
     }
-    let opath = optimizer_path(path);
+    let opath = model.metadata.get(OPTIMIZER_FILE).map_or_else(
+        || legacy_optimizer_path(path),
+        |f| crate::checkpoint::parent_dir(path).join(f),
+    );
     let opt = Checkpoint::load(&opath)?;
-    let ostep = meta_u64(&opt, "step", &opath)?;
-    if ostep != info.step {
+    check_optimizer(ex, &opt, &opath, info.step)?;
+    ex.load_state(&params, &opt.tensors, info.step)?;
+    Ok(info)
+}
+
+/// The optimizer-state file must be from the model's step, for this run's optimizer, with
+/// every state tensor.
+fn check_optimizer(ex: &Executor, opt: &Checkpoint, opath: &Path, step: u64) -> Result<()> {
+    let ostep = meta_u64(opt, "step", opath)?;
+    if ostep != step {
         return Err(Error::Checkpoint {
-            path: opath,
+            path: opath.to_path_buf(),
             msg: format!(
-                "optimizer state is from step {ostep} but the model from step {} (interrupted write?)",
-                info.step
+                "optimizer state is from step {ostep} but the model from step {step} (interrupted write?)"
             ),
         });
     }
     let kind = format!("{:?}", ex.optimizer().kind);
     if opt.metadata.get("optimizer") != Some(&kind) {
         return Err(Error::Checkpoint {
-            path: opath,
+            path: opath.to_path_buf(),
             msg: format!(
                 "optimizer state is for {:?}, but this run uses {kind}",
                 opt.metadata
@@ -271,9 +603,7 @@ pub fn load_checkpoint(
                 .map(move |k| (format!("{n}.state{k}"), s.clone()))
         })
         .collect();
-    opt.check_against(&expected, &opath)?;
-    ex.load_state(&params, &opt.tensors, info.step)?;
-    Ok(info)
+    opt.check_against(&expected, opath)
 }
 
 /// A learning-rate schedule over the epochs of a run.

@@ -376,7 +376,10 @@ fn loader_visits_every_index_once_per_epoch() {
     let loader = Loader::new(&ds, 10, true, 1234, Normalize::default()).expect("loader");
     assert_eq!(loader.num_batches(), 11);
     for epoch in 0..3 {
-        let batches: Vec<_> = loader.epoch(epoch).collect();
+        let batches: Vec<_> = loader
+            .epoch(epoch)
+            .collect::<Result<_, _>>()
+            .expect("batches");
         assert_eq!(batches.len(), 11);
         let mut seen = HashSet::new();
         for b in &batches {
@@ -393,9 +396,9 @@ fn loader_visits_every_index_once_per_epoch() {
 fn loader_partial_last_batch() {
     let ds = toy_dataset(23);
     let loader = Loader::new(&ds, 8, false, 0, Normalize::default()).expect("loader");
-    let sizes: Vec<usize> = loader.epoch(0).map(|b| b.len()).collect();
+    let sizes: Vec<usize> = loader.epoch(0).map(|b| b.expect("batch").len()).collect();
     assert_eq!(sizes, vec![8, 8, 7]);
-    let last = loader.epoch(0).last().expect("batches");
+    let last = loader.epoch(0).last().expect("batches").expect("batch");
     assert_eq!(last.images.shape(), &[7, 1, 2, 2]);
     assert_eq!(last.indices, (16..23).collect::<Vec<_>>());
     assert_eq!(loader.epoch(0).len(), 3);
@@ -407,7 +410,9 @@ fn loader_epoch_orders_differ_and_seed_reproduces() {
     let a = Loader::new(&ds, 16, true, 7, Normalize::default()).expect("loader");
     let b = Loader::new(&ds, 16, true, 7, Normalize::default()).expect("loader");
     let c = Loader::new(&ds, 16, true, 8, Normalize::default()).expect("loader");
-    let order = |l: &Loader, e| -> Vec<usize> { l.epoch(e).flat_map(|x| x.indices).collect() };
+    let order = |l: &Loader, e| -> Vec<usize> {
+        l.epoch(e).flat_map(|x| x.expect("batch").indices).collect()
+    };
     assert_eq!(order(&a, 0), order(&b, 0));
     assert_eq!(order(&a, 5), order(&b, 5));
     assert_ne!(order(&a, 0), order(&a, 1));
@@ -430,7 +435,7 @@ fn loader_normalization_and_labels() {
         std: 0.25,
     };
     let loader = Loader::new(&ds, 4, false, 0, norm).expect("loader");
-    let b = loader.epoch(0).next().expect("batch");
+    let b = loader.epoch(0).next().expect("batch").expect("built");
     let got: Vec<f32> = b.images.iter().copied().collect();
     let want: Vec<f32> = [0.0f32, 255.0, 51.0, 102.0]
         .iter()
@@ -443,7 +448,7 @@ fn loader_normalization_and_labels() {
     assert_eq!(b.labels, vec![3, 9]);
 
     let d = Loader::new(&ds, 4, false, 0, Normalize::default()).expect("loader");
-    let b = d.epoch(0).next().expect("batch");
+    let b = d.epoch(0).next().expect("batch").expect("built");
     assert_eq!(b.images[[0, 0, 0, 0]], 0.0);
     assert!((b.images[[0, 0, 0, 1]] - 1.0).abs() < 1e-6);
     assert!((b.images[[1, 0, 0, 0]] - 0.2).abs() < 1e-6);
@@ -454,6 +459,7 @@ fn loader_batch_matches_dataset_pixels() {
     let ds = toy_dataset(30);
     let loader = Loader::new(&ds, 7, true, 99, Normalize::default()).expect("loader");
     for b in loader.epoch(2) {
+        let b = b.expect("batch");
         for (k, &i) in b.indices.iter().enumerate() {
             assert_eq!(b.labels[k], u32::from(ds.labels[i]));
             for (p, &byte) in ds.image(i).iter().enumerate() {
@@ -471,7 +477,7 @@ fn loader_fill_matches_batches() {
     let mut x = [0.0f32; 4 * 4];
     let mut y = [0u32; 4];
     let epoch = loader.epoch(1);
-    let batches: Vec<_> = loader.epoch(1).collect();
+    let batches: Vec<_> = loader.epoch(1).collect::<Result<_, _>>().expect("batches");
     for (idx, b) in epoch.batch_indices().zip(&batches) {
         let n = idx.len();
         loader
@@ -510,6 +516,7 @@ fn loader_on_embedded_subset() {
     let mut count = 0;
     let mut label_counts = [0usize; 10];
     for b in loader.epoch(0) {
+        let b = b.expect("batch");
         count += b.len();
         for &l in &b.labels {
             label_counts[l as usize] += 1;

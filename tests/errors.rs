@@ -487,8 +487,12 @@ fn truncated_or_corrupted_checkpoint() {
     }
 
     // the model file is intact but its optimizer file is missing or truncated
+    // (a copy of the model naming an optimizer generation that was never written)
     let lone = dir.join("lone.safetensors");
-    std::fs::copy(&good, &lone).unwrap();
+    let mut c = Checkpoint::load(&good).unwrap();
+    c.metadata
+        .insert("optimizer_file".into(), "lone.safetensors.optim-1".into());
+    c.save(&lone).unwrap();
     let mut fresh = Executor::new(&Backend::cpu(), &tiny(), 2, Optimizer::adam(1e-3), 2).unwrap();
     expect_err(
         train::load_checkpoint(&mut fresh, &lone, true),

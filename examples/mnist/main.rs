@@ -20,7 +20,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use wgcnn::data::{self, Loader, Normalize};
 use wgcnn::exec::Executor;
-use wgcnn::train::{self, Schedule};
+use wgcnn::train::{self, RunInfo, Schedule};
 use wgcnn::{nn, Backend, Optimizer, OptimizerKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -35,7 +35,8 @@ struct Args {
     /// Directory with the four IDX files (raw or .gz); default: the bundled 10k subset.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Epochs to train (in total, counting those of a resumed checkpoint).
+    /// Epochs to train in total, counting those of a resumed checkpoint; 0 evaluates the
+    /// freshly initialised (or --resume'd) model without training.
     #[arg(long, default_value_t = 12)]
     epochs: u64,
     #[arg(long, default_value_t = 64)]
@@ -46,9 +47,10 @@ struct Args {
     /// sgd|momentum|nesterov|rmsprop|adam|adamw
     #[arg(long, default_value = "momentum")]
     optimizer: String,
-    /// L2 weight decay (decoupled for adamw; 0 there means PyTorch's default 0.01).
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f32,
+    /// Weight decay: L2, or decoupled for adamw (default 5e-4, adamw 0.01 as PyTorch;
+    /// 0 means none).
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Learning-rate schedule over the epochs: cosine (anneal to 0) or constant.
     #[arg(long, default_value = "cosine")]
     schedule: Schedule,
@@ -59,13 +61,29 @@ struct Args {
     /// Use only the first N training images.
     #[arg(long)]
     train_limit: Option<usize>,
-    /// Checkpoint file (safetensors, PyTorch names); written atomically every epoch.
+    /// Evaluate on only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Checkpoint file (safetensors, PyTorch names); written crash-consistently every epoch.
     #[arg(long, default_value = "runs/mnist/lenet5.safetensors")]
     checkpoint: PathBuf,
-    /// Continue from the checkpoint (parameters, optimizer state, epoch).
+    /// Also write the checkpoint every N training steps (0: only at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Continue from the checkpoint (parameters, optimizer state, epoch, batch); the run's
+    /// settings and data must match the checkpoint's.
     #[arg(long)]
     resume: bool,
-    /// Only evaluate the checkpoint on the test set.
+    /// With --resume: accept settings that differ from the checkpoint's and continue from
+    /// the next epoch boundary (the rest of an interrupted epoch is skipped).
+    #[arg(long)]
+    resume_next_epoch: bool,
+    /// Stop after this many training steps of this run as Ctrl-C would: write the checkpoint
+    /// and exit with status 130 (for tests and scripts).
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Only evaluate the checkpoint on the test set (also a weights-only file, e.g. one
+    /// saved by PyTorch).
     #[arg(long)]
     eval: bool,
     /// Write loss/accuracy curves, first-layer filters and the confusion matrix here.
@@ -83,22 +101,124 @@ fn main() {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The data of a run: where it came from and the two splits.
+struct Data {
+    dir: PathBuf,
+    name: String,
+    pair: data::DatasetPair,
+}
+
+fn run(args: Args) -> Res<()> {
+    let (kind, lr, opt) = optimizer(&args)?;
+    check_args(&args)?;
+    let data = load_data(&args)?;
+    let graph = nn::lenet5()?;
+    let input = graph
+        .node(graph.input_node().expect("lenet5 has an input"))
+        .shape
+        .clone();
+    for (split, train) in [(&data.pair.train, true), (&data.pair.test, false)] {
+        train::check_fits(split, &data::mnist_images_file(&data.dir, train)?, &input)?;
+    }
+    let norm = Normalize::mnist();
+    let train_loader = Loader::new(&data.pair.train, args.batch_size, true, args.seed, norm)?;
+    let test_loader = Loader::new(&data.pair.test, args.batch_size, false, 0, norm)?;
+    let backend = match args.backend {
+        BackendArg::Gpu => Backend::gpu()?,
+        BackendArg::Cpu => Backend::cpu(),
+    };
+    println!("backend: {}", backend.describe());
+    println!(
+        "data:    {} from {} ({} train / {} test images)",
+        data.name,
+        data.dir.display(),
+        data.pair.train.n,
+        data.pair.test.n
+    );
+    let t_plan = Instant::now();
+    let mut ex = Executor::new(&backend, &graph, args.batch_size, opt, args.seed)?;
+    print_model(&ex, &graph, kind, lr, args.batch_size, t_plan);
+    if args.eval {
+        return eval_only(&args, &mut ex, &test_loader, &data.name);
+    }
+    let run_info = run_info(&args, kind, lr, &opt, &data);
+    let (start_epoch, start_batch) = resume(&mut ex, &args, &run_info)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })?;
+    }
+    let loaders = (&train_loader, &test_loader);
+    let mut report = train_epochs(
+        &args,
+        &mut ex,
+        loaders,
+        &run_info,
+        (start_epoch, start_batch),
+        lr,
+        &stop,
+    )?;
+    report.finish(&args, &mut ex, &test_loader, &backend, &data)?;
+    if let Some(dir) = &args.plot {
+        let curves = (
+            &report.losses[..],
+            &report.train_accs[..],
+            &report.test_accs[..],
+        );
+        write_plots(&mut ex, &test_loader, dir, &data.name, curves)?;
+    }
+    Ok(())
+}
+
+/// The optimizer the flags ask for: kind, learning rate and configuration.
+fn optimizer(args: &Args) -> Res<(OptimizerKind, f32, Optimizer)> {
     let kind = OptimizerKind::parse(&args.optimizer)?;
     let lr = args.lr.unwrap_or(match kind {
         OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
         _ => 1e-3,
     });
-    let mut opt = Optimizer::from_kind(kind, lr);
-    if args.weight_decay != 0.0 {
-        opt = opt.weight_decay(args.weight_decay);
-    }
+    let wd = args.weight_decay.unwrap_or(match kind {
+        OptimizerKind::AdamW => 0.01,
+        _ => 5e-4,
+    });
+    let opt = Optimizer::from_kind(kind, lr).weight_decay(wd);
     opt.validate()?;
+    Ok((kind, lr, opt))
+}
+
+/// Flag values and every output path, checked before any work.
+fn check_args(args: &Args) -> Res<()> {
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
+    if args.train_limit == Some(0) || args.test_limit == Some(0) {
+        return Err("--train-limit and --test-limit must be at least 1".into());
+    }
+    if args.resume_next_epoch && !args.resume {
+        return Err("--resume-next-epoch goes with --resume".into());
+    }
+    if args.resume && args.eval {
+        return Err("--resume and --eval exclude each other".into());
+    }
+    if !args.eval {
+        train::probe_output_file("--checkpoint", &args.checkpoint)?;
+    }
+    if let Some(p) = &args.json {
+        train::probe_output_file("--json", p)?;
+    }
+    if let Some(p) = &args.plot {
+        train::probe_output_dir("--plot", p)?;
+    }
+    Ok(())
+}
 
-    // ---- data ---------------------------------------------------------------------
+fn load_data(args: &Args) -> Res<Data> {
     let (dir, name) = match &args.data {
         Some(d) => {
             let lower = d.to_string_lossy().to_lowercase();
@@ -116,41 +236,28 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut pair = data::load_mnist_dir(&dir, &name)?;
     if let Some(n) = args.train_limit {
-        if n == 0 {
-            return Err("--train-limit must be at least 1".into());
-        }
         pair.train.truncate(n);
     }
-    let norm = Normalize::mnist();
-    let train_loader = Loader::new(&pair.train, args.batch_size, true, args.seed, norm)?;
-    let test_loader = Loader::new(&pair.test, args.batch_size, false, 0, norm)?;
+    if let Some(n) = args.test_limit {
+        pair.test.truncate(n);
+    }
+    Ok(Data { dir, name, pair })
+}
 
-    // ---- model and executor -----------------------------------------------------------
-    let backend = match args.backend {
-        BackendArg::Gpu => Backend::gpu()?,
-        BackendArg::Cpu => Backend::cpu(),
-    };
-    let adapter = match &backend {
-        Backend::Gpu(g) => g.adapter().to_string(),
-        Backend::Cpu => "cpu reference path".to_string(),
-    };
-    println!("backend: {}", backend.describe());
-    println!(
-        "data:    {name} from {} ({} train / {} test images)",
-        dir.display(),
-        pair.train.n,
-        pair.test.n
-    );
-    let graph = nn::lenet5()?;
-    let t_plan = Instant::now();
-    let mut ex = Executor::new(&backend, &graph, args.batch_size, opt, args.seed)?;
+fn print_model(
+    ex: &Executor,
+    graph: &wgcnn::Graph,
+    kind: OptimizerKind,
+    lr: f32,
+    batch: usize,
+    t: Instant,
+) {
     let mem = ex.memory();
     println!(
-        "model:   LeNet-5, {} parameters; {:?} lr {lr}; batch {}; plan built in {:.2} s",
+        "model:   LeNet-5, {} parameters; {:?} lr {lr}; batch {batch}; plan built in {:.2} s",
         graph.params().iter().map(|p| p.len()).sum::<usize>(),
         kind,
-        args.batch_size,
-        t_plan.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64()
     );
     println!(
         "memory:  params {} KiB, grads {} KiB, optimizer {} KiB, activations {} KiB (unshared {} KiB)",
@@ -160,76 +267,157 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         mem.activations / 1024,
         mem.activations_unshared / 1024
     );
+}
 
-    if args.eval {
-        let info = train::load_checkpoint(&mut ex, &args.checkpoint, false)?;
-        let m = train::evaluate(&mut ex, &test_loader)?;
-        println!(
-            "checkpoint {} (epoch {}, step {}): test loss {:.4}, test accuracy {:.2}%",
-            args.checkpoint.display(),
-            info.epoch,
-            info.step,
-            m.loss,
-            100.0 * m.accuracy
-        );
-        if let Some(dir) = &args.plot {
-            write_plots(&mut ex, &test_loader, dir, &name, &[], &[], &[])?;
+/// `--eval`: the checkpoint (a training checkpoint or weights only) on the test set.
+fn eval_only(args: &Args, ex: &mut Executor, test: &Loader, name: &str) -> Res<()> {
+    let meta = train::checkpoint_meta(&args.checkpoint)?;
+    train::load_checkpoint(ex, &args.checkpoint, false)?;
+    let m = train::evaluate(ex, test)?;
+    let what = match meta.info {
+        Some(i) => format!("epoch {}, step {}", i.epoch, i.step),
+        None => "weights only: evaluation works, training cannot resume from it".to_string(),
+    };
+    println!(
+        "checkpoint {} ({what}): test loss {:.4}, test accuracy {:.2}%",
+        args.checkpoint.display(),
+        m.loss,
+        100.0 * m.accuracy
+    );
+    if let Some(p) = &args.json {
+        let j = serde_json::json!({"checkpoint": args.checkpoint, "test_loss": m.loss, "test_accuracy": m.accuracy});
+        wgcnn::checkpoint::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
+        println!("json:       {}", p.display());
+    }
+    if let Some(dir) = &args.plot {
+        write_plots(ex, test, dir, name, (&[], &[], &[]))?;
+    }
+    Ok(())
+}
+
+/// What a resume must match: the optimizer and its settings, the batching, the seed, the
+/// schedule and the data.
+fn run_info(args: &Args, kind: OptimizerKind, lr: f32, opt: &Optimizer, data: &Data) -> RunInfo {
+    let t = &data.pair.train;
+    RunInfo::default()
+        .with("optimizer", format!("{kind:?}"))
+        .with("lr", lr)
+        .with("weight_decay", opt.weight_decay)
+        .with("momentum", opt.momentum)
+        .with("schedule", format!("{:?}", args.schedule))
+        .with("batch_size", args.batch_size)
+        .with(
+            "train_limit",
+            args.train_limit
+                .map_or("all".to_string(), |n| n.to_string()),
+        )
+        .with("seed", args.seed)
+        .with("dataset", &data.name)
+        .with("train_images", t.n)
+        .with("test_images", data.pair.test.n)
+        .with("image_size", format!("{}x{}", t.rows, t.cols))
+        .with("train_labels_fnv1a", train::fnv1a_hex(&t.labels))
+}
+
+/// `--resume`: loads the checkpoint and checks the run; `(epoch, batch)` to start at.
+fn resume(ex: &mut Executor, args: &Args, now: &RunInfo) -> Res<(u64, usize)> {
+    if !args.resume {
+        return Ok((0, 0));
+    }
+    let meta = train::checkpoint_meta(&args.checkpoint)?;
+    let info = train::load_checkpoint(ex, &args.checkpoint, true)?;
+    let diffs = meta.run.differences(now);
+    let mut start = (info.epoch, info.batch);
+    if !diffs.is_empty() {
+        if !args.resume_next_epoch {
+            return Err(format!(
+                "{} was written by a run with other settings or data:\n  {}\nresume with the checkpoint's settings, or add --resume-next-epoch to continue from the next epoch boundary with these",
+                args.checkpoint.display(),
+                diffs.join("\n  ")
+            )
+            .into());
         }
-        return Ok(());
-    }
-
-    let (mut start_epoch, mut start_batch) = (0, 0);
-    if args.resume {
-        let info = train::load_checkpoint(&mut ex, &args.checkpoint, true)?;
-        (start_epoch, start_batch) = (info.epoch, info.batch);
+        start = (info.epoch + (info.batch > 0) as u64, 0);
         println!(
-            "resumed: {} at epoch {}, batch {}, step {}",
-            args.checkpoint.display(),
-            info.epoch + 1,
-            info.batch,
-            info.step
+            "settings changed ({}): continuing at the next epoch boundary",
+            diffs.join("; ")
         );
     }
+    println!(
+        "resumed: {} at epoch {}, batch {}, step {}",
+        args.checkpoint.display(),
+        start.0 + 1,
+        start.1,
+        info.step
+    );
+    Ok(start)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })?;
-    }
+/// What the run did, printed and written as JSON from the same values.
+#[derive(Default)]
+struct Report {
+    losses: Vec<f32>,
+    train_accs: Vec<f32>,
+    test_accs: Vec<f32>,
+    epochs_trained: u64,
+    train_images: usize,
+    train_secs: f64,
+    checkpoint_written: bool,
+    bytes: (u64, u64),
+    t0: Option<Instant>,
+    /// The epoch the run started at (non-zero after --resume).
+    start_epoch: u64,
+    /// The step counter when the run started.
+    start_step: u64,
+}
 
-    // ---- training ---------------------------------------------------------------------
-    let t0 = Instant::now();
-    let (mut losses, mut train_accs, mut test_accs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut best, mut last_loss, mut train_images, mut train_secs) =
-        (0.0f32, f32::NAN, 0usize, 0.0f64);
-    let (mut bytes_first, mut bytes_last) = (0u64, 0u64);
+/// Trains epochs `start.0..args.epochs` (the first from batch `start.1`), writing the
+/// checkpoint after each and every `--checkpoint-every` steps; exits with 130 after writing
+/// it on Ctrl-C.
+fn train_epochs(
+    args: &Args,
+    ex: &mut Executor,
+    (train_loader, test_loader): (&Loader, &Loader),
+    run: &RunInfo,
+    start: (u64, usize),
+    lr: f32,
+    stop: &AtomicBool,
+) -> Res<Report> {
+    let mut r = Report {
+        t0: Some(Instant::now()),
+        start_epoch: start.0,
+        start_step: ex.step_count(),
+        ..Report::default()
+    };
     let style =
         ProgressStyle::with_template("{prefix} [{bar:32.cyan/blue}] {pos:>6}/{len} img  {msg}")?
             .progress_chars("=> ");
-    for epoch in start_epoch..args.epochs {
-        let bar = ProgressBar::new(pair.train.n as u64)
+    for epoch in start.0..args.epochs {
+        let images = train_loader.len();
+        let bar = ProgressBar::new(images as u64)
             .with_style(style.clone())
             .with_prefix(format!("epoch {:>2}/{}", epoch + 1, args.epochs));
         ex.set_lr(args.schedule.lr(lr, epoch, args.epochs))?;
         let te = Instant::now();
-        let skip = if epoch == start_epoch { start_batch } else { 0 };
-        bar.set_position((skip * args.batch_size).min(pair.train.n) as u64);
-        let stats = train::train_epoch(&mut ex, &train_loader, epoch, skip, 25, |done, m| {
-            bar.set_position((skip * args.batch_size + done).min(pair.train.n) as u64);
-            if let Some(m) = m {
-                let rate = done as f64 / te.elapsed().as_secs_f64().max(1e-9);
+        let skip = if epoch == start.0 { start.1 } else { 0 };
+        bar.set_position((skip * args.batch_size).min(images) as u64);
+        let stats = train::train_epoch_with(ex, train_loader, epoch, skip, 25, |ex, p| {
+            bar.set_position((skip * args.batch_size + p.images).min(images) as u64);
+            if let Some(m) = p.running {
+                let rate = p.images as f64 / te.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("loss {:.4}  {:.0} img/s", m.loss, rate));
             }
-            !stop.load(Ordering::SeqCst)
+            let every = args.checkpoint_every;
+            if every > 0 && ex.step_count().is_multiple_of(every) && p.batches_done < p.batches {
+                train::save_checkpoint_run(ex, &args.checkpoint, epoch, p.batches_done, run)?;
+            }
+            let steps_here = ex.step_count() - r.start_step;
+            Ok(!stop.load(Ordering::SeqCst) && args.stop_after.is_none_or(|n| steps_here < n))
         })?;
         let secs = te.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if !stats.completed {
-            train::save_checkpoint(&mut ex, &args.checkpoint, epoch, stats.batches_done)?;
+            train::save_checkpoint_run(ex, &args.checkpoint, epoch, stats.batches_done, run)?;
             println!(
                 "interrupted in epoch {} after batch {}: checkpoint written to {} (continue with --resume)",
                 epoch + 1,
@@ -239,21 +427,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             // 130 = interrupted by SIGINT, so scripts can tell this from a finished run
             std::process::exit(130);
         }
-        train_images += stats.images;
-        train_secs += secs;
-        let test = train::evaluate(&mut ex, &test_loader)?;
-        losses.push(stats.metrics.loss);
-        train_accs.push(stats.metrics.accuracy);
-        test_accs.push(test.accuracy);
-        best = best.max(test.accuracy);
-        last_loss = stats.metrics.loss;
-        let bytes = ex.counters().gpu_bytes_allocated;
-        if epoch == start_epoch {
-            bytes_first = bytes;
-        }
-        bytes_last = bytes;
+        let test = train::evaluate(ex, test_loader)?;
+        r.epoch_done(ex, &stats, secs, test.accuracy);
+        let part = if skip > 0 {
+            format!(
+                " (resumed: batches {}–{} of {})",
+                skip + 1,
+                stats.batches_done,
+                train_loader.num_batches()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {:.1} s  ({:.0} img/s)",
+            "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {:.1} s  ({:.0} img/s){part}",
             epoch + 1,
             args.epochs,
             stats.metrics.loss,
@@ -262,65 +449,114 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             secs,
             stats.images as f64 / secs.max(1e-9)
         );
-        train::save_checkpoint(&mut ex, &args.checkpoint, epoch + 1, 0)?;
+        train::save_checkpoint_run(ex, &args.checkpoint, epoch + 1, 0, run)?;
+        r.checkpoint_written = true;
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    let c = ex.counters();
-    let final_acc = test_accs.last().copied().unwrap_or(0.0);
-    println!(
-        "done: final test accuracy {:.2}% (best {:.2}%) in {:.1} s; {} dispatches and {} submit per step",
-        100.0 * final_acc,
-        100.0 * best,
-        seconds,
-        c.dispatches_per_step,
-        c.submits_last_step.max(1)
-    );
-    println!("checkpoint: {}", args.checkpoint.display());
+    Ok(r)
+}
 
-    if let Some(dir) = &args.plot {
-        write_plots(
-            &mut ex,
-            &test_loader,
-            dir,
-            &name,
-            &losses,
-            &train_accs,
-            &test_accs,
-        )?;
+impl Report {
+    fn epoch_done(&mut self, ex: &Executor, stats: &train::EpochStats, secs: f64, test_acc: f32) {
+        self.losses.push(stats.metrics.loss);
+        self.train_accs.push(stats.metrics.accuracy);
+        self.test_accs.push(test_acc);
+        self.epochs_trained += 1;
+        self.train_images += stats.images;
+        self.train_secs += secs;
+        let bytes = ex.counters().gpu_bytes_allocated;
+        if self.epochs_trained == 1 {
+            self.bytes.0 = bytes;
+        }
+        self.bytes.1 = bytes;
     }
-    if let Some(path) = &args.json {
+
+    /// Prints the summary and writes the JSON, both from the same values. Without a
+    /// trained epoch the model is evaluated now, so the accuracy is always a real one.
+    fn finish(
+        &mut self,
+        args: &Args,
+        ex: &mut Executor,
+        test: &Loader,
+        backend: &Backend,
+        data: &Data,
+    ) -> Res<()> {
+        let seconds = self.t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let final_acc = match self.test_accs.last() {
+            Some(&a) => a,
+            None => {
+                println!(
+                    "nothing to train: the model has {} epochs and --epochs is {}; evaluating it",
+                    self.start_epoch, args.epochs
+                );
+                train::evaluate(ex, test)?.accuracy
+            }
+        };
+        let best = self.test_accs.iter().copied().fold(final_acc, f32::max);
+        let c = ex.counters();
+        let trained = self.epochs_trained > 0;
+        let gpu = matches!(backend, Backend::Gpu(_));
+        let ips = trained.then(|| self.train_images as f64 / self.train_secs.max(1e-9));
+        let submits = if trained {
+            Some(c.submits_last_step)
+        } else {
+            None
+        };
+        let dispatches = if trained {
+            Some(c.dispatches_per_step)
+        } else {
+            None
+        };
+        let last_loss = self.losses.last().copied();
+        print!(
+            "done: final test accuracy {:.2}% (best {:.2}%) in {:.1} s",
+            100.0 * final_acc,
+            100.0 * best,
+            seconds
+        );
+        match (dispatches, submits) {
+            (Some(d), Some(s)) => println!("; {d} dispatches and {s} submits per step"),
+            _ => println!("; no training step"),
+        }
+        if self.checkpoint_written {
+            println!("checkpoint: {}", args.checkpoint.display());
+        }
+        let Some(path) = &args.json else {
+            return Ok(());
+        };
         let summary = serde_json::json!({
-            "backend": match args.backend { BackendArg::Gpu => "gpu", BackendArg::Cpu => "cpu" },
-            "adapter": adapter,
-            "dataset": name,
+            "backend": match backend { Backend::Gpu(_) => "gpu", Backend::Cpu => "cpu" },
+            "adapter": match backend { Backend::Gpu(g) => g.adapter().to_string(), Backend::Cpu => "cpu reference path".to_string() },
+            "dataset": data.name,
             "epochs": args.epochs,
+            "epochs_trained": self.epochs_trained,
             "batch_size": args.batch_size,
-            "train_images": pair.train.n,
-            "test_images": pair.test.n,
+            "train_images": data.pair.train.n,
+            "test_images": data.pair.test.n,
             "test_accuracy": final_acc,
+            "best_test_accuracy": best,
             "final_train_loss": last_loss,
-            "images_per_sec": train_images as f64 / train_secs.max(1e-9),
-            "dispatches_per_step": c.dispatches_per_step,
-            "submits_per_step": c.submits_last_step,
-            "gpu_bytes_first_epoch": bytes_first,
-            "gpu_bytes_last_epoch": bytes_last,
+            "images_per_sec": ips,
+            "dispatches_per_step": dispatches,
+            "submits_per_step": submits,
+            "gpu_bytes_first_epoch": (trained && gpu).then_some(self.bytes.0),
+            "gpu_bytes_last_epoch": (trained && gpu).then_some(self.bytes.1),
             "seconds": seconds,
+            "checkpoint": self.checkpoint_written.then(|| args.checkpoint.display().to_string()),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
         println!("json:       {}", path.display());
+        Ok(())
     }
-    Ok(())
 }
 
+/// Loss/accuracy curves `(losses, train accuracies, test accuracies)`, filters, confusion.
 fn write_plots(
     ex: &mut Executor,
     test: &Loader,
     dir: &Path,
     name: &str,
-    losses: &[f32],
-    train_accs: &[f32],
-    test_accs: &[f32],
-) -> Result<(), Box<dyn std::error::Error>> {
+    (losses, train_accs, test_accs): (&[f32], &[f32], &[f32]),
+) -> Res<()> {
     let mut files = Vec::new();
     if !losses.is_empty() {
         files.extend(plots::curves(dir, losses, train_accs, test_accs)?);

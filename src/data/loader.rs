@@ -12,7 +12,7 @@
 //!
 //! let ds = Dataset::new("toy", (0..20).collect(), vec![0, 1, 2, 3, 4], 2, 2, 10)?;
 //! let loader = Loader::new(&ds, 2, true, 42, Normalize::default())?;
-//! let sizes: Vec<usize> = loader.epoch(0).map(|b| b.labels.len()).collect();
+//! let sizes: Vec<usize> = loader.epoch(0).map(|b| b.map(|b| b.labels.len())).collect::<Result<_, _>>()?;
 //! assert_eq!(sizes, vec![2, 2, 1]);
 //! # Ok::<(), wgcnn::Error>(())
 //! ```
@@ -133,7 +133,7 @@ impl Normalize {
 ///
 /// let ds = Dataset::new("toy", vec![0, 255, 0, 255], vec![3, 7], 1, 2, 10)?;
 /// let loader = Loader::new(&ds, 2, false, 0, Normalize::default())?;
-/// let batch = loader.epoch(0).next().expect("one batch");
+/// let batch = loader.epoch(0).next().expect("one batch")?;
 /// assert_eq!(batch.images.shape(), &[2, 1, 1, 2]);
 /// assert_eq!(batch.labels, vec![3, 7]);
 /// assert_eq!(batch.indices, vec![0, 1]);
@@ -192,7 +192,7 @@ impl Batch {
 /// let pair = load_mnist_dir(&embedded_mnist_subset_dir(), "mnist")?;
 /// let loader = Loader::new(&pair.test, 64, true, 7, Normalize::default())?;
 /// assert_eq!(loader.num_batches(), 32); // 31 full batches and one of 16
-/// let last = loader.epoch(3).last().expect("non-empty");
+/// let last = loader.epoch(3).last().expect("non-empty")?;
 /// assert_eq!(last.images.shape(), &[16, 1, 28, 28]);
 /// # Ok::<(), wgcnn::Error>(())
 /// ```
@@ -388,7 +388,10 @@ impl Loader {
     /// use wgcnn::data::{Dataset, Loader, Normalize};
     /// let ds = Dataset::new("toy", vec![0; 5], vec![0; 5], 1, 1, 10)?;
     /// let loader = Loader::new(&ds, 2, true, 9, Normalize::default())?;
-    /// let mut seen: Vec<usize> = loader.epoch(0).flat_map(|b| b.indices).collect();
+    /// let mut seen: Vec<usize> = Vec::new();
+    /// for b in loader.epoch(0) {
+    ///     seen.extend(b?.indices);
+    /// }
     /// seen.sort();
     /// assert_eq!(seen, vec![0, 1, 2, 3, 4]);
     /// # Ok::<(), wgcnn::Error>(())
@@ -546,18 +549,17 @@ impl Epoch<'_> {
 }
 
 impl Iterator for Epoch<'_> {
-    type Item = Batch;
+    /// A batch, or the error building it (never swallowed: the epoch does not end early).
+    type Item = Result<Batch>;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<Result<Batch>> {
         if self.pos >= self.order.len() {
             return None;
         }
         let end = (self.pos + self.loader.batch_size).min(self.order.len());
         let indices = &self.order[self.pos..end];
         self.pos = end;
-        // Indices come from `order`, a permutation of 0..n, and the buffers are sized
-        // by `batch`, so this cannot fail; stop the iteration rather than panic.
-        self.loader.batch(indices).ok()
+        Some(self.loader.batch(indices))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -418,6 +418,12 @@ fn check_labels(labels: &[u8], classes: usize, path: &Path) -> Result<()> {
 }
 
 /// Finds `base`, `base.gz` or the dotted variants (`train-images.idx3-ubyte`) in `dir`.
+/// The images file of the training (`train`) or test split in an MNIST-format directory
+/// (raw or `.gz`, either naming convention), as [`load_mnist_dir`] finds it.
+pub fn mnist_images_file(dir: &Path, train: bool) -> Result<PathBuf> {
+    find_file(dir, if train { TRAIN_IMAGES } else { TEST_IMAGES })
+}
+
 fn find_file(dir: &Path, base: &str) -> Result<PathBuf> {
     let dotted = base.replacen("-idx", ".idx", 1);
     let candidates = [

@@ -356,8 +356,18 @@ impl Executor {
         }
     }
 
-    /// The model output `[n, out]` of the last forward pass on `n` samples.
+    /// The model output `[n, out]` of the last forward pass on `n` samples
+    /// (`1 ≤ n ≤` the plan's batch size).
     pub fn output(&mut self, n: usize) -> Result<ndarray::Array2<f32>> {
+        if n == 0 || n > self.plan.batch {
+            return Err(Error::invalid(
+                "output",
+                format!(
+                    "{n} samples; this executor's plan holds 1..={}",
+                    self.plan.batch
+                ),
+            ));
+        }
         let out = self
             .plan
             .graph
