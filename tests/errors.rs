@@ -740,8 +740,8 @@ fn tensor_too_large_for_the_device() {
 /// The `TooLarge` error of a plan names the graph tensor that does not fit (`c1`,
 /// the convolution's output, 288 bytes per sample), not only a pooled buffer.
 ///
-/// Ignored: `GpuExec::new` checks the pooled buffers and reports
-/// `'activation buffer #0'`; see the report for the change in `src/exec/gpu.rs`.
+/// (Regression: `GpuExec::new` once checked only the pooled buffers and named
+/// `'activation buffer #0'`.)
 #[test]
 fn too_large_plan_names_the_graph_tensor() {
     let Some(gpu) = common::gpu() else {
@@ -782,8 +782,8 @@ fn too_large_plan_names_the_graph_tensor() {
 /// wrapped into a small plan. `(1 << 62) + 1` samples of the 64-float input wrap to 64
 /// floats, and `Executor::new` accepted the plan.
 ///
-/// Ignored: `Tensor::len` (`src/plan.rs`) and `bytes_of_len` multiply unchecked;
-/// see the report for the change in `Plan::new`.
+/// (Regression: `Tensor::len` and `bytes_of_len` once multiplied unchecked; `Plan::new`
+/// now refuses such batches.)
 #[test]
 fn absurd_batch_is_refused() {
     for b in [usize::MAX, usize::MAX / 64 + 1, (1usize << 62) + 1] {
@@ -799,8 +799,7 @@ fn absurd_batch_is_refused() {
 /// Padding so large that `h + 2·pad` overflows must be refused, not wrapped: with
 /// padding 2⁶³ a 4×4 input and a 3×3 kernel gave a 2×2 output.
 ///
-/// Ignored: `Conv2dParams::out_shape` / `Pool2dParams::out_shape` (`src/shape.rs`)
-/// compute `h + 2 * ph` unchecked; see the report.
+/// (Regression: the output-size math once computed `h + 2 * ph` unchecked.)
 #[test]
 fn huge_padding_is_refused() {
     let half = 1usize << (usize::BITS - 1);
@@ -973,10 +972,9 @@ fn nan_input_reports_the_step() {
 /// parameters. Training must not go on silently with non-finite parameters: within a
 /// step or two `take_metrics` (or the step itself) must report `Error::NonFinite`.
 ///
-/// Ignored: today only the loss is checked, and with `c1.weight` NaN every
-/// pre-activation is NaN, the ReLU maps all of them to 0, and the loss stays finite
-/// forever — the model is silently dead. Needs a non-finite check of the gradients
-/// (or parameters) in the optimizer step, or a NaN-propagating ReLU like PyTorch's.
+/// (Regression: only the loss was once checked, and with `c1.weight` NaN a ReLU maps every
+/// pre-activation to 0 and the loss stays finite; the optimizer step now flags non-finite
+/// parameters.)
 #[test]
 fn nan_masked_by_relu_is_reported() {
     let mut failures = Vec::new();
@@ -1025,8 +1023,7 @@ fn nan_masked_by_relu_is_reported() {
 /// ReLU, so no loss reported it): it refuses with `Error::NonFinite` and writes
 /// nothing, so the last good checkpoint is never replaced by a dead model.
 ///
-/// Ignored: `train::save_checkpoint` writes whatever the parameters hold; see the
-/// report for the check to add in `src/train.rs`.
+/// (Regression: `train::save_checkpoint` once wrote whatever the parameters held.)
 #[test]
 fn save_checkpoint_refuses_non_finite_parameters() {
     for (name, be) in common::backends() {

@@ -52,6 +52,7 @@ fn run_case(c: &OptimCase) {
         let mut p = P0.to_vec();
         let mut s1 = vec![0.0f32; LEN];
         let mut s2 = vec![0.0f32; LEN];
+        assert_eq!(GRADS.len(), c.params.len(), "{}: steps", c.name);
         for (step, (g, want)) in GRADS.iter().zip(&c.params).enumerate() {
             let t = step as u64 + 1;
             be.optimizer_step(&opt, t, &mut p, g, &mut s1, &mut s2)

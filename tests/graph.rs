@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_close, gpu};
+use common::{assert_close, assert_same_tensors, gpu};
 use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::Graph;
 use wgcnn::nn::{self, Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
@@ -68,24 +68,17 @@ fn lenet_one_step_gpu_equals_cpu() {
         1e-4,
         1e-4,
     );
-    for ((name, _, gc), (_, _, gg)) in c
-        .gradients()
-        .unwrap()
-        .iter()
-        .zip(gx.gradients().unwrap().iter())
-    {
-        assert!(gc.iter().any(|v| *v != 0.0), "{name}: gradient is all zero");
-        assert_close(&format!("grad {name}"), gg, gc, 1e-4, 1e-3);
+    let gc = c.gradients().unwrap();
+    for (name, _, g) in &gc {
+        assert!(g.iter().any(|v| *v != 0.0), "{name}: gradient is all zero");
     }
-    for ((name, _, pc), ((_, _, pg), (_, _, p0))) in c
-        .parameters()
-        .unwrap()
-        .iter()
-        .zip(gx.parameters().unwrap().iter().zip(p0c.iter()))
-    {
-        assert!(pc != p0, "{name} was not updated");
-        assert_close(&format!("param {name}"), pg, pc, 1e-4, 1e-3);
+    assert_same_tensors("grad", &gx.gradients().unwrap(), &gc, 1e-4, 1e-3);
+    let pc = c.parameters().unwrap();
+    assert_eq!(pc.len(), p0c.len());
+    for ((name, _, p), (_, _, p0)) in pc.iter().zip(&p0c) {
+        assert!(p != p0, "{name} was not updated");
     }
+    assert_same_tensors("param", &gx.parameters().unwrap(), &pc, 1e-4, 1e-3);
     // Conv + ReLU and Linear + ReLU are fused; a LeNet step stays within 20 dispatches.
     assert_eq!(gx.counters().dispatches_per_step, 20);
 }
@@ -221,9 +214,13 @@ fn residual_gradients_match_finite_differences_and_gpu() {
     if let Some(g) = gpu() {
         let mut gx = Executor::new(&g, &graph, n, opt, 9).unwrap();
         gx.train_step(&x, Targets::Classes(&y)).unwrap();
-        for ((name, _, gc), (_, _, gg)) in grads.iter().zip(gx.gradients().unwrap().iter()) {
-            assert_close(&format!("residual grad {name}"), gg, gc, 1e-5, 1e-4);
-        }
+        assert_same_tensors(
+            "residual grad",
+            &gx.gradients().unwrap(),
+            &grads,
+            1e-5,
+            1e-4,
+        );
     }
 }
 

@@ -76,6 +76,28 @@ pub fn values(seed: u64, len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A named tensor as the executor returns it: `(name, shape, values)`.
+pub type Named = (String, Vec<usize>, Vec<f32>);
+
+/// Asserts two lists of named tensors agree: the same count, names and shapes in order,
+/// values within `atol + rtol·|want|`; returns the worst ratio.
+#[track_caller]
+pub fn assert_same_tensors(what: &str, got: &[Named], want: &[Named], atol: f32, rtol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: tensor count");
+    let mut worst = 0.0f32;
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.0, &g.1), (&w.0, &w.1), "{what}: names and shapes");
+        worst = worst.max(assert_close(
+            &format!("{what} {}", g.0),
+            &g.2,
+            &w.2,
+            atol,
+            rtol,
+        ));
+    }
+    worst
+}
+
 /// Deterministic values in [0, 1) (see [`values`]).
 pub fn rand01(seed: u64, len: usize) -> Vec<f32> {
     values(seed, len).iter().map(|v| (v + 1.0) / 2.0).collect()
@@ -103,7 +125,8 @@ pub fn proptest_config(default_cases: u32) -> ProptestConfig {
 
 /// GPU and CPU executors from the same seed: training losses agree within 1e-3 relative
 /// over `steps` steps (f32 sums in other orders, compounding through the updates), and so
-/// do the evaluation losses afterwards.
+/// do every gradient and parameter after each step (atol 1e-4, rtol 2e-3) and the
+/// evaluation losses afterwards.
 pub fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps: u64) {
     let Some(g) = gpu() else { return };
     let opt = Optimizer::momentum(0.05, 0.9);
@@ -120,6 +143,22 @@ pub fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps:
         assert!(
             (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
             "step {s}: cpu loss {lc} vs gpu {lg}"
+        );
+        let what = format!("step {s} gradients");
+        assert_same_tensors(
+            &what,
+            &gx.gradients().unwrap(),
+            &c.gradients().unwrap(),
+            1e-4,
+            2e-3,
+        );
+        let what = format!("step {s} parameters");
+        assert_same_tensors(
+            &what,
+            &gx.parameters().unwrap(),
+            &c.parameters().unwrap(),
+            1e-4,
+            2e-3,
         );
     }
     let x = rand01(999, n * len);
