@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgcnn::data::{self, DatasetPair, Loader, Normalize};
 use wgcnn::exec::Executor;
 use wgcnn::graph::Graph;
-use wgcnn::train::{self, Schedule};
+use wgcnn::train::{self, RunInfo, Schedule};
 use wgcnn::{nn, Backend, Optimizer, OptimizerKind};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -51,9 +51,10 @@ struct Args {
     /// sgd|momentum|nesterov|rmsprop|adam|adamw (the same for both models)
     #[arg(long, default_value = "adam")]
     optimizer: String,
-    /// L2 weight decay (decoupled for adamw).
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f32,
+    /// Weight decay: L2, or decoupled for adamw (default 5e-4, adamw 0.01 as PyTorch; 0
+    /// means none).
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Learning-rate schedule over the epochs: cosine (anneal to 0) or constant.
     #[arg(long, default_value = "cosine")]
     schedule: Schedule,
@@ -70,9 +71,13 @@ struct Args {
     /// Checkpoint file (safetensors); written atomically every epoch.
     #[arg(long, default_value = "runs/xception/xception.safetensors")]
     checkpoint: PathBuf,
-    /// Continue from the checkpoint (parameters, optimizer state, epoch).
+    /// Continue from the checkpoint (parameters, optimizer state, epoch, batch); the run's
+    /// settings and data must match the checkpoint's.
     #[arg(long)]
     resume: bool,
+    /// With --resume: accept other settings and continue from the next epoch boundary.
+    #[arg(long)]
+    resume_next_epoch: bool,
     /// Only evaluate the checkpoint on the test set.
     #[arg(long)]
     eval: bool,
@@ -87,11 +92,13 @@ struct Args {
 /// What one training run produced.
 struct RunResult {
     test_accuracy: f32,
-    final_train_loss: f32,
+    /// `None` when no epoch was trained.
+    final_train_loss: Option<f32>,
     images_per_sec: f64,
     seconds: f64,
     parameters: usize,
     dispatches_per_step: u64,
+    checkpoint_written: bool,
 }
 
 fn main() {
@@ -107,16 +114,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
         _ => 1e-3,
     });
-    let mut opt = Optimizer::from_kind(kind, lr);
-    if args.weight_decay != 0.0 {
-        opt = opt.weight_decay(args.weight_decay);
-    }
+    let wd = args.weight_decay.unwrap_or(match kind {
+        OptimizerKind::AdamW => 0.01,
+        _ => 5e-4,
+    });
+    let opt = Optimizer::from_kind(kind, lr).weight_decay(wd);
     opt.validate()?;
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
     if args.train_limit == 0 {
         return Err("--train-limit must be at least 1".into());
+    }
+    if !args.eval {
+        train::probe_output_file("--checkpoint", &args.checkpoint)?;
+    }
+    if let Some(p) = &args.json {
+        train::probe_output_file("--json", p)?;
+    }
+    if args.resume_next_epoch && !args.resume {
+        return Err("--resume-next-epoch goes with --resume".into());
     }
     if !args.data.is_dir() {
         return Err(format!(
@@ -147,7 +164,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "budget:  {} epoch(s) of {} images, batch {}, {kind:?} lr {lr} ({:?}), weight decay {}",
-        args.epochs, pair.train.n, args.batch_size, args.schedule, args.weight_decay
+        args.epochs, pair.train.n, args.batch_size, args.schedule, wd
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -220,7 +237,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             100.0 * (x.test_accuracy - b.test_accuracy)
         );
     }
-    println!("checkpoint: {}", args.checkpoint.display());
+    if x.checkpoint_written {
+        println!("checkpoint: {}", args.checkpoint.display());
+    }
 
     if let Some(path) = &args.json {
         let run_json = |r: &RunResult| {
@@ -304,23 +323,40 @@ fn train_model(
             return Ok(None);
         }
     }
+    let run = RunInfo::default()
+        .with("model", name)
+        .with("optimizer", format!("{:?}", opt.kind))
+        .with("lr", opt.lr)
+        .with("weight_decay", opt.weight_decay)
+        .with("schedule", format!("{:?}", args.schedule))
+        .with("batch_size", args.batch_size)
+        .with("train_limit", args.train_limit)
+        .with("seed", args.seed)
+        .with("widths", format!("{:?}", args.widths))
+        .with("train_images", pair.train.n)
+        .with(
+            "image_size",
+            format!("{}x{}", pair.train.rows, pair.train.cols),
+        )
+        .with("train_labels_fnv1a", train::fnv1a_hex(&pair.train.labels));
     let (mut start_epoch, mut start_batch) = (0, 0);
     if let (Some(path), true) = (checkpoint, args.resume) {
-        let info = train::load_checkpoint(&mut ex, path, true)?;
-        (start_epoch, start_batch) = (info.epoch, info.batch);
+        let r = train::resume_checked(&mut ex, path, &run, args.resume_next_epoch)?;
+        (start_epoch, start_batch) = (r.epoch, r.batch);
         println!(
             "resumed: {} at epoch {}, batch {}",
             path.display(),
-            info.epoch + 1,
-            info.batch
+            r.epoch + 1,
+            r.batch
         );
     }
+    let mut checkpoint_written = false;
     let style =
         ProgressStyle::with_template("{prefix} [{bar:32.cyan/blue}] {pos:>6}/{len} img  {msg}")?
             .progress_chars("=> ");
     let t0 = Instant::now();
     let (mut images, mut secs_total) = (0usize, 0.0f64);
-    let (mut test_accuracy, mut final_train_loss) = (0.0f32, f32::NAN);
+    let (mut test_accuracy, mut final_train_loss) = (None, None);
     for epoch in start_epoch..args.epochs {
         let bar = ProgressBar::new(pair.train.n as u64)
             .with_style(style.clone())
@@ -340,7 +376,7 @@ fn train_model(
         bar.finish_and_clear();
         if !stats.completed {
             if let Some(path) = checkpoint {
-                train::save_checkpoint(&mut ex, path, epoch, stats.batches_done)?;
+                train::save_checkpoint_run(&mut ex, path, epoch, stats.batches_done, &run)?;
                 println!(
                     "interrupted in epoch {} after batch {}: checkpoint written to {} (continue with --resume)",
                     epoch + 1,
@@ -355,8 +391,8 @@ fn train_model(
         images += stats.images;
         secs_total += secs;
         let test = train::evaluate(&mut ex, &test_loader)?;
-        test_accuracy = test.accuracy;
-        final_train_loss = stats.metrics.loss;
+        test_accuracy = Some(test.accuracy);
+        final_train_loss = Some(stats.metrics.loss);
         println!(
             "{name} epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {:.1} s  ({:.0} img/s)",
             epoch + 1,
@@ -368,10 +404,22 @@ fn train_model(
             stats.images as f64 / secs.max(1e-9)
         );
         if let Some(path) = checkpoint {
-            train::save_checkpoint(&mut ex, path, epoch + 1, 0)?;
+            train::save_checkpoint_run(&mut ex, path, epoch + 1, 0, &run)?;
+            checkpoint_written = true;
         }
     }
+    let test_accuracy = match test_accuracy {
+        Some(a) => a,
+        None => {
+            println!(
+                "{name}: nothing to train (--epochs {}); evaluating the model",
+                args.epochs
+            );
+            train::evaluate(&mut ex, &test_loader)?.accuracy
+        }
+    };
     Ok(Some(RunResult {
+        checkpoint_written,
         test_accuracy,
         final_train_loss,
         images_per_sec: images as f64 / secs_total.max(1e-9),

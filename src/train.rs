@@ -606,6 +606,53 @@ fn check_optimizer(ex: &Executor, opt: &Checkpoint, opath: &Path, step: u64) -> 
     opt.check_against(&expected, opath)
 }
 
+/// Where a checked resume starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// The epoch and batch to continue at.
+    pub epoch: u64,
+    pub batch: usize,
+    /// The step counter restored.
+    pub step: u64,
+    /// The settings that differ from the checkpoint's (empty unless `new_settings`).
+    pub changed: Vec<String>,
+}
+
+/// Resumes `ex` from the checkpoint at `path` (model, optimizer state, step) after checking
+/// the run: when `now` differs from the checkpoint's [`RunInfo`] the resume is refused with
+/// an error listing every difference, unless `new_settings`, which continues from the next
+/// epoch boundary instead (the rest of an interrupted epoch is skipped).
+pub fn resume_checked(
+    ex: &mut Executor,
+    path: &Path,
+    now: &RunInfo,
+    new_settings: bool,
+) -> Result<Resumed> {
+    let meta = checkpoint_meta(path)?;
+    let changed = meta.run.differences(now);
+    if !changed.is_empty() && !new_settings {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!(
+                "was written by a run with other settings or data:\n  {}\nresume with the checkpoint's settings, or add --resume-next-epoch to continue from the next epoch boundary with these",
+                changed.join("\n  ")
+            ),
+        });
+    }
+    let info = load_checkpoint(ex, path, true)?;
+    let (epoch, batch) = if changed.is_empty() {
+        (info.epoch, info.batch)
+    } else {
+        (info.epoch + (info.batch > 0) as u64, 0)
+    };
+    Ok(Resumed {
+        epoch,
+        batch,
+        step: info.step,
+        changed,
+    })
+}
+
 /// A learning-rate schedule over the epochs of a run.
 ///
 /// ```

@@ -324,33 +324,21 @@ fn resume(ex: &mut Executor, args: &Args, now: &RunInfo) -> Res<(u64, usize)> {
     if !args.resume {
         return Ok((0, 0));
     }
-    let meta = train::checkpoint_meta(&args.checkpoint)?;
-    let info = train::load_checkpoint(ex, &args.checkpoint, true)?;
-    let diffs = meta.run.differences(now);
-    let mut start = (info.epoch, info.batch);
-    if !diffs.is_empty() {
-        if !args.resume_next_epoch {
-            return Err(format!(
-                "{} was written by a run with other settings or data:\n  {}\nresume with the checkpoint's settings, or add --resume-next-epoch to continue from the next epoch boundary with these",
-                args.checkpoint.display(),
-                diffs.join("\n  ")
-            )
-            .into());
-        }
-        start = (info.epoch + (info.batch > 0) as u64, 0);
+    let r = train::resume_checked(ex, &args.checkpoint, now, args.resume_next_epoch)?;
+    if !r.changed.is_empty() {
         println!(
             "settings changed ({}): continuing at the next epoch boundary",
-            diffs.join("; ")
+            r.changed.join("; ")
         );
     }
     println!(
         "resumed: {} at epoch {}, batch {}, step {}",
         args.checkpoint.display(),
-        start.0 + 1,
-        start.1,
-        info.step
+        r.epoch + 1,
+        r.batch,
+        r.step
     );
-    Ok(start)
+    Ok((r.epoch, r.batch))
 }
 
 /// What the run did, printed and written as JSON from the same values.
@@ -514,7 +502,10 @@ impl Report {
             seconds
         );
         match (dispatches, submits) {
-            (Some(d), Some(s)) => println!("; {d} dispatches and {s} submits per step"),
+            (Some(d), Some(s)) => {
+                let plural = if s == 1 { "" } else { "s" };
+                println!("; {d} dispatches and {s} submit{plural} per step")
+            }
             _ => println!("; no training step"),
         }
         if self.checkpoint_written {
