@@ -394,10 +394,18 @@ pub fn save_checkpoint_with_faults(
     model
         .metadata
         .insert(OPTIMIZER_FILE.into(), opt_name.clone());
-    write_atomic_with_faults(&opath, &opt.to_bytes(&opath)?, fault)?;
+    // an I/O error names the checkpoint as the user gave it, not a temporary file
+    let named = |e: Error| match e {
+        Error::Io { source, .. } => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        e => e,
+    };
+    write_atomic_with_faults(&opath, &opt.to_bytes(&opath)?, fault).map_err(named)?;
     if let Err(e) = write_atomic_with_faults(path, &model.to_bytes(path)?, fault) {
         let _ = std::fs::remove_file(&opath);
-        return Err(e);
+        return Err(named(e));
     }
     remove_stale(&dir, &name, &opt_name);
     Ok(())

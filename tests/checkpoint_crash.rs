@@ -105,10 +105,10 @@ fn a_failure_at_each_write_fsync_and_rename_keeps_the_previous_checkpoint() {
                 Ok(())
             }
         });
-        assert!(
-            r.is_err(),
-            "fault at operation {fail_at} must fail the save"
-        );
+        let e = r.expect_err("the injected fault fails the save");
+        // the error names the checkpoint the user gave, not a temporary file
+        assert!(matches!(&e, Error::Io { path: p, .. } if p == &path), "{e}");
+        assert!(!e.to_string().contains(".tmp-"), "{e}");
         assert_eq!(seen.last(), Some(&ops[fail_at % 3]), "operation order");
         assert_eq!(
             files(&d),
