@@ -25,6 +25,7 @@ use std::sync::Arc;
 use wgcnn::cpu::conv::ConvDims;
 use wgcnn::cpu::matmul::Gemm;
 use wgcnn::exec::{Executor, Targets};
+use wgcnn::gpu::bench::bench_values as values;
 use wgcnn::gpu::{BenchProgram, GpuContext};
 use wgcnn::graph::Graph;
 use wgcnn::ops::conv::{Conv, ConvPass};
@@ -74,18 +75,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 /// Seconds per repetition of `prog` (or of its dispatch `only`): a warm-up, then repetitions

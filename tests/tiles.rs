@@ -20,20 +20,9 @@ mod common;
 
 use common::{assert_close, backends};
 use proptest::prelude::*;
+use wgcnn::gpu::bench::bench_values as values;
 use wgcnn::ndarray::{Array1, Array2, Array4};
 use wgcnn::{Backend, Conv2dParams};
-
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 fn a2(seed: u64, r: usize, c: usize) -> Array2<f32> {
     Array2::from_shape_vec((r, c), values(seed, r * c)).expect("shape")

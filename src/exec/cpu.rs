@@ -106,24 +106,17 @@ impl CpuExec {
 
     /// Runs the schedule of `b.mode` on the batch (and the optimizer update when training).
     pub fn run(&mut self, plan: &Plan, b: &Batch) -> Result<()> {
-        let Batch {
-            n,
-            mode,
-            images,
-            targets,
-            opt,
-            skip_loss,
-        } = *b;
+        let (n, mode, opt) = (b.n, b.mode, b.opt);
         if let std::collections::hash_map::Entry::Vacant(e) = self.programs.entry((n, mode)) {
             e.insert(plan.steps(n, mode)?);
         }
         let steps = self.programs.get(&(n, mode)).cloned().unwrap_or_default();
-        self.input = images.to_vec();
-        self.targets = targets.to_vec();
+        self.input = b.images.to_vec();
+        self.targets = b.targets.to_vec();
         if let Some((_, t)) = opt {
             self.step = t as u32;
         }
-        for s in steps.iter().filter(|s| !(skip_loss && s.loss)) {
+        for s in steps.iter().filter(|s| !(b.skip_loss && s.loss)) {
             self.exec(plan, n, s);
         }
         if let Some((opt, t)) = opt {

@@ -285,19 +285,12 @@ impl GpuExec {
 
     /// Runs the schedule of `b.mode` on the batch (and the optimizer update when training).
     pub fn run(&mut self, plan: &Plan, b: &Batch) -> Result<()> {
-        let Batch {
-            n,
-            mode,
-            images,
-            targets,
-            opt,
-            skip_loss,
-        } = *b;
+        let (n, mode, opt, skip_loss) = (b.n, b.mode, b.opt, b.skip_loss);
         self.ctx.check_lost()?;
         self.program(plan, n, mode)?;
         let (input, tbuf) = (self.input.clone(), self.targets.clone());
-        self.upload(&input, bytemuck::cast_slice(images));
-        self.upload(&tbuf, bytemuck::cast_slice(targets));
+        self.upload(&input, bytemuck::cast_slice(b.images));
+        self.upload(&tbuf, bytemuck::cast_slice(b.targets));
         if let Some((o, t)) = opt {
             self.prepare_update(o, t)?;
         }

@@ -9,10 +9,11 @@ use super::device::GpuContext;
 use crate::error::Result;
 use crate::ops::{Access, Data, Launch};
 
-/// Deterministic values in [−1, 1).
+/// `len` deterministic values in [−1, 1) (an xorshift stream from `seed`), for benchmarks
+/// and tests.
 pub fn bench_values(seed: u64, len: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len.max(1))
+    (0..len)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
@@ -24,7 +25,7 @@ pub fn bench_values(seed: u64, len: usize) -> Vec<f32> {
 
 /// Deterministic integers in `0..bound`.
 fn bench_indices(seed: u64, len: usize, bound: usize) -> Vec<u32> {
-    bench_values(seed, len)
+    bench_values(seed, len.max(1))
         .iter()
         .map(|v| (((v + 1.0) * 0.5 * bound as f32) as u32).min(bound.max(1) as u32 - 1))
         .collect()
@@ -75,7 +76,7 @@ impl GpuContext {
                         self.upload("bench.idx", &bench_indices(seed, b.len, bound))
                     }
                     (_, Data::Counter) => self.upload("bench.step", &[1u32]),
-                    (_, Data::F32) => self.upload("bench.in", &bench_values(seed, b.len)),
+                    (_, Data::F32) => self.upload("bench.in", &bench_values(seed, b.len.max(1))),
                 };
                 slices.push(Slice::whole(buf.clone()));
                 bufs.push(buf);
