@@ -624,6 +624,9 @@ pub struct Resumed {
     pub step: u64,
     /// The settings that differ from the checkpoint's (empty unless `new_settings`).
     pub changed: Vec<String>,
+    /// The checkpoint records no run settings (written before they were): nothing could
+    /// be checked.
+    pub unchecked: bool,
 }
 
 /// Resumes `ex` from the checkpoint at `path` (model, optimizer state, step) after checking
@@ -637,7 +640,17 @@ pub fn resume_checked(
     new_settings: bool,
 ) -> Result<Resumed> {
     let meta = checkpoint_meta(path)?;
-    let changed = meta.run.differences(now);
+    if meta.info.is_none() {
+        // weights only: load_checkpoint refuses it, saying why
+        load_checkpoint(ex, path, true)?;
+    }
+    // a checkpoint written before run settings were recorded cannot be checked
+    let unchecked = meta.run.0.is_empty();
+    let changed = if unchecked {
+        Vec::new()
+    } else {
+        meta.run.differences(now)
+    };
     if !changed.is_empty() && !new_settings {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
@@ -658,6 +671,7 @@ pub fn resume_checked(
         batch,
         step: info.step,
         changed,
+        unchecked,
     })
 }
 

@@ -325,6 +325,9 @@ fn resume(ex: &mut Executor, args: &Args, now: &RunInfo) -> Res<(u64, usize)> {
         return Ok((0, 0));
     }
     let r = train::resume_checked(ex, &args.checkpoint, now, args.resume_next_epoch)?;
+    if r.unchecked {
+        println!("note: the checkpoint records no run settings (an older format): they could not be checked");
+    }
     if !r.changed.is_empty() {
         println!(
             "settings changed ({}): continuing at the next epoch boundary",
