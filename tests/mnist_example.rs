@@ -14,37 +14,7 @@ use wgcnn::checkpoint::Checkpoint;
 use wgcnn::train;
 
 fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile.join("examples").join("mnist");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --release` (which builds the examples) or `cargo build --release --example mnist`",
-        bin.display()
-    );
-    // `cargo test --test mnist_example` alone does not rebuild the example: refuse a stale one
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in [
-        "src",
-        "src/ops",
-        "src/exec",
-        "src/gpu",
-        "src/cpu",
-        "src/data",
-        "examples/mnist",
-    ] {
-        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
-            let changed = e.metadata().and_then(|m| m.modified()).unwrap();
-            assert!(
-                changed <= built,
-                "{} is older than {}: rebuild it with `cargo build --release --example mnist`",
-                bin.display(),
-                e.path().display()
-            );
-        }
-    }
-    bin
+    common::example_binary("mnist", &["examples/mnist"])
 }
 
 fn dir(test: &str) -> PathBuf {

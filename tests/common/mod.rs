@@ -1,6 +1,7 @@
 //! Shared test helpers: the backends to test and the tolerance check.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use proptest::prelude::ProptestConfig;
@@ -171,4 +172,36 @@ pub fn executors_agree(graph: &Graph, n: usize, len: usize, classes: u32, steps:
         (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
         "eval: cpu {lc} vs gpu {lg}"
     );
+}
+
+/// The example binary `name` that `cargo test` builds beside the test binaries
+/// (`target/<profile>/examples/<name>`), refusing one older than the library's sources or
+/// `sources` (folders relative to the crate root): `cargo test --test X` alone does not
+/// rebuild examples.
+pub fn example_binary(name: &str, sources: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --release` (which builds the examples) or `cargo build --release --example {name}`",
+        bin.display()
+    );
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = [
+        "src", "src/ops", "src/exec", "src/gpu", "src/cpu", "src/data", "shaders",
+    ];
+    for dir in lib.iter().chain(sources) {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let changed = e.metadata().and_then(|m| m.modified()).unwrap();
+            assert!(
+                changed <= built,
+                "{} is older than {}: rebuild it with `cargo build --release --example {name}`",
+                bin.display(),
+                e.path().display()
+            );
+        }
+    }
+    bin
 }
