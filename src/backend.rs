@@ -1232,10 +1232,36 @@ impl Backend {
         x: &Array3<f32>,
         p: Pool1dParams,
     ) -> Result<(Array3<f32>, Array3<u32>)> {
-        let op = "max_pool1d";
+        self.arg_pool1d("max_pool1d", x, p)
+    }
+
+    /// 1-D min-pooling: [`Backend::max_pool1d`] with the minimum (padding +∞, the first
+    /// minimum's position); its backward is [`Backend::max_pool1d_backward`].
+    ///
+    /// # Shapes
+    /// `x [N,C,L]` → `y, idx [N,C,ol]`.
+    pub fn min_pool1d(
+        &self,
+        x: &Array3<f32>,
+        p: Pool1dParams,
+    ) -> Result<(Array3<f32>, Array3<u32>)> {
+        self.arg_pool1d("min_pool1d", x, p)
+    }
+
+    /// Max- or min-pooling (`op`) of the `[N, C, 1, L]` view.
+    fn arg_pool1d(
+        &self,
+        op: &str,
+        x: &Array3<f32>,
+        p: Pool1dParams,
+    ) -> Result<(Array3<f32>, Array3<u32>)> {
         let [n, c, l] = dims3(x);
         let [_, _, ol] = p.out_shape(op, [n, c, l])?;
-        let (y, idx) = self.max_pool2d(&reshaped(op, x, (n, c, 1, l))?, p.as_2d())?;
+        let (y, idx) = self.arg_pool2d(
+            &format!("{}2d", &op[..op.len() - 2]),
+            &reshaped(op, x, (n, c, 1, l))?,
+            p.as_2d(),
+        )?;
         Ok((
             reshaped(op, &y, (n, c, ol))?,
             reshaped(op, &idx, (n, c, ol))?,
@@ -1327,12 +1353,35 @@ impl Backend {
         x: &Array5<f32>,
         p: Pool3dParams,
     ) -> Result<(Array5<f32>, Array5<u32>)> {
-        let op = "max_pool3d";
+        self.arg_pool3d("max_pool3d", x, p)
+    }
+
+    /// 3-D min-pooling: [`Backend::max_pool3d`] with the minimum (padding +∞, the first
+    /// minimum in `(d, h, w)` order); its backward is [`Backend::max_pool3d_backward`].
+    ///
+    /// # Shapes
+    /// `x [N,C,D,H,W]` → `y, idx [N,C,od,oh,ow]`.
+    pub fn min_pool3d(
+        &self,
+        x: &Array5<f32>,
+        p: Pool3dParams,
+    ) -> Result<(Array5<f32>, Array5<u32>)> {
+        self.arg_pool3d("min_pool3d", x, p)
+    }
+
+    /// Max- or min-pooling (`op`) in two separable 2-D stages, the indices composed.
+    fn arg_pool3d(
+        &self,
+        op: &str,
+        x: &Array5<f32>,
+        p: Pool3dParams,
+    ) -> Result<(Array5<f32>, Array5<u32>)> {
+        let op2 = format!("{}2d", &op[..op.len() - 2]);
         let [n, c, d, h, w] = dims5(x);
         let yd = p.out_shape(op, [n, c, d, h, w])?;
         let [_, _, od, oh, ow] = yd;
-        let (t, i1) = self.max_pool2d(&reshaped(op, x, (n, c * d, h, w))?, p.hw())?;
-        let (y, i2) = self.max_pool2d(&reshaped(op, &t, (n, c, d, oh * ow))?, p.depth())?;
+        let (t, i1) = self.arg_pool2d(&op2, &reshaped(op, x, (n, c * d, h, w))?, p.hw())?;
+        let (y, i2) = self.arg_pool2d(&op2, &reshaped(op, &t, (n, c, d, oh * ow))?, p.depth())?;
         // stage 2 picked depth dd = i2 / (oh·ow) for output q; stage 1 the (h, w) there
         let (i1, i2) = (flat_u32(&i1), flat_u32(&i2));
         let ohw = oh * ow;

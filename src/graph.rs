@@ -103,6 +103,10 @@ pub enum Op {
     MaxPool3d { x: NodeId, p: Pool3dParams },
     /// 3-D average pooling of `[C, D, H, W]` (`count_include_pad=True`; two 2-D stages).
     AvgPool3d { x: NodeId, p: Pool3dParams },
+    /// 1-D min-pooling of `[C, L]` (padding +∞, the first minimum; routed like max-pooling).
+    MinPool1d { x: NodeId, p: Pool1dParams },
+    /// 3-D min-pooling of `[C, D, H, W]` (two 2-D min-poolings, like [`Op::MaxPool3d`]).
+    MinPool3d { x: NodeId, p: Pool3dParams },
     /// Softmax over the features of a flat `[F]` sample. Under a cross-entropy loss the loss
     /// reads the softmax's *input* logits (Keras `Dense(activation='softmax')` with
     /// categorical cross-entropy), while the model's output is the probabilities.
@@ -136,6 +140,8 @@ impl Op {
             | Op::AvgPool1d { x, .. }
             | Op::MaxPool3d { x, .. }
             | Op::AvgPool3d { x, .. }
+            | Op::MinPool1d { x, .. }
+            | Op::MinPool3d { x, .. }
             | Op::Softmax { x }
             | Op::ChannelsLast { x } => vec![x],
         }

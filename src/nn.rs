@@ -347,6 +347,12 @@ pool1d_layer!(
     AvgPool1d,
     avg_pool1d
 );
+pool1d_layer!(
+    /// 1-D min-pooling on `[C, L]` samples (padding +∞, the first minimum), with
+    /// `.stride(s)`, `.padding(p)`.
+    MinPool1d,
+    min_pool1d
+);
 
 macro_rules! pool3d_layer {
     ($(#[$m:meta])* $name:ident, $method:ident) => {
@@ -420,6 +426,12 @@ pool3d_layer!(
     /// [`MaxPool3d`].
     AvgPool3d,
     avg_pool3d
+);
+pool3d_layer!(
+    /// 3-D min-pooling on `[C, D, H, W]` samples (padding +∞, the first minimum), options as
+    /// [`MaxPool3d`].
+    MinPool3d,
+    min_pool3d
 );
 
 /// `nn.BatchNorm2d(c)`: batch normalisation of `[C,H,W]` per channel (`momentum` 0.1,

@@ -88,8 +88,10 @@ fn config(default: u32) -> ProptestConfig {
 enum Pool {
     Max1(Pool1dParams),
     Avg1(Pool1dParams),
+    Min1(Pool1dParams),
     Max3(Pool3dParams),
     Avg3(Pool3dParams),
+    Min3(Pool3dParams),
 }
 
 impl Pool {
@@ -99,6 +101,8 @@ impl Pool {
             Pool::Avg1(p) => g.avg_pool1d("pool", x, p),
             Pool::Max3(p) => g.max_pool3d("pool", x, p),
             Pool::Avg3(p) => g.avg_pool3d("pool", x, p),
+            Pool::Min1(p) => g.min_pool1d("pool", x, p),
+            Pool::Min3(p) => g.min_pool3d("pool", x, p),
         }
     }
 }
@@ -187,6 +191,20 @@ fn pool1d_matches_pytorch() {
             let dxa = be.avg_pool1d_backward(&dy, p, x.dim()).unwrap();
             let dxav: Vec<f32> = dxa.iter().copied().collect();
             assert_close(&format!("{what}: avg dx"), &dxav, c.avg_dx, 1e-5, 1e-5);
+            let (ym, im) = be.min_pool1d(&x, p).unwrap();
+            assert_eq!(
+                ym.iter().copied().collect::<Vec<_>>(),
+                c.min_y,
+                "{what}: min y"
+            );
+            assert_eq!(
+                im.iter().copied().collect::<Vec<_>>(),
+                c.min_idx,
+                "{what}: min idx"
+            );
+            let dxm = be.max_pool1d_backward(&dy, &im, x.dim()).unwrap();
+            let dxmv: Vec<f32> = dxm.iter().copied().collect();
+            assert_close(&format!("{what}: min dx"), &dxmv, c.min_dx, 1e-6, 1e-6);
         }
     }
 }
@@ -222,6 +240,20 @@ fn pool3d_matches_pytorch() {
             let dxa = be.avg_pool3d_backward(&dy, p, x.dim()).unwrap();
             let dxav: Vec<f32> = dxa.iter().copied().collect();
             assert_close(&format!("{what}: avg dx"), &dxav, c.avg_dx, 1e-5, 1e-5);
+            let (ym, im) = be.min_pool3d(&x, p).unwrap();
+            assert_eq!(
+                ym.iter().copied().collect::<Vec<_>>(),
+                c.min_y,
+                "{what}: min y"
+            );
+            assert_eq!(
+                im.iter().copied().collect::<Vec<_>>(),
+                c.min_idx,
+                "{what}: min idx"
+            );
+            let dxm = be.max_pool3d_backward(&dy, &im, x.dim()).unwrap();
+            let dxmv: Vec<f32> = dxm.iter().copied().collect();
+            assert_close(&format!("{what}: min dx"), &dxmv, c.min_dx, 1e-6, 1e-6);
         }
     }
 }
@@ -241,6 +273,7 @@ fn pool1d_graph_matches_pytorch_on_both_executors() {
             for (pool, y, dx) in [
                 (Pool::Max1(p), c.y, c.dx),
                 (Pool::Avg1(p), c.avg_y, c.avg_dx),
+                (Pool::Min1(p), c.min_y, c.min_dx),
             ] {
                 let what = format!("{bname} {} {pool:?}", c.name);
                 let graph = pool_graph(n, &[ch, l], pool);
@@ -265,11 +298,12 @@ fn pool3d_graph_matches_pytorch_on_both_executors() {
             for (pool, y, dx) in [
                 (Pool::Max3(p), c.y, c.dx),
                 (Pool::Avg3(p), c.avg_y, c.avg_dx),
+                (Pool::Min3(p), c.min_y, c.min_dx),
             ] {
                 let what = format!("{bname} {} {pool:?}", c.name);
                 let graph = pool_graph(n, &[ch, d, h, w], pool);
                 let (gy, gdx) = run_graph(&be, &graph, n, c.x, c.dy);
-                if matches!(pool, Pool::Max3(_)) {
+                if matches!(pool, Pool::Max3(_) | Pool::Min3(_)) {
                     assert_eq!(gy, y, "{what}: y");
                 }
                 assert_close(&format!("{what}: y"), &gy, y, 1e-5, 1e-5);
@@ -311,7 +345,11 @@ fn problem() -> impl Strategy<Value = (usize, Vec<usize>, Pool, u64, bool)> {
                     padding: ax.map(|a| a.3),
                 };
                 p.out_shape("t", [n, c, ax[0].0, ax[1].0, ax[2].0]).ok()?;
-                let pool = if max { Pool::Max3(p) } else { Pool::Avg3(p) };
+                let pool = match (max, seed % 2) {
+                    (true, 0) => Pool::Max3(p),
+                    (true, _) => Pool::Min3(p),
+                    _ => Pool::Avg3(p),
+                };
                 (vec![c, ax[0].0, ax[1].0, ax[2].0], pool)
             } else {
                 let a = axis(2);
@@ -321,7 +359,11 @@ fn problem() -> impl Strategy<Value = (usize, Vec<usize>, Pool, u64, bool)> {
                     padding: a.3,
                 };
                 p.out_shape("t", [n, c, a.0]).ok()?;
-                let pool = if max { Pool::Max1(p) } else { Pool::Avg1(p) };
+                let pool = match (max, seed % 2) {
+                    (true, 0) => Pool::Max1(p),
+                    (true, _) => Pool::Min1(p),
+                    _ => Pool::Avg1(p),
+                };
                 (vec![c, a.0], pool)
             };
             Some((n, shape, pool, seed, ties))
@@ -346,9 +388,9 @@ proptest! {
         let dy = eighths(seed ^ 0x5eed, n * ny);
         let (yc, dxc) = run_graph(&Backend::cpu(), &graph, n, &x, &dy);
         let (yg, dxg) = run_graph(&g, &graph, n, &x, &dy);
-        if matches!(pool, Pool::Max1(_) | Pool::Max3(_)) {
+        if matches!(pool, Pool::Max1(_) | Pool::Max3(_) | Pool::Min1(_) | Pool::Min3(_)) {
             prop_assert_eq!(&yg, &yc);
-            assert_close("max dx", &dxg, &dxc, 1e-6, 1e-6);
+            assert_close("max/min dx", &dxg, &dxc, 1e-6, 1e-6);
         } else {
             assert_close("avg y", &yg, &yc, 1e-5, 1e-5);
             assert_close("avg dx", &dxg, &dxc, 1e-5, 1e-5);
@@ -404,6 +446,7 @@ fn pool_nd_gradients_match_finite_differences() {
     let x1 = distinct(1, 2 * 2 * 9);
     fd_check(&[2, 9], Pool::Max1(p1), 2, &x1, 11);
     fd_check(&[2, 9], Pool::Avg1(p1), 2, &x1, 12);
+    fd_check(&[2, 9], Pool::Min1(p1), 2, &x1, 15);
     let p3 = Pool3dParams {
         kernel: [3, 2, 3],
         stride: [2, 1, 2],
@@ -412,6 +455,7 @@ fn pool_nd_gradients_match_finite_differences() {
     let x3 = distinct(2, 2 * 2 * 5 * 4 * 5);
     fd_check(&[2, 5, 4, 5], Pool::Max3(p3), 2, &x3, 13);
     fd_check(&[2, 5, 4, 5], Pool::Avg3(p3), 2, &x3, 14);
+    fd_check(&[2, 5, 4, 5], Pool::Min3(p3), 2, &x3, 16);
 }
 
 // ------------------------------------------------------------ training, lowering, errors

@@ -304,8 +304,10 @@ pub(crate) fn rule(op: &Op) -> &'static dyn Rule {
         Op::MaxPool2d { .. } | Op::MinPool2d { .. } | Op::AvgPool2d { .. } => &pool::Pool2dRule,
         Op::MaxPool1d { .. }
         | Op::AvgPool1d { .. }
+        | Op::MinPool1d { .. }
         | Op::MaxPool3d { .. }
-        | Op::AvgPool3d { .. } => &pool::PoolNdRule,
+        | Op::AvgPool3d { .. }
+        | Op::MinPool3d { .. } => &pool::PoolNdRule,
         Op::GlobalAvgPool { .. } => &pool::GlobalAvgPoolRule,
         Op::Linear { .. } => &matmul::LinearRule,
         Op::Activation { .. } => &elementwise::ActivationRule,

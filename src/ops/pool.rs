@@ -435,6 +435,26 @@ impl Graph {
         let y = self.pool3d_shape(name, x, "avg_pool3d", p)?;
         self.push(name, Op::AvgPool3d { x, p }, y)
     }
+
+    /// 1-D min-pooling: `y[c,i] = min_{a<k} x[c, i·s+a−p]`, padding +∞, the gradient routed
+    /// to the first minimum of each window (PyTorch: `−max_pool1d(−x)`).
+    ///
+    /// # Shapes
+    /// `x [C, L]` → `[C, ⌊(L + 2p − k)/s⌋ + 1]`.
+    pub fn min_pool1d(&mut self, name: &str, x: NodeId, p: Pool1dParams) -> Result<NodeId> {
+        let y = self.pool1d_shape(name, x, "min_pool1d", p)?;
+        self.push(name, Op::MinPool1d { x, p }, y)
+    }
+
+    /// 3-D min-pooling: the minimum over each `kd×kh×kw` window, padding +∞, the gradient
+    /// routed to the window's first minimum in `(d, h, w)` order (PyTorch: `−max_pool3d(−x)`).
+    ///
+    /// # Shapes
+    /// `x [C, D, H, W]` → `[C, od, oh, ow]`.
+    pub fn min_pool3d(&mut self, name: &str, x: NodeId, p: Pool3dParams) -> Result<NodeId> {
+        let y = self.pool3d_shape(name, x, "min_pool3d", p)?;
+        self.push(name, Op::MinPool3d { x, p }, y)
+    }
 }
 
 /// `Op::MaxPool2d`, `Op::MinPool2d`, `Op::AvgPool2d`: one stage; the gradient routes by the
@@ -473,7 +493,7 @@ impl Rule for Pool2dRule {
     }
 }
 
-/// `Op::MaxPool1d/AvgPool1d/MaxPool3d/AvgPool3d`: 2-D stages over views. 1-D: the
+/// `Op::Max/Avg/MinPool1d`, `Op::Max/Avg/MinPool3d`: 2-D stages over views. 1-D: the
 /// `[C, 1, L]` view with a `1×k` window. 3-D (separable): `(h, w)` on the `[C·D, H, W]` view,
 /// then depth on `[C, D, OH·OW]`; the gradient runs the stages in reverse.
 pub(crate) struct PoolNdRule;
@@ -484,32 +504,32 @@ impl PoolNdRule {
         let node = lw.g.node(id);
         let ys = &node.shape;
         match node.op {
-            Op::MaxPool1d { x, p } | Op::AvgPool1d { x, p } => {
+            Op::MaxPool1d { x, p } | Op::AvgPool1d { x, p } | Op::MinPool1d { x, p } => {
                 let xs = &lw.g.node(x).shape;
-                let max = matches!(node.op, Op::MaxPool1d { .. });
                 let stage = ([n, xs[0], 1, xs[1]], [n, ys[0], 1, ys[1]], p.as_2d());
-                (x, pass_of(max), vec![stage])
+                (x, pass_of(&node.op), vec![stage])
             }
-            Op::MaxPool3d { x, p } | Op::AvgPool3d { x, p } => {
+            Op::MaxPool3d { x, p } | Op::AvgPool3d { x, p } | Op::MinPool3d { x, p } => {
                 let xs = &lw.g.node(x).shape;
-                let max = matches!(node.op, Op::MaxPool3d { .. });
                 let (c, d, ohw) = (xs[0], xs[1], ys[2] * ys[3]);
                 let stages = vec![
                     ([n, c * d, xs[2], xs[3]], [n, c * d, ys[2], ys[3]], p.hw()),
                     ([n, c, d, ohw], [n, c, ys[1], ohw], p.depth()),
                 ];
-                (x, pass_of(max), stages)
+                (x, pass_of(&node.op), stages)
             }
             _ => unreachable!("PoolNdRule on another op"),
         }
     }
 }
 
-fn pass_of(max: bool) -> PoolPass {
-    if max {
-        PoolPass::MaxForward
-    } else {
-        PoolPass::AvgForward
+/// The 2-D kernel every stage of a 1-D or 3-D pooling op runs (max and min are separable:
+/// the extremum of the extrema, the argument routed through both stages).
+fn pass_of(op: &Op) -> PoolPass {
+    match op {
+        Op::MaxPool1d { .. } | Op::MaxPool3d { .. } => PoolPass::MaxForward,
+        Op::MinPool1d { .. } | Op::MinPool3d { .. } => PoolPass::MinForward,
+        _ => PoolPass::AvgForward,
     }
 }
 
