@@ -5,6 +5,11 @@
 //   cross_entropy:  ℓ_r = logsumexp(x[r,·]) − x[r, t_r];  loss = (1/R) Σ_r ℓ_r
 //                   dx[r,c] = (s[r,c] − [c = t_r]) · scale          (scale = 1/R)
 //   mse:            loss = (1/L) Σ_i (p[i] − q[i])²;  dp[i] = 2 (p[i] − q[i]) · scale   (scale = 1/L)
+//   bce_logits:     ℓ_i = w_c·t_i·softplus(−x_i) + (1 − t_i)·softplus(x_i)   (w_c = pos_weight[c] when
+//                   POS_WEIGHT = 1, else 1; softplus(z) = max(z, 0) + log(1 + e^(−|z|)));  loss = (1/L) Σ_i ℓ_i
+//                   dx[i] = (σ(x_i)·(w_c·t_i + 1 − t_i) − w_c·t_i) · scale   (scale = 1/L; PyTorch's
+//                   BCEWithLogitsLoss); metrics: [R·loss, Σ_r (correct labels of row r)/C with
+//                   x > 0 ⇔ t > ½, R, non-finite]
 //
 // Metrics (4 floats): [Σ_r ℓ_r (or R·mse), correct predictions (argmax = target), rows, non-finite flag].
 // With accumulate = 1 the kernel adds to the metrics (a training epoch), else it overwrites them.
@@ -15,6 +20,7 @@
 //   softmax_backward: 0 y, 1 dy, 2 dx, 3 p
 //   cross_entropy:    0 x, 1 targets (u32), 2 dx, 3 metrics, 4 p
 //   mse:              0 pred, 1 target, 2 dpred, 3 metrics, 4 p
+//   bce_logits:       0 x, 1 targets, 2 pos_weight ([C], unused unless POS_WEIGHT), 3 dx, 4 metrics, 5 p
 
 struct LossUniform {
     rows: u32, cols: u32, accumulate: u32, has_grad: u32,
@@ -156,6 +162,59 @@ fn mse(@builtin(local_invocation_index) li: u32) {
             ms_m[1] = 0.0;
             ms_m[2] = f32(p.rows);
             ms_m[3] = bad;
+        }
+    }
+}
+
+// ---- binary cross-entropy with logits ----------------------------------------------------
+const POS_WEIGHT: u32 = 0u;   // 1: weigh the positive term by pos_weight[column]
+
+@group(0) @binding(0) var<storage, read> bc_x: array<f32>;
+@group(0) @binding(1) var<storage, read> bc_t: array<f32>;
+@group(0) @binding(2) var<storage, read> bc_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bc_dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bc_m: array<f32>;
+@group(0) @binding(5) var<uniform> bc_p: LossUniform;
+
+fn softplus(z: f32) -> f32 {
+    return max(z, 0.0) + log(1.0 + exp(-abs(z)));
+}
+
+@compute @workgroup_size(64)
+fn bce_logits(@builtin(local_invocation_index) li: u32) {
+    let p = bc_p;
+    let len = p.rows * p.cols;
+    var lsum = 0.0;
+    var hits = 0.0;
+    for (var i = li; i < len; i += WG) {
+        let x = bc_x[i];
+        let t = bc_t[i];
+        var w = 1.0;
+        if (POS_WEIGHT == 1u) { w = bc_w[i % p.cols]; }
+        lsum += w * t * softplus(-x) + (1.0 - t) * softplus(x);
+        hits += select(0.0, 1.0, (x > 0.0) == (t > 0.5));
+        if (p.has_grad == 1u) {
+            let s = 1.0 / (1.0 + exp(-x));
+            bc_dx[i] = (s * (w * t + 1.0 - t) - w * t) * p.scale;
+        }
+    }
+    part_loss[li] = lsum;
+    part_hit[li] = hits;
+    reduce_parts(li);
+    if (li == 0u) {
+        let l = part_loss[0] * p.scale * f32(p.rows);
+        let h = part_hit[0] / f32(p.cols);
+        let bad = select(0.0, 1.0, non_finite(l));
+        if (p.accumulate == 1u) {
+            bc_m[0] += l;
+            bc_m[1] += h;
+            bc_m[2] += f32(p.rows);
+            bc_m[3] = max(bc_m[3], bad);
+        } else {
+            bc_m[0] = l;
+            bc_m[1] = h;
+            bc_m[2] = f32(p.rows);
+            bc_m[3] = bad;
         }
     }
 }

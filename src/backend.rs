@@ -929,6 +929,7 @@ impl Backend {
             cols: c,
             grad: true,
             accumulate: false,
+            pos_weight: false,
         };
         let mut out = self.run_launch(op, &l, &[&xv, bytemuck::cast_slice(targets), &[0.0; 4]])?;
         let (dx, m) = (out.remove(0), out.remove(0));
@@ -954,12 +955,54 @@ impl Backend {
             cols: len,
             grad: true,
             accumulate: false,
+            pos_weight: false,
         };
         let mut out = self.run_launch(op, &l, &[&pv, &tv, &[0.0; 4]])?;
         let (dp, m) = (out.remove(0), out.remove(0));
         let dp = ArrayD::from_shape_vec(IxDyn(pred.shape()), dp)
             .map_err(|e| Error::shape(op, e.to_string()))?;
         Ok((m[0], dp))
+    }
+
+    /// Binary cross-entropy with logits (PyTorch `BCEWithLogitsLoss`, mean over all elements)
+    /// and its gradient; `pos_weight [K]` weighs each column's positive term.
+    ///
+    /// # Shapes
+    /// `logits [N,K]`, `targets [N,K]` (in [0, 1]), `pos_weight [K]` → `(loss, dlogits [N,K])`.
+    pub fn bce_with_logits(
+        &self,
+        logits: &Array2<f32>,
+        targets: &Array2<f32>,
+        pos_weight: Option<&Array1<f32>>,
+    ) -> Result<(f32, Array2<f32>)> {
+        let op = "bce_with_logits";
+        let (r, c) = logits.dim();
+        nonempty(op, "logits", &[r, c])?;
+        if targets.dim() != (r, c) {
+            return Err(Error::shape(
+                op,
+                format!("targets {:?} vs logits {:?}", targets.dim(), (r, c)),
+            ));
+        }
+        if let Some(w) = pos_weight.filter(|w| w.len() != c) {
+            return Err(Error::shape(
+                op,
+                format!("pos_weight has {} elements for {c} columns", w.len()),
+            ));
+        }
+        let l = Loss {
+            kind: LossKind::BceLogits,
+            rows: r,
+            cols: c,
+            grad: true,
+            accumulate: false,
+            pos_weight: pos_weight.is_some(),
+        };
+        let w = pos_weight.map(flat).unwrap_or_default();
+        let ins: [&[f32]; 4] = [&flat(logits), &flat(targets), &w, &[0.0; 4]];
+        let mut out = self.run_launch(op, &l, &ins)?;
+        let (dx, m) = (out.remove(0), out.remove(0));
+        Ok((m[0] / r as f32, arr2([r, c], dx)?))
     }
 
     /// `[N, C, S]` view of a batch-norm input `[N,C]` or `[N,C,H,W]` (S = H·W), checking

@@ -91,6 +91,9 @@ pub enum Op {
     CrossEntropy { logits: NodeId },
     /// Mean squared error against dense targets (mean over all elements).
     Mse { pred: NodeId },
+    /// Binary cross-entropy with logits (PyTorch `BCEWithLogitsLoss`, mean over all
+    /// elements) against dense targets in [0, 1]: sigmoid heads, multi-label too.
+    BceWithLogits { logits: NodeId },
     /// A view with another per-sample shape of the same element count (no data movement;
     /// the gradient passes through), like [`Op::Flatten`].
     Reshape { x: NodeId },
@@ -135,6 +138,7 @@ impl Op {
             Op::Add { a, b } => vec![a, b],
             Op::CrossEntropy { logits } => vec![logits],
             Op::Mse { pred } => vec![pred],
+            Op::BceWithLogits { logits } => vec![logits],
             Op::Reshape { x }
             | Op::MaxPool1d { x, .. }
             | Op::AvgPool1d { x, .. }
@@ -237,7 +241,10 @@ impl Graph {
             .nodes
             .get(id)
             .ok_or_else(|| Error::shape(name, format!("refers to unknown node #{id}")))?;
-        if matches!(n.op, Op::CrossEntropy { .. } | Op::Mse { .. }) {
+        if matches!(
+            n.op,
+            Op::CrossEntropy { .. } | Op::Mse { .. } | Op::BceWithLogits { .. }
+        ) {
             return Err(Error::shape(
                 name,
                 format!("cannot consume the loss node '{}'", n.name),

@@ -696,6 +696,13 @@ impl Sequential {
         Ok(self.graph)
     }
 
+    /// Finishes with a binary cross-entropy with logits (sigmoid heads, multi-label).
+    pub fn bce_with_logits(mut self) -> Result<Graph> {
+        let x = self.last?;
+        self.graph.bce_with_logits("loss", x)?;
+        Ok(self.graph)
+    }
+
     /// Finishes with an MSE loss.
     pub fn mse(mut self) -> Result<Graph> {
         let x = self.last?;

@@ -87,3 +87,49 @@ pub fn mse(
     let l = lsum * scale * rows as f32;
     (dp, [l, 0.0, rows as f32, (!l.is_finite()) as u32 as f32])
 }
+
+/// `softplus(z) = max(z, 0) + ln(1 + e^(−|z|))`, as in loss.wgsl.
+fn softplus(z: f32) -> f32 {
+    z.max(0.0) + (1.0 + (-z.abs()).exp()).ln()
+}
+
+/// Binary cross-entropy with logits (PyTorch `BCEWithLogitsLoss`), summed in 64 strided
+/// partial sums reduced pairwise as the kernel does: `ℓ_i = w_c·t_i·softplus(−x_i) +
+/// (1 − t_i)·softplus(x_i)` (`w` = `pos_weight[c]`, or 1 when empty), gradient
+/// `(σ(x_i)·(w_c·t_i + 1 − t_i) − w_c·t_i)·scale`. Metrics `[R·loss, Σ_r correct_r/C, R, bad]`.
+pub fn bce_logits(
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    t: &[f32],
+    pos_weight: &[f32],
+    scale: f32,
+) -> (Vec<f32>, Metrics) {
+    let mut dx = vec![0.0f32; rows * cols];
+    let (mut part, mut hit) = ([0.0f32; 64], [0.0f32; 64]);
+    for i in 0..rows * cols {
+        let w = pos_weight.get(i % cols).copied().unwrap_or(1.0);
+        part[i % 64] += w * t[i] * softplus(-x[i]) + (1.0 - t[i]) * softplus(x[i]);
+        hit[i % 64] += ((x[i] > 0.0) == (t[i] > 0.5)) as u32 as f32;
+        let s = 1.0 / (1.0 + (-x[i]).exp());
+        dx[i] = (s * (w * t[i] + 1.0 - t[i]) - w * t[i]) * scale;
+    }
+    let mut s = 32;
+    while s > 0 {
+        for l in 0..s {
+            part[l] += part[l + s];
+            hit[l] += hit[l + s];
+        }
+        s /= 2;
+    }
+    let l = part[0] * scale * rows as f32;
+    (
+        dx,
+        [
+            l,
+            hit[0] / cols as f32,
+            rows as f32,
+            (!l.is_finite()) as u32 as f32,
+        ],
+    )
+}

@@ -95,6 +95,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("softmax_backward", "loss", 2, 1),
     k("cross_entropy", "loss", 2, 2),
     k("mse", "loss", 2, 2),
+    k("bce_logits", "loss", 3, 2),
     k("grad_norm_scale", "optim", 1, 1),
     k("optimizer_step", "optim", 2, 4),
     k("batch_norm_forward_train", "norm", 3, 4),

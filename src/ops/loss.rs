@@ -90,6 +90,9 @@ pub enum LossKind {
     CrossEntropy,
     /// Squared error against dense targets, mean over every element.
     Mse,
+    /// Binary cross-entropy with logits against dense targets, mean over every element
+    /// (optionally weighing the positive term per column, PyTorch's `pos_weight`).
+    BceLogits,
 }
 
 /// One loss launch: bindings `x, targets, dx, metrics`. The metrics block is added to
@@ -102,6 +105,8 @@ pub struct Loss {
     /// Write the gradient `dx` (training).
     pub grad: bool,
     pub accumulate: bool,
+    /// `BceLogits` only: a `pos_weight [cols]` binding weighs the positive term.
+    pub pos_weight: bool,
 }
 
 impl Loss {
@@ -109,7 +114,7 @@ impl Loss {
     fn scale(&self) -> f32 {
         match self.kind {
             LossKind::CrossEntropy => 1.0 / self.rows as f32,
-            LossKind::Mse => 1.0 / (self.rows * self.cols) as f32,
+            LossKind::Mse | LossKind::BceLogits => 1.0 / (self.rows * self.cols) as f32,
         }
     }
 }
@@ -119,6 +124,7 @@ impl Launch for Loss {
         match self.kind {
             LossKind::CrossEntropy => "cross_entropy",
             LossKind::Mse => "mse",
+            LossKind::BceLogits => "bce_logits",
         }
     }
 
@@ -128,14 +134,16 @@ impl Launch for Loss {
             LossKind::CrossEntropy => {
                 Binding::read("targets", self.rows).holding(Data::Index(self.cols))
             }
-            LossKind::Mse => Binding::read("targets", len),
+            _ => Binding::read("targets", len),
         };
-        vec![
-            Binding::read("x", len),
-            targets,
-            Binding::write("dx", Binding::len_if(self.grad, len)),
-            Binding::update("metrics", 4),
-        ]
+        let mut b = vec![Binding::read("x", len), targets];
+        if self.kind == LossKind::BceLogits {
+            let w = Binding::len_if(self.pos_weight, self.cols);
+            b.push(Binding::read("pos_weight", w));
+        }
+        b.push(Binding::write("dx", Binding::len_if(self.grad, len)));
+        b.push(Binding::update("metrics", 4));
+        b
     }
 
     fn uniform(&self) -> Vec<u8> {
@@ -151,9 +159,13 @@ impl Launch for Loss {
 
     /// One workgroup reduces every row.
     fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        let consts = match self.kind {
+            LossKind::BceLogits => vec![("POS_WEIGHT", self.pos_weight as u32)],
+            _ => Vec::new(),
+        };
         Ok(GpuCall {
             entry: self.kernel(),
-            consts: Vec::new(),
+            consts,
             groups: 1,
         })
     }
@@ -166,11 +178,13 @@ impl Launch for Loss {
                 cpu::loss::cross_entropy(r, c, &b[0], &t, s)
             }
             LossKind::Mse => cpu::loss::mse(r, c, &b[0], &b[1], s),
+            LossKind::BceLogits => cpu::loss::bce_logits(r, c, &b[0], &b[1], &b[2], s),
         };
+        let (dxi, mi) = (b.len() - 2, b.len() - 1);
         if self.grad {
-            b[2] = dx;
+            b[dxi] = dx;
         }
-        let acc = &mut b[3];
+        let acc = &mut b[mi];
         if self.accumulate && acc.len() == 4 {
             acc[0] += m[0];
             acc[1] += m[1];
@@ -265,6 +279,20 @@ impl Graph {
         self.set_loss(name, Op::CrossEntropy { logits })
     }
 
+    /// Binary cross-entropy with logits (PyTorch `BCEWithLogitsLoss`, mean over all elements)
+    /// on `logits [K]` against dense targets in [0, 1] of the same shape: a sigmoid head (one
+    /// unit for two classes) or multi-label targets. The model's output stays the logits.
+    pub fn bce_with_logits(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
+        let s = self.check_ref(name, logits)?.shape.clone();
+        if s.len() != 1 {
+            return Err(Error::shape(
+                name,
+                format!("binary cross-entropy needs flat logits, got {s:?}"),
+            ));
+        }
+        self.set_loss(name, Op::BceWithLogits { logits })
+    }
+
     /// Mean-squared-error loss on `pred` against dense targets of the same shape.
     pub fn mse(&mut self, name: &str, pred: NodeId) -> Result<NodeId> {
         self.check_ref(name, pred)?;
@@ -321,6 +349,7 @@ impl Rule for LossRule {
                 _ => (logits, LossKind::CrossEntropy),
             },
             Op::Mse { pred } => (pred, LossKind::Mse),
+            Op::BceWithLogits { logits } => (logits, LossKind::BceLogits),
             _ => unreachable!("LossRule on another op"),
         };
         let cols = lw.g.numel(input);
@@ -332,13 +361,13 @@ impl Rule for LossRule {
             cols,
             grad: lw.train,
             accumulate: true,
+            pos_weight: false,
         };
-        let args = vec![
-            Some(lw.out_of(input)),
-            Some(lw.targets()),
-            dx,
-            Some(lw.metrics()),
-        ];
+        let mut args = vec![Some(lw.out_of(input)), Some(lw.targets())];
+        if kind == LossKind::BceLogits {
+            args.push(None);
+        }
+        args.extend([dx, Some(lw.metrics())]);
         lw.emit_loss(id, l, args);
         if let Some(dx) = dx {
             lw.push_grad(input, dx);

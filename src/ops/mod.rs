@@ -315,7 +315,7 @@ pub(crate) fn rule(op: &Op) -> &'static dyn Rule {
         Op::Dropout { .. } => &elementwise::DropoutRule,
         Op::Rescaling { .. } => &elementwise::RescalingRule,
         Op::Softmax { .. } => &loss::SoftmaxRule,
-        Op::CrossEntropy { .. } | Op::Mse { .. } => &loss::LossRule,
+        Op::CrossEntropy { .. } | Op::Mse { .. } | Op::BceWithLogits { .. } => &loss::LossRule,
         Op::BatchNorm { .. } => &norm::BatchNormRule,
         Op::ChannelsLast { .. } => &layout::ChannelsLastRule,
         Op::Input | Op::Flatten { .. } | Op::Reshape { .. } => &layout::ViewRule,
