@@ -179,6 +179,9 @@ pub struct Plan {
     pub eval_steps: Vec<Step>,
     /// `(x, y)`: in evaluation tensor `y` is `x` (dropout is the identity there).
     eval_aliases: Vec<(TensorId, TensorId)>,
+    /// The tensor holding each node's output in the evaluation schedule (`None` for the
+    /// loss), for reading intermediate activations.
+    pub node_outputs: Vec<Option<TensorId>>,
 }
 
 /// The lowering driver: walks the graph and lets each op's [`Rule`] emit its steps, in
@@ -591,6 +594,7 @@ impl Plan {
         check_addressable(graph, batch)?;
         let mut lw = Lowering::new(graph, batch)?;
         let eval_steps = lw.schedule(false);
+        let node_outputs = lw.out.clone();
         let train_steps = lw.schedule(true);
         let forward_len = train_steps
             .iter()
@@ -623,6 +627,7 @@ impl Plan {
             train_steps,
             eval_steps,
             eval_aliases: std::mem::take(&mut lw.aliases),
+            node_outputs,
         };
         plan.assign_arena();
         Ok(plan)

@@ -128,6 +128,34 @@ impl CpuExec {
         Ok(())
     }
 
+    /// A forward pass on `images` that reads tensor `t` of every tap `(after, t)` right after
+    /// evaluation step `after` (`None`: before any step, i.e. the input).
+    pub fn run_taps(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        images: &[f32],
+        taps: &[(Option<usize>, TensorId)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let steps = plan.steps(n, Mode::Eval)?;
+        self.input = images.to_vec();
+        self.targets = vec![0; n * plan.target_len];
+        let mut out = vec![Vec::new(); taps.len()];
+        let read_at = |this: &Self, at: Option<usize>, out: &mut [Vec<f32>]| {
+            for (k, &(a, t)) in taps.iter().enumerate() {
+                if a == at {
+                    out[k] = this.read(plan, t, n);
+                }
+            }
+        };
+        read_at(self, None, &mut out);
+        for (i, s) in steps.iter().enumerate().filter(|(_, s)| !s.loss) {
+            self.exec(plan, n, s);
+            read_at(self, Some(i), &mut out);
+        }
+        Ok(out)
+    }
+
     /// Runs `s` with its launch's CPU twin on the tensors it binds.
     fn exec(&mut self, plan: &Plan, n: usize, s: &Step) {
         let bindings = s.launch.bindings();

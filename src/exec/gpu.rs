@@ -423,6 +423,59 @@ impl GpuExec {
         Ok(())
     }
 
+    /// A forward pass on `images` (one submit) that copies tensor `t` of every tap
+    /// `(after, t)` aside right after evaluation step `after` (`None`: the input) and reads
+    /// those copies back.
+    pub fn run_taps(
+        &mut self,
+        plan: &Plan,
+        n: usize,
+        images: &[f32],
+        taps: &[(Option<usize>, TensorId)],
+    ) -> Result<Vec<Vec<f32>>> {
+        self.ctx.check_lost()?;
+        self.program(plan, n, Mode::Eval)?;
+        let input = self.input.clone();
+        self.upload(&input, bytemuck::cast_slice(images));
+        let copies: Vec<(Slice, Arc<wgpu::Buffer>)> = taps
+            .iter()
+            .map(|&(_, t)| {
+                let s = self.slice(plan, t, n);
+                let dst = self.ctx.zeros("tap", s.bytes);
+                (s, dst)
+            })
+            .collect();
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("taps"),
+            });
+        let copy_at = |enc: &mut wgpu::CommandEncoder, at: Option<usize>| {
+            for (k, (s, dst)) in copies.iter().enumerate() {
+                if taps[k].0 == at {
+                    enc.copy_buffer_to_buffer(&s.buffer, s.offset, dst, 0, s.bytes);
+                }
+            }
+        };
+        copy_at(&mut encoder, None);
+        let prog = &self.programs[&(n, Mode::Eval)];
+        for (i, (d, s)) in prog.dispatches.iter().zip(&prog.steps).enumerate() {
+            if !s.loss {
+                self.ctx.encode(&mut encoder, std::iter::once(d));
+                copy_at(&mut encoder, Some(i));
+            }
+        }
+        let reads: Vec<Slice> = copies
+            .iter()
+            .map(|(_, dst)| Slice::whole(dst.clone()))
+            .collect();
+        let bytes = self.ctx.finish_and_read(encoder, &reads)?;
+        self.counters.submits += 1;
+        self.counters.bytes_read_back += reads.iter().map(|r| r.bytes).sum::<u64>();
+        Ok(bytes.iter().map(|b| to_f32(b)).collect())
+    }
+
     fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
         let encoder = self
             .ctx

@@ -356,6 +356,56 @@ impl Executor {
         }
     }
 
+    /// Intermediate activations ("feature maps"): one forward pass on `images` (as
+    /// [`Executor::predict`]) that reads back the outputs of the nodes named in `nodes`, each
+    /// right after the step that computes it (so buffer reuse later in the pass cannot
+    /// overwrite it); on the GPU only those tensors are read back, in the same submit. Returns
+    /// `(name, [n, per-sample shape…], values)` per node, in the order asked.
+    ///
+    /// ```no_run
+    /// # use wgcnn::{exec::Executor, nn, Backend, Optimizer};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let mut ex = Executor::new(&Backend::gpu()?, &nn::lenet5()?, 8, Optimizer::sgd(0.1), 0)?;
+    /// let maps = ex.activations(&vec![0.5; 8 * 784], &["c1", "s2"])?;
+    /// assert_eq!(maps[0].1, vec![8, 6, 28, 28]);
+    /// # Ok(()) }
+    /// ```
+    pub fn activations(&mut self, images: &[f32], nodes: &[&str]) -> Result<Vec<NamedTensor>> {
+        let n = self.check_batch(images, None)?;
+        let g = &self.plan.graph;
+        let mut taps = Vec::with_capacity(nodes.len());
+        for &name in nodes {
+            let id = (0..g.nodes().len())
+                .find(|&i| g.node(i).name == name)
+                .ok_or_else(|| Error::invalid("activations", format!("no node named '{name}'")))?;
+            let t = self.plan.node_outputs[id].ok_or_else(|| {
+                Error::invalid(
+                    "activations",
+                    format!("'{name}' has no output to read (the loss)"),
+                )
+            })?;
+            // the last forward step writing it; none for the input
+            let at = self
+                .plan
+                .eval_steps
+                .iter()
+                .rposition(|s| !s.loss && s.io().1.contains(&t));
+            let mut shape = vec![n];
+            shape.extend_from_slice(&g.node(id).shape);
+            taps.push((name.to_string(), shape, at, t));
+        }
+        let spec: Vec<(Option<usize>, usize)> = taps.iter().map(|t| (t.2, t.3)).collect();
+        let values = match &mut self.inner {
+            Inner::Cpu(c) => c.run_taps(&self.plan, n, images, &spec)?,
+            Inner::Gpu(gx) => gx.run_taps(&self.plan, n, images, &spec)?,
+        };
+        Ok(taps
+            .into_iter()
+            .zip(values)
+            .map(|((name, shape, ..), v)| (name, shape, v))
+            .collect())
+    }
+
     /// The model output `[n, out]` of the last forward pass on `n` samples
     /// (`1 ≤ n ≤` the plan's batch size).
     pub fn output(&mut self, n: usize) -> Result<ndarray::Array2<f32>> {
