@@ -543,6 +543,49 @@ impl Report {
     }
 }
 
+/// The filters of every conv layer after the first, one tile per (output, input) channel:
+/// `filters_<layer>.png`.
+fn conv_filters(dir: &Path, params: &[(String, Vec<usize>, Vec<f32>)]) -> Res<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for (name, shape, w) in params.iter().filter(|(n, s, _)| n.ends_with(".weight") && s.len() == 4) {
+        let layer = name.trim_end_matches(".weight");
+        if layer == "c1" {
+            continue;
+        }
+        let (o, c, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+        let tiles: Vec<plots::Tile> = w
+            .chunks_exact(kh * kw)
+            .enumerate()
+            .map(|(k, v)| (format!("out {} · in {}", k / c + 1, k % c + 1), kh, kw, v))
+            .collect();
+        let title = format!("{layer} filters: {o} outputs × {c} inputs × ({kh}×{kw})");
+        files.push(plots::grid(dir, &format!("filters_{layer}.png"), &title, &tiles, c)?);
+    }
+    Ok(files)
+}
+
+/// The first test digit and what every conv and pooling layer makes of it:
+/// `featuremaps.png`.
+fn feature_maps(ex: &mut Executor, test: &Loader, dir: &Path) -> Res<PathBuf> {
+    let idx: Vec<usize> = test.epoch(0).batch_indices().next().unwrap_or_default().to_vec();
+    let (h, w) = test.image_dims();
+    let mut images = vec![0.0f32; idx.len() * h * w];
+    let mut labels = vec![0u32; idx.len()];
+    test.fill(&idx, &mut images, &mut labels)?;
+    let layers = ["input", "c1", "s2", "c3", "s4"];
+    let maps = ex.activations(&images, &layers)?;
+    let mut tiles = Vec::new();
+    for (name, shape, v) in &maps {
+        let (c, mh, mw) = (shape[1], shape[2], shape[3]);
+        // sample 0 of the batch
+        for (k, m) in v[..c * mh * mw].chunks_exact(mh * mw).enumerate() {
+            tiles.push((format!("{name} #{}", k + 1), mh, mw, m));
+        }
+    }
+    let title = format!("Feature maps of test digit 0 (label {})", labels[0]);
+    Ok(plots::grid(dir, "featuremaps.png", &title, &tiles, 8)?)
+}
+
 /// Loss/accuracy curves `(losses, train accuracies, test accuracies)`, filters, confusion.
 fn write_plots(
     ex: &mut Executor,
@@ -559,6 +602,8 @@ fn write_plots(
     if let Some((_, shape, w)) = params.iter().find(|(n, _, _)| n == "c1.weight") {
         files.push(plots::filters(dir, w, shape[0], shape[2], shape[3])?);
     }
+    files.extend(conv_filters(dir, &params)?);
+    files.push(feature_maps(ex, test, dir)?);
     let m = train::confusion(ex, test)?;
     let mut matrix = [[0u32; 10]; 10];
     for (r, row) in m.iter().enumerate().take(10) {

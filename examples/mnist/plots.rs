@@ -351,12 +351,8 @@ fn draw_accuracy(root: &Area<'_>, train_acc: &[f32], test_acc: &[f32]) -> Result
         .map_err(|e| e.to_string())
 }
 
-/// The learned first-layer filters (`weights` is [count, 1, kh, kw]
-/// row-major, e.g. 6×1×5×5) as a grid of enlarged grey tiles, each
-/// normalised to its own min..max: `filters.png`.
-///
-/// Black is the filter's most negative weight, white its most positive; a
-/// constant filter is drawn mid-grey, non-finite weights red.
+/// First-layer filters of shape `count × 1 × kh × kw`, each tile scaled to its own range:
+/// `filters.png`.
 pub fn filters(
     dir: &Path,
     weights: &[f32],
@@ -377,17 +373,38 @@ pub fn filters(
             weights.len()
         ));
     }
+    let tiles: Vec<Tile> = weights
+        .chunks_exact(kh * kw)
+        .enumerate()
+        .map(|(k, w)| (format!("filter {}", k + 1), kh, kw, w))
+        .collect();
+    let title = format!("First-layer filters: {count} × ({kh}×{kw})");
+    grid(dir, "filters.png", &title, &tiles, 8)
+}
 
+/// One tile of [`grid`]: label, height, width, row-major values.
+pub type Tile<'a> = (String, usize, usize, &'a [f32]);
+
+/// A grid of grayscale tiles (`cols` per row), each scaled to its own range (black = most
+/// negative, white = most positive, red = not finite), labelled with its name and range:
+/// `dir/file`.
+pub fn grid(dir: &Path, file: &str, title: &str, tiles: &[Tile], cols: usize) -> Result<PathBuf, String> {
+    if tiles.is_empty() || tiles.iter().any(|t| t.1 == 0 || t.2 == 0 || t.3.len() != t.1 * t.2) {
+        return Err(format!("{file}: empty or mis-sized tiles"));
+    }
     ensure_font()?;
     let subtitle =
         "each tile scaled to its own range: black = most negative, white = most positive";
     let subtitle_style = text_style(15.0, MUTED);
-
-    // Layout, in pixels.
-    let cols = (1..=count).find(|c| c * c >= count).unwrap_or(count).min(8);
+    let count = tiles.len();
+    let cols = (1..=count).find(|c| c * c >= count).unwrap_or(count).min(cols.max(1));
     let rows = count.div_ceil(cols);
-    let px = (150 / kh.max(kw)).max(4); // enlarged pixel size
-    let (tile_w, tile_h) = (kw * px, kh * px);
+    let side_max = tiles.iter().map(|t| t.1.max(t.2)).max().unwrap_or(1);
+    let px = (150 / side_max).max(2); // enlarged pixel size, the same for every tile
+    let (tile_w, tile_h) = (
+        tiles.iter().map(|t| t.2).max().unwrap_or(1) * px,
+        tiles.iter().map(|t| t.1).max().unwrap_or(1) * px,
+    );
     let cell_w = tile_w.max(150) + 30;
     let label_h = 48;
     let cell_h = label_h + tile_h + 24;
@@ -396,41 +413,31 @@ pub fn filters(
         (side * 2 + cols * cell_w).max(estimate_width(subtitle, &subtitle_style) + 2 * side);
     let height = top + rows * cell_h + bottom;
     let size = (
-        u32::try_from(width).map_err(|_| "filters: image too wide".to_string())?,
-        u32::try_from(height).map_err(|_| "filters: image too tall".to_string())?,
+        u32::try_from(width).map_err(|_| format!("{file}: image too wide"))?,
+        u32::try_from(height).map_err(|_| format!("{file}: image too tall"))?,
     );
     let x0 = (width - cols * cell_w) / 2;
-
-    render(dir, "filters.png", size, |root| {
+    render(dir, file, size, |root| {
         let centre_top = Pos::new(HPos::Center, VPos::Top);
         let err = |e: DrawingAreaErrorKind<_>| e.to_string();
-        root.draw_text(
-            &format!("First-layer filters: {count} × ({kh}×{kw})"),
-            &title_style().pos(centre_top),
-            (width as i32 / 2, 14),
-        )
-        .map_err(err)?;
+        root.draw_text(title, &title_style().pos(centre_top), (width as i32 / 2, 14))
+            .map_err(err)?;
         root.draw_text(
             subtitle,
             &subtitle_style.pos(centre_top),
             (width as i32 / 2, 52),
         )
         .map_err(err)?;
-
-        for (k, filter) in weights.chunks_exact(kh * kw).enumerate() {
+        for (k, (label, th, tw, vals)) in tiles.iter().enumerate() {
             let (r, c) = (k / cols, k % cols);
             let cx = (x0 + c * cell_w + cell_w / 2) as i32;
             let cy = (top + r * cell_h) as i32;
-            let range = finite_range(filter.iter().copied());
-            root.draw_text(
-                &format!("filter {}", k + 1),
-                &text_style(17.0, INK).pos(centre_top),
-                (cx, cy),
-            )
-            .map_err(err)?;
+            let range = finite_range(vals.iter().copied());
+            root.draw_text(label, &text_style(17.0, INK).pos(centre_top), (cx, cy))
+                .map_err(err)?;
             let range_text = match range {
                 Some((lo, hi)) => format!("{} … {}", signed(lo, 3), signed(hi, 3)),
-                None => "no finite weights".to_string(),
+                None => "no finite values".to_string(),
             };
             root.draw_text(
                 &range_text,
@@ -438,10 +445,10 @@ pub fn filters(
                 (cx, cy + 22),
             )
             .map_err(err)?;
-
-            let tx = cx - (tile_w / 2) as i32;
+            let (tw_px, th_px) = (tw * px, th * px);
+            let tx = cx - (tw_px / 2) as i32;
             let ty = cy + label_h as i32;
-            for (i, &w) in filter.iter().enumerate() {
+            for (i, &w) in vals.iter().enumerate() {
                 let color = match range {
                     _ if !w.is_finite() => RGBColor(220, 30, 30),
                     Some((lo, hi)) if hi > lo => {
@@ -450,19 +457,16 @@ pub fn filters(
                     }
                     _ => RGBColor(128, 128, 128),
                 };
-                let (y, x) = ((i / kw * px) as i32, (i % kw * px) as i32);
+                let (y, x) = ((i / tw * px) as i32, (i % tw * px) as i32);
                 root.draw(&Rectangle::new(
                     [(tx + x, ty + y), (tx + x + px as i32, ty + y + px as i32)],
                     color.filled(),
                 ))
                 .map_err(err)?;
             }
-            // Frame, just outside the tile so it hides no weight.
+            // Frame, just outside the tile so it hides no value.
             root.draw(&Rectangle::new(
-                [
-                    (tx - 2, ty - 2),
-                    (tx + tile_w as i32 + 1, ty + tile_h as i32 + 1),
-                ],
+                [(tx - 2, ty - 2), (tx + tw_px as i32 + 1, ty + th_px as i32 + 1)],
                 MUTED.stroke_width(1),
             ))
             .map_err(err)?;
