@@ -547,7 +547,10 @@ impl Report {
 /// `filters_<layer>.png`.
 fn conv_filters(dir: &Path, params: &[(String, Vec<usize>, Vec<f32>)]) -> Res<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for (name, shape, w) in params.iter().filter(|(n, s, _)| n.ends_with(".weight") && s.len() == 4) {
+    for (name, shape, w) in params
+        .iter()
+        .filter(|(n, s, _)| n.ends_with(".weight") && s.len() == 4)
+    {
         let layer = name.trim_end_matches(".weight");
         if layer == "c1" {
             continue;
@@ -559,7 +562,13 @@ fn conv_filters(dir: &Path, params: &[(String, Vec<usize>, Vec<f32>)]) -> Res<Ve
             .map(|(k, v)| (format!("out {} · in {}", k / c + 1, k % c + 1), kh, kw, v))
             .collect();
         let title = format!("{layer} filters: {o} outputs × {c} inputs × ({kh}×{kw})");
-        files.push(plots::grid(dir, &format!("filters_{layer}.png"), &title, &tiles, c)?);
+        files.push(plots::grid(
+            dir,
+            &format!("filters_{layer}.png"),
+            &title,
+            &tiles,
+            c,
+        )?);
     }
     Ok(files)
 }
@@ -567,7 +576,12 @@ fn conv_filters(dir: &Path, params: &[(String, Vec<usize>, Vec<f32>)]) -> Res<Ve
 /// The first test digit and what every conv and pooling layer makes of it:
 /// `featuremaps.png`.
 fn feature_maps(ex: &mut Executor, test: &Loader, dir: &Path) -> Res<PathBuf> {
-    let idx: Vec<usize> = test.epoch(0).batch_indices().next().unwrap_or_default().to_vec();
+    let idx: Vec<usize> = test
+        .epoch(0)
+        .batch_indices()
+        .next()
+        .unwrap_or_default()
+        .to_vec();
     let (h, w) = test.image_dims();
     let mut images = vec![0.0f32; idx.len() * h * w];
     let mut labels = vec![0u32; idx.len()];

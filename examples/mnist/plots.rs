@@ -388,8 +388,18 @@ pub type Tile<'a> = (String, usize, usize, &'a [f32]);
 /// A grid of grayscale tiles (`cols` per row), each scaled to its own range (black = most
 /// negative, white = most positive, red = not finite), labelled with its name and range:
 /// `dir/file`.
-pub fn grid(dir: &Path, file: &str, title: &str, tiles: &[Tile], cols: usize) -> Result<PathBuf, String> {
-    if tiles.is_empty() || tiles.iter().any(|t| t.1 == 0 || t.2 == 0 || t.3.len() != t.1 * t.2) {
+pub fn grid(
+    dir: &Path,
+    file: &str,
+    title: &str,
+    tiles: &[Tile],
+    cols: usize,
+) -> Result<PathBuf, String> {
+    if tiles.is_empty()
+        || tiles
+            .iter()
+            .any(|t| t.1 == 0 || t.2 == 0 || t.3.len() != t.1 * t.2)
+    {
         return Err(format!("{file}: empty or mis-sized tiles"));
     }
     ensure_font()?;
@@ -397,7 +407,10 @@ pub fn grid(dir: &Path, file: &str, title: &str, tiles: &[Tile], cols: usize) ->
         "each tile scaled to its own range: black = most negative, white = most positive";
     let subtitle_style = text_style(15.0, MUTED);
     let count = tiles.len();
-    let cols = (1..=count).find(|c| c * c >= count).unwrap_or(count).min(cols.max(1));
+    let cols = (1..=count)
+        .find(|c| c * c >= count)
+        .unwrap_or(count)
+        .min(cols.max(1));
     let rows = count.div_ceil(cols);
     let side_max = tiles.iter().map(|t| t.1.max(t.2)).max().unwrap_or(1);
     let px = (150 / side_max).max(2); // enlarged pixel size, the same for every tile
@@ -420,8 +433,12 @@ pub fn grid(dir: &Path, file: &str, title: &str, tiles: &[Tile], cols: usize) ->
     render(dir, file, size, |root| {
         let centre_top = Pos::new(HPos::Center, VPos::Top);
         let err = |e: DrawingAreaErrorKind<_>| e.to_string();
-        root.draw_text(title, &title_style().pos(centre_top), (width as i32 / 2, 14))
-            .map_err(err)?;
+        root.draw_text(
+            title,
+            &title_style().pos(centre_top),
+            (width as i32 / 2, 14),
+        )
+        .map_err(err)?;
         root.draw_text(
             subtitle,
             &subtitle_style.pos(centre_top),
@@ -466,7 +483,10 @@ pub fn grid(dir: &Path, file: &str, title: &str, tiles: &[Tile], cols: usize) ->
             }
             // Frame, just outside the tile so it hides no value.
             root.draw(&Rectangle::new(
-                [(tx - 2, ty - 2), (tx + tw_px as i32 + 1, ty + th_px as i32 + 1)],
+                [
+                    (tx - 2, ty - 2),
+                    (tx + tw_px as i32 + 1, ty + th_px as i32 + 1),
+                ],
                 MUTED.stroke_width(1),
             ))
             .map_err(err)?;
