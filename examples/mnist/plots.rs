@@ -379,13 +379,14 @@ pub fn filters(
         .map(|(k, w)| (format!("filter {}", k + 1), kh, kw, w))
         .collect();
     let title = format!("First-layer filters: {count} × ({kh}×{kw})");
-    grid(dir, "filters.png", &title, &tiles, 8)
+    let cols = (1..=count).find(|c| c * c >= count).unwrap_or(count).min(8);
+    grid(dir, "filters.png", &title, &tiles, cols)
 }
 
 /// One tile of [`grid`]: label, height, width, row-major values.
 pub type Tile<'a> = (String, usize, usize, &'a [f32]);
 
-/// A grid of grayscale tiles (`cols` per row), each scaled to its own range (black = most
+/// A grid of grayscale tiles (`cols` per row, at most as many as tiles), each scaled to its own range (black = most
 /// negative, white = most positive, red = not finite), labelled with its name and range:
 /// `dir/file`.
 pub fn grid(
@@ -407,10 +408,7 @@ pub fn grid(
         "each tile scaled to its own range: black = most negative, white = most positive";
     let subtitle_style = text_style(15.0, MUTED);
     let count = tiles.len();
-    let cols = (1..=count)
-        .find(|c| c * c >= count)
-        .unwrap_or(count)
-        .min(cols.max(1));
+    let cols = cols.clamp(1, count);
     let rows = count.div_ceil(cols);
     let side_max = tiles.iter().map(|t| t.1.max(t.2)).max().unwrap_or(1);
     let px = (150 / side_max).max(2); // enlarged pixel size, the same for every tile
