@@ -151,6 +151,25 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The images as flat rows `[B, C·H·W]` (for models that take flattened samples).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{Dataset, Loader, Normalize};
+    /// let ds = Dataset::new("toy", vec![0, 255, 255, 0], vec![1], 2, 2, 10)?;
+    /// let b = Loader::new(&ds, 1, false, 0, Normalize::default())?.batch(&[0])?;
+    /// assert_eq!(b.flat()?.dim(), (1, 4));
+    /// assert_eq!(b.flat()?.row(0).to_vec(), vec![0.0, 1.0, 1.0, 0.0]);
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn flat(&self) -> Result<ndarray::Array2<f32>> {
+        let (b, c, h, w) = self.images.dim();
+        let v: Vec<f32> = self.images.iter().copied().collect();
+        ndarray::Array2::from_shape_vec((b, c * h * w), v)
+            .map_err(|e| Error::shape("Batch::flat", e.to_string()))
+    }
+
     /// Number of examples in the batch.
     ///
     /// # Examples
@@ -208,6 +227,7 @@ pub struct Loader {
     seed: u64,
     norm: Normalize,
     table: [f32; 256],
+    drop_last: bool,
 }
 
 impl Loader {
@@ -269,7 +289,36 @@ impl Loader {
             seed,
             norm,
             table: norm.table(),
+            drop_last: false,
         })
+    }
+
+    /// Drops each epoch's last batch when it is partial (PyTorch's `drop_last`): every batch
+    /// then has `batch_size` examples — e.g. for batch norm, which refuses a batch of 1 in
+    /// training. An epoch of a dataset smaller than the batch is then empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{Dataset, Loader, Normalize};
+    /// let ds = Dataset::new("toy", vec![0; 5], vec![0; 5], 1, 1, 10)?;
+    /// let loader = Loader::new(&ds, 2, true, 3, Normalize::default())?.drop_last(true);
+    /// assert_eq!(loader.num_batches(), 2);
+    /// assert!(loader.epoch(0).all(|b| b.map_or(false, |b| b.len() == 2)));
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn drop_last(mut self, on: bool) -> Self {
+        self.drop_last = on;
+        self
+    }
+
+    /// Examples an epoch visits: all, or a whole number of batches with `drop_last`.
+    fn used(&self) -> usize {
+        if self.drop_last {
+            self.n - self.n % self.batch_size
+        } else {
+            self.n
+        }
     }
 
     /// Number of examples.
@@ -343,7 +392,8 @@ impl Loader {
         self.norm
     }
 
-    /// Number of batches per epoch, `ceil(n / batch_size)` (the partial batch counts).
+    /// Number of batches per epoch, `ceil(n / batch_size)` (the partial batch counts, unless
+    /// [`Loader::drop_last`]).
     ///
     /// # Examples
     ///
@@ -354,7 +404,7 @@ impl Loader {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn num_batches(&self) -> usize {
-        self.n.div_ceil(self.batch_size)
+        self.used().div_ceil(self.batch_size)
     }
 
     /// The order in which epoch `epoch` visits the examples: the identity without
@@ -401,6 +451,7 @@ impl Loader {
             loader: self,
             order: self.order(epoch),
             pos: 0,
+            end: self.used(),
         }
     }
 
@@ -511,6 +562,8 @@ pub struct Epoch<'a> {
     loader: &'a Loader,
     order: Vec<usize>,
     pos: usize,
+    /// Where the epoch's batches end (before a dropped partial batch).
+    end: usize,
 }
 
 impl Epoch<'_> {
@@ -544,7 +597,7 @@ impl Epoch<'_> {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn batch_indices(&self) -> std::slice::Chunks<'_, usize> {
-        self.order[self.pos..].chunks(self.loader.batch_size)
+        self.order[self.pos.min(self.end)..self.end].chunks(self.loader.batch_size)
     }
 }
 
@@ -553,17 +606,20 @@ impl Iterator for Epoch<'_> {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
-        if self.pos >= self.order.len() {
+        if self.pos >= self.end {
             return None;
         }
-        let end = (self.pos + self.loader.batch_size).min(self.order.len());
+        let end = (self.pos + self.loader.batch_size).min(self.end);
         let indices = &self.order[self.pos..end];
         self.pos = end;
         Some(self.loader.batch(indices))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (self.order.len() - self.pos).div_ceil(self.loader.batch_size);
+        let left = self
+            .end
+            .saturating_sub(self.pos)
+            .div_ceil(self.loader.batch_size);
         (left, Some(left))
     }
 }

@@ -16,6 +16,7 @@
 //! # Ok::<(), wgcnn::Error>(())
 //! ```
 
+pub mod csv;
 pub mod idx;
 pub mod loader;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub use csv::read_csv;
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use loader::{Batch, Epoch, Loader, Normalize};
 

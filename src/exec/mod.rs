@@ -298,7 +298,7 @@ impl Executor {
         }) {
             return Err(Error::invalid(
                 &bn.name,
-                "batch norm needs more than 1 value per channel when training (batch of 1)",
+                "batch norm needs more than 1 value per channel when training (a batch of 1: drop a partial last batch with Loader::drop_last)",
             ));
         }
         let t = Self::target_words(targets);
