@@ -537,6 +537,12 @@ pub fn load_checkpoint(
     path: &Path,
     with_optimizer: bool,
 ) -> Result<CheckpointInfo> {
+    let (model, meta) = read_model(ex, path)?;
+    apply_checkpoint(ex, path, model, meta.info, with_optimizer)
+}
+
+/// The model file at `path`, checked against `ex`'s parameters and buffers, and its metadata.
+fn read_model(ex: &Executor, path: &Path) -> Result<(Checkpoint, CheckpointMeta)> {
     let model = Checkpoint::load(path)?;
     let mut expected = ex.plan().param_shapes();
     expected.extend(
@@ -548,8 +554,24 @@ pub fn load_checkpoint(
     );
     model.check_against(&expected, path)?;
     let meta = meta_of(&model, path)?;
-    let params: Vec<_> = model.tensors.clone();
-    let Some(info) = meta.info else {
+    Ok((model, meta))
+}
+
+/// Loads a checked `model` into `ex` (see [`load_checkpoint`]); `info` is `None` for a
+/// weights-only file.
+fn apply_checkpoint(
+    ex: &mut Executor,
+    path: &Path,
+    model: Checkpoint,
+    info: Option<CheckpointInfo>,
+    with_optimizer: bool,
+) -> Result<CheckpointInfo> {
+    let opath = model.metadata.get(OPTIMIZER_FILE).map_or_else(
+        || legacy_optimizer_path(path),
+        |f| crate::checkpoint::parent_dir(path).join(f),
+    );
+    let params = model.tensors;
+    let Some(info) = info else {
         if with_optimizer {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -567,10 +589,6 @@ pub fn load_checkpoint(
         ex.load_state(&params, &[], ex.step_count())?;
         return Ok(info);
     }
-    let opath = model.metadata.get(OPTIMIZER_FILE).map_or_else(
-        || legacy_optimizer_path(path),
-        |f| crate::checkpoint::parent_dir(path).join(f),
-    );
     let opt = Checkpoint::load(&opath)?;
     check_optimizer(ex, &opt, &opath, info.step)?;
     ex.load_state(&params, &opt.tensors, info.step)?;
@@ -639,11 +657,8 @@ pub fn resume_checked(
     now: &RunInfo,
     new_settings: bool,
 ) -> Result<Resumed> {
-    let meta = checkpoint_meta(path)?;
-    if meta.info.is_none() {
-        // weights only: load_checkpoint refuses it, saying why
-        load_checkpoint(ex, path, true)?;
-    }
+    // the model file is read once: its run settings are checked before anything is loaded
+    let (model, meta) = read_model(ex, path)?;
     // a checkpoint written before run settings were recorded cannot be checked
     let unchecked = meta.run.0.is_empty();
     let changed = if unchecked {
@@ -660,7 +675,8 @@ pub fn resume_checked(
             ),
         });
     }
-    let info = load_checkpoint(ex, path, true)?;
+    // a weights-only file is refused here, saying why
+    let info = apply_checkpoint(ex, path, model, meta.info, true)?;
     let (epoch, batch) = if changed.is_empty() {
         (info.epoch, info.batch)
     } else {

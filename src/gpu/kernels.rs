@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Where `BenchProgram` used to live (now `gpu::bench`); kept for code importing it here.
+pub use super::bench::BenchProgram;
 use super::device::GpuContext;
 use crate::error::{Error, Result};
 use crate::ops::Access;
