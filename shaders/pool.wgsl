@@ -18,11 +18,13 @@
 //   max_pool2d_forward:   0 x, 1 y, 2 idx (u32), 3 p
 //   max_pool2d_backward:  0 dy, 1 idx (u32), 2 dx, 3 p
 
+// ph, pw: the padding before each axis (windows start at i·sh − ph); eh, ew: the padding
+// after it, which only the average's divisor reads (DIV = 1).
 struct PoolUniform {
     n: u32, c: u32, h: u32, w: u32,
     kh: u32, kw: u32, sh: u32, sw: u32,
     ph: u32, pw: u32, oh: u32, ow: u32,
-    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
+    eh: u32, ew: u32, _pad2: u32, _pad3: u32,
 }
 
 // ---- specialisation constants (GEO = 0: everything from the uniform) ----------------------
@@ -37,12 +39,19 @@ const S_PH: u32 = 0u;
 const S_PW: u32 = 0u;
 const S_OH: u32 = 1u;
 const S_OW: u32 = 1u;
+const S_EH: u32 = 0u;
+const S_EW: u32 = 0u;
+// The average's divisor (always specialised): 0 = KH·KW for every window; 1 = the window's
+// part inside the padded input [−ph, H + eh) (PyTorch `ceil_mode` windows past the end);
+// 2 = the real inputs in the window (padding not counted: Keras `same`,
+// `count_include_pad=False`).
+const DIV: u32 = 0u;
 
 // The parameters with the specialised geometry substituted (constants when GEO = 1).
 fn spec(p: PoolUniform) -> PoolUniform {
     if (GEO == 1u) {
         return PoolUniform(p.n, p.c, S_H, S_W, S_KH, S_KW, S_SH, S_SW, S_PH, S_PW, S_OH, S_OW,
-                          0u, 0u, 0u, 0u);
+                          S_EH, S_EW, 0u, 0u);
     }
     return p;
 }
@@ -132,7 +141,9 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 //                         `count_include_pad=True`; with padding ≤ kernel/2 and floor output
 //                         sizes every window lies inside the padded input, so the divisor is
 //                         always KH·KW)
+//                         With DIV ≠ 0 (above) each window divides by its own count instead.
 //   avg_pool2d_backward:  dx[n,c,h,w] = (1/(KH·KW)) · Σ_{(i,j) whose window holds (h,w)} dy[n,c,i,j]
+//                         (DIV ≠ 0: Σ dy[n,c,i,j] / count(i,j))
 //                         — the same gather over candidate windows as max_pool2d_backward, no atomics.
 //   global_avg_pool_forward:   y[r]  = (1/HW) · Σ_{k<HW} x[r·HW + k]      (r = n·C + c; y [N,C])
 //   global_avg_pool_backward:  dx[r·HW + k] = dy[r] / HW
@@ -145,6 +156,21 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 //   avg_pool2d_backward:       0 dy, 1 dx, 2 p
 //   global_avg_pool_forward:   0 x, 1 y, 2 p
 //   global_avg_pool_backward:  0 dy, 1 dx, 2 p
+
+// The inputs one window covers along an axis, for the divisor: window start `start`
+// (i·s − pad, may be negative), window k, input length len, end padding e.
+fn win_count(start: i32, k: u32, len: u32, e: u32) -> u32 {
+    if (DIV == 1u) { return u32(min(start + i32(k), i32(len + e)) - start); }
+    return u32(min(start + i32(k), i32(len)) - max(start, 0));
+}
+
+// The divisor of output (i, j).
+fn avg_div(p: PoolUniform, i: u32, j: u32) -> f32 {
+    if (DIV == 0u) { return f32(p.kh * p.kw); }
+    let ch = win_count(i32(i * p.sh) - i32(p.ph), p.kh, p.h, p.eh);
+    let cw = win_count(i32(j * p.sw) - i32(p.pw), p.kw, p.w, p.ew);
+    return f32(ch * cw);
+}
 
 @group(0) @binding(0) var<storage, read> af_x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> af_y: array<f32>;
@@ -170,7 +196,7 @@ fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             acc += af_x[base + u32(ih) * p.w + u32(iw)];
         }
     }
-    af_y[id] = acc / f32(p.kh * p.kw);
+    af_y[id] = acc / avg_div(p, i, j);
 }
 
 @group(0) @binding(0) var<storage, read> ab_dy: array<f32>;
@@ -197,10 +223,12 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     var acc = 0.0;
     for (var i = i0; i <= i1; i++) {
         for (var j = j0; j <= j1; j++) {
-            acc += ab_dy[(plane * p.oh + i) * p.ow + j];
+            let g = ab_dy[(plane * p.oh + i) * p.ow + j];
+            if (DIV == 0u) { acc += g; } else { acc += g / avg_div(p, i, j); }
         }
     }
-    ab_dx[id] = acc / f32(p.kh * p.kw);
+    if (DIV == 0u) { acc = acc / f32(p.kh * p.kw); }
+    ab_dx[id] = acc;
 }
 
 struct GapUniform {

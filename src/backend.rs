@@ -20,10 +20,12 @@ use crate::ops::loss::{Loss, LossKind, Softmax};
 use crate::ops::matmul::{BatchAxis, MatMul};
 use crate::ops::norm::{BatchNorm, NormPass};
 use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::pool::pool2d_launch;
 use crate::ops::pool::{GlobalAvgPool, Pool2d, PoolPass};
 use crate::ops::{compare, run_cpu, Access, Launch};
 use crate::optim::Optimizer;
 use crate::shape::{Activation, ConvDims, ConvParams, Pool2dParams};
+use crate::shape::{AvgDivisor, PoolKind, PoolParams};
 
 /// Gradients of a convolution: `dx` (shape of x), `dw` (shape of w), `db [O]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -358,6 +360,63 @@ impl Backend {
         self.arg_pool2d("max_pool2d", x, pp)
     }
 
+    /// 2-D pooling with any [`PoolParams`] window (Keras `same`, PyTorch `ceil_mode`, the
+    /// seed article's anchor and flip): the output, and for max and min pooling the flat
+    /// index `h·W + w` of each window's first extremum (route gradients with
+    /// [`Backend::max_pool2d_backward`]; the average's is [`Backend::pool2d_backward`]).
+    ///
+    /// # Shapes
+    /// `x [N,C,H,W]` → `y, idx [N,C,oh,ow]`.
+    pub fn pool2d(
+        &self,
+        x: &Array4<f32>,
+        kind: PoolKind,
+        p: impl Into<PoolParams>,
+    ) -> Result<(Array4<f32>, Option<Array4<u32>>)> {
+        let op = "pool2d";
+        let xd = dims4(x);
+        let (l, yd) = pool2d_launch(op, xd, kind, p.into(), false)?;
+        self.check_sizes(op, &[("x", x.len()), ("y", yd.iter().product())])?;
+        let mut r = self.run_launch(op, &l, &[&flat(x)])?;
+        let y = arr4(yd, r.remove(0))?;
+        if kind == PoolKind::Avg {
+            return Ok((y, None));
+        }
+        let sh = (yd[0], yd[1], yd[2], yd[3]);
+        let idx = Array4::from_shape_vec(sh, bits_u32(&r[0]))
+            .map_err(|e| Error::shape(op, e.to_string()))?;
+        Ok((y, Some(idx)))
+    }
+
+    /// Backward of [`Backend::pool2d`] for average pooling: every input receives
+    /// `dy / divisor` from each window that holds it. (Max and min pooling route `dy` by
+    /// their indices: [`Backend::max_pool2d_backward`].)
+    ///
+    /// # Shapes
+    /// `dy [N,C,oh,ow]`, `x_dim = [N,C,H,W]` → `dx [N,C,H,W]`.
+    pub fn pool2d_backward(
+        &self,
+        dy: &Array4<f32>,
+        x_dim: [usize; 4],
+        p: impl Into<PoolParams>,
+    ) -> Result<Array4<f32>> {
+        let op = "pool2d_backward";
+        let (mut l, yd) = pool2d_launch(op, x_dim, PoolKind::Avg, p.into(), false)?;
+        if dims4(dy) != yd {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "dy {:?} does not match the pooling's output {yd:?}",
+                    dy.shape()
+                ),
+            ));
+        }
+        l.pass = PoolPass::AvgBackward;
+        self.check_sizes(op, &[("dy", dy.len()), ("dx", x_dim.iter().product())])?;
+        let dx = self.run_launch(op, &l, &[&flat(dy)])?.remove(0);
+        arr4(x_dim, dx)
+    }
+
     /// Max- or min-pooling with indices (`op` is `max_pool2d` or `min_pool2d`, the kernel
     /// is `<op>_forward`): both bind the same layout and differ only in the comparison.
     fn arg_pool2d(
@@ -389,6 +448,7 @@ impl Backend {
             xd: dims4(x),
             yd: y_dim,
             p: pp,
+            div: AvgDivisor::Window,
             specialise: false,
         };
         let mut r = self.run_launch(op, &l, &[&xv])?;
@@ -473,6 +533,7 @@ impl Backend {
             xd,
             yd,
             p: pp,
+            div: AvgDivisor::Window,
             specialise: false,
         };
         let iv: &[f32] = bytemuck::cast_slice(&iv);
@@ -511,6 +572,7 @@ impl Backend {
             xd,
             yd: y_dim,
             p: pp,
+            div: AvgDivisor::Window,
             specialise: false,
         };
         let y = self.run_launch(op, &l, &[&xv])?.remove(0);
@@ -549,6 +611,7 @@ impl Backend {
             xd,
             yd,
             p: pp,
+            div: AvgDivisor::Window,
             specialise: false,
         };
         let dx = self.run_launch(op, &l, &[&dyv])?.remove(0);

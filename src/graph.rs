@@ -27,7 +27,7 @@
 
 use super::shape::{Pool1dParams, Pool3dParams};
 use crate::error::{Error, Result};
-use crate::shape::{Activation, ConvParams, Pool2dParams};
+use crate::shape::{Activation, ConvParams, Pool2dParams, PoolKind, PoolParams};
 
 /// Index of a node in its graph.
 pub type NodeId = usize;
@@ -114,6 +114,14 @@ pub enum Op {
     /// reads the softmax's *input* logits (Keras `Dense(activation='softmax')` with
     /// categorical cross-entropy), while the model's output is the probabilities.
     Softmax { x: NodeId },
+    /// Max-, min- or average pooling of `[C, L]`, `[C, H, W]` or `[C, D, H, W]` (the input's
+    /// rank) with every window option of [`PoolParams`] (`same`, `ceil_mode`, anchor and
+    /// flip); lowered to 2-D stages like the ops above.
+    Pool {
+        x: NodeId,
+        kind: PoolKind,
+        p: PoolParams,
+    },
     /// Channels-last samples to channels-first: `[d1, …, dk, C] → [C, d1, …, dk]` (NHWC →
     /// NCHW for images), a permute on the device.
     ChannelsLast { x: NodeId },
@@ -146,6 +154,7 @@ impl Op {
             | Op::AvgPool3d { x, .. }
             | Op::MinPool1d { x, .. }
             | Op::MinPool3d { x, .. }
+            | Op::Pool { x, .. }
             | Op::Softmax { x }
             | Op::ChannelsLast { x } => vec![x],
         }

@@ -44,7 +44,9 @@ pub use error::{Error, Result};
 pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use optim::{Optimizer, OptimizerKind};
-pub use shape::{Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams};
+pub use shape::{
+    Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams, PoolKind, PoolParams,
+};
 
 /// The README's Rust snippets, compiled as doc tests so they keep compiling.
 #[cfg(doctest)]

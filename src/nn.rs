@@ -18,7 +18,7 @@
 use super::shape::{Pool1dParams, Pool3dParams};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
-use crate::shape::{Activation, ConvParams, Pool2dParams};
+use crate::shape::{Activation, ConvParams, Pool2dParams, PoolKind, PoolParams};
 
 /// A layer: adds its node(s) to a graph.
 pub trait Layer {
@@ -270,6 +270,12 @@ macro_rules! pool2d_layer {
             }
         }
 
+        impl $name {
+            fn pool_params(&self) -> PoolParams {
+                self.0.into()
+            }
+        }
+
         impl Layer for $name {
             fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
                 g.$method(name, x, self.0)
@@ -325,6 +331,12 @@ macro_rules! pool1d_layer {
             pub fn padding(mut self, p: usize) -> Self {
                 self.0.padding = p;
                 self
+            }
+        }
+
+        impl $name {
+            fn pool_params(&self) -> PoolParams {
+                self.0.into()
             }
         }
 
@@ -407,6 +419,12 @@ macro_rules! pool3d_layer {
             }
         }
 
+        impl $name {
+            fn pool_params(&self) -> PoolParams {
+                self.params().into()
+            }
+        }
+
         impl Layer for $name {
             fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
                 g.$method(name, x, self.params())
@@ -433,6 +451,174 @@ pool3d_layer!(
     MinPool3d,
     min_pool3d
 );
+
+/// Pooling over `D` spatial axes with every window option of [`PoolParams`]: use the aliases
+/// [`Pool1d`], [`Pool2d`], [`Pool3d`] (`Pool2d::max(3)`, `::min`, `::avg`). The fixed
+/// PyTorch-style layers ([`MaxPool2d`] and the others) turn into one with `.same()`,
+/// `.ceil_mode(true)`, `.anchor(..)` or `.flipped(..)`.
+///
+/// Options: `.stride(s)` / `.stride_axes(..)`, `.padding(p)` (PyTorch, symmetric),
+/// `.pad_sides(begin, end)`, `.same()` (Keras; the average then excludes padding),
+/// `.ceil_mode(true)` (PyTorch), `.anchor([..])` with `.flipped(true)` (the seed article's
+/// window placement, as [`Conv2d::anchor`]), `.count_include_pad(..)`.
+///
+/// ```
+/// use wgcnn::nn::{Flatten, Linear, MaxPool2d, Pool2d, Sequential};
+/// # fn main() -> Result<(), wgcnn::Error> {
+/// let g = Sequential::new(&[3, 15, 15])
+///     .add("pool1", MaxPool2d::new(3).stride(2).same())  // Keras: 15 → 8
+///     .add("pool2", Pool2d::avg(2).ceil_mode(true))      // PyTorch ceil_mode: 8 → 4
+///     .add("pool3", Pool2d::max(2).anchor([1, 1]))       // anchored window: 4 → 2
+///     .add("flat", Flatten)
+///     .add("fc", Linear::new(3 * 2 * 2, 10))
+///     .cross_entropy()?;
+/// let pool2 = g.nodes().iter().find(|n| n.name == "pool2").unwrap();
+/// assert_eq!(pool2.shape, vec![3, 4, 4]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct PoolNd<const D: usize> {
+    pub kind: PoolKind,
+    pub params: PoolParams,
+}
+
+/// 1-D pooling of `[C, L]` samples with any [`PoolParams`] window.
+pub type Pool1d = PoolNd<1>;
+/// 2-D pooling of `[C, H, W]` samples with any [`PoolParams`] window.
+pub type Pool2d = PoolNd<2>;
+/// 3-D pooling of `[C, D, H, W]` samples with any [`PoolParams`] window.
+pub type Pool3d = PoolNd<3>;
+
+impl<const D: usize> PoolNd<D> {
+    /// Window `k` on every axis, stride `k`, no padding.
+    pub fn new(kind: PoolKind, k: usize) -> Self {
+        PoolNd {
+            kind,
+            params: PoolParams::new(1)
+                .kernel3(axes3([k; D], 1))
+                .stride3(axes3([k; D], 1)),
+        }
+    }
+    /// Max-pooling with window `k`.
+    pub fn max(k: usize) -> Self {
+        Self::new(PoolKind::Max, k)
+    }
+    /// Min-pooling with window `k`.
+    pub fn min(k: usize) -> Self {
+        Self::new(PoolKind::Min, k)
+    }
+    /// Average pooling with window `k`.
+    pub fn avg(k: usize) -> Self {
+        Self::new(PoolKind::Avg, k)
+    }
+    /// A different window per axis (the stride follows it).
+    pub fn kernel_axes(mut self, k: [usize; D]) -> Self {
+        self.params = self.params.kernel3(axes3(k, 1));
+        self
+    }
+    pub fn stride(self, s: usize) -> Self {
+        self.stride_axes([s; D])
+    }
+    /// Stride per axis.
+    pub fn stride_axes(mut self, s: [usize; D]) -> Self {
+        self.params.stride = axes3(s, 1);
+        self
+    }
+    /// Symmetric padding `p` on every axis (PyTorch).
+    pub fn padding(self, p: usize) -> Self {
+        self.pad_sides([p; D], [p; D])
+    }
+    /// Padding before and after each axis.
+    pub fn pad_sides(mut self, begin: [usize; D], end: [usize; D]) -> Self {
+        self.params = self.params.pad_sides(axes3(begin, 0), axes3(end, 0));
+        self
+    }
+    /// Keras `padding="same"` (see [`PoolParams::same`]).
+    pub fn same(mut self) -> Self {
+        self.params = self.params.same();
+        self
+    }
+    /// The window element placed on the output position (see [`PoolParams`]).
+    pub fn anchor(mut self, anchor: [usize; D]) -> Self {
+        self.params = self.params.anchor(axes3(anchor, 0));
+        self
+    }
+    /// Flip the window about its anchor.
+    pub fn flipped(mut self, flip: bool) -> Self {
+        self.params = self.params.flipped(flip);
+        self
+    }
+    /// PyTorch `ceil_mode`.
+    pub fn ceil_mode(mut self, on: bool) -> Self {
+        self.params = self.params.ceil_mode(on);
+        self
+    }
+    /// Whether the average counts padding in its divisor.
+    pub fn count_include_pad(mut self, on: bool) -> Self {
+        self.params = self.params.count_include_pad(on);
+        self
+    }
+}
+
+impl<const D: usize> Layer for PoolNd<D> {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = &g.check_ref(name, x)?.shape;
+        if xs.len() != D + 1 {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "Pool{D}d needs [C, {D} spatial axes] samples, but '{}' produces shape {xs:?}",
+                    g.node(x).name
+                ),
+            ));
+        }
+        g.pool(name, x, self.kind, self.params)
+    }
+}
+
+/// The window options of [`PoolNd`] on the fixed PyTorch-style pooling layers: each returns
+/// the equivalent [`PoolNd`] with the option set.
+macro_rules! pool_options {
+    ($name:ident, $d:literal, $kind:expr) => {
+        impl From<$name> for PoolNd<$d> {
+            fn from(l: $name) -> Self {
+                PoolNd {
+                    kind: $kind,
+                    params: l.pool_params(),
+                }
+            }
+        }
+
+        impl $name {
+            /// Keras `padding="same"` (see [`PoolParams::same`]).
+            pub fn same(self) -> PoolNd<$d> {
+                PoolNd::from(self).same()
+            }
+            /// PyTorch `ceil_mode`.
+            pub fn ceil_mode(self, on: bool) -> PoolNd<$d> {
+                PoolNd::from(self).ceil_mode(on)
+            }
+            /// The window element placed on the output position (see [`PoolParams`]).
+            pub fn anchor(self, anchor: [usize; $d]) -> PoolNd<$d> {
+                PoolNd::from(self).anchor(anchor)
+            }
+            /// Flip the window about its anchor.
+            pub fn flipped(self, flip: bool) -> PoolNd<$d> {
+                PoolNd::from(self).flipped(flip)
+            }
+        }
+    };
+}
+
+pool_options!(MaxPool1d, 1, PoolKind::Max);
+pool_options!(MinPool1d, 1, PoolKind::Min);
+pool_options!(AvgPool1d, 1, PoolKind::Avg);
+pool_options!(MaxPool2d, 2, PoolKind::Max);
+pool_options!(MinPool2d, 2, PoolKind::Min);
+pool_options!(AvgPool2d, 2, PoolKind::Avg);
+pool_options!(MaxPool3d, 3, PoolKind::Max);
+pool_options!(MinPool3d, 3, PoolKind::Min);
+pool_options!(AvgPool3d, 3, PoolKind::Avg);
 
 /// `nn.BatchNorm2d(c)`: batch normalisation of `[C,H,W]` per channel (`momentum` 0.1,
 /// `eps` 1e-5; change with `.momentum(m)`, `.eps(e)`).

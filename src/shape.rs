@@ -22,6 +22,11 @@ pub enum Padding {
     /// The kernel element `anchor` (the seed article's "central element") sits on the
     /// output position: `begin = anchor·dil`, `end = (k−1−anchor)·dil`, so the output has
     /// `⌈len/s⌉` positions and the window is shifted, not just padded evenly.
+    ///
+    /// With [`ConvParams::flipped`] (true convolution) the kernel is flipped about its
+    /// anchor, `y[i] = Σ_t w[t]·x[i·s + (anchor − t)·dil]`, so the padding mirrors:
+    /// `begin = (k−1−anchor)·dil`, `end = anchor·dil`. Without the flip,
+    /// `y[i] = Σ_t w[t]·x[i·s + (t − anchor)·dil]`. Pooling windows follow the same rule.
     Anchor([usize; 3]),
 }
 
@@ -358,7 +363,13 @@ impl ConvParams {
                         ),
                     ));
                 }
-                (anchor[a] * dil, (k - 1 - anchor[a]) * dil)
+                let (before, after) = (anchor[a] * dil, (k - 1 - anchor[a]) * dil);
+                // the flipped kernel has its anchor at k−1−a: the padding mirrors
+                if self.flip {
+                    (after, before)
+                } else {
+                    (before, after)
+                }
             }
         };
         let padded = len
@@ -609,6 +620,291 @@ impl Pool3dParams {
             stride: [self.stride[0], 1],
             padding: [self.padding[0], 0],
         }
+    }
+}
+
+/// Which reduction a pooling window applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The maximum (padding counts as `−∞`); the gradient goes to the first maximum.
+    Max,
+    /// The minimum (padding counts as `+∞`; the seed article's MinPool).
+    Min,
+    /// The mean; the divisor is set by [`PoolParams::count_include_pad`].
+    Avg,
+}
+
+/// Pooling parameters for 1-, 2- and 3-D pooling, per spatial axis `[d, h, w]`, with every
+/// window placement the articles use: PyTorch's symmetric padding and `ceil_mode`, Keras's
+/// `same`, and the seed article's anchor with the true-convolution flip.
+///
+/// Window `i` along an axis covers the inputs `i·s − begin + t` for `t < k` (inputs outside
+/// `[0, len)` are padding), where `begin` comes from [`PoolParams::padding`]:
+/// * [`Padding::Explicit`]: `begin`, `end` as given, each at most `k − 1` (so no window lies
+///   wholly in the padding; PyTorch allows at most `k/2`); output
+///   `⌊(len + begin + end − k)/s⌋ + 1`, or with `ceil_mode` `⌈…⌉ + 1` less the last window
+///   if it would start in the end padding (PyTorch's rule);
+/// * [`Padding::Same`] (Keras): output `⌈len/s⌉`, the total padding split with the odd one at
+///   the end;
+/// * [`Padding::Anchor`]`(a)`: the window element `a` sits on the output position, `begin = a`,
+///   `end = k − 1 − a`; with [`PoolParams::flipped`] the window is flipped about its anchor,
+///   `y[i] = max_t x[i·s + a − t]`, so `begin = k − 1 − a`, `end = a` (as the convolution).
+///
+/// Average pooling divides by `k` per axis when [`PoolParams::count_include_pad`] is set and
+/// every window lies inside the padded input; windows that `ceil_mode` lets run past the end
+/// padding divide by their part inside `[−begin, len + end)` (PyTorch); without
+/// `count_include_pad` (Keras `same`, PyTorch `count_include_pad=False`) by the number of
+/// real inputs in the window.
+///
+/// The builder methods set every axis; a pooling over fewer axes ignores the leading ones.
+///
+/// ```
+/// use wgcnn::{PoolKind, PoolParams};
+/// // Keras MaxPooling2D(3, strides=2, padding="same") on 15×15: 8×8 outputs
+/// let p = PoolParams::new(3).stride(2).same();
+/// assert_eq!(p.out_spatial("pool", &[15, 15])?, vec![8, 8]);
+/// // PyTorch MaxPool2d(2, ceil_mode=True) on 5×5: 3×3
+/// let p = PoolParams::new(2).ceil_mode(true);
+/// assert_eq!(p.out_spatial("pool", &[5, 5])?, vec![3, 3]);
+/// # let _ = PoolKind::Max;
+/// # Ok::<(), wgcnn::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolParams {
+    /// Window `[kd, kh, kw]`.
+    pub kernel: [usize; 3],
+    /// Stride `[sd, sh, sw]`.
+    pub stride: [usize; 3],
+    /// Window placement (default: no padding).
+    pub padding: Padding,
+    /// Flip the window about its anchor (true convolution's rule; only moves the window when
+    /// the padding is an anchor).
+    pub flip: bool,
+    /// PyTorch `ceil_mode`: round the output size up.
+    pub ceil_mode: bool,
+    /// Average pooling counts padding in the divisor (PyTorch's default `true`; Keras `same`
+    /// does not).
+    pub count_include_pad: bool,
+}
+
+/// How one 2-D average-pooling stage divides each window's sum (the kernels' `DIV`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AvgDivisor {
+    /// `kh·kw` for every window (padding counted; every window inside the padded input).
+    Window,
+    /// The window's part inside the padded input `[−begin, len + end)`, with the padding
+    /// `end` after each axis `[h, w]` (PyTorch's `ceil_mode` windows).
+    Padded([usize; 2]),
+    /// The real inputs in the window (padding not counted).
+    Valid,
+}
+
+/// One axis of a resolved pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PoolAxis {
+    pub k: usize,
+    pub s: usize,
+    pub begin: usize,
+    pub end: usize,
+    pub out: usize,
+    /// The input length.
+    pub len: usize,
+}
+
+impl PoolAxis {
+    /// The axis of a view that pools nothing: window 1, stride 1, output 1.
+    pub(crate) fn unit() -> Self {
+        PoolAxis {
+            k: 1,
+            s: 1,
+            begin: 0,
+            end: 0,
+            out: 1,
+            len: 1,
+        }
+    }
+}
+
+impl PoolParams {
+    /// Window `k` on every axis, stride `k` (PyTorch's default), no padding.
+    pub fn new(k: usize) -> Self {
+        PoolParams {
+            kernel: [k; 3],
+            stride: [k; 3],
+            padding: Padding::Explicit {
+                begin: [0; 3],
+                end: [0; 3],
+            },
+            flip: false,
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+    /// Window `[kd, kh, kw]`; the stride follows it.
+    pub fn kernel3(mut self, k: [usize; 3]) -> Self {
+        self.kernel = k;
+        self.stride = k;
+        self
+    }
+    /// The same stride on every axis.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s; 3];
+        self
+    }
+    /// Stride `[sd, sh, sw]`.
+    pub fn stride3(mut self, s: [usize; 3]) -> Self {
+        self.stride = s;
+        self
+    }
+    /// Symmetric padding `p` on every axis (PyTorch `padding=p`).
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = Padding::Explicit {
+            begin: [p; 3],
+            end: [p; 3],
+        };
+        self
+    }
+    /// Explicit padding per side and axis `[d, h, w]`.
+    pub fn pad_sides(mut self, begin: [usize; 3], end: [usize; 3]) -> Self {
+        self.padding = Padding::Explicit { begin, end };
+        self
+    }
+    /// Keras `padding="same"`; average pooling then excludes the padding from the divisor,
+    /// as Keras does (call [`PoolParams::count_include_pad`] after to change it).
+    pub fn same(mut self) -> Self {
+        self.padding = Padding::Same;
+        self.count_include_pad = false;
+        self
+    }
+    /// The window element `anchor` per axis `[d, h, w]` sits on the output position.
+    pub fn anchor(mut self, anchor: [usize; 3]) -> Self {
+        self.padding = Padding::Anchor(anchor);
+        self
+    }
+    /// Flip the window about its anchor (see the type's documentation).
+    pub fn flipped(mut self, flip: bool) -> Self {
+        self.flip = flip;
+        self
+    }
+    /// PyTorch `ceil_mode`.
+    pub fn ceil_mode(mut self, on: bool) -> Self {
+        self.ceil_mode = on;
+        self
+    }
+    /// Whether average pooling counts padding in its divisor.
+    pub fn count_include_pad(mut self, on: bool) -> Self {
+        self.count_include_pad = on;
+        self
+    }
+
+    /// Checks a pooling of the trailing `spatial.len()` (1-3) axes and returns their output
+    /// sizes.
+    pub fn out_spatial(&self, op: &str, spatial: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.axes(op, spatial)?.iter().map(|a| a.out).collect())
+    }
+
+    /// The resolved window per axis of `spatial` (the trailing axes of `[d, h, w]`).
+    pub(crate) fn axes(&self, op: &str, spatial: &[usize]) -> Result<Vec<PoolAxis>> {
+        let first = 3 - spatial.len().clamp(1, 3);
+        let names = ["D", "H", "W"];
+        (first..3)
+            .zip(spatial)
+            .map(|(a, &len)| self.axis(op, names[a], a, len))
+            .collect()
+    }
+
+    /// One axis `a` of length `len` (see the type's documentation for the rules).
+    fn axis(&self, op: &str, name: &str, a: usize, len: usize) -> Result<PoolAxis> {
+        let (k, s) = (self.kernel[a], self.stride[a]);
+        if len == 0 || k == 0 {
+            return Err(Error::shape(
+                op,
+                format!("zero-sized dimension along {name}: input {len}, kernel {k}"),
+            ));
+        }
+        if s == 0 {
+            return Err(Error::invalid(op, "stride must be at least 1"));
+        }
+        let (begin, end) = match self.padding {
+            Padding::Explicit { begin, end } => (begin[a], end[a]),
+            Padding::Same => {
+                let total = ((len.div_ceil(s) - 1) * s + k).saturating_sub(len);
+                (total / 2, total - total / 2)
+            }
+            Padding::Anchor(anchor) if anchor[a] >= k => {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "anchor {} along {name} lies outside the window {k}",
+                        anchor[a]
+                    ),
+                ))
+            }
+            Padding::Anchor(anchor) if self.flip => (k - 1 - anchor[a], anchor[a]),
+            Padding::Anchor(anchor) => (anchor[a], k - 1 - anchor[a]),
+        };
+        if begin >= k || end >= k {
+            return Err(Error::invalid(
+                op,
+                format!("padding {begin}+{end} along {name} must be less than the window {k}"),
+            ));
+        }
+        let padded = len + begin + end;
+        if k > padded {
+            return Err(Error::invalid(
+                op,
+                format!("window {k} along {name} is larger than the padded input {padded}"),
+            ));
+        }
+        let span = padded - k;
+        let mut out = if self.ceil_mode {
+            span.div_ceil(s)
+        } else {
+            span / s
+        } + 1;
+        // PyTorch: the last window must start inside the input or the begin padding
+        if self.ceil_mode && (out - 1) * s >= len + begin {
+            out -= 1;
+        }
+        Ok(PoolAxis {
+            k,
+            s,
+            begin,
+            end,
+            out,
+            len,
+        })
+    }
+}
+
+impl From<Pool2dParams> for PoolParams {
+    fn from(p: Pool2dParams) -> Self {
+        let [kh, kw] = p.kernel;
+        let [sh, sw] = p.stride;
+        let [ph, pw] = p.padding;
+        PoolParams::new(1)
+            .kernel3([1, kh, kw])
+            .stride3([1, sh, sw])
+            .pad_sides([0, ph, pw], [0, ph, pw])
+    }
+}
+
+impl From<Pool1dParams> for PoolParams {
+    fn from(p: Pool1dParams) -> Self {
+        let q = p.padding;
+        PoolParams::new(1)
+            .kernel3([1, 1, p.kernel])
+            .stride3([1, 1, p.stride])
+            .pad_sides([0, 0, q], [0, 0, q])
+    }
+}
+
+impl From<Pool3dParams> for PoolParams {
+    fn from(p: Pool3dParams) -> Self {
+        PoolParams::new(1)
+            .kernel3(p.kernel)
+            .stride3(p.stride)
+            .pad_sides(p.padding, p.padding)
     }
 }
 

@@ -616,29 +616,45 @@ fn same_results(
     }
 }
 
-/// Flip is a true convolution: cross-correlation with the kernel rotated by 180°.
+/// Flip is a true convolution: cross-correlation with the kernel rotated by 180°. With an
+/// anchor the kernel flips about the anchor element, so the rotated kernel's anchor is the
+/// mirrored one, `k − 1 − a` per axis.
 #[test]
 fn flip_is_correlation_with_rotated_kernel() {
-    let cases: [(&[usize], &[usize], ConvParams); 4] = [
-        (&[2, 3, 9, 8], &[4, 3, 3, 2], ConvParams::new(1, 1)),
+    let anchored = ConvParams::new(1, 1).anchor([1, 0, 1]);
+    let cases: [(&[usize], &[usize], ConvParams, ConvParams); 4] = [
+        (
+            &[2, 3, 9, 8],
+            &[4, 3, 3, 2],
+            ConvParams::new(1, 1),
+            ConvParams::new(1, 1),
+        ),
         (
             &[1, 4, 11, 10],
             &[6, 2, 4, 3],
             ConvParams::new(2, 2).groups(2).dilation(2),
+            ConvParams::new(2, 2).groups(2).dilation(2),
         ),
-        (&[2, 3, 40], &[2, 3, 5], ConvParams::default().same()),
+        (
+            &[2, 3, 40],
+            &[2, 3, 5],
+            ConvParams::default().same(),
+            ConvParams::default().same(),
+        ),
+        // kernel 2×3×2: anchor [1, 0, 1] mirrors to [0, 2, 0]
         (
             &[1, 2, 5, 6, 7],
             &[3, 2, 2, 3, 2],
-            ConvParams::new(1, 1).anchor([1, 0, 1]),
+            anchored,
+            anchored.anchor([0, 2, 0]),
         ),
     ];
-    for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
+    for (i, (xs, ws, pa, pb)) in cases.into_iter().enumerate() {
         same_results(
             &format!("flip #{i}"),
             xs,
             ws,
-            (p.flipped(true), p),
+            (pa.flipped(true), pb),
             rot180,
             100 + i as u64,
         );

@@ -2,7 +2,7 @@
 //!
 //! Shapes: x/dx `[N,C,H,W]`, y/dy/idx `[N,C,OH,OW]`.
 
-use crate::shape::Pool2dParams;
+use crate::shape::{AvgDivisor, Pool2dParams};
 
 /// `y = max over the window` (padding is −∞), `idx = h·W + w` of the first maximum.
 pub fn max_pool2d_forward(
@@ -102,30 +102,28 @@ pub fn avg_pool2d_forward(
     p: Pool2dParams,
     x: &[f32],
 ) -> Vec<f32> {
+    avg_pool2d_forward_div(x_dim, y_dim, p, AvgDivisor::Window, x)
+}
+
+/// [`avg_pool2d_forward`] with the divisor `div` (`p.padding` is the padding before each
+/// axis): `y[i,j] = Σ_window x / div(i,j)`.
+pub fn avg_pool2d_forward_div(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    div: AvgDivisor,
+    x: &[f32],
+) -> Vec<f32> {
     let [n_, c_, h_, w_] = x_dim;
     let [_, _, oh, ow] = y_dim;
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
-    let [ph, pw] = p.padding;
-    let div = (kh * kw) as f32;
     let mut y = vec![0.0f32; n_ * c_ * oh * ow];
     for plane in 0..n_ * c_ {
         let xp = &x[plane * h_ * w_..(plane + 1) * h_ * w_];
         for i in 0..oh {
             for j in 0..ow {
                 let mut acc = 0.0f32;
-                for a in 0..kh {
-                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
-                            continue;
-                        };
-                        acc += xp[ih * w_ + iw];
-                    }
-                }
-                y[(plane * oh + i) * ow + j] = acc / div;
+                for_window(x_dim, p, i, j, |k| acc += xp[k]);
+                y[(plane * oh + i) * ow + j] = acc / divisor(x_dim, p, div, i, j);
             }
         }
     }
@@ -139,32 +137,69 @@ pub fn avg_pool2d_backward(
     p: Pool2dParams,
     dy: &[f32],
 ) -> Vec<f32> {
+    avg_pool2d_backward_div(x_dim, y_dim, p, AvgDivisor::Window, dy)
+}
+
+/// [`avg_pool2d_backward`] with the divisor `div`: `dx[h,w] = Σ dy[i,j] / div(i,j)`.
+pub fn avg_pool2d_backward_div(
+    x_dim: [usize; 4],
+    y_dim: [usize; 4],
+    p: Pool2dParams,
+    div: AvgDivisor,
+    dy: &[f32],
+) -> Vec<f32> {
     let [n_, c_, h_, w_] = x_dim;
     let [_, _, oh, ow] = y_dim;
-    let [kh, kw] = p.kernel;
-    let [sh, sw] = p.stride;
-    let [ph, pw] = p.padding;
-    let div = (kh * kw) as f32;
     let mut dx = vec![0.0f32; n_ * c_ * h_ * w_];
     for plane in 0..n_ * c_ {
+        let dxp = &mut dx[plane * h_ * w_..(plane + 1) * h_ * w_];
         for i in 0..oh {
             for j in 0..ow {
-                let g = dy[(plane * oh + i) * ow + j] / div;
-                for a in 0..kh {
-                    let Some(ih) = (i * sh + a).checked_sub(ph).filter(|&v| v < h_) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = (j * sw + b).checked_sub(pw).filter(|&v| v < w_) else {
-                            continue;
-                        };
-                        dx[plane * h_ * w_ + ih * w_ + iw] += g;
-                    }
-                }
+                let g = dy[(plane * oh + i) * ow + j] / divisor(x_dim, p, div, i, j);
+                for_window(x_dim, p, i, j, |k| dxp[k] += g);
             }
         }
     }
     dx
+}
+
+/// Calls `f(h·W + w)` for the inputs of window `(i, j)` inside the plane, in row-major order.
+fn for_window(x_dim: [usize; 4], p: Pool2dParams, i: usize, j: usize, mut f: impl FnMut(usize)) {
+    let [_, _, h_, w_] = x_dim;
+    for a in 0..p.kernel[0] {
+        let Some(ih) = (i * p.stride[0] + a)
+            .checked_sub(p.padding[0])
+            .filter(|&v| v < h_)
+        else {
+            continue;
+        };
+        for b in 0..p.kernel[1] {
+            if let Some(iw) = (j * p.stride[1] + b)
+                .checked_sub(p.padding[1])
+                .filter(|&v| v < w_)
+            {
+                f(ih * w_ + iw);
+            }
+        }
+    }
+}
+
+/// The divisor of window `(i, j)` (`avg_div` in pool.wgsl).
+fn divisor(x_dim: [usize; 4], p: Pool2dParams, div: AvgDivisor, i: usize, j: usize) -> f32 {
+    let count = |o: usize, a: usize, len: usize, e: usize| {
+        let start = (o * p.stride[a]) as i64 - p.padding[a] as i64;
+        let k = p.kernel[a] as i64;
+        match div {
+            AvgDivisor::Window => k,
+            AvgDivisor::Padded(_) => (start + k).min((len + e) as i64) - start,
+            AvgDivisor::Valid => (start + k).min(len as i64) - start.max(0),
+        }
+    };
+    let end = match div {
+        AvgDivisor::Padded(end) => end,
+        _ => [0, 0],
+    };
+    (count(i, 0, x_dim[2], end[0]) * count(j, 1, x_dim[3], end[1])) as f32
 }
 
 /// `y[r] = mean of x[r·hw .. (r+1)·hw]` over `rows = N·C` planes of `hw = H·W` elements.

@@ -301,13 +301,16 @@ pub(crate) trait Rule: Sync {
 pub(crate) fn rule(op: &Op) -> &'static dyn Rule {
     match op {
         Op::Conv { .. } => &conv::ConvRule,
-        Op::MaxPool2d { .. } | Op::MinPool2d { .. } | Op::AvgPool2d { .. } => &pool::Pool2dRule,
-        Op::MaxPool1d { .. }
+        Op::MaxPool2d { .. }
+        | Op::MinPool2d { .. }
+        | Op::AvgPool2d { .. }
+        | Op::MaxPool1d { .. }
         | Op::AvgPool1d { .. }
         | Op::MinPool1d { .. }
         | Op::MaxPool3d { .. }
         | Op::AvgPool3d { .. }
-        | Op::MinPool3d { .. } => &pool::PoolNdRule,
+        | Op::MinPool3d { .. }
+        | Op::Pool { .. } => &pool::PoolRule,
         Op::GlobalAvgPool { .. } => &pool::GlobalAvgPoolRule,
         Op::Linear { .. } => &matmul::LinearRule,
         Op::Activation { .. } => &elementwise::ActivationRule,

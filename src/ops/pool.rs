@@ -18,7 +18,9 @@ use crate::gpu::kernels::Consts;
 use crate::gpu::GpuContext;
 use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{Lowering, TensorId};
-use crate::shape::{Pool1dParams, Pool2dParams, Pool3dParams};
+use crate::shape::{
+    AvgDivisor, Pool1dParams, Pool2dParams, Pool3dParams, PoolAxis, PoolKind, PoolParams,
+};
 
 /// Which 2-D pooling kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +43,11 @@ pub struct Pool2d {
     pub pass: PoolPass,
     pub xd: [usize; 4],
     pub yd: [usize; 4],
+    /// Kernel, stride, and the padding *before* each axis (windows start at `i·s − padding`;
+    /// the output size `yd` says where they stop).
     pub p: Pool2dParams,
+    /// The average's divisor (ignored by max and min pooling).
+    pub div: AvgDivisor,
     /// Compile the pipeline for this per-sample geometry (2–3× faster on a CPU adapter, one
     /// pipeline per layer: the executor's choice); without, the geometry comes from the
     /// uniform and arbitrary shapes share one pipeline (the functional API's).
@@ -79,20 +85,25 @@ impl Launch for Pool2d {
     }
 
     fn uniform(&self) -> Vec<u8> {
-        bytes(&PoolUniform::new(self.xd, self.yd, &self.p))
+        bytes(&PoolUniform::new(self.xd, self.yd, &self.p, self.div))
     }
 
     fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
-        let d = PoolUniform::new(self.xd, self.yd, &self.p).dims;
-        let consts: Consts = if self.specialise {
+        let u = PoolUniform::new(self.xd, self.yd, &self.p, self.div);
+        let d = u.dims;
+        let mut consts: Consts = if self.specialise {
             let names = ["S_H", "S_W", "S_KH", "S_KW", "S_SH", "S_SW", "S_PH", "S_PW"];
             let mut c: Consts = vec![("GEO", 1)];
             c.extend(names.iter().zip(&d[2..10]).map(|(n, &v)| (*n, v)));
             c.extend([("S_OH", d[10]), ("S_OW", d[11])]);
+            c.extend([("S_EH", u.pad[0]), ("S_EW", u.pad[1])]);
             c
         } else {
             Vec::new()
         };
+        if matches!(self.pass, PoolPass::AvgForward | PoolPass::AvgBackward) {
+            consts.push(("DIV", div_code(self.div)));
+        }
         // one invocation per output (forward) or input (backward) element
         let plane = match self.pass {
             PoolPass::MaxForward | PoolPass::MinForward | PoolPass::AvgForward => {
@@ -124,8 +135,12 @@ impl Launch for Pool2d {
                 let idx: Vec<u32> = b[1].iter().map(|v| v.to_bits()).collect();
                 b[2] = cpu::pool::max_pool2d_backward(xd, yd, &b[0], &idx);
             }
-            PoolPass::AvgForward => b[1] = cpu::pool::avg_pool2d_forward(xd, yd, p, &b[0]),
-            PoolPass::AvgBackward => b[1] = cpu::pool::avg_pool2d_backward(xd, yd, p, &b[0]),
+            PoolPass::AvgForward => {
+                b[1] = cpu::pool::avg_pool2d_forward_div(xd, yd, p, self.div, &b[0])
+            }
+            PoolPass::AvgBackward => {
+                b[1] = cpu::pool::avg_pool2d_backward_div(xd, yd, p, self.div, &b[0])
+            }
         }
     }
 
@@ -224,7 +239,8 @@ impl Launch for GlobalAvgPool {
 }
 
 /// The uniform block of the 2-D pooling kernels (`PoolUniform` in pool.wgsl):
-/// `n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow`.
+/// `n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow`, then `eh, ew` (the end padding of
+/// [`AvgDivisor::Padded`]) and two unused words.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct PoolUniform {
@@ -233,15 +249,28 @@ struct PoolUniform {
 }
 
 impl PoolUniform {
-    fn new(x: [usize; 4], y: [usize; 4], p: &Pool2dParams) -> Self {
+    fn new(x: [usize; 4], y: [usize; 4], p: &Pool2dParams, div: AvgDivisor) -> Self {
         let [kh, kw] = p.kernel;
         let [sh, sw] = p.stride;
         let [ph, pw] = p.padding;
         let d = [x[0], x[1], x[2], x[3], kh, kw, sh, sw, ph, pw, y[2], y[3]];
+        let [eh, ew] = match div {
+            AvgDivisor::Padded(end) => end,
+            _ => [0, 0],
+        };
         PoolUniform {
             dims: d.map(|v| v as u32),
-            pad: [0; 4],
+            pad: [eh as u32, ew as u32, 0, 0],
         }
+    }
+}
+
+/// The shader's `DIV` for a divisor.
+fn div_code(div: AvgDivisor) -> u32 {
+    match div {
+        AvgDivisor::Window => 0,
+        AvgDivisor::Padded(_) => 1,
+        AvgDivisor::Valid => 2,
     }
 }
 
@@ -254,12 +283,6 @@ struct GapUniform {
     pad: [u32; 2],
 }
 
-/// `[N, C, H, W]` of a `[C, H, W]` node at batch `n`.
-fn dims4(lw: &Lowering, node: NodeId) -> [usize; 4] {
-    let s = &lw.g.node(node).shape;
-    [lw.n, s[0], s[1], s[2]]
-}
-
 /// One 2-D pooling stage `x [xd] → name [yd]` (a max stage also records its indices).
 fn stage_forward(
     lw: &mut Lowering,
@@ -267,7 +290,7 @@ fn stage_forward(
     pass: PoolPass,
     name: String,
     x: TensorId,
-    (xd, yd, p): Stage,
+    (xd, yd, p, div): Stage,
 ) -> (TensorId, Option<TensorId>) {
     let per = yd[1] * yd[2] * yd[3];
     let y = lw.arena(name.clone(), per);
@@ -279,6 +302,7 @@ fn stage_forward(
         xd,
         yd,
         p,
+        div,
         specialise: true,
     };
     lw.emit(id, l, args);
@@ -293,7 +317,7 @@ fn stage_backward(
     name: String,
     dy: TensorId,
     idx: Option<TensorId>,
-    (xd, yd, p): Stage,
+    (xd, yd, p, div): Stage,
 ) -> TensorId {
     let dx = lw.arena(name, xd[1] * xd[2] * xd[3]);
     let (pass, args) = match idx {
@@ -305,14 +329,74 @@ fn stage_backward(
         xd,
         yd,
         p,
+        div,
         specialise: true,
     };
     lw.emit(id, l, args);
     dx
 }
 
-/// `(x dims, y dims, geometry)` of one 2-D pooling stage.
-type Stage = ([usize; 4], [usize; 4], Pool2dParams);
+/// `(x dims, y dims, geometry, divisor)` of one 2-D pooling stage.
+type Stage = ([usize; 4], [usize; 4], Pool2dParams, AvgDivisor);
+
+/// The 2-D stage geometry over the axes `(h, w)` (a unit axis `[1, 1, 0, 0]` for views).
+fn stage_geometry(h: PoolAxis, w: PoolAxis, count_pad: bool) -> (Pool2dParams, AvgDivisor) {
+    let p = Pool2dParams {
+        kernel: [h.k, w.k],
+        stride: [h.s, w.s],
+        padding: [h.begin, w.begin],
+    };
+    // every window inside the input (or the padded input, when padding counts): kh·kw
+    let inside = |a: PoolAxis, e: usize| (a.out - 1) * a.s + a.k <= a.begin + e + a.len;
+    let window = if count_pad {
+        inside(h, h.end) && inside(w, w.end)
+    } else {
+        h.begin + w.begin == 0 && inside(h, 0) && inside(w, 0)
+    };
+    let div = if window {
+        AvgDivisor::Window
+    } else if count_pad {
+        AvgDivisor::Padded([h.end, w.end])
+    } else {
+        AvgDivisor::Valid
+    };
+    (p, div)
+}
+
+/// The 2-D stages of a pooling of `x [C, spatial…]` at batch `n`: 1-D runs on the
+/// `[C, 1, L]` view with a `1×k` window; 3-D (separable) runs `(h, w)` on the `[C·D, H, W]`
+/// view, then depth on `[C, D, OH·OW]`.
+fn stages(op: &str, n: usize, xs: &[usize], p: &PoolParams) -> Result<Vec<Stage>> {
+    let axes = p.axes(op, &xs[1..])?;
+    let unit = PoolAxis::unit();
+    let c = xs[0];
+    let cp = p.count_include_pad;
+    Ok(match axes[..] {
+        [w] => {
+            let (g, div) = stage_geometry(unit, w, cp);
+            vec![([n, c, 1, xs[1]], [n, c, 1, w.out], g, div)]
+        }
+        [h, w] => {
+            let (g, div) = stage_geometry(h, w, cp);
+            vec![([n, c, xs[1], xs[2]], [n, c, h.out, w.out], g, div)]
+        }
+        [d, h, w] => {
+            let (g1, div1) = stage_geometry(h, w, cp);
+            let (g2, div2) = stage_geometry(d, unit, cp);
+            let ohw = h.out * w.out;
+            vec![
+                (
+                    [n, c * xs[1], xs[2], xs[3]],
+                    [n, c * xs[1], h.out, w.out],
+                    g1,
+                    div1,
+                ),
+                ([n, c, xs[1], ohw], [n, c, d.out, ohw], g2, div2),
+            ]
+        }
+        _ => unreachable!("1-3 spatial axes"),
+    })
+}
 
 /// The graph builders of this family: each checks its shapes and names the node in errors.
 impl Graph {
@@ -455,85 +539,107 @@ impl Graph {
         let y = self.pool3d_shape(name, x, "min_pool3d", p)?;
         self.push(name, Op::MinPool3d { x, p }, y)
     }
-}
 
-/// `Op::MaxPool2d`, `Op::MinPool2d`, `Op::AvgPool2d`: one stage; the gradient routes by the
-/// recorded indices (max, min) or spreads evenly (average).
-pub(crate) struct Pool2dRule;
-
-impl Pool2dRule {
-    fn parts(lw: &Lowering, id: NodeId) -> (NodeId, PoolPass, Stage) {
-        let (x, p, pass) = match lw.g.node(id).op {
-            Op::MaxPool2d { x, p } => (x, p, PoolPass::MaxForward),
-            Op::MinPool2d { x, p } => (x, p, PoolPass::MinForward),
-            Op::AvgPool2d { x, p } => (x, p, PoolPass::AvgForward),
-            _ => unreachable!("Pool2dRule on another op"),
-        };
-        (x, pass, (dims4(lw, x), dims4(lw, id), p))
-    }
-}
-
-impl Rule for Pool2dRule {
-    fn forward(&self, lw: &mut Lowering, id: NodeId) {
-        let (x, pass, stage) = Self::parts(lw, id);
-        let name = lw.g.node(id).name.clone();
-        let (y, idx) = stage_forward(lw, id, pass, name, lw.out_of(x), stage);
-        lw.set_out(id, y);
-        lw.keep(id, idx.into_iter().collect());
-    }
-
-    fn backward(&self, lw: &mut Lowering, id: NodeId, dy: TensorId) {
-        let (x, _, stage) = Self::parts(lw, id);
-        if lw.needs_grad(x) {
-            let idx = lw.kept(id).first().copied();
-            let name = format!("{}.dx", lw.g.node(id).name);
-            let dx = stage_backward(lw, id, name, dy, idx, stage);
-            lw.push_grad(x, dx);
+    /// Pooling of `x [C, L]`, `[C, H, W]` or `[C, D, H, W]` (the rank picks 1-, 2- or 3-D)
+    /// with any [`PoolParams`] window: PyTorch's padding and `ceil_mode`, Keras `same`, the
+    /// anchor and flip of the seed article. The fixed-rank builders above are this with a
+    /// PyTorch window.
+    ///
+    /// # Shapes
+    /// `x [C, spatial…]` → `[C, out…]`, `out` per axis as [`PoolParams`] documents.
+    pub fn pool(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        kind: PoolKind,
+        p: impl Into<PoolParams>,
+    ) -> Result<NodeId> {
+        let p = p.into();
+        let xs = self.check_ref(name, x)?.shape.clone();
+        let xname = &self.node(x).name;
+        if !(2..=4).contains(&xs.len()) || xs.contains(&0) {
+            return Err(Error::shape(
+                name,
+                format!("pooling needs a [C,L], [C,H,W] or [C,D,H,W] input, but '{xname}' has shape {xs:?}"),
+            ));
         }
+        let mut y = vec![xs[0]];
+        y.extend(
+            p.out_spatial(name, &xs[1..])
+                .map_err(|e| Self::relabel(e, name, xname, &xs))?,
+        );
+        self.push(name, Op::Pool { x, kind, p }, y)
     }
 }
 
-/// `Op::Max/Avg/MinPool1d`, `Op::Max/Avg/MinPool3d`: 2-D stages over views. 1-D: the
-/// `[C, 1, L]` view with a `1×k` window. 3-D (separable): `(h, w)` on the `[C·D, H, W]` view,
-/// then depth on `[C, D, OH·OW]`; the gradient runs the stages in reverse.
-pub(crate) struct PoolNdRule;
+/// The forward launch of a 2-D pooling of `x [N,C,H,W]` and its output dims (the
+/// functional API's; `specialise` as [`Pool2d::specialise`]).
+pub(crate) fn pool2d_launch(
+    op: &str,
+    xd: [usize; 4],
+    kind: PoolKind,
+    p: PoolParams,
+    specialise: bool,
+) -> Result<(Pool2d, [usize; 4])> {
+    if xd.contains(&0) {
+        return Err(Error::shape(op, format!("zero-sized dimension: x {xd:?}")));
+    }
+    let (_, yd, p, div) = stages(op, xd[0], &xd[1..], &p)?.remove(0);
+    let pass = match kind {
+        PoolKind::Max => PoolPass::MaxForward,
+        PoolKind::Min => PoolPass::MinForward,
+        PoolKind::Avg => PoolPass::AvgForward,
+    };
+    let l = Pool2d {
+        pass,
+        xd,
+        yd,
+        p,
+        div,
+        specialise,
+    };
+    Ok((l, yd))
+}
 
-impl PoolNdRule {
+/// Every pooling op (`Op::Pool` and the fixed-rank `Op::Max/Min/AvgPool1d/2d/3d`) as 2-D
+/// stages (see [`stages`]); the gradient runs the stages in reverse, routing by the recorded
+/// indices (max, min: separable, the extremum of the extrema) or spreading (average).
+pub(crate) struct PoolRule;
+
+/// The input, kind and window of a pooling op.
+fn pool_of(op: &Op) -> (NodeId, PoolKind, PoolParams) {
+    use PoolKind::*;
+    match *op {
+        Op::Pool { x, kind, p } => (x, kind, p),
+        Op::MaxPool2d { x, p } => (x, Max, p.into()),
+        Op::MinPool2d { x, p } => (x, Min, p.into()),
+        Op::AvgPool2d { x, p } => (x, Avg, p.into()),
+        Op::MaxPool1d { x, p } => (x, Max, p.into()),
+        Op::MinPool1d { x, p } => (x, Min, p.into()),
+        Op::AvgPool1d { x, p } => (x, Avg, p.into()),
+        Op::MaxPool3d { x, p } => (x, Max, p.into()),
+        Op::MinPool3d { x, p } => (x, Min, p.into()),
+        Op::AvgPool3d { x, p } => (x, Avg, p.into()),
+        _ => unreachable!("PoolRule on another op"),
+    }
+}
+
+impl PoolRule {
     fn parts(lw: &Lowering, id: NodeId) -> (NodeId, PoolPass, Vec<Stage>) {
-        let n = lw.n;
         let node = lw.g.node(id);
-        let ys = &node.shape;
-        match node.op {
-            Op::MaxPool1d { x, p } | Op::AvgPool1d { x, p } | Op::MinPool1d { x, p } => {
-                let xs = &lw.g.node(x).shape;
-                let stage = ([n, xs[0], 1, xs[1]], [n, ys[0], 1, ys[1]], p.as_2d());
-                (x, pass_of(&node.op), vec![stage])
-            }
-            Op::MaxPool3d { x, p } | Op::AvgPool3d { x, p } | Op::MinPool3d { x, p } => {
-                let xs = &lw.g.node(x).shape;
-                let (c, d, ohw) = (xs[0], xs[1], ys[2] * ys[3]);
-                let stages = vec![
-                    ([n, c * d, xs[2], xs[3]], [n, c * d, ys[2], ys[3]], p.hw()),
-                    ([n, c, d, ohw], [n, c, ys[1], ohw], p.depth()),
-                ];
-                (x, pass_of(&node.op), stages)
-            }
-            _ => unreachable!("PoolNdRule on another op"),
-        }
+        let (x, kind, p) = pool_of(&node.op);
+        let pass = match kind {
+            PoolKind::Max => PoolPass::MaxForward,
+            PoolKind::Min => PoolPass::MinForward,
+            PoolKind::Avg => PoolPass::AvgForward,
+        };
+        // the graph builder checked the window: resolving it again cannot fail
+        let st = stages(&node.name, lw.n, &lw.g.node(x).shape, &p).expect("checked by the graph");
+        (x, pass, st)
     }
 }
 
-/// The 2-D kernel every stage of a 1-D or 3-D pooling op runs (max and min are separable:
-/// the extremum of the extrema, the argument routed through both stages).
-fn pass_of(op: &Op) -> PoolPass {
-    match op {
-        Op::MaxPool1d { .. } | Op::MaxPool3d { .. } => PoolPass::MaxForward,
-        Op::MinPool1d { .. } | Op::MinPool3d { .. } => PoolPass::MinForward,
-        _ => PoolPass::AvgForward,
-    }
-}
-
-impl Rule for PoolNdRule {
+impl Rule for PoolRule {
     fn forward(&self, lw: &mut Lowering, id: NodeId) {
         let (x, pass, stages) = Self::parts(lw, id);
         let name = lw.g.node(id).name.clone();
