@@ -917,6 +917,112 @@ pub fn lenet5() -> Result<Graph> {
         .cross_entropy()
 }
 
+/// The Xception network of Keras's "image classification from scratch" example, layer for
+/// layer (Keras's defaults: biases on every convolution and dense layer, none on the
+/// depthwise step of a separable convolution; batch norm with Keras's `momentum=0.99`,
+/// i.e. `0.01` in PyTorch's convention, and `epsilon=1e-3`):
+///
+/// ```text
+/// Rescaling(1/255)                                  bytes 0..255 → [0, 1]
+/// entry:  Conv2d 3×3 stride 2 same → 32, BatchNorm, ReLU,
+///         Conv2d 3×3 same → 64, BatchNorm, ReLU
+/// blocks of widths 128, 256, 512, 728:
+///         ReLU, SeparableConv2d 3×3 same → w, BatchNorm,
+///         ReLU, SeparableConv2d 3×3 same → w, BatchNorm,
+///         MaxPool 3×3 stride 2 same
+///       + residual: Conv2d 1×1 stride 2 same → w                 (add)
+/// exit:   SeparableConv2d 3×3 same → 1024, BatchNorm, ReLU,
+///         GlobalAvgPool, Dropout(0.5),
+///         Linear → classes with softmax cross-entropy, or for 2 classes
+///         Linear → 1 with sigmoid binary cross-entropy (targets 0/1 as values)
+/// ```
+///
+/// For `input = [3, 180, 180]` and 2 classes this is the article's model: 2,782,649
+/// parameters counted as Keras does (2,773,913 trainable plus 8,736 batch-norm moving
+/// statistics; `tests/xception.rs` derives the count). Feed it unnormalised pixel values
+/// (0–255).
+///
+/// ```
+/// let g = wgcnn::nn::xception(&[3, 180, 180], 2)?;
+/// let trainable: usize = g.params().iter().map(|p| p.len()).sum();
+/// assert_eq!(trainable, 2_773_913);
+/// # Ok::<(), wgcnn::Error>(())
+/// ```
+pub fn xception(input: &[usize], classes: usize) -> Result<Graph> {
+    if input.len() != 3 || input.contains(&0) || classes < 2 {
+        return Err(Error::invalid(
+            "xception",
+            format!("needs a [C,H,W] input and at least 2 classes (got {input:?}, {classes})"),
+        ));
+    }
+    let (mom, eps) = (0.01, 1e-3);
+    let mut g = Graph::new();
+    let x = g.input("input", input)?;
+    let x = g.rescaling("rescale", x, 1.0 / 255.0, 0.0)?;
+    let mut x = x;
+    let mut prev = input[0];
+    for (i, (w, s)) in [(32, 2), (64, 1)].into_iter().enumerate() {
+        let name = format!("entry.conv{}", i + 1);
+        x = Conv2d::new(prev, w, 3)
+            .stride(s)
+            .same()
+            .build(&mut g, &name, x)?;
+        x = g.batch_norm(&format!("entry.bn{}", i + 1), x, mom, eps)?;
+        x = g.activation(&format!("entry.relu{}", i + 1), x, Activation::Relu)?;
+        prev = w;
+    }
+    for w in [128, 256, 512, 728] {
+        x = xception_block(&mut g, &format!("block{w}"), x, prev, w, (mom, eps))?;
+        prev = w;
+    }
+    let x = SeparableConv2d::new(prev, 1024, 3)
+        .same()
+        .build(&mut g, "exit.sep", x)?;
+    let x = g.batch_norm("exit.bn", x, mom, eps)?;
+    let x = g.activation("exit.relu", x, Activation::Relu)?;
+    let x = g.global_avg_pool("gap", x)?;
+    let x = g.dropout("dropout", x, 0.5)?;
+    if classes == 2 {
+        let x = g.linear("fc", x, 1, true)?;
+        g.bce_with_logits("loss", x)?;
+    } else {
+        let x = g.linear("fc", x, classes, true)?;
+        g.cross_entropy("loss", x)?;
+    }
+    Ok(g)
+}
+
+/// One block of [`xception`]: two ReLU → separable conv → batch norm steps, a `same`
+/// max-pool, plus the 1×1 stride-2 projection of the block's input.
+fn xception_block(
+    g: &mut Graph,
+    b: &str,
+    x: NodeId,
+    prev: usize,
+    w: usize,
+    (mom, eps): (f32, f32),
+) -> Result<NodeId> {
+    let mut y = x;
+    for (k, cin) in [(1, prev), (2, w)] {
+        y = g.activation(&format!("{b}.relu{k}"), y, Activation::Relu)?;
+        y = SeparableConv2d::new(cin, w, 3)
+            .same()
+            .build(g, &format!("{b}.sep{k}"), y)?;
+        y = g.batch_norm(&format!("{b}.bn{k}"), y, mom, eps)?;
+    }
+    let y = g.pool(
+        &format!("{b}.pool"),
+        y,
+        PoolKind::Max,
+        PoolParams::new(3).stride(2).same(),
+    )?;
+    let r = Conv2d::new(prev, w, 1)
+        .stride(2)
+        .same()
+        .build(g, &format!("{b}.residual"), x)?;
+    g.add(&format!("{b}.add"), y, r)
+}
+
 /// A small Xception-style network (Chollet 2017, after Keras's "image classification from
 /// scratch" example), sized for `input = [C, H, W]` images such as 1×28×28 Fashion-MNIST:
 ///
