@@ -4,6 +4,9 @@
 //   softmax_backward: dx[r,c] = y[r,c] · (dy[r,c] − Σ_c' dy[r,c']·y[r,c'])   (y = softmax output)
 //   cross_entropy:  ℓ_r = logsumexp(x[r,·]) − x[r, t_r];  loss = (1/R) Σ_r ℓ_r
 //                   dx[r,c] = (s[r,c] − [c = t_r]) · scale          (scale = 1/R)
+//                   With label smoothing ε (PyTorch's `label_smoothing`) the target is
+//                   q_c = (1 − ε)·[c = t_r] + ε/C: ℓ_r = (1 − ε)(lse − x_t) + ε(lse − Σ_c x_c / C),
+//                   dx[r,c] = (s[r,c] − q_c) · scale  (ε = 0 runs the lines above unchanged)
 //   mse:            loss = (1/L) Σ_i (p[i] − q[i])²;  dp[i] = 2 (p[i] − q[i]) · scale   (scale = 1/L)
 //   bce_logits:     ℓ_i = w_c·t_i·softplus(−x_i) + (1 − t_i)·softplus(x_i)   (w_c = pos_weight[c] when
 //                   POS_WEIGHT = 1, else 1; softplus(z) = max(z, 0) + log(1 + e^(−|z|)));  loss = (1/L) Σ_i ℓ_i
@@ -24,7 +27,7 @@
 
 struct LossUniform {
     rows: u32, cols: u32, accumulate: u32, has_grad: u32,
-    scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    scale: f32, smoothing: f32, _pad1: u32, _pad2: u32,
 }
 
 var<workgroup> part_loss: array<f32, 64>;
@@ -100,12 +103,22 @@ fn cross_entropy(@builtin(local_invocation_index) li: u32) {
         }
         var sum = 0.0;
         for (var c = 0u; c < p.cols; c++) { sum += exp(ce_x[base + c] - mx); }
-        lsum += (mx + log(sum)) - ce_x[base + t];
+        let lse = mx + log(sum);
+        let eps = p.smoothing;
+        if (eps == 0.0) {
+            lsum += lse - ce_x[base + t];
+        } else {
+            var xsum = 0.0;
+            for (var c = 0u; c < p.cols; c++) { xsum += ce_x[base + c]; }
+            lsum += (1.0 - eps) * (lse - ce_x[base + t]) + eps * (lse - xsum / f32(p.cols));
+        }
         hits += select(0.0, 1.0, arg == t);
         if (p.has_grad == 1u) {
             for (var c = 0u; c < p.cols; c++) {
                 let s = exp(ce_x[base + c] - mx) / sum;
-                ce_dx[base + c] = (s - select(0.0, 1.0, c == t)) * p.scale;
+                var q = select(0.0, 1.0, c == t);
+                if (eps != 0.0) { q = (1.0 - eps) * q + eps / f32(p.cols); }
+                ce_dx[base + c] = (s - q) * p.scale;
             }
         }
     }

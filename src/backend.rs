@@ -969,7 +969,23 @@ impl Backend {
         logits: &Array2<f32>,
         targets: &[u32],
     ) -> Result<(f32, Array2<f32>)> {
+        self.cross_entropy_smoothed(logits, targets, 0.0)
+    }
+
+    /// [`Backend::cross_entropy`] with label smoothing `eps` in [0, 1] (PyTorch
+    /// `cross_entropy(..., label_smoothing=eps)`): the target of row `r` is
+    /// `(1 − eps)·onehot(t_r) + eps/K`.
+    ///
+    /// # Shapes
+    /// `logits [N,K]`, `targets [N]` → `(mean loss, dlogits [N,K])`.
+    pub fn cross_entropy_smoothed(
+        &self,
+        logits: &Array2<f32>,
+        targets: &[u32],
+        eps: f32,
+    ) -> Result<(f32, Array2<f32>)> {
         let op = "cross_entropy";
+        check_smoothing(op, eps)?;
         let (r, c) = logits.dim();
         nonempty(op, "logits", &[r, c])?;
         if targets.len() != r {
@@ -993,6 +1009,7 @@ impl Backend {
             grad: true,
             accumulate: false,
             pos_weight: false,
+            label_smoothing: eps,
         };
         let mut out = self.run_launch(op, &l, &[&xv, bytemuck::cast_slice(targets), &[0.0; 4]])?;
         let (dx, m) = (out.remove(0), out.remove(0));
@@ -1019,6 +1036,7 @@ impl Backend {
             grad: true,
             accumulate: false,
             pos_weight: false,
+            label_smoothing: 0.0,
         };
         let mut out = self.run_launch(op, &l, &[&pv, &tv, &[0.0; 4]])?;
         let (dp, m) = (out.remove(0), out.remove(0));
@@ -1060,6 +1078,7 @@ impl Backend {
             grad: true,
             accumulate: false,
             pos_weight: pos_weight.is_some(),
+            label_smoothing: 0.0,
         };
         let w = pos_weight.map(flat).unwrap_or_default();
         let ins: [&[f32]; 4] = [&flat(logits), &flat(targets), &w, &[0.0; 4]];
@@ -1693,4 +1712,15 @@ fn bits_u32(v: &[f32]) -> Vec<u32> {
 /// Row-major elements of an index array.
 fn flat_u32(a: &Array4<u32>) -> Vec<u32> {
     a.iter().copied().collect()
+}
+
+/// Label smoothing must lie in [0, 1] (PyTorch's rule).
+pub(crate) fn check_smoothing(op: &str, eps: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&eps) {
+        return Err(Error::invalid(
+            op,
+            format!("label smoothing {eps} must lie in [0, 1]"),
+        ));
+    }
+    Ok(())
 }

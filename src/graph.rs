@@ -208,6 +208,7 @@ pub struct Graph {
     params: Vec<Param>,
     input: Option<NodeId>,
     loss: Option<NodeId>,
+    label_smoothing: f32,
 }
 
 impl Graph {
@@ -324,6 +325,31 @@ impl Graph {
         Ok(id)
     }
 
+    /// Label smoothing `eps` in [0, 1] for the cross-entropy loss (PyTorch's
+    /// `CrossEntropyLoss(label_smoothing=eps)`): the target of a sample of class `t` becomes
+    /// `(1 − eps)·onehot(t) + eps/K`. Default 0. A graph whose loss is not cross-entropy is
+    /// refused when planned.
+    ///
+    /// ```
+    /// use wgcnn::nn::{Flatten, Linear, Sequential};
+    /// let mut g = Sequential::new(&[1, 4, 4]).add("f", Flatten).add("fc", Linear::new(16, 3))
+    ///     .cross_entropy()?;
+    /// g.set_label_smoothing(0.1)?;
+    /// assert_eq!(g.label_smoothing(), 0.1);
+    /// assert!(g.set_label_smoothing(1.5).is_err());
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn set_label_smoothing(&mut self, eps: f32) -> Result<()> {
+        crate::backend::check_smoothing("label_smoothing", eps)?;
+        self.label_smoothing = eps;
+        Ok(())
+    }
+
+    /// The cross-entropy's label smoothing (see [`Graph::set_label_smoothing`]).
+    pub fn label_smoothing(&self) -> f32 {
+        self.label_smoothing
+    }
+
     /// Checks the graph is complete: one input and one loss. (That every parameter is used
     /// by exactly one node is checked when it is planned.)
     pub fn validate(&self) -> Result<()> {
@@ -335,6 +361,18 @@ impl Graph {
                 "graph",
                 "no loss node (add cross_entropy or mse)",
             ));
+        }
+        if let Some(l) = self.loss.filter(|_| self.label_smoothing != 0.0) {
+            if !matches!(self.node(l).op, Op::CrossEntropy { .. }) {
+                return Err(Error::invalid(
+                    "label_smoothing",
+                    format!(
+                        "label smoothing {} needs a cross-entropy loss, but '{}' is not one",
+                        self.label_smoothing,
+                        self.node(l).name
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -876,6 +876,16 @@ impl Sequential {
     }
 
     /// Finishes with a softmax + cross-entropy loss.
+    /// Label smoothing `eps` for [`Sequential::cross_entropy`] (see
+    /// [`Graph::set_label_smoothing`]); an `eps` outside [0, 1] is reported when the model
+    /// is finished.
+    pub fn label_smoothing(mut self, eps: f32) -> Self {
+        if let Err(e) = self.graph.set_label_smoothing(eps) {
+            self.last = Err(e);
+        }
+        self
+    }
+
     pub fn cross_entropy(mut self) -> Result<Graph> {
         let x = self.last?;
         self.graph.cross_entropy("loss", x)?;

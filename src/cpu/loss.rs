@@ -43,6 +43,20 @@ pub fn cross_entropy(
     targets: &[u32],
     scale: f32,
 ) -> (Vec<f32>, Metrics) {
+    cross_entropy_smoothed(rows, cols, x, targets, scale, 0.0)
+}
+
+/// [`cross_entropy`] with label smoothing `eps` (PyTorch's `label_smoothing`): the target
+/// is `q_c = (1 − eps)·[c = t] + eps/C`, the per-row loss
+/// `(1 − eps)(lse − x_t) + eps(lse − Σ_c x_c / C)`, the gradient `(softmax(x) − q)·scale`.
+pub fn cross_entropy_smoothed(
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    targets: &[u32],
+    scale: f32,
+    eps: f32,
+) -> (Vec<f32>, Metrics) {
     let mut dx = vec![0.0f32; rows * cols];
     let mut lsum = 0.0f32;
     let mut hits = 0.0f32;
@@ -57,11 +71,21 @@ pub fn cross_entropy(
             }
         }
         let sum: f32 = row.iter().map(|v| (v - mx).exp()).sum();
-        lsum += (mx + sum.ln()) - row[t];
+        let lse = mx + sum.ln();
+        if eps == 0.0 {
+            lsum += lse - row[t];
+        } else {
+            let mean = row.iter().sum::<f32>() / cols as f32;
+            lsum += (1.0 - eps) * (lse - row[t]) + eps * (lse - mean);
+        }
         hits += (arg == t) as u32 as f32;
         for c in 0..cols {
             let s = (row[c] - mx).exp() / sum;
-            dx[r * cols + c] = (s - (c == t) as u32 as f32) * scale;
+            let mut q = (c == t) as u32 as f32;
+            if eps != 0.0 {
+                q = (1.0 - eps) * q + eps / cols as f32;
+            }
+            dx[r * cols + c] = (s - q) * scale;
         }
     }
     let bad = (!lsum.is_finite()) as u32 as f32;

@@ -107,6 +107,8 @@ pub struct Loss {
     pub accumulate: bool,
     /// `BceLogits` only: a `pos_weight [cols]` binding weighs the positive term.
     pub pos_weight: bool,
+    /// `CrossEntropy` only: label smoothing ε in [0, 1] (PyTorch's `label_smoothing`).
+    pub label_smoothing: f32,
 }
 
 impl Loss {
@@ -147,13 +149,14 @@ impl Launch for Loss {
     }
 
     fn uniform(&self) -> Vec<u8> {
-        let u = LossUniform::new(
+        let mut u = LossUniform::new(
             self.rows,
             self.cols,
             self.accumulate,
             self.grad,
             self.scale(),
         );
+        u.smoothing = self.label_smoothing;
         bytes(&u)
     }
 
@@ -175,7 +178,7 @@ impl Launch for Loss {
         let (dx, m) = match self.kind {
             LossKind::CrossEntropy => {
                 let t: Vec<u32> = b[1].iter().map(|v| v.to_bits()).collect();
-                cpu::loss::cross_entropy(r, c, &b[0], &t, s)
+                cpu::loss::cross_entropy_smoothed(r, c, &b[0], &t, s, self.label_smoothing)
             }
             LossKind::Mse => cpu::loss::mse(r, c, &b[0], &b[1], s),
             LossKind::BceLogits => cpu::loss::bce_logits(r, c, &b[0], &b[1], &b[2], s),
@@ -222,7 +225,8 @@ struct LossUniform {
     accumulate: u32,
     has_grad: u32,
     scale: f32,
-    pad: [u32; 3],
+    smoothing: f32,
+    pad: [u32; 2],
 }
 
 impl LossUniform {
@@ -233,7 +237,8 @@ impl LossUniform {
             accumulate: accumulate as u32,
             has_grad: has_grad as u32,
             scale,
-            pad: [0; 3],
+            smoothing: 0.0,
+            pad: [0; 2],
         }
     }
 }
@@ -362,6 +367,7 @@ impl Rule for LossRule {
             grad: lw.train,
             accumulate: true,
             pos_weight: false,
+            label_smoothing: lw.g.label_smoothing(),
         };
         let mut args = vec![Some(lw.out_of(input)), Some(lw.targets())];
         if kind == LossKind::BceLogits {
