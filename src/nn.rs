@@ -1033,6 +1033,137 @@ fn xception_block(
     g.add(&format!("{b}.add"), y, r)
 }
 
+/// The CIFAR ResNets of He et al. 2016 (§4.2): `depth = 6n + 2` (20, 32, 44, 56, 110, …)
+/// on `[3, 32, 32]` images:
+///
+/// ```text
+/// conv 3×3 → 16, BatchNorm, ReLU
+/// 3 stages of n basic blocks, 16 / 32 / 64 channels (32×32, 16×16, 8×8):
+///     conv 3×3 (stride 2 in the first block of stages 2 and 3), BatchNorm, ReLU,
+///     conv 3×3, BatchNorm, + shortcut, ReLU
+///     shortcut: identity; where the shape changes, conv 1×1 stride 2 + BatchNorm
+///     (the paper's option B projection)
+/// GlobalAvgPool, Linear 64 → classes, softmax cross-entropy
+/// ```
+///
+/// Convolutions carry no bias (each feeds a batch norm); batch norm uses PyTorch's defaults
+/// (momentum 0.1, ε 1e-5). Parameters start from PyTorch's default initialisation
+/// (`Executor::new`'s seed; uniform ±1/√fan_in for convolution and linear weights and
+/// biases, γ = 1, β = 0). ResNet-20 for 10 classes has 272,474 parameters, 2,752 of them in
+/// the two projections (`tests/resnet.rs` derives the count).
+///
+/// ```
+/// let g = wgcnn::nn::resnet_cifar(20, 10)?;
+/// let n: usize = g.params().iter().map(|p| p.len()).sum();
+/// assert_eq!(n, 272_474);
+/// # Ok::<(), wgcnn::Error>(())
+/// ```
+pub fn resnet_cifar(depth: usize, classes: usize) -> Result<Graph> {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) || classes == 0 {
+        return Err(Error::invalid(
+            "resnet_cifar",
+            format!("depth must be 6n + 2 with n ≥ 1 (20, 32, 44, 56, 110) and classes ≥ 1 (got depth {depth}, {classes} classes)"),
+        ));
+    }
+    let n = (depth - 2) / 6;
+    let mut g = Graph::new();
+    let x = g.input("input", &[3, 32, 32])?;
+    let x = Conv2d::new(3, 16, 3)
+        .padding(1)
+        .bias(false)
+        .build(&mut g, "conv1", x)?;
+    let x = g.batch_norm("bn1", x, 0.1, 1e-5)?;
+    let mut x = g.activation("relu1", x, Activation::Relu)?;
+    let mut prev = 16;
+    for (stage, w) in [16, 32, 64].into_iter().enumerate() {
+        for b in 0..n {
+            let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+            let name = format!("layer{}.{b}", stage + 1);
+            x = basic_block(&mut g, &name, x, prev, w, stride)?;
+            prev = w;
+        }
+    }
+    let x = g.global_avg_pool("gap", x)?;
+    let x = g.linear("fc", x, classes, true)?;
+    g.cross_entropy("loss", x)?;
+    Ok(g)
+}
+
+/// A ResNet basic block `cin → w` (see [`resnet_cifar`]); names follow torchvision
+/// (`conv1`, `bn1`, `conv2`, `bn2`, `downsample.0` / `.1`).
+fn basic_block(
+    g: &mut Graph,
+    b: &str,
+    x: NodeId,
+    cin: usize,
+    w: usize,
+    stride: usize,
+) -> Result<NodeId> {
+    let conv = |k: usize, c: usize, s: usize| Conv2d::new(c, w, k).stride(s).bias(false);
+    let y = conv(3, cin, stride)
+        .padding(1)
+        .build(g, &format!("{b}.conv1"), x)?;
+    let y = g.batch_norm(&format!("{b}.bn1"), y, 0.1, 1e-5)?;
+    let y = g.activation(&format!("{b}.relu1"), y, Activation::Relu)?;
+    let y = conv(3, w, 1)
+        .padding(1)
+        .build(g, &format!("{b}.conv2"), y)?;
+    let y = g.batch_norm(&format!("{b}.bn2"), y, 0.1, 1e-5)?;
+    let short = if stride != 1 || cin != w {
+        let s = conv(1, cin, stride).build(g, &format!("{b}.downsample.0"), x)?;
+        g.batch_norm(&format!("{b}.downsample.1"), s, 0.1, 1e-5)?
+    } else {
+        x
+    };
+    let y = g.add(&format!("{b}.add"), y, short)?;
+    g.activation(&format!("{b}.relu2"), y, Activation::Relu)
+}
+
+/// The network of Keller Jordan's airbench (2024, "94 % on CIFAR-10 in 3.29 seconds"), on
+/// `[3, 32, 32]` images:
+///
+/// ```text
+/// whiten: conv 2×2 → 24 (bias, no padding), GELU                       32 → 31
+/// 3 groups of widths 64, 256, 256:
+///     conv 3×3 same (no bias), MaxPool 2, BatchNorm, GELU,
+///     conv 3×3 same (no bias), BatchNorm, GELU                          31 → 15 → 7 → 3
+/// MaxPool 3, Flatten, Linear 256 → classes (no bias), × 1/9, softmax cross-entropy
+/// ```
+///
+/// Differences from the original, which trains with its own tricks: the whitening conv is a
+/// trainable layer here (airbench fixes it to the data's patch whitening), batch norm uses
+/// momentum 0.4 in PyTorch's convention (airbench's 0.6) with ε 1e-5 and a trainable γ, and
+/// parameters start from PyTorch's default initialisation. GELU is the exact one.
+pub fn airbench_net(classes: usize) -> Result<Graph> {
+    if classes == 0 {
+        return Err(Error::invalid("airbench_net", "needs at least one class"));
+    }
+    let (mom, eps) = (0.4, 1e-5);
+    let mut g = Graph::new();
+    let x = g.input("input", &[3, 32, 32])?;
+    let x = Conv2d::new(3, 24, 2).build(&mut g, "whiten", x)?;
+    let mut x = g.activation("whiten.gelu", x, Activation::Gelu)?;
+    let mut prev = 24;
+    for (i, w) in [64, 256, 256].into_iter().enumerate() {
+        let b = format!("group{}", i + 1);
+        let conv = |c: usize| Conv2d::new(c, w, 3).same().bias(false);
+        x = conv(prev).build(&mut g, &format!("{b}.conv1"), x)?;
+        x = g.max_pool2d(&format!("{b}.pool"), x, Pool2dParams::new(2))?;
+        x = g.batch_norm(&format!("{b}.norm1"), x, mom, eps)?;
+        x = g.activation(&format!("{b}.gelu1"), x, Activation::Gelu)?;
+        x = conv(w).build(&mut g, &format!("{b}.conv2"), x)?;
+        x = g.batch_norm(&format!("{b}.norm2"), x, mom, eps)?;
+        x = g.activation(&format!("{b}.gelu2"), x, Activation::Gelu)?;
+        prev = w;
+    }
+    let x = g.max_pool2d("pool", x, Pool2dParams::new(3))?;
+    let x = g.flatten("flatten", x)?;
+    let x = g.linear("head", x, classes, false)?;
+    let x = g.rescaling("scale", x, 1.0 / 9.0, 0.0)?;
+    g.cross_entropy("loss", x)?;
+    Ok(g)
+}
+
 /// A small Xception-style network (Chollet 2017, after Keras's "image classification from
 /// scratch" example), sized for `input = [C, H, W]` images such as 1×28×28 Fashion-MNIST:
 ///
