@@ -9,10 +9,12 @@ use std::sync::Arc;
 use ndarray::{Array, Array1, Array2, Array4, ArrayD, Axis, Dimension, IxDyn, RemoveAxis};
 
 use crate::cpu::matmul::Gemm;
+use crate::data::Normalize;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, Slice};
 use crate::gpu::GpuContext;
 use crate::graph::conv_dims5;
+use crate::ops::augment::{normalization_lut, pack_bytes, Augment, Augmentation};
 use crate::ops::conv::{Conv, ConvPass};
 use crate::ops::elementwise::{Elementwise, Ew};
 use crate::ops::layout::Permute;
@@ -616,6 +618,59 @@ impl Backend {
         };
         let dx = self.run_launch(op, &l, &[&dyv])?.remove(0);
         arr4(xd, dx)
+    }
+
+    /// The input pipeline's kernel: normalises `images` (`[N,C,H,W]` bytes, CHW per image)
+    /// with `norms[c]` per channel and applies `aug` — a random crop from the image padded
+    /// by `aug.crop_pad` (zeros or reflect) and a random horizontal flip, drawn per sample
+    /// from `(seed, epoch, samples[n])` (`samples` are the images' dataset indices). The CPU
+    /// and the GPU give bit-identical results.
+    ///
+    /// # Shapes
+    /// `images [N·C·H·W]`, `samples [N]`, `norms [C]` → `[N,C,H,W]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn augment(
+        &self,
+        images: &[u8],
+        dims: [usize; 4],
+        samples: &[u32],
+        norms: &[Normalize],
+        aug: Augmentation,
+        seed: u64,
+        epoch: u32,
+    ) -> Result<Array4<f32>> {
+        let op = "augment";
+        nonempty(op, "images", &dims)?;
+        let len: usize = dims.iter().product();
+        if images.len() != len || samples.len() != dims[0] || norms.len() != dims[1] {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{} bytes, {} sample indices and {} normalisations for images {dims:?}",
+                    images.len(),
+                    samples.len(),
+                    norms.len()
+                ),
+            ));
+        }
+        norms.iter().try_for_each(Normalize::validate)?;
+        aug.check([dims[1], dims[2], dims[3]])?;
+        self.check_sizes(op, &[("images", len.div_ceil(4)), ("y", len)])?;
+        let l = Augment {
+            dims,
+            aug,
+            seed,
+            epoch,
+        };
+        let words = pack_bytes(images);
+        let lut = normalization_lut(norms);
+        let ins: [&[f32]; 3] = [
+            bytemuck::cast_slice(&words),
+            bytemuck::cast_slice(samples),
+            &lut,
+        ];
+        let y = self.run_launch(op, &l, &ins)?.remove(0);
+        arr4(dims, y)
     }
 
     /// Global average pooling: the mean of each channel's plane.

@@ -2,6 +2,7 @@
 //! straight from the formula as plain loops over row-major slices. Slow and obvious on
 //! purpose: these functions are what the GPU path is proven against.
 
+pub mod augment;
 pub mod conv;
 pub mod elementwise;
 pub mod layout;

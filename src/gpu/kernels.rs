@@ -47,6 +47,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
     ("layout", include_str!("../../shaders/layout.wgsl")),
+    ("augment", include_str!("../../shaders/augment.wgsl")),
 ];
 
 /// A kernel: entry point, family, number of read-only inputs and of outputs.
@@ -104,6 +105,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("batch_norm_forward_eval", "norm", 5, 1),
     k("batch_norm_backward", "norm", 4, 3),
     k("permute", "layout", 1, 1),
+    k("augment", "augment", 3, 1),
 ];
 
 /// The full WGSL source of every family (common prelude included), for validation

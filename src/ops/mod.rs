@@ -19,6 +19,7 @@
 //! | [`norm`] | `batch_norm_*` | `BatchNorm` |
 //! | [`layout`] | `permute` | `ChannelsLast`, `Flatten`, `Reshape`, `Input` |
 //! | [`optim`] | `grad_norm_scale`, `optimizer_step` | (the executor's update) |
+//! | [`augment`] | `augment` | (the input pipeline: bytes → normalised, cropped, flipped images) |
 //!
 //! # Adding a kernel
 //! Write the entry point in its family's WGSL file and its twin in `src/cpu/<family>.rs`, add
@@ -35,6 +36,7 @@ use crate::gpu::GpuContext;
 use crate::graph::{NodeId, Op};
 use crate::plan::{Lowering, TensorId};
 
+pub mod augment;
 pub mod conv;
 pub mod elementwise;
 pub mod layout;
