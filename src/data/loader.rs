@@ -844,9 +844,9 @@ impl Iterator for Epoch<'_> {
 impl ExactSizeIterator for Epoch<'_> {}
 
 /// The order in which epoch `epoch` of `n` examples is visited: the identity without
-/// shuffling, else the permutation of `(seed, epoch)` that [`Loader::order`] uses (a
-/// streaming source uses it to visit its files in the same order as a loader over the
-/// same examples).
+/// shuffling, else the permutation of `(seed, epoch)` that [`Loader::order`] uses (an
+/// [`ImageFolder`](super::ImageFolder) uses it to visit its files in the same order as a
+/// loader over the same examples).
 ///
 /// # Examples
 ///

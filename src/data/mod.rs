@@ -1,11 +1,18 @@
-//! Datasets: MNIST-format image classification data and batching.
+//! Datasets: labelled images stored as bytes (`N × C × H × W`), their readers, and batching.
 //!
 //! * [`idx`] reads the IDX format (raw or gzip) defensively.
 //! * [`load_mnist_dir`] loads the four standard files of an MNIST-format directory
 //!   (MNIST, Fashion-MNIST, the subset embedded in this repository at
 //!   [`embedded_mnist_subset_dir`], or Debian's `fashion-mnist` package at
-//!   [`FASHION_MNIST_SYSTEM_DIR`]) into a [`DatasetPair`].
-//! * [`loader`] turns a [`Dataset`] into normalized, shuffled `f32` batches.
+//!   [`FASHION_MNIST_SYSTEM_DIR`]) into a [`DatasetPair`]; [`csv`] reads Kaggle's CSV layout.
+//! * Colour datasets (validated like IDX; errors name the file and the record or offset):
+//!   - [`cifar`]: CIFAR-10 and CIFAR-100 binary files, from a directory or the downloaded
+//!     `.tar.gz` ([`load_cifar`]);
+//!   - [`npy`]: NumPy `.npy` pairs and `.npz` archives ([`load_npy`], [`load_npz`]);
+//!   - [`folder`]: class folders of PNG/JPEG/BMP files, decoded on worker threads
+//!     ([`ImageFolder`], [`load_image_folders`]).
+//! * [`loader`] turns a [`Dataset`] into normalized (per channel), shuffled `f32` batches
+//!   `[B, C, H, W]`.
 //!
 //! ```
 //! use wgcnn::data::{embedded_mnist_subset_dir, load_mnist_dir};
@@ -19,6 +26,7 @@
 mod archive;
 pub mod cifar;
 pub mod csv;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 pub mod npy;
@@ -29,6 +37,9 @@ use crate::error::{Error, Result};
 
 pub use cifar::{load_cifar, load_cifar_with, parse_cifar, CifarKind, CifarOptions};
 pub use csv::read_csv;
+pub use folder::{
+    load_image_folders, BadFile, Fit, FolderBatches, FolderOptions, ImageFolder, RawBatch,
+};
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use loader::{epoch_order, Batch, ChannelNormalize, Epoch, Loader, Normalize};
 pub use npy::{
