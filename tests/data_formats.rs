@@ -112,6 +112,17 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) {
 
 /// A ustar archive of `files` under `prefix/`, gzip-compressed.
 fn tar_gz(prefix: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    gzip(&tar(prefix, files))
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A ustar archive of `files` under `prefix/`.
+fn tar(prefix: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut tar = Vec::new();
     for (name, data) in files {
         let mut h = [0u8; 512];
@@ -130,9 +141,7 @@ fn tar_gz(prefix: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
         tar.resize(tar.len().div_ceil(512) * 512, 0);
     }
     tar.extend_from_slice(&[0; 1024]);
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
+    tar
 }
 
 fn check_cifar10(pair: &data::DatasetPair, train: &Split, test: &Split) {
@@ -741,4 +750,64 @@ fn one_channel_datasets_keep_their_meaning() {
     assert_eq!((rgb.n, rgb.images.len()), (1, 12));
     assert!(Dataset::with_channels("x", vec![0; 11], vec![0], 3, 2, 2, 2).is_err());
     assert!(Dataset::with_channels("x", vec![], vec![], 0, 2, 2, 2).is_err());
+}
+
+// ---- never a panic ------------------------------------------------------------
+
+/// `good` with a few bytes changed within its first `span` bytes, or cut short.
+fn mutations(good: &[u8], span: usize, count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let r = bytes(77, count * 8);
+    (0..count).map(move |k| {
+        let pick = |j: usize| usize::from(r[k * 8 + j]) << 8 | usize::from(r[k * 8 + j + 1]);
+        let mut b = good.to_vec();
+        if k % 4 == 3 {
+            b.truncate(pick(0) % good.len());
+        } else {
+            for j in 0..=(k % 3) {
+                let at = pick(2 * j) % span.min(good.len());
+                b[at] = r[k * 8 + 7 - j];
+            }
+        }
+        b
+    })
+}
+
+#[test]
+fn mutated_files_give_errors_never_panics() {
+    let dir = scratch("fuzz");
+    let opts = NpyOptions::default();
+    // npy: header and data
+    let (_, hwc) = chw_and_hwc(8, 2, 3, 4, 4);
+    let x = npy("|u1", &[2, 4, 4, 3], &hwc);
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+    std::fs::write(&yp, npy("<i8", &[2], &i64_bytes(&[0, 1]))).unwrap();
+    let mut errors = 0;
+    for m in mutations(&x, 128, 400) {
+        std::fs::write(&xp, &m).unwrap();
+        errors += usize::from(load_npy(&xp, &yp, "f", &opts).is_err());
+    }
+    // npz: directory, headers and data, stored and deflated
+    let files = vec![
+        ("x_train.npy", x.clone()),
+        ("y_train.npy", npy("<i8", &[2], &i64_bytes(&[0, 1]))),
+        ("x_test.npy", x.clone()),
+        ("y_test.npy", npy("|u1", &[2], &[1, 0])),
+    ];
+    for deflate in [false, true] {
+        let z = zip(&files, deflate);
+        let len = z.len();
+        for m in mutations(&z, len, 400) {
+            std::fs::write(&xp, &m).unwrap();
+            errors += usize::from(load_npz(&xp, "f", &opts).is_err());
+        }
+    }
+    // CIFAR tar (before gzip: tar headers and records)
+    let (cifar, _, _) = cifar10_files();
+    let t = tar("cifar-10-batches-bin", &cifar);
+    let tp = dir.join("c.tar.gz");
+    for m in mutations(&t, t.len(), 150) {
+        std::fs::write(&tp, gzip(&m)).unwrap();
+        errors += usize::from(load_cifar(&tp).is_err());
+    }
+    assert!(errors > 1000, "only {errors} of 1350 mutations were errors");
 }

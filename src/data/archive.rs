@@ -241,15 +241,21 @@ pub(crate) struct ZipEntry {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// The end of central directory record: `(entries, directory size, directory offset)`,
@@ -277,7 +283,9 @@ fn zip_directory(b: &[u8], path: &Path) -> Result<(u64, u64, u64)> {
         .ok_or_else(|| err("zip64 end of central directory locator missing"))?;
     let rec = u64_at(b, loc + 8)
         .and_then(|r| usize::try_from(r).ok())
-        .filter(|&r| b.get(r..r + 4) == Some(&[0x50, 0x4b, 0x06, 0x06][..]))
+        .filter(|&r| {
+            r.checked_add(4).and_then(|e| b.get(r..e)) == Some(&[0x50, 0x4b, 0x06, 0x06][..])
+        })
         .ok_or_else(|| err("zip64 end of central directory record missing"))?;
     let field = |at: usize| u64_at(b, rec + at).ok_or_else(|| err("truncated zip64 record"));
     Ok((field(32)?, field(40)?, field(48)?))

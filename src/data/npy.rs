@@ -283,8 +283,12 @@ struct Lexer<'a> {
 
 impl Lexer<'_> {
     fn skip_ws(&mut self) {
-        while self.s[self.i..].starts_with(char::is_whitespace) {
-            self.i += 1;
+        while let Some(c) = self.s[self.i..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.i += c.len_utf8();
         }
     }
 
@@ -364,10 +368,9 @@ impl Dtype {
     fn parse(descr: &str) -> std::result::Result<(Dtype, usize), String> {
         let b = descr.as_bytes();
         let ok = b.len() >= 3 && b"<>|=".contains(&b[0]);
-        let size: usize = if ok {
-            descr[2..].parse().unwrap_or(0)
-        } else {
-            0
+        let size: usize = match descr.get(2..) {
+            Some(digits) if ok => digits.parse().unwrap_or(0),
+            _ => 0,
         };
         let known = matches!(
             (b.get(1), size),
