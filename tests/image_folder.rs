@@ -225,6 +225,16 @@ fn sizes_must_agree_unless_resized_or_cropped() {
         );
         assert_eq!(ds.image(1), &[9; 12], "{fit:?}");
     }
+    // train/ and test/ of different sizes
+    let split = scratch("sizes-split");
+    save(&split.join("train"), "a", "0.png", |p| {
+        RgbImage::new(4, 4).save(p).unwrap()
+    });
+    save(&split.join("test"), "a", "0.png", |p| {
+        RgbImage::new(8, 4).save(p).unwrap()
+    });
+    let e = load_image_folders(&split, "x", &FolderOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("test images are (4, 8)"), "{e}");
 }
 
 #[test]

@@ -623,6 +623,14 @@ pub fn load_image_folders(root: &Path, name: &str, opts: &FolderOptions) -> Resu
             );
             return Err(data_err(&test_dir, msg));
         }
+        if test.image_dims() != train.image_dims() {
+            let msg = format!(
+                "test images are {:?} (height, width) but training images {:?}; give a size",
+                test.image_dims(),
+                train.image_dims()
+            );
+            return Err(data_err(&test_dir, msg));
+        }
         (train, test)
     } else if let Some(f) = opts.val_split {
         ImageFolder::open(root, opts)?.split(f)?
