@@ -53,6 +53,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -137,6 +138,8 @@ struct Shared {
     first: PathBuf,
     /// Files skipped so far, by example index.
     skipped: Mutex<BTreeMap<usize, BadFile>>,
+    /// Images decoded so far (all threads; shows that prefetch is bounded).
+    decoded: AtomicUsize,
 }
 
 /// An image folder opened for streaming; see the [module docs](self).
@@ -235,6 +238,7 @@ impl Shared {
     /// Decodes example `i` as `channels × rows × cols` bytes (CHW).
     fn decode(&self, i: usize) -> std::result::Result<Vec<u8>, String> {
         let (path, _) = &self.files[i];
+        self.decoded.fetch_add(1, Ordering::Relaxed);
         let mut img = open_image(path)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         if (h, w) != (self.rows, self.cols) {
@@ -353,6 +357,7 @@ impl ImageFolder {
             skip_bad: opts.skip_bad,
             first,
             skipped: Mutex::new(BTreeMap::new()),
+            decoded: AtomicUsize::new(0),
         };
         let workers = match opts.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -644,4 +649,37 @@ pub fn load_image_folders(root: &Path, name: &str, opts: &FolderOptions) -> Resu
         train: train.load(name)?,
         test: test.load(name)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An epoch holds at most `workers × (prefetch + 1)` decoded batches beyond those taken.
+    #[test]
+    fn prefetch_is_bounded() {
+        let root = std::env::temp_dir().join(format!("wgcnn-prefetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        for i in 0..40u8 {
+            let img = image::GrayImage::from_pixel(2, 2, image::Luma([i]));
+            img.save(root.join("a").join(format!("{i:02}.png")))
+                .unwrap();
+        }
+        let opts = FolderOptions {
+            workers: 2,
+            prefetch: 1,
+            ..FolderOptions::default()
+        };
+        let f = ImageFolder::open(&root, &opts).unwrap();
+        let mut batches = f.batches((0..40).collect(), 2);
+        assert_eq!(batches.next().unwrap().unwrap().labels, vec![0, 0]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // taken: 1 batch; ahead: 2 workers × (1 queued + 1 in hand) batches of 2 images
+        let decoded = f.shared.decoded.load(Ordering::Relaxed);
+        assert!(decoded <= 10, "{decoded} images decoded");
+        assert_eq!(batches.count(), 19);
+        assert_eq!(f.shared.decoded.load(Ordering::Relaxed), 40);
+        std::fs::remove_dir_all(&root).ok();
+    }
 }
