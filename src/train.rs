@@ -70,7 +70,7 @@ pub fn train_epoch_with(
     metrics_every: u64,
     mut after_step: impl FnMut(&mut Executor, &Progress) -> Result<bool>,
 ) -> Result<EpochStats> {
-    let per = loader.image_dims().0 * loader.image_dims().1;
+    let per = loader.sample_len();
     let mut images = vec![0.0f32; loader.batch_size() * per];
     let mut labels = vec![0u32; loader.batch_size()];
     let ep = loader.epoch(epoch);
@@ -149,7 +149,7 @@ impl Running {
 
 /// Loss and accuracy over a whole (unshuffled) loader; one readback at the end.
 pub fn evaluate(ex: &mut Executor, loader: &Loader) -> Result<Metrics> {
-    let per = loader.image_dims().0 * loader.image_dims().1;
+    let per = loader.sample_len();
     let mut images = vec![0.0f32; loader.batch_size() * per];
     let mut labels = vec![0u32; loader.batch_size()];
     ex.take_metrics(Mode::Eval)?;
@@ -163,7 +163,7 @@ pub fn evaluate(ex: &mut Executor, loader: &Loader) -> Result<Metrics> {
 
 /// Confusion matrix `[true][predicted]` over a loader (reads the logits back).
 pub fn confusion(ex: &mut Executor, loader: &Loader) -> Result<Vec<Vec<u32>>> {
-    let per = loader.image_dims().0 * loader.image_dims().1;
+    let per = loader.sample_len();
     let mut images = vec![0.0f32; loader.batch_size() * per];
     let mut labels = vec![0u32; loader.batch_size()];
     let mut m: Vec<Vec<u32>> = Vec::new();
@@ -243,7 +243,7 @@ pub fn fnv1a_hex(bytes: &[u8]) -> String {
 /// Checks that the images of `ds` (read from `file`) fit a model whose per-sample input
 /// is `input` (`[C, H, W]`): an [`Error::Data`] naming the file and both shapes otherwise.
 pub fn check_fits(ds: &crate::data::Dataset, file: &Path, input: &[usize]) -> Result<()> {
-    let have = [1, ds.rows, ds.cols];
+    let have = ds.image_shape();
     if input != have {
         let show = |s: &[usize]| {
             s.iter()

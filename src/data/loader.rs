@@ -1,7 +1,9 @@
 //! Mini-batch loading: normalization, deterministic per-epoch shuffling, batching.
 //!
 //! A [`Loader`] owns a copy of a [`Dataset`]'s bytes and yields [`Batch`]es of
-//! normalized `f32` images shaped `[B, 1, rows, cols]` (NCHW, one channel). The
+//! normalized `f32` images shaped `[B, C, rows, cols]` (NCHW; `C = 1` for MNIST), each
+//! channel normalized with its own mean and std ([`ChannelNormalize`]) or all with one
+//! ([`Normalize`]). The
 //! permutation of epoch `e` is a pure function of `(seed, e)`: a `StdRng` seeded with
 //! `seed ^ splitmix64(e)` drives a Fisher–Yates shuffle, so runs are reproducible and
 //! any epoch can be regenerated on its own (for example after resuming). Every example
@@ -124,6 +126,140 @@ impl Normalize {
     }
 }
 
+/// Per-channel byte-to-float normalization: channel `c` maps byte `b` to
+/// `(b · scale − mean[c]) / std[c]` (torchvision's `Normalize(mean, std)` after
+/// `ToTensor`). A [`Normalize`] converts into one with a single entry, which then applies
+/// to every channel.
+///
+/// # Examples
+///
+/// ```
+/// use wgcnn::data::{ChannelNormalize, Normalize};
+///
+/// let n = ChannelNormalize::new(1.0 / 255.0, vec![0.5, 0.0, 0.0], vec![0.5, 1.0, 1.0]);
+/// assert_eq!(n.apply(0, 255), 1.0);
+/// assert_eq!(n.apply(1, 255), 1.0);
+/// assert!(n.validate(3).is_ok());
+/// assert!(n.validate(1).is_err()); // three entries for one channel
+///
+/// let one: ChannelNormalize = Normalize::mnist().into();
+/// assert_eq!(one.apply(2, 0), Normalize::mnist().apply(0));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelNormalize {
+    /// Multiplier applied to the raw byte (usually `1/255`).
+    pub scale: f32,
+    /// Per-channel mean, subtracted after scaling (one entry: the same for every channel).
+    pub mean: Vec<f32>,
+    /// Per-channel std, divides after subtracting the mean (one entry: for every channel).
+    pub std: Vec<f32>,
+}
+
+impl From<Normalize> for ChannelNormalize {
+    fn from(n: Normalize) -> Self {
+        ChannelNormalize {
+            scale: n.scale,
+            mean: vec![n.mean],
+            std: vec![n.std],
+        }
+    }
+}
+
+impl ChannelNormalize {
+    /// Per-channel statistics `mean` and `std` after scaling by `scale`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let n = wgcnn::data::ChannelNormalize::new(1.0, vec![1.0, 2.0], vec![1.0, 2.0]);
+    /// assert_eq!((n.apply(0, 3), n.apply(1, 4)), (2.0, 1.0));
+    /// ```
+    pub fn new(scale: f32, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        ChannelNormalize { scale, mean, std }
+    }
+
+    /// The customary CIFAR-10 statistics: `scale = 1/255`, mean `(0.4914, 0.4822,
+    /// 0.4465)`, std `(0.2470, 0.2435, 0.2616)` (the training set's, per channel).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(wgcnn::data::ChannelNormalize::cifar10().mean.len(), 3);
+    /// ```
+    pub fn cifar10() -> Self {
+        ChannelNormalize {
+            scale: 1.0 / 255.0,
+            mean: vec![0.4914, 0.4822, 0.4465],
+            std: vec![0.2470, 0.2435, 0.2616],
+        }
+    }
+
+    /// The [`Normalize`] of channel `c` (the single entry when there is one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let n = wgcnn::data::ChannelNormalize::cifar10();
+    /// assert_eq!(n.channel(2).mean, 0.4465);
+    /// ```
+    pub fn channel(&self, c: usize) -> Normalize {
+        let pick = |v: &[f32]| {
+            if v.len() == 1 {
+                v[0]
+            } else {
+                v.get(c).copied().unwrap_or(f32::NAN)
+            }
+        };
+        Normalize {
+            scale: self.scale,
+            mean: pick(&self.mean),
+            std: pick(&self.std),
+        }
+    }
+
+    /// Normalizes byte `b` of channel `c`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let n = wgcnn::data::ChannelNormalize::new(1.0, vec![0.0, 10.0], vec![1.0, 5.0]);
+    /// assert_eq!(n.apply(1, 20), 2.0);
+    /// ```
+    pub fn apply(&self, c: usize, b: u8) -> f32 {
+        self.channel(c).apply(b)
+    }
+
+    /// Checks that `mean` and `std` have one entry or `channels` entries, each valid as a
+    /// [`Normalize`] (finite, `std` non-zero).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::ChannelNormalize;
+    /// assert!(ChannelNormalize::cifar10().validate(3).is_ok());
+    /// assert!(ChannelNormalize::new(1.0, vec![0.0], vec![0.0]).validate(1).is_err());
+    /// ```
+    pub fn validate(&self, channels: usize) -> Result<()> {
+        let ok = |len: usize| len == 1 || len == channels;
+        if !ok(self.mean.len()) || !ok(self.std.len()) {
+            return Err(Error::invalid(
+                "ChannelNormalize",
+                format!(
+                    "{} means and {} stds for {channels} channels: give 1 or {channels} of each",
+                    self.mean.len(),
+                    self.std.len()
+                ),
+            ));
+        }
+        (0..channels).try_for_each(|c| self.channel(c).validate())
+    }
+
+    /// One lookup table of the 256 byte values per channel.
+    fn tables(&self, channels: usize) -> Vec<[f32; 256]> {
+        (0..channels).map(|c| self.channel(c).table()).collect()
+    }
+}
+
 /// One mini-batch.
 ///
 /// # Examples
@@ -142,7 +278,7 @@ impl Normalize {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    /// Normalized images, `[B, 1, rows, cols]`.
+    /// Normalized images, `[B, C, rows, cols]`.
     pub images: Array4<f32>,
     /// Labels as `u32` (the form the loss kernels take).
     pub labels: Vec<u32>,
@@ -220,13 +356,15 @@ pub struct Loader {
     images: Vec<u8>,
     labels: Vec<u8>,
     n: usize,
+    channels: usize,
     rows: usize,
     cols: usize,
     batch_size: usize,
     shuffle: bool,
     seed: u64,
-    norm: Normalize,
-    table: [f32; 256],
+    norm: ChannelNormalize,
+    /// One table per channel: `tables[c][b]` is byte `b` of channel `c` normalized.
+    tables: Vec<[f32; 256]>,
     drop_last: bool,
 }
 
@@ -253,24 +391,55 @@ impl Loader {
         seed: u64,
         norm: Normalize,
     ) -> Result<Loader> {
+        norm.validate()?;
+        Loader::per_channel(dataset, batch_size, shuffle, seed, norm.into())
+    }
+
+    /// [`Loader::new`] with a normalization per channel (or one for all channels, when
+    /// `norm` has single entries). Errors as [`Loader::new`], and when `norm` does not fit
+    /// the dataset's channels (see [`ChannelNormalize::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{ChannelNormalize, Dataset, Loader};
+    /// // one RGB pixel (R=255, G=0, B=51)
+    /// let ds = Dataset::with_channels("rgb", vec![255, 0, 51], vec![0], 3, 1, 1, 10)?;
+    /// let norm = ChannelNormalize::new(1.0 / 255.0, vec![0.5, 0.5, 0.0], vec![0.5, 0.5, 0.1]);
+    /// let loader = Loader::per_channel(&ds, 1, false, 0, norm)?;
+    /// let b = loader.batch(&[0])?;
+    /// assert_eq!(b.images.shape(), &[1, 3, 1, 1]);
+    /// assert_eq!(b.images[[0, 0, 0, 0]], 1.0);
+    /// assert_eq!(b.images[[0, 1, 0, 0]], -1.0);
+    /// assert!((b.images[[0, 2, 0, 0]] - 2.0).abs() < 1e-6);
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn per_channel(
+        dataset: &Dataset,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        norm: ChannelNormalize,
+    ) -> Result<Loader> {
         if batch_size == 0 {
             return Err(Error::invalid(
                 "Loader::new",
                 "batch_size must be at least 1",
             ));
         }
-        norm.validate()?;
-        let expected = dataset
-            .n
-            .checked_mul(dataset.rows)
-            .and_then(|p| p.checked_mul(dataset.cols));
+        let channels = dataset.channels;
+        norm.validate(channels)?;
+        let expected = [channels, dataset.rows, dataset.cols]
+            .iter()
+            .try_fold(dataset.n, |acc, &d| acc.checked_mul(d));
         if expected != Some(dataset.images.len()) || dataset.labels.len() != dataset.n {
             return Err(Error::invalid(
                 "Loader::new",
                 format!(
-                    "inconsistent dataset '{}': n = {}, {}×{} images, {} image bytes, {} labels",
+                    "inconsistent dataset '{}': n = {}, {}×{}×{} images, {} image bytes, {} labels",
                     dataset.name,
                     dataset.n,
+                    channels,
                     dataset.rows,
                     dataset.cols,
                     dataset.images.len(),
@@ -282,13 +451,14 @@ impl Loader {
             images: dataset.images.clone(),
             labels: dataset.labels.clone(),
             n: dataset.n,
+            channels,
             rows: dataset.rows,
             cols: dataset.cols,
             batch_size,
             shuffle,
             seed,
+            tables: norm.tables(channels),
             norm,
-            table: norm.table(),
             drop_last: false,
         })
     }
@@ -377,7 +547,52 @@ impl Loader {
         (self.rows, self.cols)
     }
 
-    /// The normalization in use.
+    /// Channels per image (the `C` of the batches' `[B, C, rows, cols]`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{Dataset, Loader, Normalize};
+    /// let ds = Dataset::with_channels("rgb", vec![0; 12], vec![0], 3, 2, 2, 10)?;
+    /// let l = Loader::new(&ds, 1, false, 0, Normalize::default())?;
+    /// assert_eq!((l.channels(), l.sample_len()), (3, 12));
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Values per sample, `channels × rows × cols` (what [`Loader::fill`] writes per index).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{Dataset, Loader, Normalize};
+    /// let ds = Dataset::new("toy", vec![0; 6], vec![0], 2, 3, 10)?;
+    /// assert_eq!(Loader::new(&ds, 1, false, 0, Normalize::default())?.sample_len(), 6);
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
+    /// The per-channel normalization in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::{ChannelNormalize, Dataset, Loader};
+    /// let ds = Dataset::with_channels("rgb", vec![0; 3], vec![0], 3, 1, 1, 10)?;
+    /// let l = Loader::per_channel(&ds, 1, false, 0, ChannelNormalize::cifar10())?;
+    /// assert_eq!(l.channel_normalize(), &ChannelNormalize::cifar10());
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn channel_normalize(&self) -> &ChannelNormalize {
+        &self.norm
+    }
+
+    /// The normalization in use (that of channel 0 for a per-channel loader; see
+    /// [`Loader::channel_normalize`]).
     ///
     /// # Examples
     ///
@@ -389,7 +604,7 @@ impl Loader {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn normalize(&self) -> Normalize {
-        self.norm
+        self.norm.channel(0)
     }
 
     /// Number of batches per epoch, `ceil(n / batch_size)` (the partial batch counts, unless
@@ -422,12 +637,7 @@ impl Loader {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.n).collect();
-        if self.shuffle {
-            let mut rng = StdRng::seed_from_u64(self.seed ^ splitmix64(epoch));
-            order.shuffle(&mut rng);
-        }
-        order
+        epoch_order(self.n, self.shuffle, self.seed, epoch)
     }
 
     /// The batches of epoch `epoch`, in order; the last one may be partial.
@@ -471,11 +681,10 @@ impl Loader {
     /// ```
     pub fn batch(&self, indices: &[usize]) -> Result<Batch> {
         let b = indices.len();
-        let ppi = self.rows * self.cols;
-        let mut images = vec![0.0f32; b * ppi];
+        let mut images = vec![0.0f32; b * self.sample_len()];
         let mut labels = vec![0u32; b];
         self.fill(indices, &mut images, &mut labels)?;
-        let images = Array4::from_shape_vec((b, 1, self.rows, self.cols), images)
+        let images = Array4::from_shape_vec((b, self.channels, self.rows, self.cols), images)
             .map_err(|e| Error::shape("Loader::batch", e.to_string()))?;
         Ok(Batch {
             images,
@@ -485,7 +694,7 @@ impl Loader {
     }
 
     /// Writes the normalized images of `indices` into `images` (`indices.len() ×
-    /// rows × cols` values, NCHW with one channel) and their labels into `labels`,
+    /// channels × rows × cols` values, NCHW) and their labels into `labels`,
     /// without allocating. Errors with [`Error::InvalidArgument`] if a buffer has the
     /// wrong length or an index is out of range.
     ///
@@ -504,7 +713,8 @@ impl Loader {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn fill(&self, indices: &[usize], images: &mut [f32], labels: &mut [u32]) -> Result<()> {
-        let ppi = self.rows * self.cols;
+        let ppi = self.sample_len();
+        let plane = self.rows * self.cols;
         let want = indices.len().saturating_mul(ppi);
         if images.len() != want || labels.len() != indices.len() {
             return Err(Error::invalid(
@@ -531,8 +741,15 @@ impl Loader {
             .zip(labels.iter_mut())
         {
             let src = &self.images[i * ppi..(i + 1) * ppi];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = self.table[s as usize];
+            // dst, src: [C, rows, cols]; plane c is normalized with table c
+            for ((d, s), table) in dst
+                .chunks_exact_mut(plane.max(1))
+                .zip(src.chunks_exact(plane.max(1)))
+                .zip(&self.tables)
+            {
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = table[s as usize];
+                }
             }
             *label = u32::from(self.labels[i]);
         }
@@ -625,6 +842,30 @@ impl Iterator for Epoch<'_> {
 }
 
 impl ExactSizeIterator for Epoch<'_> {}
+
+/// The order in which epoch `epoch` of `n` examples is visited: the identity without
+/// shuffling, else the permutation of `(seed, epoch)` that [`Loader::order`] uses (an
+/// [`ImageFolder`](super::ImageFolder) uses it to visit its files in the same order as a
+/// loader over the same examples).
+///
+/// # Examples
+///
+/// ```
+/// use wgcnn::data::{epoch_order, Dataset, Loader, Normalize};
+/// let ds = Dataset::new("toy", vec![0; 9], vec![0; 9], 1, 1, 10)?;
+/// let l = Loader::new(&ds, 4, true, 11, Normalize::default())?;
+/// assert_eq!(epoch_order(9, true, 11, 2), l.order(2));
+/// assert_eq!(epoch_order(3, false, 11, 2), vec![0, 1, 2]);
+/// # Ok::<(), wgcnn::Error>(())
+/// ```
+pub fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = StdRng::seed_from_u64(seed ^ splitmix64(epoch));
+        order.shuffle(&mut rng);
+    }
+    order
+}
 
 /// SplitMix64 finalizer: spreads an epoch number over all 64 bits.
 fn splitmix64(x: u64) -> u64 {

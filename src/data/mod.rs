@@ -1,11 +1,18 @@
-//! Datasets: MNIST-format image classification data and batching.
+//! Datasets: labelled images stored as bytes (`N × C × H × W`), their readers, and batching.
 //!
 //! * [`idx`] reads the IDX format (raw or gzip) defensively.
 //! * [`load_mnist_dir`] loads the four standard files of an MNIST-format directory
 //!   (MNIST, Fashion-MNIST, the subset embedded in this repository at
 //!   [`embedded_mnist_subset_dir`], or Debian's `fashion-mnist` package at
-//!   [`FASHION_MNIST_SYSTEM_DIR`]) into a [`DatasetPair`].
-//! * [`loader`] turns a [`Dataset`] into normalized, shuffled `f32` batches.
+//!   [`FASHION_MNIST_SYSTEM_DIR`]) into a [`DatasetPair`]; [`csv`] reads Kaggle's CSV layout.
+//! * Colour datasets (validated like IDX; errors name the file and the record or offset):
+//!   - [`cifar`]: CIFAR-10 and CIFAR-100 binary files, from a directory or the downloaded
+//!     `.tar.gz` ([`load_cifar`]);
+//!   - [`npy`]: NumPy `.npy` pairs and `.npz` archives ([`load_npy`], [`load_npz`]);
+//!   - [`folder`]: class folders of PNG/JPEG/BMP files, decoded on worker threads
+//!     ([`ImageFolder`], [`load_image_folders`]).
+//! * [`loader`] turns a [`Dataset`] into normalized (per channel), shuffled `f32` batches
+//!   `[B, C, H, W]`.
 //!
 //! ```
 //! use wgcnn::data::{embedded_mnist_subset_dir, load_mnist_dir};
@@ -16,17 +23,29 @@
 //! # Ok::<(), wgcnn::Error>(())
 //! ```
 
+mod archive;
+pub mod cifar;
 pub mod csv;
+pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod npy;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub use cifar::{load_cifar, load_cifar_with, parse_cifar, CifarKind, CifarOptions};
 pub use csv::read_csv;
+pub use folder::{
+    load_image_folders, BadFile, Fit, FolderBatches, FolderOptions, ImageFolder, RawBatch,
+};
 pub use idx::{parse_idx, read_idx, IdxArray};
-pub use loader::{Batch, Epoch, Loader, Normalize};
+pub use loader::{epoch_order, Batch, ChannelNormalize, Epoch, Loader, Normalize};
+pub use npy::{
+    load_npy, load_npz, parse_npy, read_npy, FloatRange, Layout, NpyArray, NpyData, NpyOptions,
+    NpzKeys,
+};
 
 /// Number of classes of MNIST and Fashion-MNIST.
 pub const NUM_CLASSES: usize = 10;
@@ -58,7 +77,14 @@ const FASHION_CLASSES: [&str; 10] = [
 /// Class names of MNIST digits, in label order.
 const DIGIT_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
-/// A labelled set of single-channel images stored as bytes.
+/// A labelled set of images stored as bytes, `n × channels × rows × cols` (CHW per image).
+///
+/// Datasets built by [`Dataset::new`] and the IDX/CSV readers have one channel; colour
+/// datasets ([`Dataset::with_channels`], the CIFAR, NumPy and image-folder readers) have
+/// three (or four). The `channels` and `names` fields were added after the others: code
+/// that builds a `Dataset` with a struct literal must now set them too (`channels: 1`
+/// and `names: default_class_names(&name, classes)` keep the old meaning); prefer the
+/// validating constructors.
 ///
 /// # Examples
 ///
@@ -75,7 +101,8 @@ const DIGIT_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", 
 pub struct Dataset {
     /// Name of the dataset (`"mnist"`, `"fashion-mnist"`, ...), as given to the loader.
     pub name: String,
-    /// `n × rows × cols` pixels, row-major, image after image.
+    /// `n × channels × rows × cols` bytes: image after image, each channel plane after
+    /// plane (CHW), each plane row-major.
     pub images: Vec<u8>,
     /// One label per image, each `< classes`.
     pub labels: Vec<u8>,
@@ -87,6 +114,11 @@ pub struct Dataset {
     pub cols: usize,
     /// Number of classes (10 for MNIST and Fashion-MNIST).
     pub classes: usize,
+    /// Channels per image: 1 (grey), 3 (RGB) or any other count.
+    pub channels: usize,
+    /// One name per class, in label order (`classes` entries): read from the dataset's
+    /// files when it has them, else [`default_class_names`].
+    pub names: Vec<String>,
 }
 
 /// The training and test splits of a dataset.
@@ -109,9 +141,10 @@ pub struct DatasetPair {
 }
 
 impl Dataset {
-    /// Builds a dataset from raw parts, validating that the sizes agree and that every
-    /// label is `< classes`. Errors are [`Error::Data`] (with path `<memory>`), or
-    /// [`Error::InvalidArgument`] for zero `rows`, `cols` or `classes`.
+    /// Builds a one-channel dataset from raw parts, validating that the sizes agree and
+    /// that every label is `< classes`. Errors are [`Error::Data`] (with path `<memory>`),
+    /// or [`Error::InvalidArgument`] for zero `rows`, `cols` or `classes`. The class
+    /// names are [`default_class_names`].
     ///
     /// # Examples
     ///
@@ -130,40 +163,133 @@ impl Dataset {
         cols: usize,
         classes: usize,
     ) -> Result<Dataset> {
+        Dataset::with_channels(name, images, labels, 1, rows, cols, classes)
+    }
+
+    /// Builds a dataset of `channels`-channel images from raw parts: `images` holds
+    /// `labels.len() × channels × rows × cols` bytes, CHW per image. Validated like
+    /// [`Dataset::new`] (a zero `channels` is an [`Error::InvalidArgument`] too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::Dataset;
+    ///
+    /// // two RGB images of 1×2 pixels: R plane, G plane, B plane
+    /// let ds = Dataset::with_channels("rgb", (0..12).collect(), vec![0, 1], 3, 1, 2, 2)?;
+    /// assert_eq!((ds.channels, ds.pixels_per_image()), (3, 6));
+    /// assert_eq!(ds.image(1), &[6, 7, 8, 9, 10, 11]);
+    /// assert_eq!(ds.names, vec!["0", "1"]);
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn with_channels(
+        name: impl Into<String>,
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        channels: usize,
+        rows: usize,
+        cols: usize,
+        classes: usize,
+    ) -> Result<Dataset> {
         let path = Path::new("<memory>");
-        if rows == 0 || cols == 0 || classes == 0 {
+        if channels == 0 || rows == 0 || cols == 0 || classes == 0 {
             return Err(Error::invalid(
                 "Dataset::new",
-                format!("rows ({rows}), cols ({cols}) and classes ({classes}) must be non-zero"),
+                format!(
+                    "channels ({channels}), rows ({rows}), cols ({cols}) and classes ({classes}) must be non-zero"
+                ),
             ));
         }
         let n = labels.len();
-        let pixels = rows
-            .checked_mul(cols)
-            .and_then(|p| p.checked_mul(n))
+        let pixels = [channels, rows, cols]
+            .iter()
+            .try_fold(n, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| data_err(path, "image size overflows"))?;
         if images.len() != pixels {
             return Err(data_err(
                 path,
                 format!(
-                    "{} image bytes do not hold {n} images of {rows}×{cols} ({pixels} bytes)",
+                    "{} image bytes do not hold {n} images of {channels}×{rows}×{cols} ({pixels} bytes)",
                     images.len()
                 ),
             ));
         }
         check_labels(&labels, classes, path)?;
+        let name = name.into();
+        let names = default_class_names(&name, classes);
         Ok(Dataset {
-            name: name.into(),
+            name,
             images,
             labels,
             n,
             rows,
             cols,
             classes,
+            channels,
+            names,
         })
     }
 
-    /// Pixels per image (`rows × cols`).
+    /// This dataset with the class names `names` (one per class). Errors with
+    /// [`Error::InvalidArgument`] when the count is not `classes`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::Dataset;
+    /// let ds = Dataset::new("toy", vec![0; 2], vec![0, 1], 1, 1, 2)?
+    ///     .with_names(vec!["cat".into(), "dog".into()])?;
+    /// assert_eq!(ds.class_name(1), "dog");
+    /// assert!(ds.clone().with_names(vec!["one".into()]).is_err());
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn with_names(mut self, names: Vec<String>) -> Result<Dataset> {
+        if names.len() != self.classes {
+            return Err(Error::invalid(
+                "Dataset::with_names",
+                format!(
+                    "{} class names given for {} classes",
+                    names.len(),
+                    self.classes
+                ),
+            ));
+        }
+        self.names = names;
+        Ok(self)
+    }
+
+    /// The name of class `label` (its number when `names` has no entry for it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::Dataset;
+    /// let ds = Dataset::new("fashion-mnist", vec![0], vec![9], 1, 1, 10)?;
+    /// assert_eq!(ds.class_name(9), "Ankle boot");
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn class_name(&self, label: usize) -> std::borrow::Cow<'_, str> {
+        match self.names.get(label) {
+            Some(n) => n.as_str().into(),
+            None => label.to_string().into(),
+        }
+    }
+
+    /// The shape of one image, `[channels, rows, cols]` (a model's per-sample input).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wgcnn::data::Dataset;
+    /// let ds = Dataset::new("toy", vec![0; 6], vec![0], 2, 3, 10)?;
+    /// assert_eq!(ds.image_shape(), [1, 2, 3]);
+    /// # Ok::<(), wgcnn::Error>(())
+    /// ```
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.channels, self.rows, self.cols]
+    }
+
+    /// Bytes per image, `channels × rows × cols` (`rows × cols` pixels for one channel).
     ///
     /// # Examples
     ///
@@ -174,10 +300,11 @@ impl Dataset {
     /// # Ok::<(), wgcnn::Error>(())
     /// ```
     pub fn pixels_per_image(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
     }
 
-    /// The pixels of image `i`, row-major. Panics if `i >= n`, like slice indexing.
+    /// The bytes of image `i`, CHW (row-major planes). Panics if `i >= n`, like slice
+    /// indexing.
     ///
     /// # Examples
     ///
@@ -234,7 +361,9 @@ impl Dataset {
         counts
     }
 
-    /// The class names of this dataset (see [`class_names`]).
+    /// The ten built-in class names for this dataset's name (see [`class_names`]): right
+    /// for the MNIST family only. Datasets with other classes (CIFAR-100, image folders)
+    /// keep theirs in [`Dataset::names`]; [`Dataset::class_name`] works for all.
     ///
     /// # Examples
     ///
@@ -266,6 +395,26 @@ pub fn class_names(name: &str) -> [&'static str; 10] {
         FASHION_CLASSES
     } else {
         DIGIT_CLASSES
+    }
+}
+
+/// Class names for a dataset without a class table: [`class_names`] of `name` when
+/// there are 10 classes (digits, or Fashion-MNIST's names), else the numbers
+/// `"0"`..`"classes-1"`.
+///
+/// # Examples
+///
+/// ```
+/// use wgcnn::data::default_class_names;
+///
+/// assert_eq!(default_class_names("fashion-mnist", 10)[0], "T-shirt/top");
+/// assert_eq!(default_class_names("toy", 3), vec!["0", "1", "2"]);
+/// ```
+pub fn default_class_names(name: &str, classes: usize) -> Vec<String> {
+    if classes == 10 {
+        class_names(name).iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..classes).map(|c| c.to_string()).collect()
     }
 }
 
@@ -402,10 +551,12 @@ fn from_idx(
         rows,
         cols,
         classes: NUM_CLASSES,
+        channels: 1,
+        names: default_class_names(name, NUM_CLASSES),
     })
 }
 
-fn check_labels(labels: &[u8], classes: usize, path: &Path) -> Result<()> {
+pub(crate) fn check_labels(labels: &[u8], classes: usize, path: &Path) -> Result<()> {
     if let Some((i, &l)) = labels
         .iter()
         .enumerate()
@@ -446,7 +597,7 @@ fn find_file(dir: &Path, base: &str) -> Result<PathBuf> {
     ))
 }
 
-fn data_err(path: &Path, msg: impl Into<String>) -> Error {
+pub(crate) fn data_err(path: &Path, msg: impl Into<String>) -> Error {
     Error::Data {
         path: path.to_path_buf(),
         msg: msg.into(),
