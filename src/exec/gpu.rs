@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::input::RawInput;
 use super::{Batch, Counters, Flat};
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::GpuContext;
+use crate::ops::augment::{pack_bytes, Augmentation};
 use crate::ops::optim::{GradNormScale, OptimizerStep};
 use crate::ops::{compare, Access, Launch};
 use crate::optim::Optimizer;
@@ -56,7 +58,20 @@ pub(crate) struct GpuExec {
     /// Re-run every dispatch of a step on the CPU twin and compare (`WGCNN_VALIDATE=1`).
     pub validate: bool,
     flat_len: usize,
+    /// The input pipeline's buffers and dispatches, made at the first byte batch.
+    raw: Option<RawBuffers>,
     pub counters: Counters,
+}
+
+/// The device side of the input pipeline: packed bytes `[batch·C·H·W / 4]`, dataset indices
+/// `[batch]`, the lookup table `[C·256]` (and what it holds), and an `augment` dispatch
+/// writing the input buffer per (batch size, augmentation).
+struct RawBuffers {
+    bytes: Arc<wgpu::Buffer>,
+    samples: Arc<wgpu::Buffer>,
+    lut: Arc<wgpu::Buffer>,
+    lut_values: Vec<f32>,
+    dispatches: HashMap<(usize, Augmentation), (Dispatch, Arc<wgpu::Buffer>)>,
 }
 
 impl GpuExec {
@@ -150,6 +165,7 @@ impl GpuExec {
             programs: HashMap::new(),
             validate: std::env::var("WGCNN_VALIDATE").is_ok_and(|v| v == "1"),
             flat_len: plan.flat_len,
+            raw: None,
             counters: Counters::default(),
         };
         ex.counters.bytes_uploaded += flat_bytes;
@@ -289,14 +305,27 @@ impl GpuExec {
         self.ctx.check_lost()?;
         self.program(plan, n, mode)?;
         let (input, tbuf) = (self.input.clone(), self.targets.clone());
-        self.upload(&input, bytemuck::cast_slice(b.images));
+        let aug_key = match &b.raw {
+            Some(r) => Some(self.prepare_raw(plan, r)?),
+            None => {
+                self.upload(&input, bytemuck::cast_slice(b.images));
+                None
+            }
+        };
         self.upload(&tbuf, bytemuck::cast_slice(b.targets));
         if let Some((o, t)) = opt {
             self.prepare_update(o, t)?;
         }
         if self.validate {
+            if let Some(k) = aug_key {
+                self.submit_alone(k)?;
+            }
             self.run_validated(plan, n, mode, skip_loss)?;
         }
+        // the augmentation writes the input buffer first (already done when validating)
+        let aug_d = aug_key
+            .filter(|_| !self.validate)
+            .and_then(|k| self.raw.as_ref().map(|r| &r.dispatches[&k].0));
         let mut encoder = self
             .ctx
             .device
@@ -315,9 +344,12 @@ impl GpuExec {
             .zip(&prog.steps)
             .filter(|(_, s)| !(self.validate || skip_loss && s.loss))
             .map(|(d, _)| d);
-        self.ctx
-            .encode(&mut encoder, schedule.chain(clip_d).chain(opt_d));
+        self.ctx.encode(
+            &mut encoder,
+            aug_d.into_iter().chain(schedule).chain(clip_d).chain(opt_d),
+        );
         let dispatches = prog.dispatches.len() as u64
+            + aug_key.is_some() as u64
             + opt.map_or(0, |(o, _)| 1 + (o.clip_grad_norm > 0.0) as u64);
         self.ctx.scoped("submitting a step", || {
             self.ctx.queue.submit(Some(encoder.finish()))
@@ -328,6 +360,57 @@ impl GpuExec {
             self.counters.dispatches_per_step = dispatches;
             self.counters.submits_last_step = 1;
         }
+        Ok(())
+    }
+
+    /// Uploads a byte batch (packed bytes, indices, the lookup table when it changed) and the
+    /// uniform of its `augment` dispatch, recording the dispatch for a new batch size or
+    /// augmentation. Returns the dispatch's key.
+    fn prepare_raw(&mut self, plan: &Plan, r: &RawInput) -> Result<(usize, Augmentation)> {
+        if self.raw.is_none() {
+            let per: usize = plan.input_shape.iter().product();
+            let words = (plan.batch * per).div_ceil(4);
+            let c = plan.input_shape[0];
+            self.raw = Some(RawBuffers {
+                bytes: self.ctx.zeros("input.bytes", bytes_of_len(words)),
+                samples: self.ctx.zeros("input.samples", bytes_of_len(plan.batch)),
+                lut: self.ctx.zeros("input.lut", bytes_of_len(c * 256)),
+                lut_values: Vec::new(),
+                dispatches: HashMap::new(),
+            });
+            self.counters.gpu_bytes_allocated += bytes_of_len(words + plan.batch + c * 256);
+        }
+        let key = (r.launch.dims[0], r.launch.aug);
+        let rb = self.raw.as_mut().expect("made above");
+        if !rb.dispatches.contains_key(&key) {
+            let slices =
+                [&rb.bytes, &rb.samples, &rb.lut, &self.input].map(|b| Slice::whole(b.clone()));
+            let d = self.ctx.record_launch(&r.launch, &slices)?;
+            rb.dispatches.insert(key, d);
+        }
+        let lut_changed = rb.lut_values != r.lut;
+        let (bytes, samples, lut) = (rb.bytes.clone(), rb.samples.clone(), rb.lut.clone());
+        let uniform = rb.dispatches[&key].1.clone();
+        if lut_changed {
+            rb.lut_values = r.lut.to_vec();
+            self.upload(&lut, bytemuck::cast_slice(r.lut));
+        }
+        self.upload(&bytes, bytemuck::cast_slice(&pack_bytes(r.bytes)));
+        self.upload(&samples, bytemuck::cast_slice(r.samples));
+        self.upload(&uniform, &r.launch.uniform());
+        Ok(key)
+    }
+
+    /// Runs the `augment` dispatch `key` in a submit of its own (validation mode, which
+    /// runs the schedule one dispatch at a time after it).
+    fn submit_alone(&mut self, key: (usize, Augmentation)) -> Result<()> {
+        let rb = self.raw.as_ref().expect("prepared");
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.ctx.encode(&mut encoder, [&rb.dispatches[&key].0]);
+        self.ctx.scoped("submitting the input pipeline", || {
+            self.ctx.queue.submit(Some(encoder.finish()))
+        })?;
+        self.counters.submits += 1;
         Ok(())
     }
 

@@ -17,6 +17,9 @@
 
 mod cpu;
 mod gpu;
+mod input;
+
+pub use input::InputPipeline;
 
 use rand::{Rng, SeedableRng};
 
@@ -25,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::optim::Optimizer;
 use crate::plan::{MemoryReport, Mode, Plan, Step};
+use input::RawInput;
 
 /// Targets of a batch: class indices (cross-entropy) or dense values (MSE).
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +140,8 @@ pub struct Executor {
     opt: Optimizer,
     step: u64,
     inner: Inner,
+    /// The device-side input pipeline of the byte batches ([`Executor::train_step_bytes`]).
+    pipeline: Option<input::Pipeline>,
 }
 
 impl Executor {
@@ -165,6 +171,7 @@ impl Executor {
             opt,
             step: 0,
             inner,
+            pipeline: None,
         })
     }
 
@@ -207,18 +214,22 @@ impl Executor {
 
     /// Validates a batch and returns its size.
     fn check_batch(&self, images: &[f32], targets: Option<Targets<'_>>) -> Result<usize> {
+        self.check_batch_len(images.len(), targets)
+    }
+
+    /// Validates a batch of `len` input values and returns its size.
+    fn check_batch_len(&self, len: usize, targets: Option<Targets<'_>>) -> Result<usize> {
         let per: usize = self.plan.input_shape.iter().product();
-        if images.is_empty() || !images.len().is_multiple_of(per) {
+        if len == 0 || !len.is_multiple_of(per) {
             return Err(Error::shape(
                 "batch",
                 format!(
-                    "{} input values is not a whole number of samples of shape {:?}",
-                    images.len(),
+                    "{len} input values is not a whole number of samples of shape {:?}",
                     self.plan.input_shape
                 ),
             ));
         }
-        let n = images.len() / per;
+        let n = len / per;
         if n > self.plan.batch {
             return Err(Error::invalid(
                 "batch",
@@ -288,6 +299,17 @@ impl Executor {
     /// loss and accuracy accumulate on the device until [`Executor::take_metrics`].
     pub fn train_step(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
         let n = self.check_batch(images, Some(targets))?;
+        self.train(n, images, None, targets)
+    }
+
+    /// A training step on `n` samples: `images`, or the byte batch `raw` when given.
+    fn train(
+        &mut self,
+        n: usize,
+        images: &[f32],
+        raw: Option<RawInput<'_>>,
+        targets: Targets<'_>,
+    ) -> Result<()> {
         // batch statistics of a single value per channel are meaningless (PyTorch refuses too)
         let g = &self.plan.graph;
         if let Some(bn) = g.nodes().iter().find(|nd| match nd.op {
@@ -308,6 +330,7 @@ impl Executor {
             n,
             mode: Mode::Train,
             images,
+            raw,
             targets: &t,
             opt: Some((&opt, step)),
             skip_loss: false,
@@ -327,6 +350,7 @@ impl Executor {
             n,
             mode: Mode::Eval,
             images,
+            raw: None,
             targets: &t,
             opt: None,
             skip_loss: false,
@@ -342,6 +366,7 @@ impl Executor {
             n,
             mode: Mode::Eval,
             images,
+            raw: None,
             targets: &zeros,
             opt: None,
             skip_loss: true,
@@ -351,7 +376,19 @@ impl Executor {
 
     fn run(&mut self, b: &Batch) -> Result<()> {
         match &mut self.inner {
-            Inner::Cpu(c) => c.run(&self.plan, b),
+            // the CPU path runs the augmentation's twin into an f32 batch
+            Inner::Cpu(c) => match &b.raw {
+                Some(r) => {
+                    let x = r.twin();
+                    let fb = Batch {
+                        images: &x,
+                        raw: None,
+                        ..*b
+                    };
+                    c.run(&self.plan, &fb)
+                }
+                None => c.run(&self.plan, b),
+            },
             Inner::Gpu(g) => g.run(&self.plan, b),
         }
     }
@@ -624,7 +661,10 @@ impl Executor {
 pub(crate) struct Batch<'a> {
     pub n: usize,
     pub mode: Mode,
+    /// The input values (empty when `raw` is given).
     pub images: &'a [f32],
+    /// A byte batch for the device-side input pipeline instead of `images`.
+    pub raw: Option<RawInput<'a>>,
     /// Class indices, or f32 bit patterns.
     pub targets: &'a [u32],
     /// The optimizer and the step number, when training.

@@ -32,7 +32,7 @@ use crate::gpu::GpuContext;
 /// assert!(Augmentation::parse("crop=4,rotate").is_err());
 /// # Ok::<(), wgcnn::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Augmentation {
     /// Padding on every side before the random crop back to the image size (0 = no crop).
     pub crop_pad: usize,
