@@ -79,27 +79,29 @@ pub struct Counters {
 /// A named tensor read back from the executor.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// PyTorch's default initialisation of conv and linear layers: weights and biases
-/// uniform in `±1/√fan_in` (Kaiming-uniform with `a = √5`), drawn in parameter order
-/// from `StdRng::seed_from_u64(seed)`. Returns the flat, 256-byte-aligned layout.
+/// The initial parameters: each parameter's [`crate::init::Init`] as the graph resolves it
+/// ([`Graph::param_init`]; with none set anywhere, PyTorch's default: conv and linear
+/// weights and biases uniform in `±1/√fan_in`, Kaiming-uniform with `a = √5`; batch norm
+/// γ = 1, β = 0). The PyTorch-default values are drawn in parameter order from
+/// `StdRng::seed_from_u64(seed)` for every parameter, whatever its init, so the stream never
+/// depends on the inits chosen; another random init draws from the parameter's own stream
+/// ([`crate::init::param_seed`]). Returns the flat, 256-byte-aligned layout.
 pub fn init_params(plan: &Plan, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut flat = vec![0.0f32; plan.flat_len];
-    for (p, &(t, _)) in plan.graph.params().iter().zip(&plan.param_tensors) {
+    let g = &plan.graph;
+    for (i, (p, &(t, _))) in g.params().iter().zip(&plan.param_tensors).enumerate() {
         let bound = 1.0 / (p.fan_in.max(1) as f32).sqrt();
         let off = offset_of(plan, t);
-        for v in &mut flat[off..off + p.len()] {
+        let dst = &mut flat[off..off + p.len()];
+        for v in dst.iter_mut() {
             *v = rng.random_range(-bound..bound);
         }
-    }
-    // batch norm: weight (γ) 1, bias (β) 0, as PyTorch (drawn above, then overwritten, so
-    // the other parameters' values don't depend on where batch norm layers sit)
-    for node in plan.graph.nodes() {
-        if let crate::graph::Op::BatchNorm { w, b, .. } = node.op {
-            for (p, v) in [(w, 1.0), (b, 0.0)] {
-                let off = offset_of(plan, plan.param_tensors[p].0);
-                flat[off..off + plan.graph.params()[p].len()].fill(v);
-            }
+        let init = g.param_init(i);
+        if init != crate::init::Init::PytorchDefault {
+            let fans = g.param_fans(i).unwrap_or((p.fan_in, p.fan_in));
+            let mut own = rand::rngs::StdRng::seed_from_u64(crate::init::param_seed(seed, i));
+            init.fill(dst, fans, &mut own);
         }
     }
     flat
