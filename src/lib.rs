@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use init::Init;
-pub use optim::{Optimizer, OptimizerKind};
+pub use optim::{Optimizer, OptimizerKind, ParamSelect};
 pub use shape::{Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams};
 
 /// The README's Rust snippets, compiled as doc tests so they keep compiling.

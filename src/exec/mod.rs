@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, ParamSelect};
 use crate::plan::{MemoryReport, Mode, Plan, Step};
 
 /// Targets of a batch: class indices (cross-entropy) or dense values (MSE).
@@ -138,6 +138,8 @@ pub struct Executor {
     opt: Optimizer,
     step: u64,
     inner: Inner,
+    /// Which parameters L1/L2/decoupled decay apply to.
+    regularized: ParamSelect,
 }
 
 impl Executor {
@@ -167,6 +169,7 @@ impl Executor {
             opt,
             step: 0,
             inner,
+            regularized: ParamSelect::All,
         })
     }
 
@@ -192,6 +195,65 @@ impl Executor {
         o.validate()?;
         self.opt = o;
         Ok(())
+    }
+
+    /// Applies the optimizer's L1, L2 and decoupled (AdamW) weight decay to the selected
+    /// parameters only, from the next step on (default [`ParamSelect::All`], bitwise the
+    /// update without a selection). The update kernel multiplies the decay terms by a 0/1
+    /// mask per element, built here once and kept on the device; nothing else changes (the
+    /// optimizer state, gradients and learning rate are as before). A name pattern that
+    /// matches no parameter is an [`Error::InvalidArgument`] naming it.
+    ///
+    /// ```
+    /// use wgcnn::nn::{BatchNorm2d, Conv2d, Flatten, Linear, Sequential};
+    /// use wgcnn::{Backend, Executor, Optimizer, ParamSelect};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let g = Sequential::new(&[1, 8, 8])
+    ///     .add("conv", Conv2d::new(1, 4, 3)).add("bn", BatchNorm2d::new(4))
+    ///     .add("flat", Flatten).add("fc", Linear::new(4 * 6 * 6, 2))
+    ///     .cross_entropy()?;
+    /// let opt = Optimizer::adamw(1e-3, 0.05);
+    /// let mut ex = Executor::new(&Backend::cpu(), &g, 8, opt, 0)?;
+    /// ex.set_regularized(ParamSelect::ExcludeBiasAndNorm)?; // decay conv.weight, fc.weight
+    /// assert_eq!(ex.regularized_params(), ["conv.weight", "fc.weight"]);
+    /// assert!(ex.set_regularized(ParamSelect::matching(&["fc2.*"])).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn set_regularized(&mut self, select: ParamSelect) -> Result<()> {
+        let on = select.select(&self.plan.graph)?;
+        let mask = (select != ParamSelect::All).then(|| {
+            // [flat_len]: 1 over the selected parameters' elements, 0 elsewhere
+            let mut m = vec![0.0f32; self.plan.flat_len];
+            let params = self
+                .plan
+                .graph
+                .params()
+                .iter()
+                .zip(&self.plan.param_tensors);
+            for ((p, &(t, _)), on) in params.zip(on) {
+                let off = offset_of(&self.plan, t);
+                m[off..off + p.len()].fill(if on { 1.0 } else { 0.0 });
+            }
+            m
+        });
+        match &mut self.inner {
+            Inner::Cpu(c) => c.decay = mask.unwrap_or_default(),
+            Inner::Gpu(g) => g.set_decay(mask.as_deref(), &self.opt)?,
+        }
+        self.regularized = select;
+        Ok(())
+    }
+
+    /// The names of the parameters regularised (see [`Executor::set_regularized`]).
+    pub fn regularized_params(&self) -> Vec<String> {
+        let g = &self.plan.graph;
+        let on = self.regularized.select(g).unwrap_or_default();
+        g.params()
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(p, _)| p.name.clone())
+            .collect()
     }
 
     /// Training steps taken so far.
