@@ -119,31 +119,35 @@ fn golden_groups_by_name_pattern() {
 }
 
 /// The golden run with every parameter decayed differs from the grouped one (so the goldens
-/// would catch an ignored mask), and a `ParamSelect::All` run is bitwise an executor on
-/// which nothing was selected.
+/// would catch an ignored mask), and `ParamSelect::All` — also after another selection — is
+/// bitwise an executor on which nothing was selected, on both backends.
 #[test]
 fn ignoring_the_groups_fails_the_golden_and_all_is_the_default() {
     let c = &data::CASES[0];
-    let run = |sel: Option<ParamSelect>| {
-        let mut ex = Executor::new(&Backend::cpu(), &model(), data::N, optimizer_of(c), 0)
-            .expect("executor");
-        ex.load_state(&named(data::P0), &[], 0).expect("load");
-        if let Some(s) = sel {
-            ex.set_regularized(s).expect("select");
-        }
-        ex.train_step(data::XS[0], Targets::Classes(data::YS[0]))
-            .expect("step");
-        flat(&ex.parameters().expect("params"))
-    };
-    let (all, none) = (run(Some(ParamSelect::All)), run(None));
-    assert_eq!(all, none);
-    let worst = (0..all.len())
-        .map(|i| (all[i] - c.params[0][i]).abs() / (ATOL + RTOL * c.params[0][i].abs()))
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst > 10.0,
-        "decaying everything stays within {worst:.2} tolerances"
-    );
+    for (be_name, be) in backends() {
+        let run = |sel: &[ParamSelect]| {
+            let mut ex =
+                Executor::new(&be, &model(), data::N, optimizer_of(c), 0).expect("executor");
+            ex.load_state(&named(data::P0), &[], 0).expect("load");
+            for s in sel {
+                ex.set_regularized(s.clone()).expect("select");
+            }
+            ex.train_step(data::XS[0], Targets::Classes(data::YS[0]))
+                .expect("step");
+            flat(&ex.parameters().expect("params"))
+        };
+        let none = run(&[]);
+        assert_eq!(run(&[ParamSelect::All]), none, "[{be_name}]");
+        let back = [ParamSelect::ExcludeBiasAndNorm, ParamSelect::All];
+        assert_eq!(run(&back), none, "[{be_name}] back to All");
+        let worst = (0..none.len())
+            .map(|i| (none[i] - c.params[0][i]).abs() / (ATOL + RTOL * c.params[0][i].abs()))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst > 10.0,
+            "[{be_name}] decaying everything stays within {worst:.2} tolerances"
+        );
+    }
 }
 
 /// With the exclusion on, biases and batch-norm parameters are bitwise those of a run

@@ -239,6 +239,9 @@ impl GpuExec {
     /// Binds per-element decay multipliers `decay [flat_len]` to the update (`None`: none,
     /// everything is regularised) for optimizer `o`; re-records its dispatch.
     pub fn set_decay(&mut self, decay: Option<&[f32]>, o: &Optimizer) -> Result<()> {
+        if let Some(old) = self.decay.take() {
+            self.counters.gpu_bytes_allocated -= old.size();
+        }
         self.decay = match decay {
             Some(v) => {
                 let b = self.ctx.upload("decay", v);
