@@ -2,13 +2,15 @@
 // parameter vector (PyTorch's formulas).
 //
 //   grad_norm_scale:  scale = min(1, max_norm / (‖grad‖₂ + 1e-6))   (torch.nn.utils.clip_grad_norm_)
-//   optimizer_step:   with g = scale·grad + l1·sign(p) + wd·p (the L2 term is skipped for AdamW):
+//   optimizer_step:   with g = scale·grad + m·l1·sign(p) + m·wd·p (the L2 term is skipped for AdamW),
+//                     m = decay[i] when the uniform's `masked` is set (regularisation per
+//                     parameter group: 0 leaves the element undecayed), else 1:
 //   0 SGD       p ← p − lr·g
 //   1 Momentum  b ← μ·b + g;               p ← p − lr·b
 //   2 Nesterov  b ← μ·b + g;               p ← p − lr·(g + μ·b)
 //   3 RMSProp   v ← α·v + (1−α)·g²;  d = √v + ε;  μ>0: b ← μ·b + g/d, p ← p − lr·b;  else p ← p − lr·g/d
 //   4 Adam      m ← m + (1−β₁)(g − m);  v ← β₂·v + (1−β₂)·g²;  p ← p − step·m/(√v/bc2 + ε)
-//   5 AdamW     p ← p·(1 − lr·wd), then Adam
+//   5 AdamW     p ← p·(1 − lr·m·wd), then Adam
 // step = lr/(1 − β₁ᵗ) and bc2 = √(1 − β₂ᵗ) are computed on the host in f64 each step.
 // State s1 = momentum buffer b (kinds 1–3) or m (Adam); s2 = v. Both start at zero.
 // After the update, a non-finite parameter sets flag[3] = 1 (the NaN slot of the training
@@ -18,7 +20,8 @@
 // 64 per workgroup, grid folded past 65,535 workgroups.
 // Bindings:
 //   grad_norm_scale:  0 grad, 1 scale (1 float), 2 n
-//   optimizer_step:   0 grad, 1 scale (1 float), 2 param, 3 s1, 4 s2, 5 flag (4 floats), 6 p
+//   optimizer_step:   0 grad, 1 scale (1 float), 2 decay (the flat length, or a 1-float dummy
+//                     when not masked), 3 param, 4 s1, 5 s2, 6 flag (4 floats), 7 p
 
 struct ClipUniform {
     len: u32, max_norm: f32, _pad0: u32, _pad1: u32,
@@ -59,15 +62,17 @@ struct OptUniform {
     kind: u32, len: u32, lr: f32, momentum: f32,
     alpha: f32, beta1: f32, beta2: f32, eps: f32,
     wd: f32, l1: f32, step: f32, bc2: f32,
+    masked: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> o_g: array<f32>;
 @group(0) @binding(1) var<storage, read> o_scale: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o_p: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o_s1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> o_s2: array<f32>;
-@group(0) @binding(5) var<storage, read_write> o_flag: array<f32>;
-@group(0) @binding(6) var<uniform> o_params: OptUniform;
+@group(0) @binding(2) var<storage, read> o_decay: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o_p: array<f32>;
+@group(0) @binding(4) var<storage, read_write> o_s1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> o_s2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> o_flag: array<f32>;
+@group(0) @binding(7) var<uniform> o_params: OptUniform;
 
 @compute @workgroup_size(64)
 fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -77,8 +82,13 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (i >= q.len) { return; }
     var p = o_p[i];
     var g = o_g[i] * o_scale[0];
-    if (q.l1 != 0.0) { g += q.l1 * sign(p); }
-    if (KIND != 5u && q.wd != 0.0) { g += q.wd * p; }
+    // m·x is exact for m = 1, so an unmasked step is bitwise the unmasked formula
+    var m = 1.0;
+    if (q.masked != 0u) { m = o_decay[i]; }
+    let l1 = q.l1 * m;
+    let wd = q.wd * m;
+    if (l1 != 0.0) { g += l1 * sign(p); }
+    if (KIND != 5u && wd != 0.0) { g += wd * p; }
     switch KIND {
         case 0u: { p -= q.lr * g; }
         case 1u, 2u: {
@@ -99,7 +109,7 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             }
         }
         default: {
-            if (KIND == 5u) { p *= 1.0 - q.lr * q.wd; }
+            if (KIND == 5u) { p *= 1.0 - q.lr * wd; }
             let m = o_s1[i] + (1.0 - q.beta1) * (g - o_s1[i]);
             let v = q.beta2 * o_s2[i] + (1.0 - q.beta2) * g * g;
             o_s1[i] = m;

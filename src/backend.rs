@@ -21,7 +21,7 @@ use crate::ops::layout::Permute;
 use crate::ops::loss::{Loss, LossKind, Softmax};
 use crate::ops::matmul::{BatchAxis, MatMul};
 use crate::ops::norm::{BatchNorm, NormPass};
-use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
 use crate::ops::pool::pool2d_launch;
 use crate::ops::pool::{GlobalAvgPool, Pool2d, PoolPass};
 use crate::ops::{compare, run_cpu, Access, Launch};
@@ -1331,6 +1331,35 @@ impl Backend {
         state1: &mut [f32],
         state2: &mut [f32],
     ) -> Result<()> {
+        self.optimizer_step_decay(opt, t, p, g, state1, state2, &[])
+    }
+
+    /// [`Backend::optimizer_step`] with regularisation per element: the L1 and L2 terms and
+    /// AdamW's decoupled decay of `p[i]` are multiplied by `decay[i]` (finite, ≥ 0; 0
+    /// exempts the element, as a PyTorch parameter group with `weight_decay=0`). An empty
+    /// `decay` regularises everything, as [`Backend::optimizer_step`].
+    ///
+    /// ```
+    /// use wgcnn::{Backend, Optimizer};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let (mut p, g) = (vec![1.0f32, 1.0], vec![0.0f32, 0.0]);
+    /// let (mut s1, mut s2) = (vec![0.0; 2], vec![0.0; 2]);
+    /// let sgd = Optimizer::sgd(0.1).weight_decay(0.5);
+    /// Backend::cpu().optimizer_step_decay(&sgd, 1, &mut p, &g, &mut s1, &mut s2, &[1.0, 0.0])?;
+    /// assert_eq!(p, vec![0.95, 1.0]); // only the first element decays
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn optimizer_step_decay(
+        &self,
+        opt: &Optimizer,
+        t: u64,
+        p: &mut [f32],
+        g: &[f32],
+        state1: &mut [f32],
+        state2: &mut [f32],
+        decay: &[f32],
+    ) -> Result<()> {
         let op = "optimizer_step";
         opt.validate()?;
         let n = p.len();
@@ -1343,6 +1372,18 @@ impl Backend {
                     state1.len(),
                     state2.len()
                 ),
+            ));
+        }
+        if !decay.is_empty() && decay.len() != n {
+            return Err(Error::shape(
+                op,
+                format!("decay has {} values for {n} parameters", decay.len()),
+            ));
+        }
+        if let Some(bad) = decay.iter().find(|d| !d.is_finite() || **d < 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!("decay multipliers must be finite and non-negative, got {bad}"),
             ));
         }
         if t == 0 {
@@ -1363,7 +1404,10 @@ impl Backend {
             t,
             len: n,
         };
-        let mut r = self.run_launch(op, &l, &[g, &scale, p, state1, state2, &[0.0; 4]])?;
+        let masked = OptimizerStepMasked(l);
+        let launch: &dyn Launch = if decay.is_empty() { &l } else { &masked };
+        let ins: [&[f32]; 7] = [g, &scale, decay, p, state1, state2, &[0.0; 4]];
+        let mut r = self.run_launch(op, launch, &ins)?;
         p.copy_from_slice(&r.remove(0));
         state1.copy_from_slice(&r.remove(0));
         state2.copy_from_slice(&r.remove(0));

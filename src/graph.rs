@@ -26,7 +26,10 @@
 //! ```
 
 use super::shape::{Pool1dParams, Pool3dParams};
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
+use crate::init::{fan_in_and_fan_out, Init};
 use crate::shape::{Activation, ConvParams, Pool2dParams, PoolKind, PoolParams};
 
 /// Index of a node in its graph.
@@ -201,6 +204,19 @@ impl Param {
     }
 }
 
+/// The role of a parameter in its layer ([`Graph::param_kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    /// A conv or linear weight (`[O, C/groups, k…]`, `[out, in]`).
+    Weight,
+    /// The bias of the conv or linear layer whose weight is the given parameter.
+    Bias(ParamId),
+    /// Batch norm γ (`<name>.weight`).
+    NormWeight,
+    /// Batch norm β (`<name>.bias`).
+    NormBias,
+}
+
 /// A model graph. See the module docs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Graph {
@@ -209,6 +225,11 @@ pub struct Graph {
     input: Option<NodeId>,
     loss: Option<NodeId>,
     label_smoothing: f32,
+    /// Initialisers set per parameter (a side table: [`Param`]'s fields are public).
+    inits: BTreeMap<ParamId, Init>,
+    /// Graph-wide defaults for weights and for biases (see [`crate::init`]).
+    default_init: Option<Init>,
+    default_bias_init: Option<Init>,
 }
 
 impl Graph {
@@ -391,6 +412,83 @@ impl Graph {
     /// Per-sample element count of node `id`.
     pub fn numel(&self, id: NodeId) -> usize {
         self.nodes[id].shape.iter().product()
+    }
+
+    /// The role of parameter `p` (a parameter no op owns counts as a weight).
+    pub fn param_kind(&self, p: ParamId) -> ParamKind {
+        for n in &self.nodes {
+            match n.op {
+                Op::Conv { w, b, .. } | Op::Linear { w, b, .. } if b == Some(p) => {
+                    return ParamKind::Bias(w)
+                }
+                Op::BatchNorm { w, .. } if w == p => return ParamKind::NormWeight,
+                Op::BatchNorm { b, .. } if b == p => return ParamKind::NormBias,
+                _ => {}
+            }
+        }
+        ParamKind::Weight
+    }
+
+    /// PyTorch's `(fan_in, fan_out)` of parameter `p` (see [`crate::init`]): from its own
+    /// shape for a weight of 2 or more dimensions, from its layer's weight for a bias;
+    /// `None` for other 1-D parameters (batch norm γ, β).
+    pub fn param_fans(&self, p: ParamId) -> Option<(usize, usize)> {
+        match self.param_kind(p) {
+            ParamKind::Bias(w) => fan_in_and_fan_out(&self.params[w].shape),
+            _ => fan_in_and_fan_out(&self.params[p].shape),
+        }
+    }
+
+    /// Sets the initialiser of every conv and linear weight that has none of its own
+    /// (default: [`Init::PytorchDefault`]); see [`crate::init`] for the whole rule.
+    pub fn set_default_init(&mut self, weights: Init) -> Result<()> {
+        weights.validate()?;
+        self.default_init = Some(weights);
+        Ok(())
+    }
+
+    /// Sets the initialiser of every conv and linear bias that has none of its own
+    /// (default: PyTorch's rule under [`Init::PytorchDefault`] weights, else zeros).
+    pub fn set_default_bias_init(&mut self, biases: Init) -> Result<()> {
+        biases.validate()?;
+        self.default_bias_init = Some(biases);
+        Ok(())
+    }
+
+    /// Sets parameter `p`'s own initialiser, overriding the graph defaults. A fan-based
+    /// init (Xavier, Kaiming, PyTorch's) needs fans: a weight of 2 or more dimensions or a
+    /// conv/linear bias.
+    pub fn set_param_init(&mut self, p: ParamId, init: Init) -> Result<()> {
+        let param = self
+            .params
+            .get(p)
+            .ok_or_else(|| Error::invalid("init", format!("no parameter #{p}")))?;
+        init.validate()?;
+        if init.uses_fans() && self.param_fans(p).is_none() {
+            return Err(Error::invalid(
+                &param.name,
+                format!("{init:?} needs fans, which a {:?} tensor has none of (use Normal, Uniform or a constant)", param.shape),
+            ));
+        }
+        self.inits.insert(p, init);
+        Ok(())
+    }
+
+    /// The initialiser parameter `p` gets (the rule in [`crate::init`]).
+    pub fn param_init(&self, p: ParamId) -> Init {
+        if let Some(&i) = self.inits.get(&p) {
+            return i;
+        }
+        match self.param_kind(p) {
+            ParamKind::NormWeight => Init::Ones,
+            ParamKind::NormBias => Init::Zeros,
+            ParamKind::Weight => self.default_init.unwrap_or(Init::PytorchDefault),
+            ParamKind::Bias(w) => match (self.default_bias_init, self.param_init(w)) {
+                (Some(i), _) => i,
+                (None, Init::PytorchDefault) => Init::PytorchDefault,
+                (None, _) => Init::Zeros,
+            },
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod graph;
+pub mod init;
 pub mod nn;
 pub mod ops;
 pub mod optim;
@@ -43,7 +44,8 @@ pub use backend::{Backend, BatchNormGrads, BatchNormTrain, Conv2dGrads, LinearGr
 pub use error::{Error, Result};
 pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
-pub use optim::{Optimizer, OptimizerKind};
+pub use init::Init;
+pub use optim::{Optimizer, OptimizerKind, ParamSelect};
 pub use shape::{
     Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams, PoolKind, PoolParams,
 };

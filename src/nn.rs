@@ -17,7 +17,8 @@
 
 use super::shape::{Pool1dParams, Pool3dParams};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, NodeId};
+use crate::graph::{Graph, NodeId, ParamKind};
+use crate::init::Init;
 use crate::shape::{Activation, ConvParams, Pool2dParams, PoolKind, PoolParams};
 
 /// A layer: adds its node(s) to a graph.
@@ -141,6 +142,15 @@ impl<const D: usize> ConvNd<D> {
         self.bias = bias;
         self
     }
+    /// This layer's weight initialiser (see [`crate::init`]); call it after the other
+    /// options, it wraps the layer.
+    pub fn init(self, weight: Init) -> Initialized<Self> {
+        Initialized::new(self).init(weight)
+    }
+    /// This layer's bias initialiser (see [`crate::init`]); call it after the other options.
+    pub fn bias_init(self, bias: Init) -> Initialized<Self> {
+        Initialized::new(self).bias_init(bias)
+    }
 }
 
 impl ConvNd<2> {
@@ -238,6 +248,82 @@ impl SeparableConv2d {
         self.depthwise = self.depthwise.multiplier(m);
         self.pointwise.in_channels = self.depthwise.out_channels;
         self
+    }
+    /// The initialiser of both weights (depthwise and pointwise); call it last.
+    pub fn init(self, weight: Init) -> Initialized<Self> {
+        Initialized::new(self).init(weight)
+    }
+    /// The pointwise bias's initialiser; call it last.
+    pub fn bias_init(self, bias: Init) -> Initialized<Self> {
+        Initialized::new(self).bias_init(bias)
+    }
+}
+
+/// A layer with its own initialisers: what `.init(..)` / `.bias_init(..)` on
+/// [`ConvNd`], [`Linear`] and [`SeparableConv2d`] return. When built, every conv/linear
+/// weight the layer creates gets `weight` and every bias gets `bias` (each only when set;
+/// otherwise the graph's defaults apply, see [`crate::init`]). Batch-norm parameters are
+/// left alone.
+///
+/// ```
+/// use wgcnn::init::Init;
+/// use wgcnn::nn::{Conv2d, Flatten, Linear, Sequential};
+/// # fn main() -> Result<(), wgcnn::Error> {
+/// let g = Sequential::new(&[3, 8, 8])
+///     .add("c1", Conv2d::new(3, 4, 3).padding(1).init(Init::XavierNormal).bias_init(Init::Constant(0.1)))
+///     .add("flat", Flatten)
+///     .add("fc", Linear::new(4 * 8 * 8, 2).init(Init::Normal(0.01)))
+///     .cross_entropy()?;
+/// assert_eq!(g.param_init(1), Init::Constant(0.1));
+/// assert_eq!(g.param_init(3), Init::Zeros); // a bias under a non-PyTorch weight init
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Initialized<L> {
+    pub layer: L,
+    /// The weights' init (`None`: the graph default).
+    pub weight: Option<Init>,
+    /// The biases' init (`None`: the graph default).
+    pub bias: Option<Init>,
+}
+
+impl<L: Layer> Initialized<L> {
+    /// `layer` with no init of its own yet.
+    pub fn new(layer: L) -> Self {
+        Initialized {
+            layer,
+            weight: None,
+            bias: None,
+        }
+    }
+    /// Sets the weights' init.
+    pub fn init(mut self, weight: Init) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    /// Sets the biases' init.
+    pub fn bias_init(mut self, bias: Init) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+}
+
+impl<L: Layer> Layer for Initialized<L> {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        let first = g.params().len();
+        let y = self.layer.build(g, name, x)?;
+        for p in first..g.params().len() {
+            let init = match g.param_kind(p) {
+                ParamKind::Weight => self.weight,
+                ParamKind::Bias(_) => self.bias,
+                ParamKind::NormWeight | ParamKind::NormBias => None,
+            };
+            if let Some(i) = init {
+                g.set_param_init(p, i)
+                    .map_err(|e| Graph::relabel(e, name, &g.node(x).name, &g.node(x).shape))?;
+            }
+        }
+        Ok(y)
     }
 }
 
@@ -737,6 +823,14 @@ impl Linear {
         self.bias = bias;
         self
     }
+    /// This layer's weight initialiser (see [`crate::init`]); call it after `.bias(..)`.
+    pub fn init(self, weight: Init) -> Initialized<Self> {
+        Initialized::new(self).init(weight)
+    }
+    /// This layer's bias initialiser (see [`crate::init`]).
+    pub fn bias_init(self, bias: Init) -> Initialized<Self> {
+        Initialized::new(self).bias_init(bias)
+    }
 }
 
 impl Layer for Linear {
@@ -872,6 +966,24 @@ impl Sequential {
             Ok(x) => layer.build(&mut self.graph, name, x),
             Err(e) => Err(e),
         };
+        self
+    }
+
+    /// The graph-wide weight initialiser ([`Graph::set_default_init`]; Keras:
+    /// `Init::XavierUniform`; the numpy article: `Init::Normal(0.1)`). Layers with their
+    /// own `.init(..)` keep it; see [`crate::init`].
+    pub fn default_init(mut self, weights: Init) -> Self {
+        if let Err(e) = self.graph.set_default_init(weights) {
+            self.last = self.last.and(Err(e));
+        }
+        self
+    }
+
+    /// The graph-wide bias initialiser ([`Graph::set_default_bias_init`]).
+    pub fn default_bias_init(mut self, biases: Init) -> Self {
+        if let Err(e) = self.graph.set_default_bias_init(biases) {
+            self.last = self.last.and(Err(e));
+        }
         self
     }
 

@@ -11,8 +11,13 @@
 //! | `RmsProp` | `v ← α·v + (1−α)·g²;  p ← p − lr·g/(√v + ε)` (with momentum μ>0: `b ← μ·b + g/(√v+ε); p ← p − lr·b`) |
 //! | `Adam` | `m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − (lr/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε)` |
 //! | `AdamW` | `p ← p·(1 − lr·wd)`, then Adam with no L2 term |
+//!
+//! **Parameter groups.** L1, L2 and AdamW's decay apply to every parameter unless an
+//! executor is told otherwise with [`crate::Executor::set_regularized`] and a
+//! [`ParamSelect`] (the update kernel then multiplies them by a 0/1 mask per element).
 
 use crate::error::{Error, Result};
+use crate::graph::{Graph, ParamKind};
 
 /// Which update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,4 +201,107 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// Which parameters L1, L2 and decoupled weight decay apply to (PyTorch users build
+/// parameter groups with `weight_decay=0` for the rest). Patterns are globs over
+/// parameter names (`c1.weight`, `fc.bias`, `block1.sep1.pointwise.weight`, batch norm
+/// `bn.weight` / `bn.bias`) where `*` matches any run of characters, dots included, and
+/// everything else matches itself: `*.weight`, `conv*`, `fc.bias`. Each pattern must match
+/// at least one parameter.
+///
+/// ```
+/// use wgcnn::nn::{BatchNorm2d, Conv2d, Flatten, Linear, Sequential};
+/// use wgcnn::optim::ParamSelect;
+/// # fn main() -> Result<(), wgcnn::Error> {
+/// let g = Sequential::new(&[1, 8, 8])
+///     .add("conv", Conv2d::new(1, 4, 3))
+///     .add("bn", BatchNorm2d::new(4))
+///     .add("flat", Flatten)
+///     .add("fc", Linear::new(4 * 6 * 6, 2))
+///     .cross_entropy()?;
+/// let names = |s: ParamSelect| s.select(&g).map(|v| {
+///     g.params().iter().zip(v).filter(|(_, on)| *on).map(|(p, _)| p.name.clone()).collect::<Vec<_>>()
+/// });
+/// assert_eq!(names(ParamSelect::ExcludeBiasAndNorm)?, ["conv.weight", "fc.weight"]);
+/// assert_eq!(names(ParamSelect::matching(&["fc.*"]))?, ["fc.weight", "fc.bias"]);
+/// assert_eq!(names(ParamSelect::excluding(&["bn.*", "*.bias"]))?, ["conv.weight", "fc.weight"]);
+/// assert!(ParamSelect::matching(&["fc2.*"]).select(&g).is_err()); // matches nothing
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParamSelect {
+    /// Every parameter (the default).
+    #[default]
+    All,
+    /// Conv and linear weights only: no biases, no batch-norm γ/β (the numpy article
+    /// regularises weights only; the usual AdamW recipe).
+    ExcludeBiasAndNorm,
+    /// The parameters whose name matches any of the patterns.
+    Matching(Vec<String>),
+    /// Every parameter except those whose name matches any of the patterns.
+    Excluding(Vec<String>),
+}
+
+impl ParamSelect {
+    /// [`ParamSelect::Matching`] from string slices.
+    pub fn matching(patterns: &[&str]) -> Self {
+        ParamSelect::Matching(patterns.iter().map(|p| p.to_string()).collect())
+    }
+
+    /// [`ParamSelect::Excluding`] from string slices.
+    pub fn excluding(patterns: &[&str]) -> Self {
+        ParamSelect::Excluding(patterns.iter().map(|p| p.to_string()).collect())
+    }
+
+    /// Per parameter of `graph` (in [`Graph::params`] order): whether it is regularised.
+    /// A pattern matching no parameter is an [`Error::InvalidArgument`] naming it.
+    pub fn select(&self, graph: &Graph) -> Result<Vec<bool>> {
+        let names: Vec<&str> = graph.params().iter().map(|p| p.name.as_str()).collect();
+        let hits = |pats: &[String]| -> Result<Vec<bool>> {
+            for pat in pats {
+                if !names.iter().any(|n| glob_match(pat, n)) {
+                    return Err(Error::invalid(
+                        "regularization",
+                        format!(
+                            "the pattern '{pat}' matches no parameter (names are like '{}')",
+                            names.first().copied().unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            Ok(names
+                .iter()
+                .map(|n| pats.iter().any(|p| glob_match(p, n)))
+                .collect())
+        };
+        Ok(match self {
+            ParamSelect::All => vec![true; names.len()],
+            ParamSelect::ExcludeBiasAndNorm => (0..names.len())
+                .map(|p| graph.param_kind(p) == ParamKind::Weight)
+                .collect(),
+            ParamSelect::Matching(pats) => hits(pats)?,
+            ParamSelect::Excluding(pats) => hits(pats)?.into_iter().map(|h| !h).collect(),
+        })
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no '*': an exact match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }

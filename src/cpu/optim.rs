@@ -41,16 +41,35 @@ pub fn optimizer_step(
     s2: &mut [f32],
     scale: f32,
 ) -> bool {
+    optimizer_step_masked(opt, t, p, g, s1, s2, scale, &[])
+}
+
+/// [`optimizer_step`] with the L1, L2 and decoupled decay of element `i` multiplied by
+/// `decay[i]` (regularisation per parameter group: 0 exempts the element); an empty
+/// `decay` applies them everywhere, bitwise as [`optimizer_step`].
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step_masked(
+    opt: &Optimizer,
+    t: u64,
+    p: &mut [f32],
+    g: &[f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+    scale: f32,
+    decay: &[f32],
+) -> bool {
     let (step, bc2) = adam_constants(opt, t);
     let mut non_finite = false;
     for i in 0..p.len() {
         let mut pi = p[i];
         let mut gi = g[i] * scale;
-        if opt.l1 != 0.0 {
-            gi += opt.l1 * sign(pi);
+        let m = decay.get(i).copied().unwrap_or(1.0);
+        let (l1, wd) = (opt.l1 * m, opt.weight_decay * m);
+        if l1 != 0.0 {
+            gi += l1 * sign(pi);
         }
-        if opt.kind != OptimizerKind::AdamW && opt.weight_decay != 0.0 {
-            gi += opt.weight_decay * pi;
+        if opt.kind != OptimizerKind::AdamW && wd != 0.0 {
+            gi += wd * pi;
         }
         match opt.kind {
             OptimizerKind::Sgd => pi -= opt.lr * gi,
@@ -77,7 +96,7 @@ pub fn optimizer_step(
             }
             OptimizerKind::Adam | OptimizerKind::AdamW => {
                 if opt.kind == OptimizerKind::AdamW {
-                    pi *= 1.0 - opt.lr * opt.weight_decay;
+                    pi *= 1.0 - opt.lr * wd;
                 }
                 let m = s1[i] + (1.0 - opt.beta1) * (gi - s1[i]);
                 let v = opt.beta2 * s2[i] + (1.0 - opt.beta2) * gi * gi;

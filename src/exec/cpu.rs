@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Batch, Counters, Flat};
 use crate::error::Result;
-use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
 use crate::ops::{Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
@@ -25,6 +25,8 @@ pub(crate) struct CpuExec {
     programs: HashMap<(usize, Mode), Vec<Step>>,
     /// The training step the dropout masks hash (as the GPU executor's step buffer).
     step: u32,
+    /// Per-element decay multipliers (empty: regularise everything).
+    pub decay: Vec<f32>,
     pub counters: Counters,
 }
 
@@ -43,6 +45,7 @@ impl CpuExec {
             metrics: [[0.0; 4]; 2],
             programs: HashMap::new(),
             step: 0,
+            decay: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -192,14 +195,19 @@ impl CpuExec {
         let mut b = [
             std::mem::take(&mut self.grads),
             scale,
+            std::mem::take(&mut self.decay),
             std::mem::take(&mut self.params),
             std::mem::take(&mut self.s1),
             std::mem::take(&mut self.s2),
             self.metrics[0].to_vec(),
         ];
-        step.cpu(&mut b);
-        let [g, _, p, s1, s2, flag] = b;
-        (self.grads, self.params, self.s1, self.s2) = (g, p, s1, s2);
+        if b[2].is_empty() {
+            step.cpu(&mut b);
+        } else {
+            OptimizerStepMasked(step).cpu(&mut b);
+        }
+        let [g, _, decay, p, s1, s2, flag] = b;
+        (self.grads, self.decay, self.params, self.s1, self.s2) = (g, decay, p, s1, s2);
         self.metrics[0][3] = flag[3];
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::GpuContext;
 use crate::ops::augment::{pack_bytes, Augmentation};
-use crate::ops::optim::{GradNormScale, OptimizerStep};
+use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
 use crate::ops::{compare, Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
@@ -45,6 +45,9 @@ pub(crate) struct GpuExec {
     opt_dispatch: Dispatch,
     /// The optimizer kind `opt_dispatch`'s pipeline is specialised for (`KIND`).
     opt_kind: crate::optim::OptimizerKind,
+    /// Per-element decay multipliers bound by `opt_dispatch` (`None`: regularise everything,
+    /// the dummy is bound).
+    decay: Option<Arc<wgpu::Buffer>>,
     /// Gradient scale (1 float) written by `grad_norm_scale`, read by `optimizer_step`.
     grad_scale: Arc<wgpu::Buffer>,
     /// Uniform and dispatch of `grad_norm_scale` (run only when clipping is on).
@@ -133,7 +136,8 @@ impl GpuExec {
             t: 1,
             len: plan.flat_len,
         };
-        let (d, u) = Self::record_opt(&ctx, &opt, [&g, &grad_scale, &p, &s1, &s2, &metrics[0]])?;
+        let bufs = [&g, &grad_scale, &dummy[0], &p, &s1, &s2, &metrics[0]];
+        let (d, u) = Self::record_opt(&ctx, &opt, None, bufs)?;
         allocated += u.size();
         let ctx_step = ctx.zeros("dropout.step", 4);
         allocated += 4;
@@ -153,6 +157,7 @@ impl GpuExec {
             opt_uniform: u,
             opt_dispatch: d,
             opt_kind: optimizer.kind,
+            decay: None,
             grad_scale,
             clip_uniform,
             clip_dispatch,
@@ -214,14 +219,62 @@ impl GpuExec {
     }
 
     /// Records `optimizer_step` (its pipeline specialised for the optimizer's kind) over the
-    /// gradients, gradient scale, parameters, two state buffers and training metrics.
-    fn record_opt(
+    /// gradients, gradient scale, decay multipliers (`decay`; else a dummy), parameters, two
+    /// state buffers and training metrics.
+    fn record_opt<'a>(
         ctx: &GpuContext,
         step: &OptimizerStep,
-        bufs: [&Arc<wgpu::Buffer>; 6],
+        decay: Option<&'a Arc<wgpu::Buffer>>,
+        mut bufs: [&'a Arc<wgpu::Buffer>; 7],
     ) -> Result<(Dispatch, Arc<wgpu::Buffer>)> {
+        let masked = OptimizerStepMasked(*step);
+        let launch: &dyn Launch = match decay {
+            Some(d) => {
+                bufs[2] = d;
+                &masked
+            }
+            None => step,
+        };
         let slices = bufs.map(|b| Slice::whole(b.clone()));
-        ctx.record_launch(step, &slices)
+        ctx.record_launch(launch, &slices)
+    }
+
+    /// The buffers `optimizer_step` binds (the decay slot holds the dummy).
+    fn opt_buffers(&self) -> [&Arc<wgpu::Buffer>; 7] {
+        [
+            &self.grads,
+            &self.grad_scale,
+            &self.dummy[0],
+            &self.params,
+            &self.s1,
+            &self.s2,
+            &self.metrics[0],
+        ]
+    }
+
+    /// Binds per-element decay multipliers `decay [flat_len]` to the update (`None`: none,
+    /// everything is regularised) for optimizer `o`; re-records its dispatch.
+    pub fn set_decay(&mut self, decay: Option<&[f32]>, o: &Optimizer) -> Result<()> {
+        if let Some(old) = self.decay.take() {
+            self.counters.gpu_bytes_allocated -= old.size();
+        }
+        self.decay = match decay {
+            Some(v) => {
+                let b = self.ctx.upload("decay", v);
+                self.counters.bytes_uploaded += bytes_of_len(v.len());
+                self.counters.gpu_bytes_allocated += b.size();
+                Some(b)
+            }
+            None => None,
+        };
+        let step = OptimizerStep {
+            opt: *o,
+            t: 1,
+            len: self.flat_len,
+        };
+        let (d, u) = Self::record_opt(&self.ctx, &step, self.decay.as_ref(), self.opt_buffers())?;
+        (self.opt_dispatch, self.opt_uniform, self.opt_kind) = (d, u, o.kind);
+        Ok(())
     }
 
     fn slice(&self, plan: &Plan, t: TensorId, n: usize) -> Slice {
@@ -423,19 +476,16 @@ impl GpuExec {
             len: self.flat_len,
         };
         if o.kind != self.opt_kind {
-            let bufs = [
-                &self.grads,
-                &self.grad_scale,
-                &self.params,
-                &self.s1,
-                &self.s2,
-                &self.metrics[0],
-            ];
-            let (d, u) = Self::record_opt(&self.ctx, &step, bufs)?;
+            let bufs = self.opt_buffers();
+            let (d, u) = Self::record_opt(&self.ctx, &step, self.decay.as_ref(), bufs)?;
             (self.opt_dispatch, self.opt_uniform, self.opt_kind) = (d, u, o.kind);
         }
         let u = self.opt_uniform.clone();
-        self.upload(&u, &step.uniform());
+        let uniform = match self.decay {
+            Some(_) => OptimizerStepMasked(step).uniform(),
+            None => step.uniform(),
+        };
+        self.upload(&u, &uniform);
         if o.clip_grad_norm > 0.0 {
             let clip = GradNormScale {
                 len: self.flat_len,

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, ParamSelect};
 use crate::plan::{MemoryReport, Mode, Plan, Step};
 use input::RawInput;
 
@@ -83,27 +83,29 @@ pub struct Counters {
 /// A named tensor read back from the executor.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// PyTorch's default initialisation of conv and linear layers: weights and biases
-/// uniform in `±1/√fan_in` (Kaiming-uniform with `a = √5`), drawn in parameter order
-/// from `StdRng::seed_from_u64(seed)`. Returns the flat, 256-byte-aligned layout.
+/// The initial parameters: each parameter's [`crate::init::Init`] as the graph resolves it
+/// ([`Graph::param_init`]; with none set anywhere, PyTorch's default: conv and linear
+/// weights and biases uniform in `±1/√fan_in`, Kaiming-uniform with `a = √5`; batch norm
+/// γ = 1, β = 0). The PyTorch-default values are drawn in parameter order from
+/// `StdRng::seed_from_u64(seed)` for every parameter, whatever its init, so the stream never
+/// depends on the inits chosen; another random init draws from the parameter's own stream
+/// ([`crate::init::param_seed`]). Returns the flat, 256-byte-aligned layout.
 pub fn init_params(plan: &Plan, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut flat = vec![0.0f32; plan.flat_len];
-    for (p, &(t, _)) in plan.graph.params().iter().zip(&plan.param_tensors) {
+    let g = &plan.graph;
+    for (i, (p, &(t, _))) in g.params().iter().zip(&plan.param_tensors).enumerate() {
         let bound = 1.0 / (p.fan_in.max(1) as f32).sqrt();
         let off = offset_of(plan, t);
-        for v in &mut flat[off..off + p.len()] {
+        let dst = &mut flat[off..off + p.len()];
+        for v in dst.iter_mut() {
             *v = rng.random_range(-bound..bound);
         }
-    }
-    // batch norm: weight (γ) 1, bias (β) 0, as PyTorch (drawn above, then overwritten, so
-    // the other parameters' values don't depend on where batch norm layers sit)
-    for node in plan.graph.nodes() {
-        if let crate::graph::Op::BatchNorm { w, b, .. } = node.op {
-            for (p, v) in [(w, 1.0), (b, 0.0)] {
-                let off = offset_of(plan, plan.param_tensors[p].0);
-                flat[off..off + plan.graph.params()[p].len()].fill(v);
-            }
+        let init = g.param_init(i);
+        if init != crate::init::Init::PytorchDefault {
+            let fans = g.param_fans(i).unwrap_or((p.fan_in, p.fan_in));
+            let mut own = rand::rngs::StdRng::seed_from_u64(crate::init::param_seed(seed, i));
+            init.fill(dst, fans, &mut own);
         }
     }
     flat
@@ -142,6 +144,8 @@ pub struct Executor {
     inner: Inner,
     /// The device-side input pipeline of the byte batches ([`Executor::train_step_bytes`]).
     pipeline: Option<input::Pipeline>,
+    /// Which parameters L1/L2/decoupled decay apply to.
+    regularized: ParamSelect,
 }
 
 impl Executor {
@@ -172,6 +176,7 @@ impl Executor {
             step: 0,
             inner,
             pipeline: None,
+            regularized: ParamSelect::All,
         })
     }
 
@@ -197,6 +202,65 @@ impl Executor {
         o.validate()?;
         self.opt = o;
         Ok(())
+    }
+
+    /// Applies the optimizer's L1, L2 and decoupled (AdamW) weight decay to the selected
+    /// parameters only, from the next step on (default [`ParamSelect::All`], bitwise the
+    /// update without a selection). The update kernel multiplies the decay terms by a 0/1
+    /// mask per element, built here once and kept on the device; nothing else changes (the
+    /// optimizer state, gradients and learning rate are as before). A name pattern that
+    /// matches no parameter is an [`Error::InvalidArgument`] naming it.
+    ///
+    /// ```
+    /// use wgcnn::nn::{BatchNorm2d, Conv2d, Flatten, Linear, Sequential};
+    /// use wgcnn::{Backend, Executor, Optimizer, ParamSelect};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let g = Sequential::new(&[1, 8, 8])
+    ///     .add("conv", Conv2d::new(1, 4, 3)).add("bn", BatchNorm2d::new(4))
+    ///     .add("flat", Flatten).add("fc", Linear::new(4 * 6 * 6, 2))
+    ///     .cross_entropy()?;
+    /// let opt = Optimizer::adamw(1e-3, 0.05);
+    /// let mut ex = Executor::new(&Backend::cpu(), &g, 8, opt, 0)?;
+    /// ex.set_regularized(ParamSelect::ExcludeBiasAndNorm)?; // decay conv.weight, fc.weight
+    /// assert_eq!(ex.regularized_params(), ["conv.weight", "fc.weight"]);
+    /// assert!(ex.set_regularized(ParamSelect::matching(&["fc2.*"])).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn set_regularized(&mut self, select: ParamSelect) -> Result<()> {
+        let on = select.select(&self.plan.graph)?;
+        let mask = (select != ParamSelect::All).then(|| {
+            // [flat_len]: 1 over the selected parameters' elements, 0 elsewhere
+            let mut m = vec![0.0f32; self.plan.flat_len];
+            let params = self
+                .plan
+                .graph
+                .params()
+                .iter()
+                .zip(&self.plan.param_tensors);
+            for ((p, &(t, _)), on) in params.zip(on) {
+                let off = offset_of(&self.plan, t);
+                m[off..off + p.len()].fill(if on { 1.0 } else { 0.0 });
+            }
+            m
+        });
+        match &mut self.inner {
+            Inner::Cpu(c) => c.decay = mask.unwrap_or_default(),
+            Inner::Gpu(g) => g.set_decay(mask.as_deref(), &self.opt)?,
+        }
+        self.regularized = select;
+        Ok(())
+    }
+
+    /// The names of the parameters regularised (see [`Executor::set_regularized`]).
+    pub fn regularized_params(&self) -> Vec<String> {
+        let g = &self.plan.graph;
+        let on = self.regularized.select(g).unwrap_or_default();
+        g.params()
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(p, _)| p.name.clone())
+            .collect()
     }
 
     /// Training steps taken so far.

@@ -100,7 +100,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("mse", "loss", 2, 2),
     k("bce_logits", "loss", 3, 2),
     k("grad_norm_scale", "optim", 1, 1),
-    k("optimizer_step", "optim", 2, 4),
+    k("optimizer_step", "optim", 3, 4),
     k("batch_norm_forward_train", "norm", 3, 4),
     k("batch_norm_forward_eval", "norm", 5, 1),
     k("batch_norm_backward", "norm", 4, 3),

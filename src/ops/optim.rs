@@ -3,7 +3,8 @@
 //! executors run them after a training step's schedule.
 //!
 //! # Shapes
-//! `grad, param, state1, state2 [len]`, `scale [1]`, `flag [4]` (the training metrics).
+//! `grad, param, state1, state2 [len]`, `scale [1]`, `decay [len]` (or unused),
+//! `flag [4]` (the training metrics).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -70,7 +71,8 @@ impl Launch for GradNormScale {
 }
 
 /// One optimizer step `t` (from 1) of `opt` over `len` parameters; the kind is the
-/// pipeline constant `KIND`.
+/// pipeline constant `KIND`. Regularisation applies to every element (the `decay` binding
+/// is unused); [`OptimizerStepMasked`] restricts it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OptimizerStep {
     pub opt: Optimizer,
@@ -78,16 +80,20 @@ pub struct OptimizerStep {
     pub len: usize,
 }
 
-impl Launch for OptimizerStep {
-    fn kernel(&self) -> &'static str {
-        "optimizer_step"
-    }
+/// [`OptimizerStep`] with a per-element decay multiplier (binding `decay [len]`, usually
+/// 0/1 from a [`crate::optim::ParamSelect`]): L1, L2 and AdamW's decoupled decay of element
+/// `i` are scaled by `decay[i]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerStepMasked(pub OptimizerStep);
 
-    fn bindings(&self) -> Vec<Binding> {
+impl OptimizerStep {
+    /// The bindings, with a `decay` of `decay_len` (0: unused).
+    fn bindings_with(&self, decay_len: usize) -> Vec<Binding> {
         let len = self.len;
         vec![
             Binding::read("grad", len),
             Binding::read("scale", 1),
+            Binding::read("decay", decay_len),
             Binding::update("param", len),
             Binding::update("state1", len),
             Binding::update("state2", len),
@@ -95,7 +101,7 @@ impl Launch for OptimizerStep {
         ]
     }
 
-    fn uniform(&self) -> Vec<u8> {
+    fn uniform_with(&self, masked: bool) -> Vec<u8> {
         let (opt, (step, bc2)) = (&self.opt, cpu::optim::adam_constants(&self.opt, self.t));
         bytes(&OptUniform {
             kind: opt.kind.code(),
@@ -110,26 +116,53 @@ impl Launch for OptimizerStep {
             l1: opt.l1,
             step,
             bc2,
+            masked: masked as u32,
+            pad: [0; 3],
         })
     }
 
-    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
-        Ok(GpuCall {
+    fn call(&self) -> GpuCall {
+        GpuCall {
             entry: "optimizer_step",
             consts: vec![("KIND", self.opt.kind.code())],
             groups: groups64(self.len),
-        })
+        }
+    }
+
+    /// The twin on bindings `b` (`b[2]` the decay multipliers, empty when unused).
+    fn run_cpu(&self, b: &mut [Vec<f32>]) {
+        let scale = b[1].first().copied().unwrap_or(1.0);
+        let (ins, rest) = b.split_at_mut(3);
+        let [p, s1, s2, flag] = rest else {
+            unreachable!("seven bindings")
+        };
+        let (g, decay) = (&ins[0], &ins[2]);
+        if cpu::optim::optimizer_step_masked(&self.opt, self.t, p, g, s1, s2, scale, decay) {
+            flag[3] = 1.0;
+        }
+    }
+}
+
+impl Launch for OptimizerStep {
+    fn kernel(&self) -> &'static str {
+        "optimizer_step"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        self.bindings_with(0)
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        self.uniform_with(false)
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(self.call())
     }
 
     fn cpu(&self, b: &mut [Vec<f32>]) {
-        let scale = b[1].first().copied().unwrap_or(1.0);
-        let (g, rest) = b.split_at_mut(2);
-        let [p, s1, s2, flag] = rest else {
-            unreachable!("six bindings")
-        };
-        if cpu::optim::optimizer_step(&self.opt, self.t, p, &g[0], s1, s2, scale) {
-            flag[3] = 1.0;
-        }
+        b[2].clear();
+        self.run_cpu(b)
     }
 
     fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
@@ -138,6 +171,40 @@ impl Launch for OptimizerStep {
 
     fn describe(&self) -> String {
         format!("{} params", self.len)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Launch for OptimizerStepMasked {
+    fn kernel(&self) -> &'static str {
+        "optimizer_step"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        self.0.bindings_with(self.0.len)
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        self.0.uniform_with(true)
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(self.0.call())
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        self.0.run_cpu(b)
+    }
+
+    fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
+        Arc::new(*self)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} params, masked decay", self.0.len)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -170,4 +237,6 @@ struct OptUniform {
     l1: f32,
     step: f32,
     bc2: f32,
+    masked: u32,
+    pad: [u32; 3],
 }
