@@ -2,14 +2,17 @@
 """PyTorch side-by-side for the wgcnn benchmark: training-step throughput (images/s) of the
 same LeNet-5 (`wgcnn::nn::lenet5`) and Xception-mini (`wgcnn::nn::xception_mini`, widths
 32,64,128) on random 1x28x28 inputs, SGD, batch 64 and 256, on CUDA if present (else CPU).
+With `--resnet`, ResNet-20 (`wgcnn::nn::resnet_cifar(20, 10)`, option-B projections) on
+3x32x32 inputs at batch 128 and 512 instead (what `bench -- --resnet` runs).
 
-    python3 scripts/torch_reference.py [--json out.json] [--device cuda|cpu]
+    python3 scripts/torch_reference.py [--json out.json] [--device cuda|cpu] [--resnet]
 
 Each figure: warm-up steps, then steps back to back with one synchronisation at the end
 (like the wgcnn bench, which reads metrics back once), eager mode, float32.
 """
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -68,10 +71,49 @@ class XceptionMini(nn.Module):
         return self.net(x / 127.5 - 1.0)
 
 
-def throughput(model, batch, device, steps):
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNetCifar(nn.Module):
+    """He et al. 2016 section 4.2, depth 6n+2, as wgcnn::nn::resnet_cifar."""
+
+    def __init__(self, depth=20, classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage, w in enumerate((16, 32, 64)):
+            for b in range(n):
+                blocks.append(BasicBlock(cin, w, 2 if stage > 0 and b == 0 else 1))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def throughput(model, batch, device, steps, shape=(1, 28, 28)):
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.rand(batch, 1, 28, 28, device=device) * 255
+    x = torch.rand(batch, *shape, device=device) * 255
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
@@ -81,7 +123,7 @@ def throughput(model, batch, device, steps):
         opt.step()
         return loss
 
-    for _ in range(10):
+    for _ in range(10 if steps >= 10 else 2):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -98,14 +140,26 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--resnet", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="CPU threads (default: every logical CPU)")
     a = ap.parse_args()
+    if a.device == "cpu":
+        torch.set_num_threads(a.threads)
     name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
-    print(f"PyTorch {torch.__version__} on {name}")
+    print(f"PyTorch {torch.__version__} on {name} ({torch.get_num_threads()} threads)")
     rows = []
-    for model_name, make in [("lenet5", lenet5), ("xception_mini", XceptionMini)]:
-        for batch in (64, 256):
+    if a.resnet:
+        cases = [("resnet20", ResNetCifar, (3, 32, 32), (128, 512))]
+    else:
+        cases = [("lenet5", lenet5, (1, 28, 28), (64, 256)),
+                 ("xception_mini", XceptionMini, (1, 28, 28), (64, 256))]
+    for model_name, make, shape, batches in cases:
+        for batch in batches:
             steps = 200 if a.device == "cuda" else 20
-            ips = throughput(make(), batch, a.device, steps)
+            if a.resnet and a.device != "cuda":
+                steps = 4
+            ips = throughput(make(), batch, a.device, steps, shape)
             rows.append({"model": model_name, "batch": batch, "images_per_s": ips})
             print(f"{model_name:14s} batch {batch:4d}: {ips:10.0f} images/s")
     if a.json:

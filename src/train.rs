@@ -708,6 +708,14 @@ pub enum Schedule {
     Cosine,
     /// `lr = base` throughout.
     Constant,
+    /// PyTorch's `OneCycleLR(max_lr=base, total_steps, pct_start=0.3, anneal_strategy='cos',
+    /// div_factor=25, final_div_factor=1e4)`, stepped per training step: cosine from
+    /// `base/25` up to `base` over the first 30 % of the steps, then cosine down to
+    /// `base/25/1e4`. Per epoch ([`Schedule::lr`]) it is evaluated at the epoch's first step.
+    OneCycle,
+    /// Linear warm-up from `base/w` to `base` over the first `w` = 5 % of the steps
+    /// (at least one), then cosine annealing to 0 over the rest, per training step.
+    WarmupCosine,
 }
 
 impl Schedule {
@@ -719,22 +727,168 @@ impl Schedule {
                 let t = epoch as f64 / epochs.max(1) as f64;
                 (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
             }
+            Schedule::OneCycle | Schedule::WarmupCosine => self.lr_at(base, epoch, epochs),
         }
+    }
+
+    /// Learning rate for training step `step` (0-based) of `steps`: the per-step schedules
+    /// ([`Schedule::OneCycle`], [`Schedule::WarmupCosine`]); the per-epoch ones treat a
+    /// step as an epoch.
+    ///
+    /// ```
+    /// use wgcnn::train::Schedule;
+    /// let s = Schedule::OneCycle;
+    /// assert!((s.lr_at(0.4, 0, 100) - 0.4 / 25.0).abs() < 1e-7);
+    /// assert!((s.lr_at(0.4, 29, 100) - 0.4).abs() < 1e-6);  // the peak at 30 %
+    /// assert!(s.lr_at(0.4, 99, 100) < 1e-5);
+    /// ```
+    pub fn lr_at(self, base: f32, step: u64, steps: u64) -> f32 {
+        let cos_to = |from: f64, to: f64, t: f64| {
+            to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        };
+        let b = base as f64;
+        let lr = match self {
+            Schedule::Constant | Schedule::Cosine => return self.lr(base, step, steps),
+            Schedule::OneCycle => {
+                // PyTorch: phase ends at float(pct_start·total) − 1 and total − 1
+                let (initial, min) = (b / 25.0, b / 25.0 / 1e4);
+                let up = 0.3 * steps as f64 - 1.0;
+                let end = steps.saturating_sub(1) as f64;
+                let s = step as f64;
+                if s <= up {
+                    cos_to(initial, b, s / up.max(1e-9))
+                } else {
+                    cos_to(b, min, (s - up) / (end - up).max(1e-9))
+                }
+            }
+            Schedule::WarmupCosine => {
+                let w = (steps / 20).max(1);
+                if step < w {
+                    b * (step + 1) as f64 / w as f64
+                } else {
+                    cos_to(b, 0.0, (step - w) as f64 / (steps - w).max(1) as f64)
+                }
+            }
+        };
+        lr as f32
+    }
+
+    /// Whether the rate changes every step (set it before each step), not per epoch.
+    pub fn per_step(self) -> bool {
+        matches!(self, Schedule::OneCycle | Schedule::WarmupCosine)
     }
 }
 
 impl std::str::FromStr for Schedule {
     type Err = Error;
 
-    /// `cosine` or `constant`.
+    /// `cosine`, `constant`, `one-cycle` or `warmup-cosine`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "cosine" => Ok(Schedule::Cosine),
             "constant" => Ok(Schedule::Constant),
+            "one-cycle" => Ok(Schedule::OneCycle),
+            "warmup-cosine" => Ok(Schedule::WarmupCosine),
             _ => Err(Error::invalid(
                 "schedule",
-                format!("unknown schedule '{s}' (expected cosine or constant)"),
+                format!(
+                    "unknown schedule '{s}' (expected cosine, constant, one-cycle or warmup-cosine)"
+                ),
             )),
         }
     }
+}
+
+/// A batch of byte images for the executor's input pipeline
+/// ([`Executor::train_step_bytes`]): `images [B·C·H·W]` (CHW per image), their labels and
+/// their indices in the dataset (the augmentation's draws depend on them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ByteBatch {
+    pub images: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub indices: Vec<u32>,
+}
+
+/// The byte batches of an in-memory dataset for `epoch`, in the order a [`Loader`] with the
+/// same `shuffle` and `seed` uses ([`crate::data::epoch_order`]), starting at batch `first`.
+pub fn dataset_byte_batches(
+    ds: &crate::data::Dataset,
+    batch: usize,
+    (shuffle, seed, epoch): (bool, u64, u64),
+    first: usize,
+) -> impl Iterator<Item = Result<ByteBatch>> + '_ {
+    let order = crate::data::epoch_order(ds.n, shuffle, seed, epoch);
+    let chunks: Vec<Vec<usize>> = order
+        .chunks(batch.max(1))
+        .skip(first)
+        .map(<[usize]>::to_vec)
+        .collect();
+    chunks.into_iter().map(move |idx| {
+        let mut b = ByteBatch::default();
+        for &i in &idx {
+            b.images.extend_from_slice(ds.image(i));
+            b.labels.push(u32::from(ds.labels[i]));
+            b.indices.push(i as u32);
+        }
+        Ok(b)
+    })
+}
+
+/// [`train_epoch_with`] on byte batches through the executor's input pipeline (set with
+/// [`Executor::set_input_pipeline`]): `batches` are the epoch's batches from number
+/// `first` of `total` on; `epoch` seeds the augmentation. The callback and the returned
+/// statistics are as [`train_epoch_with`]'s.
+pub fn train_epoch_bytes(
+    ex: &mut Executor,
+    batches: impl Iterator<Item = Result<ByteBatch>>,
+    (epoch, first, total): (u64, usize, usize),
+    metrics_every: u64,
+    mut after_step: impl FnMut(&mut Executor, &Progress) -> Result<bool>,
+) -> Result<EpochStats> {
+    let mut acc = Running::default();
+    let mut stats = EpochStats {
+        batches_done: first,
+        completed: true,
+        ..EpochStats::default()
+    };
+    let epoch32 = u32::try_from(epoch)
+        .map_err(|_| Error::invalid("train_epoch_bytes", format!("epoch {epoch} is too large")))?;
+    for (i, b) in (first..).zip(batches) {
+        let b = b?;
+        ex.train_step_bytes(&b.images, &b.indices, epoch32, Targets::Classes(&b.labels))?;
+        stats.steps += 1;
+        stats.images += b.labels.len();
+        stats.batches_done = i + 1;
+        let read =
+            i + 1 == total || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
+        let running = if read {
+            Some(acc.add(ex.take_metrics(Mode::Train)?))
+        } else {
+            None
+        };
+        let p = Progress {
+            images: stats.images,
+            batches_done: i + 1,
+            batches: total,
+            running,
+        };
+        if !after_step(ex, &p)? && i + 1 < total {
+            stats.completed = false;
+            if !read {
+                acc.add(ex.take_metrics(Mode::Train)?);
+            }
+            break;
+        }
+    }
+    if stats.steps > 0 && stats.batches_done < total && stats.completed {
+        return Err(Error::invalid(
+            "train_epoch_bytes",
+            format!(
+                "the batches ran out after {} of {total}",
+                stats.batches_done
+            ),
+        ));
+    }
+    stats.metrics = acc.metrics();
+    Ok(stats)
 }

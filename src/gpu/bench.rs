@@ -1,5 +1,5 @@
 //! Launches timed on their own, on device-resident buffers filled with valid values (for
-//! `examples/bench.rs`): the same pipelines, specialisation and grids as the executor, from
+//! `examples/bench/main.rs`): the same pipelines, specialisation and grids as the executor, from
 //! the same [`Launch`] descriptions.
 
 use std::sync::Arc;

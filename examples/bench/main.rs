@@ -9,6 +9,8 @@
 //! cargo run --release --example bench -- --json out.json # also write the figures as JSON
 //! cargo run --release --example bench -- --naive-1024    # also the naive 1024³ GEMM (slow)
 //! cargo run --release --example bench -- --quick --xception  # also nn::xception_mini's step
+//! cargo run --release --example bench -- --resnet        # only ResNet-20 (3×32×32, bytes +
+//!                                                        # augmentation), data pipeline, PyTorch
 //! ```
 //!
 //! GPU op times are kernel times on device-resident buffers: the same dispatch repeated in
@@ -35,6 +37,8 @@ use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
 
+mod resnet;
+
 /// Reference figures, images/s of a LeNet-5 SGD step at batch 64 / 256, on the 2-core
 /// machine of docs/PERFORMANCE.md (from issue 5).
 const REFERENCES: &[(&str, f64, f64)] = &[
@@ -46,6 +50,7 @@ const REFERENCES: &[(&str, f64, f64)] = &[
 struct Args {
     quick: bool,
     xception: bool,
+    resnet: bool,
     json: Option<String>,
     naive_1024: bool,
 }
@@ -54,6 +59,7 @@ fn args() -> Args {
     let mut a = Args {
         quick: false,
         xception: false,
+        resnet: false,
         json: None,
         naive_1024: false,
     };
@@ -62,10 +68,13 @@ fn args() -> Args {
         match s.as_str() {
             "--quick" => a.quick = true,
             "--xception" => a.xception = true,
+            "--resnet" => a.resnet = true,
             "--naive-1024" => a.naive_1024 = true,
             "--json" => a.json = Some(it.next().expect("--json needs a path")),
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--xception] [--json PATH] [--naive-1024]");
+                println!(
+                    "usage: bench [--quick] [--xception] [--resnet] [--json PATH] [--naive-1024]"
+                );
                 std::process::exit(0);
             }
             other => {
@@ -418,6 +427,10 @@ fn main() {
     let ctx = gpu.gpu_context().expect("gpu").clone();
     let adapter = ctx.adapter().to_string();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if a.resnet {
+        resnet::run(&gpu, &adapter, a.quick, a.json.as_deref());
+        return;
+    }
     println!("# wgcnn benchmark");
     println!();
     println!("adapter: {adapter}");
