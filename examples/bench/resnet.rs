@@ -20,7 +20,9 @@ const PER: usize = 3 * 32 * 32;
 
 /// A synthetic CIFAR-shaped dataset of `n` images.
 fn dataset(n: usize) -> Dataset {
-    let images: Vec<u8> = (0..n * PER).map(|i| ((i * 2654435761) >> 13) as u8).collect();
+    let images: Vec<u8> = (0..n * PER)
+        .map(|i| ((i * 2654435761) >> 13) as u8)
+        .collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
     Dataset::with_channels("synthetic", images, labels, 3, 32, 32, 10).expect("dataset")
 }
