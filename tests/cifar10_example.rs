@@ -99,6 +99,11 @@ fn text_and_json_agree_and_a_resume_is_bitwise() {
     assert_eq!(v["per_class_accuracy"].as_array().unwrap().len(), 10);
     assert_eq!(v["train_images"], 80);
     assert_eq!(v["epochs_trained"], 2);
+    let mem = v["gpu_bytes_per_epoch"].as_array().unwrap();
+    assert!(
+        mem.len() == 2 && mem[0] == mem[1] && mem[0].as_u64().unwrap() > 0,
+        "{mem:?}"
+    );
     assert!(t.contains("per class: airplane"), "{t}");
     // interrupted after 2 of the 10 steps, then resumed
     let o = cifar10(&[&base[..], &["--checkpoint", s(&b), "--stop-after", "2"]].concat());

@@ -11,6 +11,8 @@
 //! cargo run --release --example bench -- --quick --xception  # also nn::xception_mini's step
 //! cargo run --release --example bench -- --resnet        # only ResNet-20 (3×32×32, bytes +
 //!                                                        # augmentation), data pipeline, PyTorch
+//! cargo run --release --example bench -- --folder DIR    # only: decode one epoch of an image
+//!                                                        # folder (scripts/folder_rss.sh)
 //! ```
 //!
 //! GPU op times are kernel times on device-resident buffers: the same dispatch repeated in
@@ -51,6 +53,7 @@ struct Args {
     quick: bool,
     xception: bool,
     resnet: bool,
+    folder: Option<String>,
     json: Option<String>,
     naive_1024: bool,
 }
@@ -60,6 +63,7 @@ fn args() -> Args {
         quick: false,
         xception: false,
         resnet: false,
+        folder: None,
         json: None,
         naive_1024: false,
     };
@@ -69,11 +73,12 @@ fn args() -> Args {
             "--quick" => a.quick = true,
             "--xception" => a.xception = true,
             "--resnet" => a.resnet = true,
+            "--folder" => a.folder = Some(it.next().expect("--folder needs a directory")),
             "--naive-1024" => a.naive_1024 = true,
             "--json" => a.json = Some(it.next().expect("--json needs a path")),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--xception] [--resnet] [--json PATH] [--naive-1024]"
+                    "usage: bench [--quick] [--xception] [--resnet] [--folder DIR] [--json PATH] [--naive-1024]"
                 );
                 std::process::exit(0);
             }
@@ -416,6 +421,10 @@ fn bench_step(gpu: &Backend, graph: &Graph, batch: usize, a: &Args, breakdown: b
 
 fn main() {
     let a = args();
+    if let Some(dir) = &a.folder {
+        resnet::folder_epoch(std::path::Path::new(dir));
+        return;
+    }
     let started = Instant::now();
     let gpu = match Backend::gpu() {
         Ok(g) => g,

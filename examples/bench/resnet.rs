@@ -191,3 +191,25 @@ pub fn run(gpu: &Backend, adapter: &str, quick: bool, json_path: Option<&str>) {
         eprintln!("wrote {p}");
     }
 }
+
+/// `bench --folder DIR`: decodes one shuffled epoch of the image folder `DIR` in batches of
+/// 128 on the worker threads, as training would, and prints the images/s (the script
+/// `scripts/folder_rss.sh` runs it under `/usr/bin/time -v` for the peak host memory).
+pub fn folder_epoch(dir: &Path) {
+    let t = Instant::now();
+    let folder = ImageFolder::open(dir, &FolderOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let scan = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut seen = 0usize;
+    for b in folder.epoch(128, true, 0, 0) {
+        seen += b.unwrap_or_else(|e| panic!("{e}")).labels.len();
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{}: {} classes, {seen} images decoded in {s:.1} s ({:.0} images/s; scan {scan:.1} s)",
+        dir.display(),
+        folder.classes().len(),
+        seen as f64 / s.max(1e-9)
+    );
+}

@@ -232,6 +232,7 @@ fn run(args: Args) -> Res<()> {
             "train_losses": report.losses,
             "test_accuracies": report.test_accs,
             "images_per_sec": report.images_per_sec(),
+            "gpu_bytes_per_epoch": report.gpu_bytes,
             "seconds": t0.elapsed().as_secs_f64(),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&j)?.as_bytes())?;
@@ -312,6 +313,8 @@ struct Report {
     test_accs: Vec<f32>,
     images: usize,
     secs: f64,
+    /// Device memory allocated after each epoch (flat: nothing grows during training).
+    gpu_bytes: Vec<u64>,
 }
 
 impl Report {
@@ -376,15 +379,18 @@ fn train_epochs(
             std::process::exit(130);
         }
         let (test, _) = evaluate(ex, src, &src.normalization())?;
+        let gpu_bytes = ex.counters().gpu_bytes_allocated;
         println!(
-            "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {secs:.1} s  ({:.0} img/s)",
+            "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {secs:.1} s  ({:.0} img/s)  GPU {:.1} MiB",
             epoch + 1,
             args.epochs,
             stats.metrics.loss,
             100.0 * stats.metrics.accuracy,
             100.0 * test.accuracy,
-            stats.images as f64 / secs.max(1e-9)
+            stats.images as f64 / secs.max(1e-9),
+            gpu_bytes as f64 / (1 << 20) as f64
         );
+        r.gpu_bytes.push(gpu_bytes);
         r.losses.push(stats.metrics.loss);
         r.train_accs.push(stats.metrics.accuracy);
         r.test_accs.push(test.accuracy);
