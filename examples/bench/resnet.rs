@@ -124,13 +124,15 @@ fn write_folder(dir: &Path, ds: &Dataset, files: usize) {
 fn torch_reference() -> Option<Value> {
     let out = std::env::temp_dir().join(format!("wgcnn-torch-{}.json", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_reference.py");
-    let ok = Command::new("python3")
-        .arg(&script)
-        .args(["--resnet", "--device", "cpu", "--json"])
-        .arg(&out)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    // the first interpreter that has torch (Debian's python3-torch is in /usr/bin)
+    let ok = ["/usr/bin/python3", "python3"].iter().any(|py| {
+        Command::new(py)
+            .arg(&script)
+            .args(["--resnet", "--device", "cpu", "--json"])
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     let j = ok.then(|| std::fs::read_to_string(&out).ok()).flatten()?;
     let _ = std::fs::remove_file(&out);
     serde_json::from_str(&j).ok()
