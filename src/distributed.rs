@@ -374,7 +374,9 @@ impl World {
     /// batch size, which must divide by the world size) is sharded ([`shard`]), trained with
     /// [`World::train_step`]; `Progress` counts global images and carries the summed metrics.
     /// The epoch stops where `after_step` returns false on any rank (all ranks agree). `ex`'s
-    /// plan must hold a shard (`batch / size` samples).
+    /// plan must hold a shard (`batch / size` samples). A last batch with fewer samples than
+    /// ranks is skipped; a last batch that does not split evenly gives the first ranks one
+    /// sample more (see [`World::train_step`]).
     pub fn train_epoch_with(
         &mut self,
         ex: &mut Executor,
@@ -420,6 +422,11 @@ impl World {
         };
         let mut running = Metrics::default();
         for (i, idx) in chunks.iter().enumerate().skip(start_batch) {
+            if idx.len() < self.size {
+                // a last batch smaller than the world: dropped on every rank alike
+                stats.batches_done = i + 1;
+                continue;
+            }
             let mine = &idx[shard(idx.len(), self.rank, self.size)];
             let b = mine.len();
             loader.fill(mine, &mut images[..b * per], &mut labels[..b])?;

@@ -32,9 +32,10 @@ fn dir(test: &str) -> PathBuf {
     d
 }
 
-/// Training flags shared by every run: 640 images, global batch 64, one epoch, on the GPU.
+/// Training flags shared by every run: 651 images, global batch 64 (10 full batches, then
+/// 11 samples: 6 + 5 over two ranks, the weighted mean), one epoch, on the GPU.
 fn train_args(ckpt: &Path) -> Vec<String> {
-    let a = "--epochs 1 --train-limit 640 --test-limit 128 --batch-size 64 --seed 5 --checkpoint";
+    let a = "--epochs 1 --train-limit 651 --test-limit 128 --batch-size 64 --seed 5 --checkpoint";
     let mut v: Vec<String> = a.split(' ').map(String::from).collect();
     v.push(ckpt.display().to_string());
     v
@@ -98,7 +99,7 @@ fn two_ranks_train_as_one_process_and_reproducibly() {
     let t = ok(&mpirun(2, &train_args(&ck("np2a"))).output().unwrap());
     assert!(t.contains("ranks:   2 (MPI), a shard of 32 samples"), "{t}");
     assert!(
-        t.contains("distributed: 2 ranks, 10 steps; per step: compute"),
+        t.contains("distributed: 2 ranks, 11 steps; per step: compute"),
         "{t}"
     );
     ok(&mpirun(2, &train_args(&ck("np2b"))).output().unwrap());
@@ -110,7 +111,7 @@ fn two_ranks_train_as_one_process_and_reproducibly() {
     assert!(same2, "two 2-rank runs differ by {w2:e}");
     // two ranks vs one process: the same mean gradient summed in another order
     let (w, same) = worst_difference(&ck("single"), &ck("np2a"));
-    eprintln!("2 ranks vs 1 process after 10 steps: worst |Δparam| = {w:e} (bitwise: {same})");
+    eprintln!("2 ranks vs 1 process after 11 steps: worst |Δparam| = {w:e} (bitwise: {same})");
     assert!(w <= 1e-5, "2 ranks differ from the single process by {w:e}");
     // a resume needs the same world size
     let mut a = train_args(&ck("np2a"));
@@ -120,6 +121,27 @@ fn two_ranks_train_as_one_process_and_reproducibly() {
     let t = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("a run of 2 ranks; this run has 1"), "{t}");
+}
+
+#[test]
+fn a_global_batch_that_does_not_split_is_refused_naming_both() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let e = wgcnn::distributed::check_global_batch(63, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("63 samples") && e.contains("2 ranks"), "{e}");
+    assert_eq!(wgcnn::distributed::shard(11, 0, 2), 0..6);
+    assert_eq!(wgcnn::distributed::shard(11, 1, 2), 6..11);
+    let d = dir("split");
+    let mut a = train_args(&d.join("ck.safetensors"));
+    a[7] = "63".into(); // --batch-size
+    let o = mpirun(2, &a).output().unwrap();
+    let t = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("--batch-size 63 (the global batch) does not divide evenly over 2 ranks"),
+        "{t}"
+    );
 }
 
 /// Starts a long 2-rank run, waits until rank 0 has built its plan, applies `signal` to rank
