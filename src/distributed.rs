@@ -11,7 +11,8 @@
 //! - **Sharding** ([`shard`]): rank `r` of `S` takes the `r`-th contiguous slice of each
 //!   global batch in the loader's deterministic order; the global batch (the loader's batch
 //!   size) must divide by `S` ([`check_global_batch`]); a smaller last batch is split as
-//!   evenly as possible and the ranks' gradients are weighted by their sample counts.
+//!   evenly as possible and the ranks' gradients are weighted by their sample counts (one
+//!   with fewer samples than ranks is skipped).
 //! - **Adapters**: [`World::backend`] opens the machine's `local_rank`-th best adapter
 //!   ([`crate::gpu::GpuContext::new_for_local_rank`]); `WGCNN_ADAPTER` overrides.
 //! - **Batch norm** uses per-rank batch statistics, as PyTorch DDP without SyncBatchNorm;
@@ -68,7 +69,8 @@ pub struct StepTimes {
     pub compute: Duration,
     /// Reading the flat gradient buffer back.
     pub readback: Duration,
-    /// The rank-ordered sum over the ranks and the scaling.
+    /// The rank-ordered sum over the ranks and the scaling, including the wait for the
+    /// slowest rank to arrive (load imbalance shows here).
     pub allreduce: Duration,
     /// Uploading the summed gradients and the optimizer update (until the device is idle).
     pub update: Duration,
@@ -76,13 +78,14 @@ pub struct StepTimes {
 
 /// This process's place in `MPI_COMM_WORLD`, and the collectives training uses.
 pub struct World {
-    _universe: mpi::environment::Universe,
     comm: SimpleCommunicator,
     rank: usize,
     size: usize,
     local_rank: usize,
     timeout: Duration,
     times: StepTimes,
+    /// Finalises MPI when dropped: declared last, so it is dropped after `comm`.
+    _universe: mpi::environment::Universe,
 }
 
 /// Rank `rank`'s contiguous part of `0..len` split over `size` ranks as evenly as possible
@@ -130,13 +133,13 @@ impl World {
         let (rank, size) = (comm.rank() as usize, comm.size() as usize);
         let local_rank = comm.split_shared(comm.rank()).rank() as usize;
         Ok(World {
-            _universe: universe,
             comm,
             rank,
             size,
             local_rank,
             timeout: Duration::from_secs(120),
             times: StepTimes::default(),
+            _universe: universe,
         })
     }
 

@@ -23,6 +23,9 @@ pub fn init(distributed: bool, timeout_s: f64) -> super::Res<Option<World>> {
     if !distributed {
         return Ok(None);
     }
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        return Err(format!("--mpi-timeout {timeout_s}: give a positive number of seconds").into());
+    }
     let mut w = World::init()?;
     w.set_timeout(std::time::Duration::from_secs_f64(timeout_s));
     Ok(Some(w))
