@@ -113,6 +113,22 @@ fn two_ranks_train_as_one_process_and_reproducibly() {
     let (w, same) = worst_difference(&ck("single"), &ck("np2a"));
     eprintln!("2 ranks vs 1 process after 11 steps: worst |Δparam| = {w:e} (bitwise: {same})");
     assert!(w <= 1e-5, "2 ranks differ from the single process by {w:e}");
+    // interrupted after 4 steps (rank 0 writes the checkpoint), resumed on 2 ranks: bitwise
+    // the uninterrupted run
+    let mut a = train_args(&ck("np2c"));
+    a.extend(["--stop-after".into(), "4".into()]);
+    let o = mpirun(2, &a).output().unwrap();
+    let t = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(t.contains("interrupted in epoch 1 after batch 4"), "{t}");
+    let mut a = train_args(&ck("np2c"));
+    a.push("--resume".into());
+    let t = ok(&mpirun(2, &a).output().unwrap());
+    assert!(t.contains("resumed:") && t.contains("step 4"), "{t}");
+    let (w3, same3) = worst_difference(&ck("np2a"), &ck("np2c"));
+    assert!(
+        same3,
+        "an interrupted and resumed 2-rank run differs by {w3:e}"
+    );
     // a resume needs the same world size
     let mut a = train_args(&ck("np2a"));
     a[1] = "2".into(); // --epochs
