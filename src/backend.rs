@@ -162,6 +162,14 @@ impl Backend {
         Ok(Backend::Gpu(Arc::new(GpuContext::new()?)))
     }
 
+    /// The adapter of a machine's `local_rank`-th process (see
+    /// [`GpuContext::new_for_local_rank`]; `WGCNN_ADAPTER` overrides).
+    pub fn gpu_for_local_rank(local_rank: usize) -> Result<Self> {
+        Ok(Backend::Gpu(Arc::new(GpuContext::new_for_local_rank(
+            local_rank,
+        )?)))
+    }
+
     /// `"cpu"` or the adapter description.
     pub fn describe(&self) -> String {
         match self {

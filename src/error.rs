@@ -47,6 +47,11 @@ pub enum Error {
     #[error("out of GPU memory while {what}: {msg}")]
     OutOfMemory { what: String, msg: String },
 
+    /// Data-parallel training (the `distributed` feature): a collective failed, a rank did
+    /// not answer in time (`rank` names it), or the ranks disagree (world size, step).
+    #[error("distributed training: rank {rank}: {msg}")]
+    Distributed { rank: usize, msg: String },
+
     // ---- shader ----------------------------------------------------------
     /// Shader compilation or pipeline validation failed, or (under `WGCNN_VALIDATE=1`) the
     /// kernel's result disagreed with its CPU twin; `kernel` names the entry point.

@@ -28,6 +28,8 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod exec;
 pub mod gpu;

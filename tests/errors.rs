@@ -36,6 +36,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Data { .. } => "Data",
         Error::Checkpoint { .. } => "Checkpoint",
         Error::Io { .. } => "Io",
+        Error::Distributed { .. } => "Distributed",
     }
 }
 

@@ -350,3 +350,17 @@ fn adamw_weight_decay_zero_means_zero() {
         "0.01"
     );
 }
+
+/// Without the `distributed` feature `--distributed` is refused, saying how to get it.
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn distributed_flag_without_the_feature_says_so() {
+    let o = mnist(&["--distributed", "--epochs", "0"]);
+    fails(
+        &o,
+        &[
+            "built without the `distributed` feature",
+            "--features distributed",
+        ],
+    );
+}

@@ -8,7 +8,14 @@
 //! ```
 //! Ctrl-C finishes the current step, writes the checkpoint and exits; `--resume`
 //! continues from it and reaches bitwise the same parameters as an uninterrupted run.
+//!
+//! Data-parallel over MPI (`--features distributed`; `--batch-size` is the global batch):
+//! ```text
+//! mpirun -np 2 --allow-run-as-root --oversubscribe \
+//!     target/release/examples/mnist --distributed --epochs 1
+//! ```
 
+mod dist;
 mod plots;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +99,27 @@ struct Args {
     /// Write a JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Data-parallel training over MPI, one process per GPU (launch with `mpirun -np N`; the
+    /// binary must be built with `--features distributed`). --batch-size is the global batch
+    /// and must divide by N; rank 0 prints and writes every output.
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: seconds a rank waits for another in a collective before naming
+    /// it and aborting the job.
+    #[arg(long, default_value_t = 120.0)]
+    mpi_timeout: f64,
+}
+
+/// Whether this process prints (false on the ranks other than 0).
+static LOUD: AtomicBool = AtomicBool::new(true);
+
+/// `println!` on rank 0 only.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if LOUD.load(Ordering::Relaxed) {
+            println!($($t)*);
+        }
+    };
 }
 
 fn main() {
@@ -110,8 +138,29 @@ struct Data {
     pair: data::DatasetPair,
 }
 
-fn run(args: Args) -> Res<()> {
+fn run(mut args: Args) -> Res<()> {
     let (kind, lr, opt) = optimizer(&args)?;
+    let mut world = dist::init(args.distributed, args.mpi_timeout)?;
+    let (rank, ranks) = dist::rank_size(&world);
+    if rank > 0 {
+        // rank 0 prints and writes every output
+        LOUD.store(false, Ordering::Relaxed);
+        (args.json, args.plot) = (None, None);
+    }
+    if !args.batch_size.is_multiple_of(ranks) {
+        return Err(format!(
+            "--batch-size {} (the global batch) does not divide evenly over {ranks} ranks",
+            args.batch_size
+        )
+        .into());
+    }
+    let shard = args.batch_size / ranks;
+    if args.distributed {
+        // on stderr from every rank: which process is which (for tests and for kill)
+        // one write, so that the ranks' lines never interleave
+        let line = format!("rank {rank} of {ranks}: pid {}\n", std::process::id());
+        std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes())?;
+    }
     check_args(&args)?;
     let data = load_data(&args)?;
     let graph = nn::lenet5()?;
@@ -124,13 +173,16 @@ fn run(args: Args) -> Res<()> {
     }
     let norm = Normalize::mnist();
     let train_loader = Loader::new(&data.pair.train, args.batch_size, true, args.seed, norm)?;
-    let test_loader = Loader::new(&data.pair.test, args.batch_size, false, 0, norm)?;
+    let test_loader = Loader::new(&data.pair.test, shard, false, 0, norm)?;
     let backend = match args.backend {
-        BackendArg::Gpu => Backend::gpu()?,
+        BackendArg::Gpu => dist::gpu(&world)?,
         BackendArg::Cpu => Backend::cpu(),
     };
-    println!("backend: {}", backend.describe());
-    println!(
+    say!("backend: {}", backend.describe());
+    if ranks > 1 || args.distributed {
+        say!("ranks:   {ranks} (MPI), a shard of {shard} samples per rank and step");
+    }
+    say!(
         "data:    {} from {} ({} train / {} test images)",
         data.name,
         data.dir.display(),
@@ -138,13 +190,13 @@ fn run(args: Args) -> Res<()> {
         data.pair.test.n
     );
     let t_plan = Instant::now();
-    let mut ex = Executor::new(&backend, &graph, args.batch_size, opt, args.seed)?;
+    let mut ex = Executor::new(&backend, &graph, shard, opt, args.seed)?;
     print_model(&ex, &graph, kind, lr, args.batch_size, t_plan);
     if args.eval {
         return eval_only(&args, &mut ex, &test_loader, &data.name);
     }
-    let run_info = run_info(&args, kind, lr, &opt, &data);
-    let (start_epoch, start_batch) = resume(&mut ex, &args, &run_info)?;
+    let run_info = dist::run_info(&world, run_info(&args, kind, lr, &opt, &data));
+    let (start_epoch, start_batch) = resume(&world, &mut ex, &args, &run_info)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -157,6 +209,7 @@ fn run(args: Args) -> Res<()> {
     let loaders = (&train_loader, &test_loader);
     let mut report = train_epochs(
         &args,
+        &mut world,
         &mut ex,
         loaders,
         &run_info,
@@ -165,6 +218,9 @@ fn run(args: Args) -> Res<()> {
         &stop,
     )?;
     report.finish(&args, &mut ex, &test_loader, &backend, &data)?;
+    if let Some(line) = dist::times_line(&mut world) {
+        say!("{line}");
+    }
     if let Some(dir) = &args.plot {
         let curves = (
             &report.losses[..],
@@ -253,13 +309,13 @@ fn print_model(
     t: Instant,
 ) {
     let mem = ex.memory();
-    println!(
+    say!(
         "model:   LeNet-5, {} parameters; {:?} lr {lr}; batch {batch}; plan built in {:.2} s",
         graph.params().iter().map(|p| p.len()).sum::<usize>(),
         kind,
         t.elapsed().as_secs_f64()
     );
-    println!(
+    say!(
         "memory:  params {} KiB, grads {} KiB, optimizer {} KiB, activations {} KiB (unshared {} KiB)",
         mem.parameters / 1024,
         mem.gradients / 1024,
@@ -278,7 +334,7 @@ fn eval_only(args: &Args, ex: &mut Executor, test: &Loader, name: &str) -> Res<(
         Some(i) => format!("epoch {}, step {}", i.epoch, i.step),
         None => "weights only: evaluation works, training cannot resume from it".to_string(),
     };
-    println!(
+    say!(
         "checkpoint {} ({what}): test loss {:.4}, test accuracy {:.2}%",
         args.checkpoint.display(),
         m.loss,
@@ -287,7 +343,7 @@ fn eval_only(args: &Args, ex: &mut Executor, test: &Loader, name: &str) -> Res<(
     if let Some(p) = &args.json {
         let j = serde_json::json!({"checkpoint": args.checkpoint, "test_loss": m.loss, "test_accuracy": m.accuracy});
         wgcnn::checkpoint::write_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
-        println!("json:       {}", p.display());
+        say!("json:       {}", p.display());
     }
     if let Some(dir) = &args.plot {
         write_plots(ex, test, dir, name, (&[], &[], &[]))?;
@@ -320,21 +376,26 @@ fn run_info(args: &Args, kind: OptimizerKind, lr: f32, opt: &Optimizer, data: &D
 }
 
 /// `--resume`: loads the checkpoint and checks the run; `(epoch, batch)` to start at.
-fn resume(ex: &mut Executor, args: &Args, now: &RunInfo) -> Res<(u64, usize)> {
+fn resume(
+    world: &Option<dist::World>,
+    ex: &mut Executor,
+    args: &Args,
+    now: &RunInfo,
+) -> Res<(u64, usize)> {
     if !args.resume {
         return Ok((0, 0));
     }
-    let r = train::resume_checked(ex, &args.checkpoint, now, args.resume_next_epoch)?;
+    let r = dist::resume(world, ex, &args.checkpoint, now, args.resume_next_epoch)?;
     if r.unchecked {
-        println!("note: the checkpoint records no run settings (an older format): they could not be checked");
+        say!("note: the checkpoint records no run settings (an older format): they could not be checked");
     }
     if !r.changed.is_empty() {
-        println!(
+        say!(
             "settings changed ({}): continuing at the next epoch boundary",
             r.changed.join("; ")
         );
     }
-    println!(
+    say!(
         "resumed: {} at epoch {}, batch {}, step {}",
         args.checkpoint.display(),
         r.epoch + 1,
@@ -365,8 +426,10 @@ struct Report {
 /// Trains epochs `start.0..args.epochs` (the first from batch `start.1`), writing the
 /// checkpoint after each and every `--checkpoint-every` steps; exits with 130 after writing
 /// it on Ctrl-C.
+#[allow(clippy::too_many_arguments)]
 fn train_epochs(
     args: &Args,
+    world: &mut Option<dist::World>,
     ex: &mut Executor,
     (train_loader, test_loader): (&Loader, &Loader),
     run: &RunInfo,
@@ -383,24 +446,32 @@ fn train_epochs(
     let style =
         ProgressStyle::with_template("{prefix} [{bar:32.cyan/blue}] {pos:>6}/{len} img  {msg}")?
             .progress_chars("=> ");
+    let root = dist::rank_size(world).0 == 0;
     for epoch in start.0..args.epochs {
         let images = train_loader.len();
         let bar = ProgressBar::new(images as u64)
             .with_style(style.clone())
             .with_prefix(format!("epoch {:>2}/{}", epoch + 1, args.epochs));
+        if !root {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         ex.set_lr(args.schedule.lr(lr, epoch, args.epochs))?;
         let te = Instant::now();
         let skip = if epoch == start.0 { start.1 } else { 0 };
         bar.set_position((skip * args.batch_size).min(images) as u64);
-        let stats = train::train_epoch_with(ex, train_loader, epoch, skip, 25, |ex, p| {
+        let done = (epoch, skip);
+        let ckpt = &args.checkpoint;
+        let stats = dist::train_epoch(world, ex, train_loader, done, 25, |ex, p| {
             bar.set_position((skip * args.batch_size + p.images).min(images) as u64);
             if let Some(m) = p.running {
                 let rate = p.images as f64 / te.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("loss {:.4}  {:.0} img/s", m.loss, rate));
             }
             let every = args.checkpoint_every;
-            if every > 0 && ex.step_count().is_multiple_of(every) && p.batches_done < p.batches {
-                train::save_checkpoint_run(ex, &args.checkpoint, epoch, p.batches_done, run)?;
+            // every rank sees the same step here; rank 0 writes
+            let due = every > 0 && ex.step_count().is_multiple_of(every);
+            if root && due && p.batches_done < p.batches {
+                train::save_checkpoint_run(ex, ckpt, epoch, p.batches_done, run)?;
             }
             let steps_here = ex.step_count() - r.start_step;
             Ok(!stop.load(Ordering::SeqCst) && args.stop_after.is_none_or(|n| steps_here < n))
@@ -408,8 +479,8 @@ fn train_epochs(
         let secs = te.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if !stats.completed {
-            train::save_checkpoint_run(ex, &args.checkpoint, epoch, stats.batches_done, run)?;
-            println!(
+            dist::save(world, ex, ckpt, (epoch, stats.batches_done), run)?;
+            say!(
                 "interrupted in epoch {} after batch {}: checkpoint written to {} (continue with --resume)",
                 epoch + 1,
                 stats.batches_done,
@@ -430,7 +501,7 @@ fn train_epochs(
         } else {
             String::new()
         };
-        println!(
+        say!(
             "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {:.1} s  ({:.0} img/s){part}",
             epoch + 1,
             args.epochs,
@@ -440,7 +511,7 @@ fn train_epochs(
             secs,
             stats.images as f64 / secs.max(1e-9)
         );
-        train::save_checkpoint_run(ex, &args.checkpoint, epoch + 1, 0, run)?;
+        dist::save(world, ex, ckpt, (epoch + 1, 0), run)?;
         r.checkpoint_written = true;
     }
     Ok(r)
@@ -475,9 +546,10 @@ impl Report {
         let final_acc = match self.test_accs.last() {
             Some(&a) => a,
             None => {
-                println!(
+                say!(
                     "nothing to train: the model has {} epochs and --epochs is {}; evaluating it",
-                    self.start_epoch, args.epochs
+                    self.start_epoch,
+                    args.epochs
                 );
                 train::evaluate(ex, test)?.accuracy
             }
@@ -498,7 +570,7 @@ impl Report {
             None
         };
         let last_loss = self.losses.last().copied();
-        print!(
+        let head = format!(
             "done: final test accuracy {:.2}% (best {:.2}%) in {:.1} s",
             100.0 * final_acc,
             100.0 * best,
@@ -507,12 +579,12 @@ impl Report {
         match (dispatches, submits) {
             (Some(d), Some(s)) => {
                 let plural = if s == 1 { "" } else { "s" };
-                println!("; {d} dispatches and {s} submit{plural} per step")
+                say!("{head}; {d} dispatches and {s} submit{plural} per step")
             }
-            _ => println!("; no training step"),
+            _ => say!("{head}; no training step"),
         }
         if self.checkpoint_written {
-            println!("checkpoint: {}", args.checkpoint.display());
+            say!("checkpoint: {}", args.checkpoint.display());
         }
         let Some(path) = &args.json else {
             return Ok(());
@@ -538,7 +610,7 @@ impl Report {
             "checkpoint": self.checkpoint_written.then(|| args.checkpoint.display().to_string()),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
-        println!("json:       {}", path.display());
+        say!("json:       {}", path.display());
         Ok(())
     }
 }
@@ -627,7 +699,7 @@ fn write_plots(
     }
     files.push(plots::confusion(dir, &matrix, &data::class_names(name))?);
     for f in files {
-        println!("plot:       {}", f.display());
+        say!("plot:       {}", f.display());
     }
     Ok(())
 }

@@ -122,13 +122,23 @@ impl CpuExec {
         for s in steps.iter().filter(|s| !(b.skip_loss && s.loss)) {
             self.exec(plan, n, s);
         }
-        if let Some((opt, t)) = opt {
-            let clip = opt.clip_grad_norm > 0.0;
-            self.optimize(opt, t);
-            self.counters.steps += 1;
-            self.counters.dispatches_per_step = steps.len() as u64 + 1 + clip as u64;
+        if let (Some((opt, t)), true) = (opt, b.update) {
+            self.update(opt, t);
+            self.counters.dispatches_per_step += steps.len() as u64;
         }
         Ok(())
+    }
+
+    /// The optimizer update of step `t` from the gradients as they are.
+    pub fn update(&mut self, opt: &Optimizer, t: u64) {
+        let clip = opt.clip_grad_norm > 0.0;
+        self.optimize(opt, t);
+        self.counters.steps += 1;
+        self.counters.dispatches_per_step = 1 + clip as u64;
+    }
+
+    pub fn write_grads(&mut self, g: &[f32]) {
+        self.grads.copy_from_slice(g);
     }
 
     /// A forward pass on `images` that reads tensor `t` of every tap `(after, t)` right after

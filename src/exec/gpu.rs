@@ -386,6 +386,7 @@ impl GpuExec {
                 label: Some("step"),
             });
         let prog = &self.programs[&(n, mode)];
+        let opt = opt.filter(|_| b.update);
         let clip_d = opt
             .filter(|(o, _)| o.clip_grad_norm > 0.0)
             .map(|_| &self.clip_dispatch);
@@ -413,6 +414,39 @@ impl GpuExec {
             self.counters.dispatches_per_step = dispatches;
             self.counters.submits_last_step = 1;
         }
+        Ok(())
+    }
+
+    /// The optimizer update of step `t` (clipping first, if on) from the gradients as they
+    /// are: one submit.
+    pub fn update(&mut self, o: &Optimizer, t: u64) -> Result<()> {
+        self.ctx.check_lost()?;
+        self.prepare_update(o, t)?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let clip_d = (o.clip_grad_norm > 0.0).then_some(&self.clip_dispatch);
+        self.ctx
+            .encode(&mut encoder, clip_d.into_iter().chain([&self.opt_dispatch]));
+        self.ctx.scoped("submitting an update", || {
+            self.ctx.queue.submit(Some(encoder.finish()))
+        })?;
+        self.counters.submits += 1;
+        self.counters.steps += 1;
+        self.counters.dispatches_per_step = 1 + clip_d.is_some() as u64;
+        self.counters.submits_last_step = 1;
+        Ok(())
+    }
+
+    pub fn write_grads(&mut self, g: &[f32]) {
+        let buf = self.grads.clone();
+        self.upload(&buf, bytemuck::cast_slice(g));
+    }
+
+    /// Waits for the submitted work to finish.
+    pub fn synchronize(&mut self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the device: {e}")))?;
         Ok(())
     }
 

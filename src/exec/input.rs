@@ -109,7 +109,7 @@ impl Executor {
             lut: &p.lut,
             launch,
         };
-        self.train(n, &[], Some(raw), targets)
+        self.train(n, &[], Some(raw), targets, true)
     }
 
     /// Forward pass and loss on a byte batch (normalised by the input pipeline, not
@@ -135,6 +135,7 @@ impl Executor {
             targets: &t,
             opt: None,
             skip_loss: false,
+            update: false,
         })
     }
 

@@ -146,6 +146,8 @@ pub struct Executor {
     pipeline: Option<input::Pipeline>,
     /// Which parameters L1/L2/decoupled decay apply to.
     regularized: ParamSelect,
+    /// A [`Executor::forward_backward`] awaits its [`Executor::apply_update`].
+    update_pending: bool,
 }
 
 impl Executor {
@@ -177,6 +179,7 @@ impl Executor {
             inner,
             pipeline: None,
             regularized: ParamSelect::All,
+            update_pending: false,
         })
     }
 
@@ -363,7 +366,95 @@ impl Executor {
     /// loss and accuracy accumulate on the device until [`Executor::take_metrics`].
     pub fn train_step(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
         let n = self.check_batch(images, Some(targets))?;
-        self.train(n, images, None, targets)
+        self.train(n, images, None, targets, true)
+    }
+
+    /// The first half of [`Executor::train_step`]: upload the batch, forward, loss, backward
+    /// (one submit on the GPU), leaving the batch-mean gradient in the flat gradient buffer
+    /// for [`Executor::read_flat_gradients`] / [`Executor::write_flat_gradients`], and
+    /// counting the step (the dropout masks and the update use its number). Follow it with
+    /// [`Executor::apply_update`]: the pair is bitwise one `train_step`. This is how
+    /// data-parallel training sums the ranks' gradients between the two.
+    ///
+    /// ```
+    /// use wgcnn::{exec::Targets, nn, Backend, Executor, Optimizer};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let g = nn::lenet5()?;
+    /// let mut ex = Executor::new(&Backend::cpu(), &g, 2, Optimizer::sgd(0.1), 0)?;
+    /// ex.forward_backward(&vec![0.5; 2 * 784], Targets::Classes(&[1, 7]))?;
+    /// let g = ex.read_flat_gradients()?;          // [flat_len], padding included
+    /// ex.write_flat_gradients(&g)?;               // e.g. after summing over ranks
+    /// ex.apply_update()?;                         // the optimizer step
+    /// assert_eq!(ex.step_count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_backward(&mut self, images: &[f32], targets: Targets<'_>) -> Result<()> {
+        let n = self.check_batch(images, Some(targets))?;
+        self.train(n, images, None, targets, false)?;
+        self.update_pending = true;
+        Ok(())
+    }
+
+    /// The second half of [`Executor::train_step`]: the optimizer update (clipping included)
+    /// of the step counted by the last [`Executor::forward_backward`], from the flat gradient
+    /// buffer as it is now. One submit on the GPU. Without a pending forward/backward it is an
+    /// [`Error::InvalidArgument`].
+    pub fn apply_update(&mut self) -> Result<()> {
+        if !self.update_pending {
+            return Err(Error::invalid(
+                "apply_update",
+                "no forward_backward since the last update",
+            ));
+        }
+        let (opt, t) = (self.opt, self.step);
+        match &mut self.inner {
+            Inner::Cpu(c) => c.update(&opt, t),
+            Inner::Gpu(g) => g.update(&opt, t)?,
+        }
+        self.update_pending = false;
+        Ok(())
+    }
+
+    /// Elements of the flat parameter and gradient buffers: every parameter at a 256-byte
+    /// aligned offset, zero padding between them (see [`Executor::read_flat_gradients`]).
+    pub fn flat_len(&self) -> usize {
+        self.plan.flat_len
+    }
+
+    /// Reads back the whole flat gradient buffer `[flat_len]` (one readback on the GPU): the
+    /// gradients of the last backward pass, by offset; the padding reads as zero.
+    pub fn read_flat_gradients(&mut self) -> Result<Vec<f32>> {
+        self.read_flat(Flat::Grads)
+    }
+
+    /// Overwrites the flat gradient buffer with `grads [flat_len]` (one upload on the GPU),
+    /// e.g. with the mean over the ranks before [`Executor::apply_update`]. Another length is
+    /// an [`Error::Shape`].
+    pub fn write_flat_gradients(&mut self, grads: &[f32]) -> Result<()> {
+        if grads.len() != self.plan.flat_len {
+            return Err(Error::shape(
+                "write_flat_gradients",
+                format!(
+                    "{} values, the flat gradient buffer holds {}",
+                    grads.len(),
+                    self.plan.flat_len
+                ),
+            ));
+        }
+        match &mut self.inner {
+            Inner::Cpu(c) => c.write_grads(grads),
+            Inner::Gpu(g) => g.write_grads(grads),
+        }
+        Ok(())
+    }
+
+    /// Waits until the device has finished the work submitted so far (a no-op on the CPU),
+    /// for timing a step's parts.
+    pub fn synchronize(&mut self) -> Result<()> {
+        match &mut self.inner {
+            Inner::Cpu(_) => Ok(()),
+            Inner::Gpu(g) => g.synchronize(),
+        }
     }
 
     /// A training step on `n` samples: `images`, or the byte batch `raw` when given.
@@ -373,7 +464,14 @@ impl Executor {
         images: &[f32],
         raw: Option<RawInput<'_>>,
         targets: Targets<'_>,
+        update: bool,
     ) -> Result<()> {
+        if self.update_pending {
+            return Err(Error::invalid(
+                "train_step",
+                "a forward_backward awaits its apply_update",
+            ));
+        }
         // batch statistics of a single value per channel are meaningless (PyTorch refuses too)
         let g = &self.plan.graph;
         if let Some(bn) = g.nodes().iter().find(|nd| match nd.op {
@@ -398,6 +496,7 @@ impl Executor {
             targets: &t,
             opt: Some((&opt, step)),
             skip_loss: false,
+            update,
         };
         let r = self.run(&b);
         if r.is_err() {
@@ -418,6 +517,7 @@ impl Executor {
             targets: &t,
             opt: None,
             skip_loss: false,
+            update: false,
         })
     }
 
@@ -434,6 +534,7 @@ impl Executor {
             targets: &zeros,
             opt: None,
             skip_loss: true,
+            update: false,
         })?;
         self.output(n)
     }
@@ -735,6 +836,9 @@ pub(crate) struct Batch<'a> {
     pub opt: Option<(&'a Optimizer, u64)>,
     /// Prediction: the loss steps are skipped (the metrics untouched).
     pub skip_loss: bool,
+    /// Training: run the optimizer update after the backward pass (false: leave the
+    /// gradients in their flat buffer, [`Executor::forward_backward`]).
+    pub update: bool,
 }
 
 /// The flat buffers an executor keeps resident.

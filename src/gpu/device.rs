@@ -2,8 +2,10 @@
 //!
 //! The best adapter wins (discrete > integrated > virtual > CPU; Vulkan/Metal/DX12
 //! before GL on a tie). `WGCNN_BACKEND=vulkan|metal|dx12|gl` restricts the backend,
-//! `WGCNN_ADAPTER=<substring>` picks an adapter by name. The device is requested with
-//! the adapter's own limits, not the downlevel defaults.
+//! `WGCNN_ADAPTER=<substring>` picks an adapter by name. [`GpuContext::new_for_local_rank`]
+//! (one process per GPU, e.g. MPI ranks on a machine) takes the `local_rank`-th (modulo
+//! their count) of the adapters that tie for best, unless `WGCNN_ADAPTER` names one. The
+//! device is requested with the adapter's own limits, not the downlevel defaults.
 
 use std::sync::{Arc, Mutex};
 
@@ -91,10 +93,18 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 impl GpuContext {
     /// Picks the best adapter (see the module docs) and opens a device on it.
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async())
+        pollster::block_on(Self::new_async(None))
     }
 
-    async fn new_async() -> Result<Self> {
+    /// One process per GPU: among the adapters that tie for best (same device type and
+    /// backend class; e.g. a machine's 8 discrete GPUs on Vulkan), the one at
+    /// `local_rank % count`, in enumeration order. `WGCNN_ADAPTER` still overrides: the first
+    /// adapter whose name contains it is taken, whatever the rank.
+    pub fn new_for_local_rank(local_rank: usize) -> Result<Self> {
+        pollster::block_on(Self::new_async(Some(local_rank)))
+    }
+
+    async fn new_async(local_rank: Option<usize>) -> Result<Self> {
         let backends = parse_backend_env()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
@@ -123,11 +133,19 @@ impl GpuContext {
                 });
             }
         }
-        adapters.sort_by_key(|a| {
+        let rank_of = |a: &wgpu::Adapter| {
             let i = a.get_info();
             (type_rank(i.device_type), backend_rank(i.backend))
-        });
-        let Some(adapter) = adapters.into_iter().next() else {
+        };
+        adapters.sort_by_key(rank_of);
+        let pick = match local_rank {
+            Some(r) if std::env::var("WGCNN_ADAPTER").is_err() && !adapters.is_empty() => {
+                let best = rank_of(&adapters[0]);
+                r % adapters.iter().filter(|a| rank_of(a) == best).count()
+            }
+            _ => 0,
+        };
+        let Some(adapter) = adapters.into_iter().nth(pick) else {
             return Err(Error::NoAdapter {
                 detail: if backends == wgpu::Backends::all() {
                     String::new()

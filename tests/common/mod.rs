@@ -194,6 +194,10 @@ pub fn example_binary(name: &str, sources: &[&str]) -> PathBuf {
     ];
     for dir in lib.iter().chain(sources) {
         for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            // compiled only with the feature: a default build rightly ignores its changes
+            if !cfg!(feature = "distributed") && e.file_name() == "distributed.rs" {
+                continue;
+            }
             let changed = e.metadata().and_then(|m| m.modified()).unwrap();
             assert!(
                 changed <= built,
