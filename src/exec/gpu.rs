@@ -609,7 +609,7 @@ impl GpuExec {
         Ok(bytes.iter().map(|b| to_f32(b)).collect())
     }
 
-    fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
+    async fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
         let encoder = self
             .ctx
             .device
@@ -621,13 +621,13 @@ impl GpuExec {
             offset: 0,
             bytes,
         };
-        let mut r = self.ctx.finish_and_read(encoder, &[s])?;
+        let mut r = self.ctx.finish_and_read_async(encoder, &[s]).await?;
         self.counters.submits += 1;
         self.counters.bytes_read_back += bytes;
         Ok(r.pop().unwrap_or_default())
     }
 
-    pub fn read(&mut self, plan: &Plan, t: TensorId, n: usize) -> Result<Vec<f32>> {
+    pub async fn read(&mut self, plan: &Plan, t: TensorId, n: usize) -> Result<Vec<f32>> {
         let s = self.slice(plan, t, n);
         let encoder = self
             .ctx
@@ -637,21 +637,22 @@ impl GpuExec {
             });
         let mut r = self
             .ctx
-            .finish_and_read(encoder, std::slice::from_ref(&s))?;
+            .finish_and_read_async(encoder, std::slice::from_ref(&s))
+            .await?;
         self.counters.submits += 1;
         self.counters.bytes_read_back += s.bytes;
         Ok(to_f32(&r.pop().unwrap_or_default()))
     }
 
-    pub fn take_metrics(&mut self, mode: Mode) -> Result<[f32; 4]> {
+    pub async fn take_metrics(&mut self, mode: Mode) -> Result<[f32; 4]> {
         let k = (mode == Mode::Eval) as usize;
         let buf = self.metrics[k].clone();
-        let v = to_f32(&self.read_bytes(&buf, 16)?);
+        let v = to_f32(&self.read_bytes(&buf, 16).await?);
         self.upload(&buf, &[0u8; 16]);
         Ok([v[0], v[1], v[2], v[3]])
     }
 
-    pub fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
+    pub async fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
         let buf = match which {
             Flat::Params => self.params.clone(),
             Flat::Grads => self.grads.clone(),
@@ -660,11 +661,13 @@ impl GpuExec {
             Flat::Buffers => {
                 let b = self.buffers.clone();
                 return Ok(to_f32(
-                    &self.read_bytes(&b, bytes_of_len(self.buffers_len))?,
+                    &self.read_bytes(&b, bytes_of_len(self.buffers_len)).await?,
                 ));
             }
         };
-        Ok(to_f32(&self.read_bytes(&buf, bytes_of_len(self.flat_len))?))
+        Ok(to_f32(
+            &self.read_bytes(&buf, bytes_of_len(self.flat_len)).await?,
+        ))
     }
 
     pub fn load(&mut self, p: &[f32], s1: &[f32], s2: &[f32]) -> Result<()> {
