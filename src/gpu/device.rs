@@ -42,6 +42,7 @@ pub struct GpuContext {
     pub(crate) limits: wgpu::Limits,
     pub(crate) summary: AdapterSummary,
     pub(crate) kernels: super::kernels::KernelCache,
+    /// Why the device is unusable: lost (or, in the browser, the first uncaptured error).
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -171,7 +172,7 @@ impl GpuContext {
         let lost2 = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut l) = lost2.lock() {
-                *l = Some(format!("{reason:?}: {msg}"));
+                *l = Some(format!("device lost: {reason:?}: {msg}"));
             }
         });
         // Errors outside our error scopes must not abort the process; they are
@@ -236,11 +237,11 @@ impl GpuContext {
         *l = (*l).min(n);
     }
 
-    /// Fails if the device was lost.
+    /// Fails if the device was lost (in the browser also: after an uncaptured WebGPU error).
     pub(crate) fn check_lost(&self) -> Result<()> {
         if let Ok(l) = self.lost.lock() {
             if let Some(msg) = l.as_ref() {
-                return Err(Error::Device(format!("device lost: {msg}")));
+                return Err(Error::Device(msg.clone()));
             }
         }
         Ok(())
