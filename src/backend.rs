@@ -158,16 +158,24 @@ impl Backend {
     }
 
     /// The best WebGPU adapter (see [`GpuContext::new`]); an error says how to get one.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu() -> Result<Self> {
         Ok(Backend::Gpu(Arc::new(GpuContext::new()?)))
     }
 
     /// The adapter of a machine's `local_rank`-th process (see
     /// [`GpuContext::new_for_local_rank`]; `WGCNN_ADAPTER` overrides).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu_for_local_rank(local_rank: usize) -> Result<Self> {
         Ok(Backend::Gpu(Arc::new(GpuContext::new_for_local_rank(
             local_rank,
         )?)))
+    }
+
+    /// The best WebGPU adapter, without blocking (the browser's only form; see
+    /// [`GpuContext::new_async`]).
+    pub async fn gpu_async() -> Result<Self> {
+        Ok(Backend::Gpu(Arc::new(GpuContext::new_async().await?)))
     }
 
     /// `"cpu"` or the adapter description.

@@ -34,6 +34,19 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A kernel binds more storage buffers than the device allows per shader stage
+    /// (`max_storage_buffers_per_shader_stage`: 10 in Chromium's WebGPU, 8 in the WebGPU
+    /// defaults). Checked when the kernel's pipeline is built.
+    #[error(
+        "kernel '{kernel}' binds {bindings} storage buffers, more than the device limit \
+         max_storage_buffers_per_shader_stage = {limit}"
+    )]
+    TooManyBindings {
+        kernel: String,
+        bindings: u32,
+        limit: u32,
+    },
+
     // ---- device ----------------------------------------------------------
     /// No usable adapter. The message says how to get one.
     #[error("no WebGPU adapter found{detail}. On Linux without a GPU install Mesa's CPU Vulkan driver: `apt-get install mesa-vulkan-drivers` (or try WGCNN_BACKEND=gl for llvmpipe)")]

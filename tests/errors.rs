@@ -28,6 +28,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Shape { .. } => "Shape",
         Error::InvalidArgument { .. } => "InvalidArgument",
         Error::TooLarge { .. } => "TooLarge",
+        Error::TooManyBindings { .. } => "TooManyBindings",
         Error::NoAdapter { .. } => "NoAdapter",
         Error::Device(_) => "Device",
         Error::OutOfMemory { .. } => "OutOfMemory",

@@ -16,6 +16,10 @@ use crate::ops::{compare, Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
 
+/// Writable stand-in slots: at least the most storage bindings of any kernel (7; the
+/// browser allows 10, see `tests/web_limits.rs`).
+const MAX_BINDINGS: usize = 10;
+
 /// Dispatches of one schedule, with the uniform buffers they own.
 struct Program {
     dispatches: Vec<Dispatch>,
@@ -38,9 +42,11 @@ pub(crate) struct GpuExec {
     input: Arc<wgpu::Buffer>,
     targets: Arc<wgpu::Buffer>,
     metrics: [Arc<wgpu::Buffer>; 2],
-    /// 4-byte stand-ins for unused bindings: one read-only, one writable (one buffer
-    /// can't be both within a dispatch).
+    /// Stand-ins for unused bindings: 4 read-only bytes, and a writable 4 bytes per binding
+    /// slot at `dummy_stride` apart (one buffer can't be both within a dispatch, and WebGPU
+    /// forbids two writable bindings of one range).
     dummy: [Arc<wgpu::Buffer>; 2],
+    dummy_stride: u64,
     opt_uniform: Arc<wgpu::Buffer>,
     opt_dispatch: Dispatch,
     /// The optimizer kind `opt_dispatch`'s pipeline is specialised for (`KIND`).
@@ -90,6 +96,7 @@ impl GpuExec {
         ctx.check_binding("plan", "input batch", in_bytes)?;
         let t_bytes = bytes_of_len(plan.tensors[plan.targets].len(plan.batch));
         let mut allocated = 0u64;
+        let dummy_stride = ctx.limits().min_storage_buffer_offset_alignment.max(4) as u64;
         let exec_parts = ctx.scoped("allocating the plan", || {
             let mut zeros = |label: &str, bytes: u64| {
                 allocated += bytes.max(4).next_multiple_of(4);
@@ -107,7 +114,10 @@ impl GpuExec {
             let input = zeros("input", in_bytes);
             let targets = zeros("targets", t_bytes);
             let metrics = [zeros("metrics.train", 16), zeros("metrics.eval", 16)];
-            let dummy = [zeros("dummy.read", 4), zeros("dummy.write", 4)];
+            let dummy = [
+                zeros("dummy.read", 4),
+                zeros("dummy.write", dummy_stride * MAX_BINDINGS as u64),
+            ];
             (p, g, s1, s2, arena, input, targets, metrics, dummy)
         })?;
         let (p, g, s1, s2, arena, input, targets, metrics, dummy) = exec_parts;
@@ -154,6 +164,7 @@ impl GpuExec {
             targets,
             metrics,
             dummy,
+            dummy_stride,
             opt_uniform: u,
             opt_dispatch: d,
             opt_kind: optimizer.kind,
@@ -302,9 +313,13 @@ impl GpuExec {
         Slice::whole(self.dummy[0].clone())
     }
 
-    /// Stand-in for an unused writable binding.
-    fn dummy_out(&self) -> Slice {
-        Slice::whole(self.dummy[1].clone())
+    /// Stand-in for unused writable binding `k` (its own 4 bytes).
+    fn dummy_out(&self, k: usize) -> Slice {
+        Slice {
+            buffer: self.dummy[1].clone(),
+            offset: k as u64 * self.dummy_stride,
+            bytes: 4,
+        }
     }
 
     /// Builds (once) the dispatches of the schedule for batch `n` in `mode`.
@@ -339,10 +354,11 @@ impl GpuExec {
         bindings
             .iter()
             .zip(&s.args)
-            .map(|(b, a)| match a {
+            .enumerate()
+            .map(|(k, (b, a))| match a {
                 Some(t) => self.slice(plan, *t, n),
                 None if b.access == Access::Read => self.dummy(),
-                None => self.dummy_out(),
+                None => self.dummy_out(k),
             })
             .collect()
     }
@@ -643,7 +659,7 @@ impl GpuExec {
         Ok(bytes.iter().map(|b| to_f32(b)).collect())
     }
 
-    fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
+    async fn read_bytes(&mut self, buf: &Arc<wgpu::Buffer>, bytes: u64) -> Result<Vec<u8>> {
         let encoder = self
             .ctx
             .device
@@ -655,13 +671,13 @@ impl GpuExec {
             offset: 0,
             bytes,
         };
-        let mut r = self.ctx.finish_and_read(encoder, &[s])?;
+        let mut r = self.ctx.finish_and_read_async(encoder, &[s]).await?;
         self.counters.submits += 1;
         self.counters.bytes_read_back += bytes;
         Ok(r.pop().unwrap_or_default())
     }
 
-    pub fn read(&mut self, plan: &Plan, t: TensorId, n: usize) -> Result<Vec<f32>> {
+    pub async fn read(&mut self, plan: &Plan, t: TensorId, n: usize) -> Result<Vec<f32>> {
         let s = self.slice(plan, t, n);
         let encoder = self
             .ctx
@@ -671,21 +687,22 @@ impl GpuExec {
             });
         let mut r = self
             .ctx
-            .finish_and_read(encoder, std::slice::from_ref(&s))?;
+            .finish_and_read_async(encoder, std::slice::from_ref(&s))
+            .await?;
         self.counters.submits += 1;
         self.counters.bytes_read_back += s.bytes;
         Ok(to_f32(&r.pop().unwrap_or_default()))
     }
 
-    pub fn take_metrics(&mut self, mode: Mode) -> Result<[f32; 4]> {
+    pub async fn take_metrics(&mut self, mode: Mode) -> Result<[f32; 4]> {
         let k = (mode == Mode::Eval) as usize;
         let buf = self.metrics[k].clone();
-        let v = to_f32(&self.read_bytes(&buf, 16)?);
+        let v = to_f32(&self.read_bytes(&buf, 16).await?);
         self.upload(&buf, &[0u8; 16]);
         Ok([v[0], v[1], v[2], v[3]])
     }
 
-    pub fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
+    pub async fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
         let buf = match which {
             Flat::Params => self.params.clone(),
             Flat::Grads => self.grads.clone(),
@@ -694,11 +711,13 @@ impl GpuExec {
             Flat::Buffers => {
                 let b = self.buffers.clone();
                 return Ok(to_f32(
-                    &self.read_bytes(&b, bytes_of_len(self.buffers_len))?,
+                    &self.read_bytes(&b, bytes_of_len(self.buffers_len)).await?,
                 ));
             }
         };
-        Ok(to_f32(&self.read_bytes(&buf, bytes_of_len(self.flat_len))?))
+        Ok(to_f32(
+            &self.read_bytes(&buf, bytes_of_len(self.flat_len)).await?,
+        ))
     }
 
     pub fn load(&mut self, p: &[f32], s1: &[f32], s2: &[f32]) -> Result<()> {

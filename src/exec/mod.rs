@@ -424,7 +424,7 @@ impl Executor {
     /// Reads back the whole flat gradient buffer `[flat_len]` (one readback on the GPU): the
     /// gradients of the last backward pass, by offset; the padding reads as zero.
     pub fn read_flat_gradients(&mut self) -> Result<Vec<f32>> {
-        self.read_flat(Flat::Grads)
+        crate::gpu::block_on(self.read_flat(Flat::Grads))
     }
 
     /// Overwrites the flat gradient buffer with `grads [flat_len]` (one upload on the GPU),
@@ -524,6 +524,12 @@ impl Executor {
     /// Forward pass only; returns the model output `[n, out]` (logits for cross-entropy, or
     /// probabilities when the model ends in a [`crate::nn::Softmax`]).
     pub fn predict(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
+        crate::gpu::block_on(self.predict_async(images))
+    }
+
+    /// [`Executor::predict`], resolving when the output has been read back (the form to use
+    /// in the browser, where nothing may block).
+    pub async fn predict_async(&mut self, images: &[f32]) -> Result<ndarray::Array2<f32>> {
         let n = self.check_batch(images, None)?;
         let zeros = vec![0u32; n * self.plan.target_len];
         self.run(&Batch {
@@ -536,7 +542,7 @@ impl Executor {
             skip_loss: true,
             update: false,
         })?;
-        self.output(n)
+        self.output_async(n).await
     }
 
     fn run(&mut self, b: &Batch) -> Result<()> {
@@ -611,6 +617,11 @@ impl Executor {
     /// The model output `[n, out]` of the last forward pass on `n` samples
     /// (`1 ≤ n ≤` the plan's batch size).
     pub fn output(&mut self, n: usize) -> Result<ndarray::Array2<f32>> {
+        crate::gpu::block_on(self.output_async(n))
+    }
+
+    /// [`Executor::output`], resolving when it has been read back.
+    pub async fn output_async(&mut self, n: usize) -> Result<ndarray::Array2<f32>> {
         if n == 0 || n > self.plan.batch {
             return Err(Error::invalid(
                 "output",
@@ -627,7 +638,7 @@ impl Executor {
         let t = self.plan.output;
         let v = match &mut self.inner {
             Inner::Cpu(c) => c.read(&self.plan, t, n),
-            Inner::Gpu(g) => g.read(&self.plan, t, n)?,
+            Inner::Gpu(g) => g.read(&self.plan, t, n).await?,
         };
         ndarray::Array2::from_shape_vec((n, out), v[..n * out].to_vec())
             .map_err(|e| Error::shape("output", e.to_string()))
@@ -636,9 +647,14 @@ impl Executor {
     /// Reads back and resets the metrics of `mode` (one 16-byte readback on the GPU).
     /// A non-finite loss is an [`Error::NonFinite`] naming the step.
     pub fn take_metrics(&mut self, mode: Mode) -> Result<Metrics> {
+        crate::gpu::block_on(self.take_metrics_async(mode))
+    }
+
+    /// [`Executor::take_metrics`], resolving when the metrics have been read back.
+    pub async fn take_metrics_async(&mut self, mode: Mode) -> Result<Metrics> {
         let raw = match &mut self.inner {
             Inner::Cpu(c) => c.take_metrics(mode),
-            Inner::Gpu(g) => g.take_metrics(mode)?,
+            Inner::Gpu(g) => g.take_metrics(mode).await?,
         };
         let m = Metrics::from_raw(raw);
         if m.non_finite {
@@ -647,10 +663,10 @@ impl Executor {
         Ok(m)
     }
 
-    fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
+    async fn read_flat(&mut self, which: Flat) -> Result<Vec<f32>> {
         match &mut self.inner {
             Inner::Cpu(c) => Ok(c.flat(which).to_vec()),
-            Inner::Gpu(g) => g.read_flat(which),
+            Inner::Gpu(g) => g.read_flat(which).await,
         }
     }
 
@@ -674,11 +690,16 @@ impl Executor {
     /// Every non-learnable state tensor (batch norm `running_mean` / `running_var`), by
     /// PyTorch name, read back from the device. Empty for models without batch norm.
     pub fn buffers(&mut self) -> Result<Vec<NamedTensor>> {
+        crate::gpu::block_on(self.buffers_async())
+    }
+
+    /// [`Executor::buffers`], resolving when they have been read back.
+    pub async fn buffers_async(&mut self) -> Result<Vec<NamedTensor>> {
         let list = self.plan.buffer_tensors();
         if list.is_empty() {
             return Ok(Vec::new());
         }
-        let flat = self.read_flat(Flat::Buffers)?;
+        let flat = self.read_flat(Flat::Buffers).await?;
         Ok(list
             .into_iter()
             .map(|(t, _)| {
@@ -695,24 +716,39 @@ impl Executor {
 
     /// Every parameter, by PyTorch-style name, in PyTorch layout.
     pub fn parameters(&mut self) -> Result<Vec<NamedTensor>> {
-        let flat = self.read_flat(Flat::Params)?;
+        crate::gpu::block_on(self.parameters_async())
+    }
+
+    /// [`Executor::parameters`], resolving when they have been read back.
+    pub async fn parameters_async(&mut self) -> Result<Vec<NamedTensor>> {
+        let flat = self.read_flat(Flat::Params).await?;
         Ok(self.named(&flat, false))
     }
 
     /// The gradients of the last training step, by parameter name.
     pub fn gradients(&mut self) -> Result<Vec<NamedTensor>> {
-        let flat = self.read_flat(Flat::Grads)?;
+        crate::gpu::block_on(self.gradients_async())
+    }
+
+    /// [`Executor::gradients`], resolving when they have been read back.
+    pub async fn gradients_async(&mut self) -> Result<Vec<NamedTensor>> {
+        let flat = self.read_flat(Flat::Grads).await?;
         Ok(self.named(&flat, true))
     }
 
     /// Optimizer state tensors, named `<param>.state1` / `<param>.state2`.
     pub fn optimizer_state(&mut self) -> Result<Vec<NamedTensor>> {
+        crate::gpu::block_on(self.optimizer_state_async())
+    }
+
+    /// [`Executor::optimizer_state`], resolving when it has been read back.
+    pub async fn optimizer_state_async(&mut self) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         for (slot, which) in [(1, Flat::State1), (2, Flat::State2)] {
             if self.opt.kind.state_slots() < slot {
                 continue;
             }
-            let flat = self.read_flat(which)?;
+            let flat = self.read_flat(which).await?;
             for (name, shape, v) in self.named(&flat, false) {
                 out.push((format!("{name}.state{slot}"), shape, v));
             }

@@ -188,8 +188,20 @@ impl GpuContext {
         self.finish_and_read(encoder, reads)
     }
 
-    /// Appends copies of `reads` to `encoder`, submits it, waits, and returns the bytes.
+    /// Appends copies of `reads` to `encoder`, submits it, waits, and returns the bytes
+    /// (blocking: native only; in the browser an error, see [`super::block_on`]).
     pub(crate) fn finish_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        reads: &[Slice],
+    ) -> Result<Vec<Vec<u8>>> {
+        super::block_on(self.finish_and_read_async(encoder, reads))
+    }
+
+    /// Appends copies of `reads` to `encoder`, submits it, and resolves to the bytes once
+    /// the device has copied them (natively the wait happens here, in `poll`; in the browser
+    /// the page's event loop drives the mapping).
+    pub(crate) async fn finish_and_read_async(
         &self,
         mut encoder: wgpu::CommandEncoder,
         reads: &[Slice],
@@ -212,20 +224,32 @@ impl GpuContext {
         }
         self.scoped("submit", || self.queue.submit(Some(encoder.finish())))?;
         let Some(staging) = staging else {
+            #[cfg(not(target_arch = "wasm32"))]
             self.device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| Error::Device(format!("poll: {e}")))?;
+            #[cfg(target_arch = "wasm32")]
+            {
+                let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+                self.queue.on_submitted_work_done(move || {
+                    let _ = tx.send(());
+                });
+                rx.receive().await;
+                self.check_lost()?;
+            }
             return Ok(Vec::new());
         };
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Device(format!("poll: {e}")))?;
+        let mapped = rx.receive().await;
         self.check_lost()?;
-        match pollster::block_on(rx.receive()) {
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Device(format!("map_async failed: {e}"))),
             None => return Err(Error::Device("map_async callback dropped".into())),

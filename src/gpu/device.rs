@@ -44,6 +44,7 @@ pub struct GpuContext {
     pub(crate) limits: wgpu::Limits,
     pub(crate) summary: AdapterSummary,
     pub(crate) kernels: super::kernels::KernelCache,
+    /// Why the device is unusable: lost (or, in the browser, the first uncaptured error).
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -91,25 +92,49 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 }
 
 impl GpuContext {
-    /// Picks the best adapter (see the module docs) and opens a device on it.
+    /// Picks the best adapter (see the module docs) and opens a device on it (native only:
+    /// blocks on [`GpuContext::new_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async(None))
+        pollster::block_on(Self::new_async())
     }
 
     /// One process per GPU: among the adapters that tie for best (same device type and
     /// backend class; e.g. a machine's 8 discrete GPUs on Vulkan), the one at
     /// `local_rank % count`, in enumeration order. `WGCNN_ADAPTER` still overrides: the first
     /// adapter whose name contains it is taken, whatever the rank.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new_for_local_rank(local_rank: usize) -> Result<Self> {
-        pollster::block_on(Self::new_async(Some(local_rank)))
+        pollster::block_on(Self::new_async_for(Some(local_rank)))
     }
 
-    async fn new_async(local_rank: Option<usize>) -> Result<Self> {
+    /// Picks the best adapter (see the module docs) and opens a device on it. In the browser
+    /// (wasm32) this is the only constructor: the page's `navigator.gpu` adapter, or its
+    /// fallback adapter (e.g. SwiftShader) when that is all there is; a fallback adapter is
+    /// reported as device type `Cpu` with the driver "WebGPU fallback adapter".
+    pub async fn new_async() -> Result<Self> {
+        Self::new_async_for(None).await
+    }
+
+    /// [`GpuContext::new_async`], taking the `local_rank`-th of the best adapters.
+    async fn new_async_for(local_rank: Option<usize>) -> Result<Self> {
         let backends = parse_backend_env()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
+        #[cfg_attr(not(target_arch = "wasm32"), allow(unused_mut))]
         let mut adapters = instance.enumerate_adapters(backends).await;
+        #[cfg(target_arch = "wasm32")]
+        if adapters.is_empty() {
+            // the browser offers only a fallback adapter (no hardware GPU, or blocklisted)
+            let opts = wgpu::RequestAdapterOptions {
+                force_fallback_adapter: true,
+                ..Default::default()
+            };
+            if let Ok(a) = instance.request_adapter(&opts).await {
+                adapters.push(a);
+            }
+        }
         let all_names: Vec<String> = adapters
             .iter()
             .map(|a| {
@@ -171,15 +196,27 @@ impl GpuContext {
         let lost2 = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut l) = lost2.lock() {
-                *l = Some(format!("{reason:?}: {msg}"));
+                *l = Some(format!("device lost: {reason:?}: {msg}"));
             }
         });
         // Errors outside our error scopes must not abort the process; they are
         // reported by the scopes around every pipeline creation and submit.
+        #[cfg(not(target_arch = "wasm32"))]
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgcnn: uncaptured wgpu error: {e}");
         }));
-        let summary = AdapterSummary {
+        // The browser cannot wait on an error scope (see `scoped`): the first error is kept
+        // and fails the next call into the device.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let first = lost.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut l) = first.lock() {
+                    l.get_or_insert_with(|| format!("WebGPU error: {e}"));
+                }
+            }));
+        }
+        let mut summary = AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
@@ -187,6 +224,15 @@ impl GpuContext {
                 .trim()
                 .to_string(),
         };
+        if info.backend == wgpu::Backend::BrowserWebGpu {
+            // wgpu maps the browser's `isFallbackAdapter` to DeviceType::Cpu
+            if info.device_type == wgpu::DeviceType::Cpu {
+                summary.driver = "WebGPU fallback adapter".into();
+            }
+            if summary.name.is_empty() {
+                summary.name = "browser WebGPU adapter".into();
+            }
+        }
         Ok(GpuContext {
             device,
             queue,
@@ -207,18 +253,38 @@ impl GpuContext {
         &self.limits
     }
 
-    /// Fails if the device was lost.
+    /// Lowers `max_storage_buffers_per_shader_stage` as the kernels see it (never raises
+    /// it): every pipeline built afterwards is checked against `n`, e.g. the browser's 10,
+    /// and one binding more storage buffers fails with [`Error::TooManyBindings`].
+    pub fn limit_storage_buffers_per_stage(&mut self, n: u32) {
+        let l = &mut self.limits.max_storage_buffers_per_shader_stage;
+        *l = (*l).min(n);
+    }
+
+    /// Fails if the device was lost (in the browser also: after an uncaptured WebGPU error).
     pub(crate) fn check_lost(&self) -> Result<()> {
         if let Ok(l) = self.lost.lock() {
             if let Some(msg) = l.as_ref() {
-                return Err(Error::Device(format!("device lost: {msg}")));
+                return Err(Error::Device(msg.clone()));
             }
         }
         Ok(())
     }
 
+    /// Runs `f` (the browser form).
+    ///
+    /// In the browser nothing may block, so no scope is pushed: WebGPU reports the error
+    /// asynchronously to the uncaptured-error handler, and it fails the next call (it is
+    /// named there, not here).
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn scoped<T>(&self, _what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_lost()?;
+        Ok(f())
+    }
+
     /// Runs `f` inside validation + out-of-memory error scopes and turns a captured
     /// error into a typed one that names `what`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
         self.check_lost()?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);

@@ -24,11 +24,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// Where `BenchProgram` used to live (now `gpu::bench`); kept for code importing it here.
 pub use super::bench::BenchProgram;
 use super::device::GpuContext;
+use super::Instant;
 use crate::error::{Error, Result};
 use crate::ops::Access;
 
@@ -352,6 +352,14 @@ impl GpuContext {
                     "the launch binds {access:?}, the kernel {} inputs then {} outputs",
                     spec.inputs, spec.outputs
                 ),
+            });
+        }
+        let storage = spec.inputs + spec.outputs;
+        if storage > self.limits.max_storage_buffers_per_shader_stage {
+            return Err(Error::TooManyBindings {
+                kernel: name.into(),
+                bindings: storage,
+                limit: self.limits.max_storage_buffers_per_shader_stage,
             });
         }
         let key = cache_key(spec.name, consts);

@@ -116,9 +116,11 @@ pub(crate) fn channel_tile(len: u32, group: u32, max: u32) -> u32 {
 
 impl GpuContext {
     /// The register-tile limits for this adapter's class: [`CPU_TILES`] on a CPU adapter
-    /// (with one workgroup per host core to keep), [`GPU_TILES`] otherwise.
+    /// (with one workgroup per host core to keep), [`GPU_TILES`] otherwise — and in the
+    /// browser, whose fallback adapter (SwiftShader) did not finish compiling LeNet-5's
+    /// fully unrolled CPU tiles in minutes.
     pub(crate) fn tiles(&self) -> Tiles {
-        if self.summary.device_type == "Cpu" {
+        if self.summary.device_type == "Cpu" && self.summary.backend != "BrowserWebGpu" {
             Tiles {
                 min_groups: std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
                 ..CPU_TILES
