@@ -43,6 +43,9 @@ pub(crate) struct Tiles {
     pub(crate) gemm: &'static [(u32, u32)],
     /// Workgroups a dispatch should have to occupy the device.
     pub min_groups: u64,
+    /// A weight gradient whose largest register tiles number fewer workgroups than this is
+    /// split into row partitions (`ops::conv::weight_parts`).
+    pub split_groups: u64,
 }
 
 /// CPU adapters (lavapipe/llvmpipe, SwiftShader, WARP: a workgroup runs on one thread, SIMD
@@ -62,6 +65,7 @@ const CPU_TILES: Tiles = Tiles {
     bwd_w_rows: 8,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
     min_groups: 2,
+    split_groups: 2,
 };
 
 /// Hardware GPUs: registers are per invocation and few, so tiles of at most 16–40
@@ -77,6 +81,9 @@ const GPU_TILES: Tiles = Tiles {
     bwd_w_rows: 2,
     gemm: &[(4, 4), (2, 4), (1, 4)],
     min_groups: 32,
+    // two workgroups per streaming multiprocessor of a large GPU (an H100 has 132); not
+    // measured — no hardware GPU was available
+    split_groups: 256,
 };
 
 /// The widest kernel the stride-1 rows variants are specialised for: 7 keeps the
@@ -119,8 +126,10 @@ impl GpuContext {
     /// (with one workgroup per host core to keep), [`GPU_TILES`] otherwise.
     pub(crate) fn tiles(&self) -> Tiles {
         if self.summary.device_type == "Cpu" {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
             Tiles {
-                min_groups: std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+                min_groups: cores,
+                split_groups: cores,
                 ..CPU_TILES
             }
         } else {
