@@ -292,7 +292,15 @@ fn short_variant(v: &str) -> String {
             let k = p.split('=').next().unwrap_or_default();
             !matches!(
                 k,
-                "ACT" | "HAS_BIAS" | "ACT_OUT" | "ACT_IN" | "ONES_COL" | "KWM" | "WRED" | "SEG"
+                "ACT"
+                    | "HAS_BIAS"
+                    | "ACT_OUT"
+                    | "ACT_IN"
+                    | "ONES_COL"
+                    | "KWM"
+                    | "WRED"
+                    | "SEG"
+                    | "DSEG"
             ) && !k.starts_with("S_")
                 && k != "GEO"
         })

@@ -39,6 +39,9 @@ pub(crate) struct Tiles {
     /// Conv backward-weight, stride-1 rows variant: (c,a) kernel rows per tile (the output
     /// channels as `bwd_w.0`).
     pub(crate) bwd_w_rows: u32,
+    /// Depthwise conv forward and backward-input (sliding-window variants): at most this many
+    /// consecutive outputs per invocation.
+    pub(crate) dw_run: u32,
     /// GEMM: rows × columns per invocation.
     pub(crate) gemm: &'static [(u32, u32)],
     /// Workgroups a dispatch should have to occupy the device.
@@ -63,6 +66,7 @@ const CPU_TILES: Tiles = Tiles {
     bwd_w: (8, 32),
     // 8 measured best for 5×5 and 3×3 kernels (6 rows ran 1.6× slower, 16 no faster)
     bwd_w_rows: 8,
+    dw_run: 16,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
     min_groups: 2,
     split_groups: 2,
@@ -79,6 +83,7 @@ const GPU_TILES: Tiles = Tiles {
     bwd_in_rows: (4, 8),
     bwd_w: (4, 8),
     bwd_w_rows: 2,
+    dw_run: 4,
     gemm: &[(4, 4), (2, 4), (1, 4)],
     min_groups: 32,
     // two workgroups per streaming multiprocessor of a large GPU (an H100 has 132); not

@@ -425,16 +425,33 @@ impl ConvUniform {
     fn plain_2d(&self) -> bool {
         self.plain_geometry() && self.cg == self.c && self.flip == 0
     }
+
+    /// Plain 2-D depthwise (one input channel per output channel, C = O), no flip, sw = 1, a
+    /// kernel up to `ROWS_MAX_KW` wide: the shapes the sliding-window forward variant serves.
+    fn depthwise_rows(&self) -> bool {
+        self.plain_geometry()
+            && self.cg == 1
+            && self.og == 1
+            && self.c == self.o
+            && self.flip == 0
+            && self.sw == 1
+            && self.kw <= ROWS_MAX_KW
+    }
 }
 
 /// The entry point that computes `pass`: the rows variants of the backward passes for layers
 /// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
-/// `ROWS_MAX_KW` wide. (A rows variant of the forward pass measured no faster: its weight
-/// loads dominate either way.)
+/// `ROWS_MAX_KW` wide, and the sliding-window forward and backward-input passes of depthwise
+/// layers (backward-input with both strides 1). (A rows
+/// variant of the dense forward pass measured no faster: its weight loads dominate either way.)
 fn variant(pass: ConvPass, p: &ConvUniform) -> &'static str {
     let rows_kw = p.plain_2d() && p.kw <= ROWS_MAX_KW;
     match pass {
+        ConvPass::Forward if p.depthwise_rows() => "conv_forward_depthwise",
         ConvPass::Forward => "conv_forward",
+        ConvPass::BackwardInput if p.depthwise_rows() && p.sh == 1 => {
+            "conv_backward_input_depthwise"
+        }
         ConvPass::BackwardInput if rows_kw && p.sh == 1 && p.sw == 1 => "conv_backward_input_rows",
         ConvPass::BackwardInput => "conv_backward_input",
         ConvPass::BackwardWeight if rows_kw && p.sw == 1 => "conv_backward_weight_rows",
@@ -454,6 +471,14 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
             pos.div_ceil(64 * s as u64) * p.c.div_ceil(r) as u64
         }
         "conv_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
+        "conv_forward_depthwise" => {
+            let runs = p.n as u64 * p.o as u64 * p.oh as u64 * p.ow.div_ceil(s) as u64;
+            runs.div_ceil(64)
+        }
+        "conv_backward_input_depthwise" => {
+            let runs = p.n as u64 * p.c as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
+            runs.div_ceil(64)
+        }
         "conv_backward_input_rows" => {
             let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             segs.div_ceil(64) * p.c.div_ceil(r) as u64
@@ -495,6 +520,8 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             let (s, _) = pick(cands, |s| groups(entry, p, (r, s)), min_groups);
             (r, s)
         }
+        "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
+        "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
         "conv_backward_input_rows" => {
             let r = balanced(p.c, t.bwd_in_rows.0);
             shrink(r, p.w, split(p.w, p.w.div_ceil(t.bwd_in_rows.1)))
@@ -539,6 +566,10 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
         "conv_backward_input_rows" => {
             consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("SEG", s + p.kw - 1)]);
             ("IR", "IS")
+        }
+        "conv_forward_depthwise" | "conv_backward_input_depthwise" => {
+            consts.extend([("DKW", p.kw), ("DSEG", s + p.kw - 1), ("DS", s)]);
+            return consts;
         }
         _ => ("WR", "WS"),
     };
