@@ -636,6 +636,14 @@ fn main() {
                     "kernel": k, "shape": s, "flops": f, "seconds": t,
                 })).collect::<Vec<Value>>(),
             })).collect::<Vec<Value>>(),
+            "xception_mini": xception.as_ref().map(|r| json!({
+                "batch": r.batch,
+                "images_per_s": r.images_per_s,
+                "step_ms": r.step_ms,
+                "breakdown": r.breakdown.iter().map(|(k, s, f, t)| json!({
+                    "kernel": k, "shape": s, "flops": f, "seconds": t,
+                })).collect::<Vec<Value>>(),
+            })),
             "torch": torch.as_ref().map(|t| t.to_json()).unwrap_or(Value::Null),
             "backward_weight_vs_forward": bwd.iter().map(|r| r.to_json()).collect::<Vec<Value>>(),
             "ops": ops.iter().map(|r| json!({
