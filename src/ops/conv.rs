@@ -203,13 +203,17 @@ impl Launch for Conv {
     }
 }
 
-/// The first pass of a split backward-weight reduction: the gradients of [`ConvPass::
-/// BackwardWeight`] summed over each of `parts` partitions of the N·OD·OH output rows
-/// (boundaries [`cpu::conv::part_starts`]) into a scratch `[parts, O·K (+ O with a bias)]`;
-/// [`super::elementwise::SumParts`] then adds the partitions in order into `dw` and `db`. The
-/// lowering emits it where the weight gradient has too few register tiles to occupy the
-/// device (`weight_parts`: a function of the shape and the adapter class): each partition runs the whole grid of tiles, so the tiles stay
-/// as large as the layer allows and the long reduction is what is split.
+/// The first pass of a split backward-weight reduction: the gradients of
+/// [`ConvPass::BackwardWeight`] summed over each of `parts` partitions of the N·OD·OH output
+/// rows (boundaries [`cpu::conv::part_starts`]) into a scratch `[parts, O·K (+ O with a
+/// bias)]`; [`super::elementwise::SumParts`] then adds the partitions in order into `dw` and
+/// `db`. The lowering emits it where the weight gradient has too few register tiles to occupy
+/// the device (`weight_parts`: a function of the shape and the adapter class): each partition
+/// runs the whole grid of tiles, so the tiles stay as large as the layer allows and the long
+/// reduction is what is split.
+///
+/// # Shapes
+/// `x [N,C,D,H,W]`, `dy [N,O,OD,OH,OW]` → `dw_parts [parts, O·C/G·KD·KH·KW (+ O)]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvWeightParts {
     pub d: ConvDims,
