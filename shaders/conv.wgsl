@@ -42,9 +42,17 @@
 // channels × IS consecutive positions of one input row) and conv_backward_weight_rows (tiles
 // of WR output channels × WA whole kernel rows), both reusing each loaded value across the KWC
 // kernel columns that slide over it.
+// Split reduction (SPLIT = 1, both backward-weight kernels): when the tiles of [dw | db] are
+// too few to fill the device, the N·OD·OH rows are cut into `p.parts` partitions, partition q
+// holding rows part_start(q) .. part_start(q + 1) (q·rows / parts, rounded down; empty when
+// there are more partitions than rows). The grid repeats for each partition (workgroup
+// t = q · tiles + tile) and each writes its partial tile to the scratch bound as dw, laid out
+// [parts][O·K (dw) | O (db, with a bias)]; elementwise.wgsl's sum_parts then adds the
+// partitions in order q = 0, 1, … — no atomics, so the result is the same bits every run.
+// Without SPLIT, parts = 1 and the one partition is every row.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
-//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p
-//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv_backward_input_rows)
+//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p   (and conv_forward_depthwise)
+//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv_backward_input_rows, _depthwise)
 //   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv_backward_weight_rows)
 
 struct ConvUniform {
@@ -54,7 +62,7 @@ struct ConvUniform {
     pd: u32, ph: u32, pw: u32, dd: u32,
     dh: u32, dw: u32, od: u32, oh: u32,
     ow: u32, cg: u32, og: u32, has_bias: u32,
-    act: u32, alpha: f32, flip: u32, pad0: u32,
+    act: u32, alpha: f32, flip: u32, parts: u32,
 }
 
 // ---- specialisation constants (defaults: generic) -------------------------------------------
@@ -71,11 +79,16 @@ const IR: u32 = 4u;         // backward-input: input channels per invocation
 const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
 const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
+const SPLIT: u32 = 0u;      // backward-weight: 1 = write the partial sums of row partition
+                            // `part` into the scratch bound as dw (see "Split reduction")
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
 
 // A geometry value, or its plain 2-D value (1, or 0 for padding) when PLAIN = 1.
 fn one_if_plain(v: u32) -> u32 { return select(v, 1u, PLAIN == 1u); }
 fn zero_if_plain(v: u32) -> u32 { return select(v, 0u, PLAIN == 1u); }
+
+// First row of partition `q` of the backward-weight rows (the twin's `part_starts`).
+fn part_start(q: u32, rows: u32, parts: u32) -> u32 { return (q * rows) / parts; }
 
 // The stored tap of kernel offset `t` (flat over e, a, b) of a kernel with `kvol` taps.
 fn conv_tap(t: u32, kvol: u32) -> u32 {
@@ -298,7 +311,14 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     let ohw = g.oh * g.ow;
     let plane = god * ohw;
     let tiles_k = (kk + HAS_BIAS + WS - 1u) / WS;
-    let t = flat_group(wid, nwg);
+    let tiles = ((g.o + WR - 1u) / WR) * tiles_k;
+    let tq = flat_group(wid, nwg);
+    let part = tq / tiles;
+    let t = tq % tiles;
+    let nrows = g.n * god * g.oh;
+    let row0 = part_start(part, nrows, g.parts);
+    let row1 = part_start(part + 1u, nrows, g.parts);
+    let pbase = part * (g.o * kk + HAS_BIAS * g.o); // the partition's slice of the scratch
     let o0 = (t / tiles_k) * WR;
     let k0 = (t % tiles_k) * WS;
     let cbase = (min(o0, g.o - 1u) / g.og) * g.cg; // first input channel of the tile's group
@@ -327,8 +347,7 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     var yoff: array<u32, WR>;
     /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
     var acc: array<array<f32, WS>, WR>;
-    let nrows = g.n * god * g.oh;
-    for (var row = li; row < nrows; row += WG) {
+    for (var row = row0 + li; row < row1; row += WG) {
         let n = row / (god * g.oh);
         let zi = row % (god * g.oh);
         let z = zi / g.oh;
@@ -378,9 +397,9 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         if (li < WS && o < g.o) {
             let k = k0 + li;
             if (k < kk) {
-                bw_dw[o * kk + k] = bw_red[li * WG];
+                bw_dw[pbase + o * kk + k] = bw_red[li * WG];
             } else if (HAS_BIAS == 1u && k == kk) {
-                bw_db[o] = bw_red[li * WG];
+                if (SPLIT == 1u) { bw_dw[pbase + g.o * kk + o] = bw_red[li * WG]; } else { bw_db[o] = bw_red[li * WG]; }
             }
         }
         workgroupBarrier();
@@ -411,7 +430,14 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
     let nca = g.c * g.kh;
     let kk = nca * KWC;
     let tiles_a = (nca + WA - 1u) / WA;
-    let t = flat_group(wid, nwg);
+    let tiles = ((g.o + WR - 1u) / WR) * tiles_a;
+    let tq = flat_group(wid, nwg);
+    let part = tq / tiles;
+    let t = tq % tiles;
+    let nrows = g.n * g.oh;
+    let row0 = part_start(part, nrows, g.parts);
+    let row1 = part_start(part + 1u, nrows, g.parts);
+    let pbase = part * (g.o * kk + HAS_BIAS * g.o); // the partition's slice of the scratch
     let o0 = (t / tiles_a) * WR;
     let ca0 = (t % tiles_a) * WA;
     // per (c,a) row of the tile: x offset of the input row inside a sample, kernel row − ph
@@ -429,10 +455,9 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
     /*unroll*/ for (var r = 0u; r < WR; r++) { yoff[r] = min(o0 + r, g.o - 1u) * plane; }
     var acc: array<array<array<f32, KWC>, WA>, WR>;
     var accb: array<f32, WR>;
-    let nrows = g.n * g.oh;
     let wi = i32(g.w);
     let pw = i32(g.pw);
-    for (var row = li; row < nrows; row += WG) {
+    for (var row = row0 + li; row < row1; row += WG) {
         let n = row / g.oh;
         let i = row % g.oh;
         let ybase = n * g.o * plane + i * g.ow;
@@ -490,9 +515,9 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
             for (var v = li; v < WRED; v += WG) {
                 if (v < WRED - 1u) {
                     let ca = ca0 + v / KWC;
-                    if (ca < nca) { bw_dw[o * kk + ca * KWC + v % KWC] = bwr_red[v * WG]; }
+                    if (ca < nca) { bw_dw[pbase + o * kk + ca * KWC + v % KWC] = bwr_red[v * WG]; }
                 } else if (HAS_BIAS == 1u && last_a) {
-                    bw_db[o] = bwr_red[v * WG];
+                    if (SPLIT == 1u) { bw_dw[pbase + g.o * kk + o] = bwr_red[v * WG]; } else { bw_db[o] = bwr_red[v * WG]; }
                 }
             }
         }
@@ -571,5 +596,117 @@ fn conv_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
             let w = w0 + s;
             if (live && c < g.c && w < g.w) { bi_dx[(n * g.c + c) * hw + h * g.w + w] = acc[r][s]; }
         }
+    }
+}
+
+// ---- forward, depthwise sliding-window variant -----------------------------------------------
+// The same sums as conv_forward for depthwise layers (groups = C = O: output channel c reads
+// input channel c only) of a plain 2-D geometry with sw = 1 and no flip. Each invocation
+// computes DS consecutive outputs of one output row of one channel: for each kernel row it
+// loads the DS + DKW − 1 inputs the run slides over into registers once, and the DKW
+// weights, then does DS·DKW multiply-adds (conv_forward loads one input per multiply-add
+// here, its channel tile being 1). Same bindings as conv_forward. (Its own constants: a
+// pipeline specialises the whole module, and the rows variants' KWC/KWM/SEG must stay
+// consistent with each other.)
+const DS: u32 = 8u;     // outputs per invocation: a run along the output row
+const DKW: u32 = 3u;    // kernel width (= kw)
+const DSEG: u32 = 10u;  // DS + DKW − 1 inputs per kernel row
+
+@compute @workgroup_size(64)
+fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let g = f_p;
+    let segs = (g.ow + DS - 1u) / DS;
+    let total = g.n * g.o * g.oh * segs;
+    let qq = flat_group(wid, nwg) * WG + li;
+    let live = qq < total;
+    let q = min(qq, total - 1u);
+    let row = q / segs;            // (n·C + c)·OH + i: the output row
+    let j0 = (q % segs) * DS;
+    let i = row % g.oh;
+    let nc = row / g.oh;           // n·C + c (C = O)
+    let c = nc % g.o;
+    let xplane = nc * g.h * g.w;   // x[n, c, 0, 0]
+    let iw0 = i32(j0) - i32(g.pw);
+    var acc: array<f32, DS>;
+    for (var a = 0u; a < g.kh; a++) {
+        let ih = i32(i * g.sh + a) - i32(g.ph);
+        let rok = ih >= 0 && ih < i32(g.h);
+        let rb = i32(xplane) + ih * i32(g.w);
+        var seg: array<f32, DSEG>;
+        /*unroll*/ for (var e = 0u; e < DSEG; e++) {
+            let iw = iw0 + i32(e);
+            let ok = rok && iw >= 0 && iw < i32(g.w);
+            seg[e] = select(0.0, f_x[u32(select(0, rb + iw, ok))], ok);
+        }
+        let wk = (c * g.kh + a) * DKW;
+        /*unroll*/ for (var b = 0u; b < DKW; b++) {
+            let wv = f_w[wk + b];
+            /*unroll*/ for (var s = 0u; s < DS; s++) { acc[s] += wv * seg[s + b]; }
+        }
+    }
+    var bias = 0.0;
+    if (HAS_BIAS == 1u) { bias = f_b[c]; }
+    let yb = row * g.ow;
+    /*unroll*/ for (var s = 0u; s < DS; s++) {
+        let j = j0 + s;
+        if (live && j < g.ow) {
+            let v = acc[s] + bias;
+            if (KEEP_Z == 1u) { f_z[yb + j] = v; }
+            f_y[yb + j] = act_fwd(v, ACT, g.alpha);
+        }
+    }
+}
+
+// ---- backward to the input, depthwise sliding-window variant -------------------------------
+// The same sums as conv_backward_input for the layers conv_forward_depthwise serves, with
+// sh = sw = 1 as well: dx[n,c,h,w] = Σ_a Σ_b w[c,a,b] · dy'[n,c, h+ph−a, w+pw−b]. Each
+// invocation computes DS consecutive inputs of one channel's input row: for each kernel row
+// it loads the DS + DKW − 1 values of dy' the run needs into registers once (applying the
+// fused activation's derivative as it loads) and the DKW weights. Same bindings as
+// conv_backward_input.
+@compute @workgroup_size(64)
+fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) li: u32) {
+    let g = bi_p;
+    let segs = (g.w + DS - 1u) / DS;
+    let total = g.n * g.c * g.h * segs;
+    let qq = flat_group(wid, nwg) * WG + li;
+    let live = qq < total;
+    let q = min(qq, total - 1u);
+    let row = q / segs;            // (n·C + c)·H + h: the input row
+    let w0 = (q % segs) * DS;
+    let h = row % g.h;
+    let nc = row / g.h;            // n·C + c (C = O)
+    let c = nc % g.c;
+    let yplane = nc * g.oh * g.ow; // dy[n, c, 0, 0]
+    // the dy' columns of the run: j = w0 + pw − (DKW − 1) + e
+    let j0 = i32(w0 + g.pw) - i32(DKW - 1u);
+    var acc: array<f32, DS>;
+    for (var a = 0u; a < g.kh; a++) {
+        let i = i32(h + g.ph) - i32(a);
+        let rok = i >= 0 && i < i32(g.oh);
+        let rb = i32(yplane) + i * i32(g.ow);
+        var seg: array<f32, DSEG>;
+        /*unroll*/ for (var e = 0u; e < DSEG; e++) {
+            let j = j0 + i32(e);
+            let ok = rok && j >= 0 && j < i32(g.ow);
+            let yi = u32(select(0, rb + j, ok));
+            var d = bi_dy[yi];
+            if (ACT != 0u) { d *= act_grad_fused(bi_y[yi], ACT, g.alpha); }
+            seg[e] = select(0.0, d, ok);
+        }
+        let wk = (c * g.kh + a) * DKW;
+        /*unroll*/ for (var b = 0u; b < DKW; b++) {
+            let wv = bi_w[wk + b];
+            /*unroll*/ for (var s = 0u; s < DS; s++) { acc[s] += wv * seg[s + DKW - 1u - b]; }
+        }
+    }
+    let xb = row * g.w;
+    /*unroll*/ for (var s = 0u; s < DS; s++) {
+        let w = w0 + s;
+        if (live && w < g.w) { bi_dx[xb + w] = acc[s]; }
     }
 }

@@ -1,4 +1,5 @@
-// elementwise.wgsl — activations, their derivatives, and the sum of two tensors.
+// elementwise.wgsl — activations, their derivatives, the sum of two tensors, and the sum of
+// a split reduction's partitions (sum_parts, at the end).
 //
 //   activation_forward:   y[i]  = f(x[i])
 //   activation_backward:  dx[i] = dy[i] · f'(x[i])
@@ -130,4 +131,32 @@ fn rescale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = flat_id(wid, nwg, li);
     if (i >= rs_p.len) { return; }
     rs_y[i] = rs_x[i] * rs_p.scale + rs_p.offset;
+}
+
+// ---- sum of partial reductions ---------------------------------------------------------------
+//   sum_parts:  v[i] = Σ_{q=0}^{parts−1} parts[q·(LA+LB) + i], added in the order q = 0, 1, …
+//               (so the same bits every run), then a[i] = v[i] for i < LA, b[i−LA] = v[i] after
+//               (the second pass of a split reduction: conv.wgsl's SPLIT weight gradients).
+// Shapes: parts [parts, LA + LB], a [LA], b [LB] (LB = 0: b unused).
+// Dispatch: one invocation per element of a and b, 64 per workgroup, grid folded.
+// Bindings: 0 parts, 1 a, 2 b, 3 p
+
+struct PartsUniform {
+    len_a: u32, len_b: u32, parts: u32, _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> sp_parts: array<f32>;
+@group(0) @binding(1) var<storage, read_write> sp_a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sp_b: array<f32>;
+@group(0) @binding(3) var<uniform> sp_p: PartsUniform;
+
+@compute @workgroup_size(64)
+fn sum_parts(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    let len = sp_p.len_a + sp_p.len_b;
+    if (i >= len) { return; }
+    var v = 0.0;
+    for (var q = 0u; q < sp_p.parts; q++) { v += sp_parts[q * len + i]; }
+    if (i < sp_p.len_a) { sp_a[i] = v; } else { sp_b[i - sp_p.len_a] = v; }
 }

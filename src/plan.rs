@@ -10,6 +10,11 @@
 //!   fused into that kernel's output (and its derivative into the gradient kernels).
 //! * **Autodiff** — the backward schedule is derived from the forward one in reverse
 //!   topological order; gradients of a tensor used twice are summed with `add` steps.
+//! * **Split reductions** — with a [`Split`] for an adapter ([`Plan::with_split`]; the GPU
+//!   executor's default), a weight gradient too small to occupy the device is computed as
+//!   row partitions into a pooled scratch tensor, then summed in partition order
+//!   ([`crate::ops::conv::ConvWeightParts`]); the partition count is a function of the shape
+//!   and the adapter class, so the plan and its results are the same on every run.
 //! * **Memory** — parameters, gradients and optimizer state live in flat buffers (each
 //!   tensor 256-byte aligned, so the optimizer updates all of them in one dispatch and
 //!   gradients are written, never zeroed). Activations and their gradients share a pool
@@ -21,6 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::tiles::Tiles;
+use crate::gpu::GpuContext;
 use crate::graph::{Graph, NodeId, Op, ParamId};
 use crate::ops::elementwise::Ew;
 use crate::ops::{rule, Launch};
@@ -184,6 +191,45 @@ pub struct Plan {
     pub node_outputs: Vec<Option<TensorId>>,
 }
 
+/// Whether a plan splits long weight-gradient reductions into row partitions, and for which
+/// adapter class (whose register tiles and parallelism decide how many partitions).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Split(Option<Tiles>);
+
+impl Split {
+    /// No split: every weight gradient is one launch (the CPU executor's plans).
+    pub fn off() -> Self {
+        Split(None)
+    }
+
+    /// Split as suits `ctx`'s adapter; `WGCNN_SPLIT=0` in the environment turns it off.
+    pub fn for_device(ctx: &GpuContext) -> Self {
+        if std::env::var("WGCNN_SPLIT").is_ok_and(|v| v == "0") {
+            return Split::off();
+        }
+        Split(Some(ctx.tiles()))
+    }
+
+    /// The same adapter's split, aiming at `groups` workgroups per weight gradient instead
+    /// of the adapter class's default (a layer whose unsplit launch has fewer is split):
+    /// for benchmarks and tests of the split kernels on any adapter. No effect when off.
+    pub fn aiming_at(self, groups: u64) -> Self {
+        Split(self.0.map(|t| Tiles {
+            split_groups: groups,
+            ..t
+        }))
+    }
+
+    /// Whether splitting is on.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(crate) fn tiles(&self) -> Option<Tiles> {
+        self.0
+    }
+}
+
 /// The lowering driver: walks the graph and lets each op's [`Rule`] emit its steps, in
 /// topological order for the forward pass and in reverse for the gradients (summing the
 /// gradients of a tensor used twice). Tensors are interned by name, so the evaluation and
@@ -194,6 +240,8 @@ pub(crate) struct Lowering<'g> {
     pub n: usize,
     /// Lowering the training schedule (else evaluation).
     pub train: bool,
+    /// Whether weight gradients are split into partitions.
+    pub split: Split,
     tensors: Vec<Tensor>,
     by_name: HashMap<String, TensorId>,
     steps: Vec<Step>,
@@ -416,7 +464,7 @@ impl<'g> Lowering<'g> {
     /// The driver for `graph` at batch `n`: fusion decisions, which nodes need gradients, and
     /// the tensors that exist in every schedule (parameters, gradients, running statistics,
     /// input, targets, metrics, step counter).
-    fn new(graph: &'g Graph, n: usize) -> Result<Self> {
+    fn new(graph: &'g Graph, n: usize, split: Split) -> Result<Self> {
         let nodes = graph.nodes();
         let mut needs_grad = vec![false; nodes.len()];
         for (id, node) in nodes.iter().enumerate() {
@@ -438,6 +486,7 @@ impl<'g> Lowering<'g> {
             g: graph,
             n,
             train: false,
+            split,
             tensors: Vec::new(),
             by_name: HashMap::new(),
             steps: Vec::new(),
@@ -587,12 +636,17 @@ impl Plan {
     /// Plans `graph` for batches of up to `batch` samples: lowers its training and
     /// evaluation schedules once and assigns every tensor its memory.
     pub fn new(graph: &Graph, batch: usize) -> Result<Plan> {
+        Self::with_split(graph, batch, Split::off())
+    }
+
+    /// As [`Plan::new`], splitting weight-gradient reductions as `split` says.
+    pub fn with_split(graph: &Graph, batch: usize, split: Split) -> Result<Plan> {
         graph.validate()?;
         if batch == 0 {
             return Err(Error::invalid("plan", "batch size must be at least 1"));
         }
         check_addressable(graph, batch)?;
-        let mut lw = Lowering::new(graph, batch)?;
+        let mut lw = Lowering::new(graph, batch, split)?;
         let eval_steps = lw.schedule(false);
         let node_outputs = lw.out.clone();
         let train_steps = lw.schedule(true);

@@ -6,7 +6,9 @@
 //! # Which GPU kernels the problems reach
 //! `src/ops/conv.rs::variant` picks the stride-1 "rows" backward kernels for plain 2-D
 //! (and 1-D) problems (no groups, dilation 1, no flip) with `sw = 1` (`sh = sw = 1` for
-//! backward-input) and `kw ≤ 7`, the generic kernels otherwise. [`plain_problem`] aims at
+//! backward-input) and `kw ≤ 7`, the sliding-window kernels for depthwise ones (C = O =
+//! groups) with `sw = 1` and `kw ≤ 7` (`conv_forward_depthwise`; with `sh = 1` also
+//! `conv_backward_input_depthwise`), the generic kernels otherwise. [`plain_problem`] aims at
 //! the rows variants, [`options_problem`] mostly at the generic ones; [`variants`] names
 //! the kernels a problem reaches and `WGCNN_REPORT=1 … -- --nocapture` prints how often
 //! each was hit. [`tile_edges_and_every_kernel_variant`] reaches every variant on purpose
@@ -147,7 +149,23 @@ fn variants(pr: &Problem) -> [&'static str; 3] {
         && g.dilation[2] == 1
         && !g.flip;
     let narrow = g.w[4] <= 7;
-    let bi = if plain && g.stride[1] == 1 && g.stride[2] == 1 && narrow {
+    let depthwise = g.x[2] == 1
+        && g.w[2] == 1
+        && g.w[1] == 1
+        && g.groups == g.x[1]
+        && g.w[0] == g.x[1]
+        && g.dilation[1] == 1
+        && g.dilation[2] == 1
+        && g.stride[2] == 1
+        && !g.flip;
+    let fwd = if depthwise && narrow {
+        "forward_depthwise"
+    } else {
+        "forward"
+    };
+    let bi = if depthwise && narrow && g.stride[1] == 1 {
+        "backward_input_depthwise"
+    } else if plain && g.stride[1] == 1 && g.stride[2] == 1 && narrow {
         "backward_input_rows"
     } else {
         "backward_input"
@@ -157,7 +175,7 @@ fn variants(pr: &Problem) -> [&'static str; 3] {
     } else {
         "backward_weight"
     };
-    ["forward", bi, bw]
+    [fwd, bi, bw]
 }
 
 /// Runs `pr` forward and backward on the CPU and the GPU and compares every output.
@@ -443,6 +461,24 @@ fn tile_edges_and_every_kernel_variant() {
             },
             12,
         ),
+        // depthwise sliding-window variants: 19 columns (runs of up to 16 cross the row end),
+        // `same` 3×3; 5×5 with a row stride of 2 (forward only) and asymmetric padding; 1-D
+        pr(
+            &[2, 7, 9, 19],
+            &[7, 1, 3, 3],
+            ConvParams::default().groups(7).same(),
+            14,
+        ),
+        pr(
+            &[3, 5, 11, 33],
+            &[5, 1, 5, 5],
+            ConvParams {
+                groups: 5,
+                ..p2([2, 1], [2, 0], [1, 3])
+            },
+            15,
+        ),
+        pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
         // 3-D depthwise with anchor
         pr(
             &[1, 4, 6, 7, 8],
@@ -458,7 +494,9 @@ fn tile_edges_and_every_kernel_variant() {
     }
     for v in [
         "forward",
+        "forward_depthwise",
         "backward_input",
+        "backward_input_depthwise",
         "backward_input_rows",
         "backward_weight",
         "backward_weight_rows",

@@ -1,7 +1,9 @@
 //! Benchmark that prints its napkin math: kernel times and GFLOP/s on the GPU path and the
 //! CPU path, and the LeNet-5 training step (images/s, dispatches, submits, bytes moved, host
-//! encode time, MFLOP per image), with ratios to reference figures measured on the machine
-//! the numbers in docs/PERFORMANCE.md come from.
+//! encode time, MFLOP per image), every convolution's backward-weight ÷ forward time with and
+//! without the split reduction, and ratios to PyTorch measured in the same sitting (the bench
+//! runs `scripts/torch_reference.py` itself when `python3` has torch, or reads the JSON it
+//! wrote shortly before with `--compare FILE`).
 //!
 //! ```text
 //! cargo run --release --example bench                    # everything (~2-3 min on 2 CPU cores)
@@ -9,6 +11,8 @@
 //! cargo run --release --example bench -- --json out.json # also write the figures as JSON
 //! cargo run --release --example bench -- --naive-1024    # also the naive 1024³ GEMM (slow)
 //! cargo run --release --example bench -- --quick --xception  # also nn::xception_mini's step
+//! cargo run --release --example bench -- --compare torch.json # PyTorch figures from a file
+//! cargo run --release --example bench -- --no-torch      # skip the PyTorch reference
 //! cargo run --release --example bench -- --resnet        # only ResNet-20 (3×32×32, bytes +
 //!                                                        # augmentation), data pipeline, PyTorch
 //! cargo run --release --example bench -- --folder DIR    # only: decode one epoch of an image
@@ -39,15 +43,9 @@ use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
 
+mod reference;
 mod resnet;
-
-/// Reference figures, images/s of a LeNet-5 SGD step at batch 64 / 256, on the 2-core
-/// machine of docs/PERFORMANCE.md (from issue 5).
-const REFERENCES: &[(&str, f64, f64)] = &[
-    ("Burn 0.22 wgpu backend (lavapipe)", 99.0, 96.0),
-    ("Burn 0.22 flex (CPU)", 3359.0, 2883.0),
-    ("PyTorch 1.13 CPU, 2 threads", 3503.0, 3989.0),
-];
+mod split;
 
 struct Args {
     quick: bool,
@@ -56,6 +54,8 @@ struct Args {
     folder: Option<String>,
     json: Option<String>,
     naive_1024: bool,
+    compare: Option<String>,
+    no_torch: bool,
 }
 
 fn args() -> Args {
@@ -66,6 +66,8 @@ fn args() -> Args {
         folder: None,
         json: None,
         naive_1024: false,
+        compare: None,
+        no_torch: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
@@ -76,9 +78,12 @@ fn args() -> Args {
             "--folder" => a.folder = Some(it.next().expect("--folder needs a directory")),
             "--naive-1024" => a.naive_1024 = true,
             "--json" => a.json = Some(it.next().expect("--json needs a path")),
+            "--compare" => a.compare = Some(it.next().expect("--compare needs a path")),
+            "--no-torch" => a.no_torch = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--xception] [--resnet] [--folder DIR] [--json PATH] [--naive-1024]"
+                    "usage: bench [--quick] [--xception] [--resnet] [--folder DIR] [--json PATH] \
+                     [--naive-1024] [--compare TORCH_JSON] [--no-torch]"
                 );
                 std::process::exit(0);
             }
@@ -292,7 +297,15 @@ fn short_variant(v: &str) -> String {
             let k = p.split('=').next().unwrap_or_default();
             !matches!(
                 k,
-                "ACT" | "HAS_BIAS" | "ACT_OUT" | "ACT_IN" | "ONES_COL" | "KWM" | "WRED" | "SEG"
+                "ACT"
+                    | "HAS_BIAS"
+                    | "ACT_OUT"
+                    | "ACT_IN"
+                    | "ONES_COL"
+                    | "KWM"
+                    | "WRED"
+                    | "SEG"
+                    | "DSEG"
             ) && !k.starts_with("S_")
                 && k != "GEO"
         })
@@ -505,18 +518,6 @@ fn main() {
         "with a CPU adapter it is up to cores × wall time, on a busy one closer to wall time."
     );
     println!();
-    println!("### Ratios to the reference figures (images/s, batch 64 / 256)");
-    println!();
-    println!("| reference | batch 64 | batch 256 | ours ÷ ref, 64 | ours ÷ ref, 256 |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, r64, r256) in REFERENCES {
-        println!(
-            "| {name} | {r64:.0} | {r256:.0} | {:.2}× | {:.2}× |",
-            lenet[0].images_per_s / r64,
-            lenet[1].images_per_s / r256
-        );
-    }
-    println!();
     if let Some(r) = lenet.first() {
         print_breakdown(r);
     }
@@ -534,7 +535,21 @@ fn main() {
         print_breakdown(&r);
         r
     });
-    let _ = &xception;
+    let mut bwd = split::bench(&gpu, "lenet5", &nn::lenet5().expect("lenet"), 64);
+    if a.xception {
+        let g = nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10).expect("xception");
+        bwd.extend(split::bench(&gpu, "xception_mini", &g, 64));
+    }
+    split::print(&bwd);
+    let torch = torch_reference(&a, &ctx, cores);
+    let mut ours = vec![
+        ("lenet5", 64, lenet[0].images_per_s),
+        ("lenet5", 256, lenet[1].images_per_s),
+    ];
+    if let Some(x) = &xception {
+        ours.push(("xception_mini", 64, x.images_per_s));
+    }
+    reference::print_ratios(&torch, &ours);
 
     eprintln!("ops…");
     let ops = bench_ops(&ctx, &a);
@@ -549,11 +564,30 @@ fn main() {
     };
     println!("## Targets");
     println!();
-    let t64 = lenet[0].images_per_s / REFERENCES[0].1;
-    let t256 = lenet[1].images_per_s / REFERENCES[0].2;
+    match &torch {
+        Ok(t) => {
+            for (model, batch, ips) in &ours {
+                if let Some(p) = t.images_per_s(model, *batch) {
+                    println!(
+                        "- {model} step vs PyTorch ({}, same sitting), batch {batch}: {:.2}× ({ips:.0} / {p:.0} images/s)",
+                        t.device,
+                        ips / p
+                    );
+                }
+            }
+        }
+        Err(e) => println!("- steps vs PyTorch: not measured ({e})"),
+    }
+    let worst = |split: bool| {
+        bwd.iter()
+            .map(|r| r.split_s.filter(|_| split).unwrap_or(r.whole_s) / r.fwd_s)
+            .fold(0.0f64, f64::max)
+    };
     println!(
-        "- LeNet-5 step ≥ 4× Burn-wgpu: {:.1}× at batch 64, {:.1}× at batch 256 ({:.0} / {:.0} images/s)",
-        t64, t256, lenet[0].images_per_s, lenet[1].images_per_s
+        "- conv backward-weight ≤ 1.5× forward, every conv measured: worst {:.2}× unsplit, {:.2}× split where a plan aiming at {} workgroups splits",
+        worst(false),
+        worst(true),
+        split::TARGET
     );
     if let (Some(t), Some(n)) = (
         find("matmul (tiled", "512×"),
@@ -611,9 +645,16 @@ fn main() {
                     "kernel": k, "shape": s, "flops": f, "seconds": t,
                 })).collect::<Vec<Value>>(),
             })).collect::<Vec<Value>>(),
-            "references": REFERENCES.iter().map(|(n, a, b)| json!({
-                "name": n, "images_per_s_batch64": a, "images_per_s_batch256": b,
-            })).collect::<Vec<Value>>(),
+            "xception_mini": xception.as_ref().map(|r| json!({
+                "batch": r.batch,
+                "images_per_s": r.images_per_s,
+                "step_ms": r.step_ms,
+                "breakdown": r.breakdown.iter().map(|(k, s, f, t)| json!({
+                    "kernel": k, "shape": s, "flops": f, "seconds": t,
+                })).collect::<Vec<Value>>(),
+            })),
+            "torch": torch.as_ref().map(|t| t.to_json()).unwrap_or(Value::Null),
+            "backward_weight_vs_forward": bwd.iter().map(|r| r.to_json()).collect::<Vec<Value>>(),
             "ops": ops.iter().map(|r| json!({
                 "op": r.name, "shape": r.shape, "flops": r.flops,
                 "gpu_s": r.gpu_s, "gpu_gflops": gflops(r.flops, r.gpu_s),
@@ -624,6 +665,22 @@ fn main() {
             .unwrap_or_else(|e| panic!("writing {path}: {e}"));
         eprintln!("wrote {path}");
     }
+}
+
+/// PyTorch's figures: from `--compare FILE`, else run now (unless `--no-torch`).
+fn torch_reference(
+    a: &Args,
+    ctx: &GpuContext,
+    cores: usize,
+) -> Result<reference::TorchRef, String> {
+    if let Some(path) = &a.compare {
+        return reference::read(path);
+    }
+    if a.no_torch {
+        return Err("skipped (--no-torch)".into());
+    }
+    eprintln!("PyTorch reference (scripts/torch_reference.py)…");
+    reference::run_now(ctx.adapter().device_type == "Cpu", cores)
 }
 
 fn print_breakdown(r: &StepRow) {

@@ -124,8 +124,7 @@ fn write_folder(dir: &Path, ds: &Dataset, files: usize) {
 fn torch_reference() -> Option<Value> {
     let out = std::env::temp_dir().join(format!("wgcnn-torch-{}.json", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_reference.py");
-    // the first interpreter that has torch (Debian's python3-torch is in /usr/bin)
-    let ok = ["/usr/bin/python3", "python3"].iter().any(|py| {
+    let ok = crate::reference::python_with_torch().is_some_and(|py| {
         Command::new(py)
             .arg(&script)
             .args(["--resnet", "--device", "cpu", "--json"])

@@ -153,3 +153,49 @@ pub fn conv_backward_weight(
     d.for_each_term(|yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
     (dw, db)
 }
+
+/// The first row of each of `parts` partitions of `rows` rows, and `rows` last: partition `q`
+/// holds rows `s[q] .. s[q+1]` with `s[q] = q·rows / parts` (rounded down; empty partitions
+/// when `parts > rows`). The GPU kernels compute the same boundaries (`part_start`).
+pub fn part_starts(rows: usize, parts: usize) -> Vec<usize> {
+    (0..=parts).map(|q| q * rows / parts.max(1)).collect()
+}
+
+/// The partial sums of [`conv_backward_weight`] over `parts` partitions of the N·OD·OH output
+/// rows (rows `(n, z, i)`, partitions by [`part_starts`]): `[parts, O·K + O]` with a bias
+/// (`K = C/G·KD·KH·KW`), `[parts, O·K]` without; partition `q` holds `dw` then `db` summed
+/// over its rows only. Summed over `q` they give the full gradients.
+pub fn conv_backward_weight_parts(
+    d: ConvDims,
+    parts: usize,
+    bias: bool,
+    x: &[f32],
+    dy: &[f32],
+    y_act: Option<(&[f32], u32, f32)>,
+) -> Vec<f32> {
+    let dy = match y_act {
+        Some((y, code, alpha)) => fused_grad(dy, y, code, alpha),
+        None => dy.to_vec(),
+    };
+    let [_, o_, od, oh, ow] = d.y;
+    let dw_len: usize = d.w.iter().product();
+    let stride = dw_len + if bias { o_ } else { 0 };
+    let starts = part_starts(d.y[0] * od * oh, parts);
+    let mut part_of_row = vec![0; d.y[0] * od * oh];
+    for q in 0..parts {
+        part_of_row[starts[q]..starts[q + 1]].fill(q);
+    }
+    // output element yi = (((n·O + o)·OD + z)·OH + i)·OW + j lies in row (n·OD + z)·OH + i
+    let base = |yi: usize| {
+        let n = yi / (o_ * od * oh * ow);
+        part_of_row[n * od * oh + (yi / ow) % (od * oh)] * stride
+    };
+    let mut out = vec![0.0f32; parts * stride];
+    if bias {
+        for (yi, g) in dy.iter().enumerate() {
+            out[base(yi) + dw_len + d.out_channel(yi)] += g;
+        }
+    }
+    d.for_each_term(|yi, xi, wi| out[base(yi) + wi] += dy[yi] * x[xi]);
+    out
+}

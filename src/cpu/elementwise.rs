@@ -228,3 +228,17 @@ pub fn dropout_backward(seed: u32, step: u32, p: f32, dy: &[f32]) -> Vec<f32> {
 pub fn rescale(scale: f32, offset: f32, x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| v * scale + offset).collect()
 }
+
+/// `v[i] = Σ_q parts[q·(la+lb) + i]`, added in the order `q = 0, 1, …` (as the kernel does),
+/// split into `(v[..la], v[la..])`. Shapes: parts `[P, la+lb]` → `[la]`, `[lb]`.
+pub fn sum_parts(parts: &[f32], la: usize, lb: usize) -> (Vec<f32>, Vec<f32>) {
+    let len = la + lb;
+    let mut v = vec![0.0f32; len];
+    for part in parts.chunks_exact(len.max(1)) {
+        for (s, p) in v.iter_mut().zip(part) {
+            *s += p;
+        }
+    }
+    let b = v.split_off(la);
+    (v, b)
+}

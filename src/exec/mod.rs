@@ -27,7 +27,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::optim::{Optimizer, ParamSelect};
-use crate::plan::{MemoryReport, Mode, Plan, Step};
+use crate::plan::{MemoryReport, Mode, Plan, Split, Step};
 use input::RawInput;
 
 /// Targets of a batch: class indices (cross-entropy) or dense values (MSE).
@@ -152,7 +152,9 @@ pub struct Executor {
 
 impl Executor {
     /// Plans `graph` for batches of up to `batch` samples on `backend`, with parameters
-    /// initialised from `seed` (see [`init_params`]).
+    /// initialised from `seed` (see [`init_params`]). On a GPU the plan splits small weight
+    /// gradients' reductions as suits the adapter ([`Split::for_device`]; `WGCNN_SPLIT=0`
+    /// turns that off); use [`Executor::with_plan`] to choose.
     pub fn new(
         backend: &Backend,
         graph: &Graph,
@@ -160,7 +162,11 @@ impl Executor {
         opt: Optimizer,
         seed: u64,
     ) -> Result<Self> {
-        Self::with_plan(backend, Plan::new(graph, batch)?, opt, seed)
+        let split = match backend {
+            Backend::Gpu(ctx) => Split::for_device(ctx),
+            Backend::Cpu => Split::off(),
+        };
+        Self::with_plan(backend, Plan::with_split(graph, batch, split)?, opt, seed)
     }
 
     /// Runs a plan built (and possibly edited) by the caller, e.g. with a launch replaced.

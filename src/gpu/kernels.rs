@@ -70,13 +70,17 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 
 /// Every kernel of the library. The CPU twin of each lives in `src/cpu/<family>.rs`
 /// under the same name, except for alternative kernels computing the same function, which
-/// share their twin: `conv_backward_input_rows` and `conv_backward_weight_rows`
-/// (stride-1 layers; the launch picks them) and `gemm_naive` (the untiled baseline the
-/// benchmark compares `gemm` with). Each launch's bindings are checked against its row.
+/// share their twin: `conv_backward_input_rows`, `conv_backward_weight_rows` (stride-1
+/// layers), `conv_forward_depthwise` and `conv_backward_input_depthwise` (depthwise layers;
+/// the launch picks them) and `gemm_naive` (the untiled baseline the
+/// benchmark compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
+/// `conv_backward_weight_parts`) runs the two backward-weight entry points with `SPLIT = 1`. Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
     k("conv_forward", "conv", 3, 2),
+    k("conv_forward_depthwise", "conv", 3, 2),
     k("conv_backward_input", "conv", 3, 1),
     k("conv_backward_input_rows", "conv", 3, 1),
+    k("conv_backward_input_depthwise", "conv", 3, 1),
     k("conv_backward_weight", "conv", 3, 2),
     k("conv_backward_weight_rows", "conv", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
@@ -94,6 +98,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("dropout_forward", "elementwise", 2, 1),
     k("dropout_backward", "elementwise", 2, 1),
     k("rescale", "elementwise", 1, 1),
+    k("sum_parts", "elementwise", 1, 2),
     k("softmax_forward", "loss", 1, 1),
     k("softmax_backward", "loss", 2, 1),
     k("cross_entropy", "loss", 2, 2),

@@ -39,10 +39,16 @@ pub(crate) struct Tiles {
     /// Conv backward-weight, stride-1 rows variant: (c,a) kernel rows per tile (the output
     /// channels as `bwd_w.0`).
     pub(crate) bwd_w_rows: u32,
+    /// Depthwise conv forward and backward-input (sliding-window variants): at most this many
+    /// consecutive outputs per invocation.
+    pub(crate) dw_run: u32,
     /// GEMM: rows × columns per invocation.
     pub(crate) gemm: &'static [(u32, u32)],
     /// Workgroups a dispatch should have to occupy the device.
     pub min_groups: u64,
+    /// A weight gradient whose largest register tiles number fewer workgroups than this is
+    /// split into row partitions (`ops::conv::weight_parts`).
+    pub split_groups: u64,
 }
 
 /// CPU adapters (lavapipe/llvmpipe, SwiftShader, WARP: a workgroup runs on one thread, SIMD
@@ -60,8 +66,10 @@ const CPU_TILES: Tiles = Tiles {
     bwd_w: (8, 32),
     // 8 measured best for 5×5 and 3×3 kernels (6 rows ran 1.6× slower, 16 no faster)
     bwd_w_rows: 8,
+    dw_run: 16,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
     min_groups: 2,
+    split_groups: 2,
 };
 
 /// Hardware GPUs: registers are per invocation and few, so tiles of at most 16–40
@@ -75,8 +83,12 @@ const GPU_TILES: Tiles = Tiles {
     bwd_in_rows: (4, 8),
     bwd_w: (4, 8),
     bwd_w_rows: 2,
+    dw_run: 4,
     gemm: &[(4, 4), (2, 4), (1, 4)],
     min_groups: 32,
+    // two workgroups per streaming multiprocessor of a large GPU (an H100 has 132); not
+    // measured — no hardware GPU was available
+    split_groups: 256,
 };
 
 /// The widest kernel the stride-1 rows variants are specialised for: 7 keeps the
@@ -121,8 +133,10 @@ impl GpuContext {
     /// fully unrolled CPU tiles in minutes.
     pub(crate) fn tiles(&self) -> Tiles {
         if self.summary.device_type == "Cpu" && self.summary.backend != "BrowserWebGpu" {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
             Tiles {
-                min_groups: std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+                min_groups: cores,
+                split_groups: cores,
                 ..CPU_TILES
             }
         } else {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::elementwise::SumParts;
 use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
 use crate::error::{Error, Result};
@@ -202,6 +203,142 @@ impl Launch for Conv {
     }
 }
 
+/// The first pass of a split backward-weight reduction: the gradients of
+/// [`ConvPass::BackwardWeight`] summed over each of `parts` partitions of the N·OD·OH output
+/// rows (boundaries [`cpu::conv::part_starts`]) into a scratch `[parts, O·K (+ O with a
+/// bias)]`; [`super::elementwise::SumParts`] then adds the partitions in order into `dw` and
+/// `db`. The lowering emits it where the weight gradient has too few register tiles to occupy
+/// the device (`weight_parts`: a function of the shape and the adapter class): each partition
+/// runs the whole grid of tiles, so the tiles stay as large as the layer allows and the long
+/// reduction is what is split.
+///
+/// # Shapes
+/// `x [N,C,D,H,W]`, `dy [N,O,OD,OH,OW]` → `dw_parts [parts, O·C/G·KD·KH·KW (+ O)]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvWeightParts {
+    pub d: ConvDims,
+    pub bias: bool,
+    /// As [`Conv::act`].
+    pub act: (u32, f32),
+    pub parts: usize,
+}
+
+impl ConvWeightParts {
+    /// The unsplit launch computing the same gradients.
+    pub fn whole(&self) -> Conv {
+        Conv::new(ConvPass::BackwardWeight, self.d, self.bias, self.act)
+    }
+
+    /// Values per partition: `dw`'s, then `db`'s with a bias.
+    pub fn part_len(&self) -> usize {
+        let dw: usize = self.d.w.iter().product();
+        dw + Binding::len_if(self.bias, self.d.w[0])
+    }
+
+    fn uniform_block(&self) -> ConvUniform {
+        ConvUniform {
+            parts: self.parts as u32,
+            ..ConvUniform::new(&self.d, self.bias, self.act)
+        }
+    }
+}
+
+impl Launch for ConvWeightParts {
+    fn kernel(&self) -> &'static str {
+        "conv_backward_weight_parts"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let mut b = self.whole().bindings();
+        b[3] = Binding::write("dw_parts", self.parts * self.part_len());
+        b[4] = Binding::write("db", 0);
+        b
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&self.uniform_block())
+    }
+
+    /// The unsplit kernel's entry point and largest tile, specialised with `SPLIT = 1`, its
+    /// grid repeated per partition.
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        let p = self.uniform_block();
+        let entry = variant(ConvPass::BackwardWeight, &p);
+        let key = format!("{entry} split {:?}", ConvUniform { n: 0, ..p });
+        let tiles = ctx.tiles();
+        let tile = ctx.tile_for(key, || tile_filling(entry, &p, &tiles, 1))?;
+        let mut consts = consts(entry, &p, tile);
+        consts.push(("SPLIT", 1));
+        Ok(GpuCall {
+            entry,
+            consts,
+            groups: groups(entry, &p, tile) * self.parts as u64,
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let y = (self.act.0 != 0).then_some((b[2].as_slice(), self.act.0, self.act.1));
+        b[3] =
+            cpu::conv::conv_backward_weight_parts(self.d, self.parts, self.bias, &b[0], &b[1], y);
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        let mut c = *self;
+        c.d.x[0] = n;
+        c.d.y[0] = n;
+        Arc::new(c)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} in {} parts", self.whole().describe(), self.parts)
+    }
+
+    fn flops(&self) -> f64 {
+        self.whole().flops()
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::REDUCTION
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Rows a partition should have at least: one per invocation of a workgroup.
+const MIN_PART_ROWS: u64 = 64;
+/// The most partitions a reduction is split into.
+const MAX_PARTS: u64 = 64;
+
+/// How many row partitions the weight gradient of `d` is split into on an adapter with tiles
+/// `t`: 1 (no split) when the unsplit launch (its tiles shrunk towards `t.min_groups`)
+/// already has `t.split_groups` workgroups, else enough partitions of the largest tiles to
+/// reach that, each of at least [`MIN_PART_ROWS`] rows, at most [`MAX_PARTS`]. A function of
+/// the shape and the adapter class only (never of a timing), so a plan is the same on every
+/// run. (On a CPU adapter `split_groups` is the core count, so only a layer whose tiles
+/// cannot be shrunk to occupy every core is split: measured on lavapipe, shrinking is the
+/// faster of the two where it suffices — docs/results/issue17-split-reduction.md.)
+pub(crate) fn weight_parts(d: &ConvDims, bias: bool, t: &Tiles) -> usize {
+    let p = ConvUniform::new(d, bias, (0, 0.0));
+    let entry = variant(ConvPass::BackwardWeight, &p);
+    if groups(entry, &p, tile(entry, &p, t)) >= t.split_groups {
+        return 1;
+    }
+    let tiles = groups(entry, &p, tile_filling(entry, &p, t, 1)).max(1);
+    let rows = p.n as u64 * p.od as u64 * p.oh as u64;
+    let parts = t
+        .split_groups
+        .div_ceil(tiles)
+        .min(rows / MIN_PART_ROWS)
+        .min(MAX_PARTS);
+    // the kernels compute partition boundaries as q·rows in u32
+    if parts <= 1 || parts * rows > u32::MAX as u64 {
+        return 1;
+    }
+    parts as usize
+}
+
 /// The uniform block of every conv kernel (`ConvUniform` in conv.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -236,7 +373,8 @@ pub(crate) struct ConvUniform {
     pub alpha: f32,
     /// True convolution (the FLIP specialisation constant must equal it).
     pub flip: u32,
-    pad: u32,
+    /// Row partitions of a split backward-weight reduction (1 for every other launch).
+    pub parts: u32,
 }
 
 impl ConvUniform {
@@ -270,7 +408,7 @@ impl ConvUniform {
             act: act.0,
             alpha: act.1,
             flip: d.flip as u32,
-            pad: 0,
+            parts: 1,
         }
     }
 
@@ -291,16 +429,33 @@ impl ConvUniform {
     fn plain_2d(&self) -> bool {
         self.plain_geometry() && self.cg == self.c && self.flip == 0
     }
+
+    /// Plain 2-D depthwise (one input channel per output channel, C = O), no flip, sw = 1, a
+    /// kernel up to `ROWS_MAX_KW` wide: the shapes the sliding-window forward variant serves.
+    fn depthwise_rows(&self) -> bool {
+        self.plain_geometry()
+            && self.cg == 1
+            && self.og == 1
+            && self.c == self.o
+            && self.flip == 0
+            && self.sw == 1
+            && self.kw <= ROWS_MAX_KW
+    }
 }
 
 /// The entry point that computes `pass`: the rows variants of the backward passes for layers
 /// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
-/// `ROWS_MAX_KW` wide. (A rows variant of the forward pass measured no faster: its weight
-/// loads dominate either way.)
+/// `ROWS_MAX_KW` wide, and the sliding-window forward and backward-input passes of depthwise
+/// layers (backward-input with both strides 1). (A rows
+/// variant of the dense forward pass measured no faster: its weight loads dominate either way.)
 fn variant(pass: ConvPass, p: &ConvUniform) -> &'static str {
     let rows_kw = p.plain_2d() && p.kw <= ROWS_MAX_KW;
     match pass {
+        ConvPass::Forward if p.depthwise_rows() => "conv_forward_depthwise",
         ConvPass::Forward => "conv_forward",
+        ConvPass::BackwardInput if p.depthwise_rows() && p.sh == 1 => {
+            "conv_backward_input_depthwise"
+        }
         ConvPass::BackwardInput if rows_kw && p.sh == 1 && p.sw == 1 => "conv_backward_input_rows",
         ConvPass::BackwardInput => "conv_backward_input",
         ConvPass::BackwardWeight if rows_kw && p.sw == 1 => "conv_backward_weight_rows",
@@ -320,6 +475,14 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
             pos.div_ceil(64 * s as u64) * p.c.div_ceil(r) as u64
         }
         "conv_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
+        "conv_forward_depthwise" => {
+            let runs = p.n as u64 * p.o as u64 * p.oh as u64 * p.ow.div_ceil(s) as u64;
+            runs.div_ceil(64)
+        }
+        "conv_backward_input_depthwise" => {
+            let runs = p.n as u64 * p.c as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
+            runs.div_ceil(64)
+        }
         "conv_backward_input_rows" => {
             let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             segs.div_ceil(64) * p.c.div_ceil(r) as u64
@@ -335,7 +498,11 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
 /// backward-input kernels, (output channels, columns) per workgroup for the backward-weight
 /// kernel. Tiles shrink until the dispatch has `min_groups` workgroups, if they can.
 fn tile(entry: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
-    let min_groups = t.min_groups;
+    tile_filling(entry, p, t, t.min_groups)
+}
+
+/// [`tile`], shrinking until the dispatch has `min_groups` workgroups (1: the largest tile).
+fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u32, u32) {
     // split `len` into more parts, starting from parts of `start`, while the grid is too small
     let shrink = |r: u32, len: u32, start: u32| {
         let mut s = start;
@@ -357,6 +524,8 @@ fn tile(entry: &str, p: &ConvUniform, t: &Tiles) -> (u32, u32) {
             let (s, _) = pick(cands, |s| groups(entry, p, (r, s)), min_groups);
             (r, s)
         }
+        "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
+        "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
         "conv_backward_input_rows" => {
             let r = balanced(p.c, t.bwd_in_rows.0);
             shrink(r, p.w, split(p.w, p.w.div_ceil(t.bwd_in_rows.1)))
@@ -401,6 +570,10 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
         "conv_backward_input_rows" => {
             consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("SEG", s + p.kw - 1)]);
             ("IR", "IS")
+        }
+        "conv_forward_depthwise" | "conv_backward_input_depthwise" => {
+            consts.extend([("DKW", p.kw), ("DSEG", s + p.kw - 1), ("DS", s)]);
+            return consts;
         }
         _ => ("WR", "WS"),
     };
@@ -507,7 +680,9 @@ impl Graph {
 }
 
 /// `Op::Conv`: one forward launch; backward-input (when `x` needs a gradient) and
-/// backward-weight launches, both applying the fused activation's derivative.
+/// backward-weight launches, both applying the fused activation's derivative (the weight
+/// gradient split into [`ConvWeightParts`] + [`SumParts`] when the plan's [`crate::plan::Split`]
+/// says so).
 pub(crate) struct ConvRule;
 
 impl ConvRule {
@@ -550,13 +725,31 @@ impl Rule for ConvRule {
             lw.emit(id, Conv::new(ConvPass::BackwardInput, d, false, act), args);
             lw.push_grad(x, dx);
         }
-        let args = vec![
-            Some(lw.out_of(x)),
-            Some(dy),
-            y,
-            Some(lw.grad(w)),
-            b.map(|b| lw.grad(b)),
-        ];
+        let parts = lw
+            .split
+            .tiles()
+            .map_or(1, |t| weight_parts(&d, b.is_some(), &t));
+        let (dw, db) = (Some(lw.grad(w)), b.map(|b| lw.grad(b)));
+        if parts > 1 {
+            let split = ConvWeightParts {
+                d,
+                bias: b.is_some(),
+                act,
+                parts,
+            };
+            let name = format!("{}.dw_parts", lw.g.node(id).name);
+            let scratch = lw.fixed(name, parts * split.part_len());
+            let args = vec![Some(lw.out_of(x)), Some(dy), y, Some(scratch), None];
+            lw.emit(id, split, args);
+            let sum = SumParts {
+                parts,
+                a: d.w.iter().product(),
+                b: Binding::len_if(b.is_some(), d.w[0]),
+            };
+            lw.emit(id, sum, vec![Some(scratch), dw, db]);
+            return;
+        }
+        let args = vec![Some(lw.out_of(x)), Some(dy), y, dw, db];
         lw.emit(
             id,
             Conv::new(ConvPass::BackwardWeight, d, b.is_some(), act),

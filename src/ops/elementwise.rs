@@ -1,5 +1,6 @@
 //! The elementwise family (`shaders/elementwise.wgsl`, twin [`crate::cpu::elementwise`]):
-//! activations and their derivatives, sums, dropout and rescaling, and the graph ops
+//! activations and their derivatives, sums, dropout and rescaling, the second pass of split
+//! reductions ([`SumParts`]), and the graph ops
 //! `Activation`, `Add`, `Dropout` and `Rescaling`.
 //!
 //! # Shapes
@@ -167,6 +168,82 @@ impl Launch for Elementwise {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The second pass of a split reduction (`sum_parts`): the `parts` partial results of a
+/// reduction, each `a + b` values (e.g. a weight gradient and its bias gradient), added in
+/// partition order into `a` and `b` — the same bits every run.
+///
+/// # Shapes
+/// `parts [parts, a + b]` → `a [a]`, `b [b]` (`b == 0`: no second output).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SumParts {
+    pub parts: usize,
+    pub a: usize,
+    pub b: usize,
+}
+
+impl Launch for SumParts {
+    fn kernel(&self) -> &'static str {
+        "sum_parts"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        vec![
+            Binding::read("parts", self.parts * (self.a + self.b)),
+            Binding::write("a", self.a),
+            Binding::write("b", self.b),
+        ]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        let u = |v: usize| v as u32;
+        bytes(&PartsUniform {
+            len_a: u(self.a),
+            len_b: u(self.b),
+            parts: u(self.parts),
+            pad: 0,
+        })
+    }
+
+    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
+        Ok(GpuCall {
+            entry: self.kernel(),
+            consts: Vec::new(),
+            groups: groups64(self.a + self.b),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        let (a, rest) = cpu::elementwise::sum_parts(&b[0], self.a, self.b);
+        b[1] = a;
+        if self.b > 0 {
+            b[2] = rest;
+        }
+    }
+
+    /// The partitions are fixed when the plan is made; the batch only changes their rows.
+    fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
+        Arc::new(*self)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} parts × ({} + {})", self.parts, self.a, self.b)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The uniform block of `sum_parts` (`PartsUniform` in elementwise.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct PartsUniform {
+    len_a: u32,
+    len_b: u32,
+    parts: u32,
+    pad: u32,
 }
 
 /// The uniform block of `activation_*` and `add` (`EwUniform` in elementwise.wgsl).

@@ -11,10 +11,10 @@
 //!
 //! | module | kernels (`shaders/<family>.wgsl`) | graph ops |
 //! |---|---|---|
-//! | [`conv`] | `conv_forward`, `conv_backward_input(_rows)`, `conv_backward_weight(_rows)` | `Conv` |
+//! | [`conv`] | `conv_forward`, `conv_backward_input(_rows)`, `conv_backward_weight(_rows)` (also split into row partitions: `ConvWeightParts`) | `Conv` |
 //! | [`pool`] | `max/min/avg_pool2d_*`, `global_avg_pool_*` | 1-D/2-D/3-D max, min, average pooling, global average pooling |
 //! | [`matmul`] | `gemm`, `gemm_naive` | `Linear` |
-//! | [`elementwise`] | `activation_*`, `add`, `dropout_*`, `rescale` | `Activation`, `Add`, `Dropout`, `Rescaling` |
+//! | [`elementwise`] | `activation_*`, `add`, `dropout_*`, `rescale`, `sum_parts` | `Activation`, `Add`, `Dropout`, `Rescaling` |
 //! | [`loss`] | `softmax_*`, `cross_entropy`, `mse` | `Softmax`, `CrossEntropy`, `Mse` |
 //! | [`norm`] | `batch_norm_*` | `BatchNorm` |
 //! | [`layout`] | `permute` | `ChannelsLast`, `Flatten`, `Reshape`, `Input` |
