@@ -402,7 +402,7 @@ fn train_epochs(
 }
 
 /// Test loss and accuracy (normalised on the host, no augmentation) and the confusion
-/// matrix `[true][predicted]`.
+/// matrix `[true][predicted]`, from one forward pass per batch.
 fn evaluate(
     ex: &mut Executor,
     src: &Source,
@@ -421,11 +421,12 @@ fn evaluate(
             .enumerate()
             .map(|(i, &v)| norm.apply((i / plane) % c, v))
             .collect();
+        // one forward pass: the loss (with the graph's label smoothing) from the logits read back
         let logits = ex.predict(&x)?;
-        ex.eval_batch(&x, wgcnn::exec::Targets::Classes(&b.labels))?;
-        let e = ex.take_metrics(wgcnn::plan::Mode::Eval)?;
-        loss += e.loss as f64 * e.samples as f64;
-        seen += e.samples;
+        let eps = ex.plan().graph.label_smoothing();
+        let (l, _) = Backend::cpu().cross_entropy_smoothed(&logits, &b.labels, eps)?;
+        loss += l as f64 * b.labels.len() as f64;
+        seen += b.labels.len();
         for (row, &t) in logits.rows().into_iter().zip(&b.labels) {
             let arg = (0..k).fold(0, |a, j| if row[j] > row[a] { j } else { a });
             m[t as usize][arg] += 1;
