@@ -37,12 +37,18 @@
 //                     N·OD·OH rows (row r to invocation r mod 64), each accumulating the whole
 //                     tile over its rows, then the 64 partial tiles are summed in workgroup
 //                     memory by a fixed-order tree (deterministic; no atomics).
-// Stride-1 variants (same functions for 2-D layers without groups, dilation or flip, picked by
-// the host; see their sections at the end): conv_backward_input_rows (an invocation per IR
-// channels × IS consecutive positions of one input row) and conv_backward_weight_rows (tiles
-// of WR output channels × WA whole kernel rows), both reusing each loaded value across the KWC
-// kernel columns that slide over it.
-// Split reduction (SPLIT = 1, both backward-weight kernels): when the tiles of [dw | db] are
+// Variants computing the same functions for particular layers, picked by the host
+// (src/ops/conv.rs::variant; see their sections at the end):
+//   stride-1 rows (2-D layers without groups, dilation or flip): conv_backward_input_rows (an
+//     invocation per IR channels × IS consecutive positions of one input row) and
+//     conv_backward_weight_rows (tiles of WR output channels × WA whole kernel rows), both
+//     reusing each loaded value across the KWC kernel columns that slide over it;
+//   depthwise sliding windows (C = O = groups, sw = 1): conv_forward_depthwise,
+//     conv_backward_input_depthwise (sh = 1 too), conv_backward_weight_depthwise;
+//   pointwise (1×1, no padding or groups): conv_forward_pointwise,
+//     conv_backward_input_pointwise (stride 1), conv_backward_weight_pointwise — GEMM-shaped
+//     register tiles over channels × positions.
+// Split reduction (SPLIT = 1, every backward-weight kernel): when the tiles of [dw | db] are
 // too few to fill the device, the N·OD·OH rows are cut into `p.parts` partitions, partition q
 // holding rows part_start(q) .. part_start(q + 1) (q·rows / parts, rounded down; empty when
 // there are more partitions than rows). The grid repeats for each partition (workgroup
@@ -51,9 +57,9 @@
 // partitions in order q = 0, 1, … — no atomics, so the result is the same bits every run.
 // Without SPLIT, parts = 1 and the one partition is every row.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
-//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p   (and conv_forward_depthwise)
-//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and conv_backward_input_rows, _depthwise)
-//   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and conv_backward_weight_rows)
+//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p   (and its _depthwise, _pointwise)
+//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and its _rows, _depthwise, _pointwise)
+//   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and its _rows, _depthwise, _pointwise)
 
 struct ConvUniform {
     n: u32, c: u32, d: u32, h: u32,
@@ -708,5 +714,283 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     /*unroll*/ for (var s = 0u; s < DS; s++) {
         let w = w0 + s;
         if (live && w < g.w) { bi_dx[xb + w] = acc[s]; }
+    }
+}
+
+// ---- backward to the weights, depthwise sliding-window variant ------------------------------
+// The same sums as conv_backward_weight for the layers conv_forward_depthwise serves:
+//   dw[c,a,b] = Σ_n Σ_i Σ_j dy'[n,c,i,j] · x[n,c, i·sh + a − ph, j + b − pw],  db[c] = Σ dy'
+// A workgroup per channel (and row partition, SPLIT as the other backward-weight kernels);
+// its 64 invocations split the N·OH output rows (row r to invocation r mod 64). Along a row,
+// each invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
+// DKH new inputs for DKH·DKW multiply-adds (the generic kernel loads an input per
+// multiply-add here). The partial tiles are summed by the fixed-order tree of
+// conv_backward_weight. Same bindings as conv_backward_weight.
+const DKH: u32 = 3u;    // kernel height (= kh)
+const DKM: u32 = 2u;    // DKW − 1
+const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
+
+var<workgroup> bwd_red: array<f32, WG * DRED>;
+
+@compute @workgroup_size(64)
+fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
+                                  @builtin(num_workgroups) nwg: vec3<u32>,
+                                  @builtin(local_invocation_index) li: u32) {
+    let g = bw_p;
+    let tq = flat_group(wid, nwg);
+    // a folded grid may hold a few workgroups past the last partition: they all leave
+    if (tq >= g.o * g.parts) { return; }
+    let part = tq / g.o;
+    let c = tq % g.o;
+    let nrows = g.n * g.oh;
+    let row0 = part_start(part, nrows, g.parts);
+    let row1 = part_start(part + 1u, nrows, g.parts);
+    let kk = DKH * DKW;
+    let pbase = part * (g.o * kk + HAS_BIAS * g.o);
+    let wi = i32(g.w);
+    let pw = i32(g.pw);
+    var acc: array<array<f32, DKW>, DKH>;
+    var accb = 0.0;
+    for (var row = row0 + li; row < row1; row += WG) {
+        let n = row / g.oh;
+        let i = row % g.oh;
+        let ybase = ((n * g.o + c) * g.oh + i) * g.ow;
+        let ihb = i32(i * g.sh) - i32(g.ph);
+        let xb = i32((n * g.c + c) * g.h * g.w);
+        var rok: array<bool, DKH>;
+        var roff: array<i32, DKH>;
+        /*unroll*/ for (var a = 0u; a < DKH; a++) {
+            let ih = ihb + i32(a);
+            rok[a] = ih >= 0 && ih < i32(g.h);
+            roff[a] = xb + ih * wi;
+        }
+        // win[a][b] = x[row of a, j − pw + b]; preload b = 1..DKW−1 for j = −1
+        var win: array<array<f32, DKW>, DKH>;
+        /*unroll*/ for (var a = 0u; a < DKH; a++) {
+            /*unroll*/ for (var b = 0u; b < DKM; b++) {
+                let iw = i32(b) - pw;
+                let ok = rok[a] && iw >= 0 && iw < wi;
+                win[a][b + 1u] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+            }
+        }
+        for (var j = 0u; j < g.ow; j++) {
+            let iw = i32(j + DKW - 1u) - pw;
+            let okc = iw >= 0 && iw < wi;
+            /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                /*unroll*/ for (var b = 0u; b < DKM; b++) { win[a][b] = win[a][b + 1u]; }
+                let ok = rok[a] && okc;
+                win[a][DKM] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+            }
+            let yi = ybase + j;
+            var d = bw_dy[yi];
+            if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+            accb += d;
+            /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                /*unroll*/ for (var b = 0u; b < DKW; b++) { acc[a][b] += d * win[a][b]; }
+            }
+        }
+    }
+    /*unroll*/ for (var a = 0u; a < DKH; a++) {
+        /*unroll*/ for (var b = 0u; b < DKW; b++) { bwd_red[(a * DKW + b) * WG + li] = acc[a][b]; }
+    }
+    bwd_red[kk * WG + li] = accb;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st / 2u) {
+        if (li < st) {
+            for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + li] += bwd_red[v * WG + li + st]; }
+        }
+        workgroupBarrier();
+    }
+    for (var v = li; v < DRED; v += WG) {
+        if (v < kk) {
+            bw_dw[pbase + c * kk + v] = bwd_red[v * WG];
+        } else if (HAS_BIAS == 1u) {
+            if (SPLIT == 1u) { bw_dw[pbase + g.o * kk + c] = bwd_red[v * WG]; } else { bw_db[c] = bwd_red[v * WG]; }
+        }
+    }
+}
+
+// ---- pointwise (1×1) variants -----------------------------------------------------------------
+// The same sums as the generic kernels for 1×1 kernels without padding, groups or dilation in
+// a 2-D geometry, where each pass is a matrix product over the channels (P = OH·OW output
+// positions; π(p) = (p / OW)·sh·W + (p % OW)·sw the input position under output position p):
+//   forward          y[n,o,p]  = act(b[o] + Σ_c w[o,c] · x[n,c,π(p)])            per image: M = O, N = P, K = C
+//   backward-input   dx[n,c,p] = Σ_o w[o,c] · dy'[n,o,p]   (stride 1 only)      per image: M = C, N = P, K = O
+//   backward-weight  dw[o,c]   = Σ_n Σ_p dy'[n,o,p] · x[n,c,π(p)],  db[o] = Σ_n Σ_p dy'[n,o,p]
+//                                                                    M = O, N = C, K = N·P
+// Each invocation accumulates a PR × PS register tile, rows ly + 8r and columns lx + 8s
+// (ly = li / 8, lx = li % 8) as matmul.wgsl's gemm, loading PR + PS values per step of K for
+// PR·PS multiply-adds (the generic kernels recompute a window index per load). Forward and
+// backward-input: a workgroup per (8·PR rows) × (8·PS positions), the positions numbered
+// across the images (q = n·P + p), so small images leave no invocation idle. Backward-weight: a workgroup per (8·PR) × (8·PS) tile of dw (and row partition:
+// SPLIT as the other backward-weight kernels, the rows being the N·OH output rows), each
+// invocation summing its whole partition in order; db[o] is summed alongside by every
+// invocation and written by those of the first column tile with lx = 0.
+// Same bindings as conv_forward, conv_backward_input and conv_backward_weight.
+const PR: u32 = 4u;     // rows (output channels; backward-input: input channels) per invocation
+const PS: u32 = 4u;     // columns (positions; backward-weight: input channels) per invocation
+
+@compute @workgroup_size(64)
+fn conv_forward_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let g = f_p;
+    let np = g.oh * g.ow;
+    let nq = g.n * np;
+    let hw = g.h * g.w;
+    let tiles_q = (nq + 8u * PS - 1u) / (8u * PS);
+    let t = flat_group(wid, nwg);
+    if (t >= ((g.o + 8u * PR - 1u) / (8u * PR)) * tiles_q) { return; }
+    let o0 = (t / tiles_q) * (8u * PR) + li / 8u;
+    let q0 = (t % tiles_q) * (8u * PS) + li % 8u;
+    // row offsets into w; per column q = n·P + p: the input offset of x[n, 0, π(p)] and the
+    // output offset of y[n, 0, p] (clamped: the stores are masked)
+    var wo: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { wo[r] = min(o0 + 8u * r, g.o - 1u) * g.c; }
+    var xo: array<u32, PS>;
+    var yo: array<u32, PS>;
+    /*unroll*/ for (var s = 0u; s < PS; s++) {
+        let q = min(q0 + 8u * s, nq - 1u);
+        let n = q / np;
+        let p = q % np;
+        xo[s] = n * g.c * hw + (p / g.ow) * g.sh * g.w + (p % g.ow) * g.sw;
+        yo[s] = n * g.o * np + p;
+    }
+    var acc: array<array<f32, PS>, PR>;
+    var xc = 0u;
+    for (var c = 0u; c < g.c; c++) {
+        var av: array<f32, PR>;
+        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w[wo[r] + c]; }
+        var bv: array<f32, PS>;
+        /*unroll*/ for (var s = 0u; s < PS; s++) { bv[s] = f_x[xo[s] + xc]; }
+        /*unroll*/ for (var r = 0u; r < PR; r++) {
+            /*unroll*/ for (var s = 0u; s < PS; s++) { acc[r][s] += av[r] * bv[s]; }
+        }
+        xc += hw;
+    }
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let o = o0 + 8u * r;
+        var bias = 0.0;
+        if (HAS_BIAS == 1u) { bias = f_b[min(o, g.o - 1u)]; }
+        /*unroll*/ for (var s = 0u; s < PS; s++) {
+            if (o < g.o && q0 + 8u * s < nq) {
+                let k = yo[s] + o * np;
+                let v = acc[r][s] + bias;
+                if (KEEP_Z == 1u) { f_z[k] = v; }
+                f_y[k] = act_fwd(v, ACT, g.alpha);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) li: u32) {
+    let g = bi_p;
+    let np = g.h * g.w; // = OH·OW: stride 1, no padding
+    let nq = g.n * np;
+    let tiles_q = (nq + 8u * PS - 1u) / (8u * PS);
+    let t = flat_group(wid, nwg);
+    if (t >= ((g.c + 8u * PR - 1u) / (8u * PR)) * tiles_q) { return; }
+    let c0 = (t / tiles_q) * (8u * PR) + li / 8u;
+    let q0 = (t % tiles_q) * (8u * PS) + li % 8u;
+    var wc: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { wc[r] = min(c0 + 8u * r, g.c - 1u); }
+    // per column q = n·P + p: the offsets of dy[n, 0, p] and dx[n, 0, p]
+    var yo: array<u32, PS>;
+    var xo: array<u32, PS>;
+    /*unroll*/ for (var s = 0u; s < PS; s++) {
+        let q = min(q0 + 8u * s, nq - 1u);
+        let n = q / np;
+        yo[s] = n * g.o * np + q % np;
+        xo[s] = n * g.c * np + q % np;
+    }
+    var acc: array<array<f32, PS>, PR>;
+    var wrow = 0u;
+    var yc = 0u;
+    for (var o = 0u; o < g.o; o++) {
+        var av: array<f32, PR>;
+        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        var bv: array<f32, PS>;
+        /*unroll*/ for (var s = 0u; s < PS; s++) {
+            let yi = yo[s] + yc;
+            var d = bi_dy[yi];
+            if (ACT != 0u) { d *= act_grad_fused(bi_y[yi], ACT, g.alpha); }
+            bv[s] = d;
+        }
+        /*unroll*/ for (var r = 0u; r < PR; r++) {
+            /*unroll*/ for (var s = 0u; s < PS; s++) { acc[r][s] += av[r] * bv[s]; }
+        }
+        wrow += g.c;
+        yc += np;
+    }
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let c = c0 + 8u * r;
+        /*unroll*/ for (var s = 0u; s < PS; s++) {
+            if (c < g.c && q0 + 8u * s < nq) { bi_dx[xo[s] + c * np] = acc[r][s]; }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
+                                  @builtin(num_workgroups) nwg: vec3<u32>,
+                                  @builtin(local_invocation_index) li: u32) {
+    let g = bw_p;
+    let np = g.oh * g.ow;
+    let hw = g.h * g.w;
+    let tiles_c = (g.c + 8u * PS - 1u) / (8u * PS);
+    let tiles = ((g.o + 8u * PR - 1u) / (8u * PR)) * tiles_c;
+    let tq = flat_group(wid, nwg);
+    if (tq >= tiles * g.parts) { return; }
+    let part = tq / tiles;
+    let t = tq % tiles;
+    let nrows = g.n * g.oh;
+    let row0 = part_start(part, nrows, g.parts);
+    let row1 = part_start(part + 1u, nrows, g.parts);
+    let pbase = part * (g.o * g.c + HAS_BIAS * g.o); // the partition's slice of the scratch
+    let o0 = (t / tiles_c) * (8u * PR) + li / 8u;
+    let c0 = (t % tiles_c) * (8u * PS) + li % 8u;
+    var yo: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { yo[r] = min(o0 + 8u * r, g.o - 1u) * np; }
+    var xo: array<u32, PS>;
+    /*unroll*/ for (var s = 0u; s < PS; s++) { xo[s] = min(c0 + 8u * s, g.c - 1u) * hw; }
+    var acc: array<array<f32, PS>, PR>;
+    var accb: array<f32, PR>;
+    for (var row = row0; row < row1; row++) {
+        let n = row / g.oh;
+        let i = row % g.oh;
+        let yb = n * g.o * np + i * g.ow;
+        var xj = n * g.c * hw + i * g.sh * g.w;
+        for (var j = 0u; j < g.ow; j++) {
+            var av: array<f32, PR>;
+            /*unroll*/ for (var r = 0u; r < PR; r++) {
+                let yi = yb + yo[r] + j;
+                var d = bw_dy[yi];
+                if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+                av[r] = d;
+                accb[r] += d;
+            }
+            var bv: array<f32, PS>;
+            /*unroll*/ for (var s = 0u; s < PS; s++) { bv[s] = bw_x[xj + xo[s]]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) {
+                /*unroll*/ for (var s = 0u; s < PS; s++) { acc[r][s] += av[r] * bv[s]; }
+            }
+            xj += g.sw;
+        }
+    }
+    let bias_lane = HAS_BIAS == 1u && t % tiles_c == 0u && li % 8u == 0u;
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let o = o0 + 8u * r;
+        if (o < g.o) {
+            /*unroll*/ for (var s = 0u; s < PS; s++) {
+                let c = c0 + 8u * s;
+                if (c < g.c) { bw_dw[pbase + o * g.c + c] = acc[r][s]; }
+            }
+            if (bias_lane) {
+                if (SPLIT == 1u) { bw_dw[pbase + g.o * g.c + o] = accb[r]; } else { bw_db[o] = accb[r]; }
+            }
+        }
     }
 }

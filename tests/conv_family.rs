@@ -7,8 +7,10 @@
 //! `src/ops/conv.rs::variant` picks the stride-1 "rows" backward kernels for plain 2-D
 //! (and 1-D) problems (no groups, dilation 1, no flip) with `sw = 1` (`sh = sw = 1` for
 //! backward-input) and `kw ≤ 7`, the sliding-window kernels for depthwise ones (C = O =
-//! groups) with `sw = 1` and `kw ≤ 7` (`conv_forward_depthwise`; with `sh = 1` also
-//! `conv_backward_input_depthwise`), the generic kernels otherwise. [`plain_problem`] aims at
+//! groups) with `sw = 1` and `kw ≤ 7` (`conv_forward_depthwise`, with `kh ≤ 7` also
+//! `conv_backward_weight_depthwise`; with `sh = 1` also `conv_backward_input_depthwise`),
+//! the pointwise kernels for plain 1×1 layers without padding (backward-input only at
+//! stride 1), the generic kernels otherwise. [`plain_problem`] aims at
 //! the rows variants, [`options_problem`] mostly at the generic ones; [`variants`] names
 //! the kernels a problem reaches and `WGCNN_REPORT=1 … -- --nocapture` prints how often
 //! each was hit. [`tile_edges_and_every_kernel_variant`] reaches every variant on purpose
@@ -41,6 +43,8 @@ use wgcnn::exec::{Executor, Targets};
 use wgcnn::graph::Graph;
 use wgcnn::ndarray::{concatenate, Array1, ArrayD, Axis, IxDyn, Slice};
 use wgcnn::nn::{Conv1d, Conv2d, Conv3d, Flatten, Linear, Relu, SeparableConv2d, Sequential};
+use wgcnn::ops::conv::{Conv, ConvPass};
+use wgcnn::ops::Launch;
 use wgcnn::plan::Mode;
 use wgcnn::{Backend, ConvParams, Error, Optimizer, Padding};
 
@@ -138,44 +142,23 @@ impl Problem {
     }
 }
 
-/// The GPU kernels `Problem` reaches: (forward, backward-input, backward-weight), following
-/// `src/ops/conv.rs::variant`.
-fn variants(pr: &Problem) -> [&'static str; 3] {
-    let g = pr.geometry();
-    let plain = g.x[2] == 1
-        && g.w[2] == 1
-        && g.groups == 1
-        && g.dilation[1] == 1
-        && g.dilation[2] == 1
-        && !g.flip;
-    let narrow = g.w[4] <= 7;
-    let depthwise = g.x[2] == 1
-        && g.w[2] == 1
-        && g.w[1] == 1
-        && g.groups == g.x[1]
-        && g.w[0] == g.x[1]
-        && g.dilation[1] == 1
-        && g.dilation[2] == 1
-        && g.stride[2] == 1
-        && !g.flip;
-    let fwd = if depthwise && narrow {
-        "forward_depthwise"
-    } else {
-        "forward"
-    };
-    let bi = if depthwise && narrow && g.stride[1] == 1 {
-        "backward_input_depthwise"
-    } else if plain && g.stride[1] == 1 && g.stride[2] == 1 && narrow {
-        "backward_input_rows"
-    } else {
-        "backward_input"
-    };
-    let bw = if plain && g.stride[2] == 1 && narrow {
-        "backward_weight_rows"
-    } else {
-        "backward_weight"
-    };
-    [fwd, bi, bw]
+/// The GPU kernels `Problem` reaches on `g`'s adapter: (forward, backward-input,
+/// backward-weight), as the launches choose them (`src/ops/conv.rs::variant`; some choices
+/// depend on the adapter's class), without the `conv_` prefix.
+fn variants(g: &Backend, pr: &Problem) -> [&'static str; 3] {
+    let ctx = g.gpu_context().expect("a GPU backend");
+    let d = pr.geometry();
+    [
+        ConvPass::Forward,
+        ConvPass::BackwardInput,
+        ConvPass::BackwardWeight,
+    ]
+    .map(|pass| {
+        let call = Conv::new(pass, d, pr.bias, (0, 0.0))
+            .gpu(ctx)
+            .expect("conv launch");
+        call.entry.trim_start_matches("conv_")
+    })
 }
 
 /// Runs `pr` forward and backward on the CPU and the GPU and compares every output.
@@ -198,7 +181,7 @@ fn gpu_vs_cpu(tag: &str, g: &Backend, pr: &Problem) {
         &gw.db.into_dyn(),
         LONG_SUM,
     );
-    for v in variants(pr) {
+    for v in variants(g, pr) {
         tally(&format!("hits {v} ({tag})"), 0.0);
     }
 }
@@ -479,6 +462,29 @@ fn tile_edges_and_every_kernel_variant() {
             15,
         ),
         pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
+        // pointwise variants: 19 → 21 channels (no tile divides them), 9·13 = 117 positions
+        // per image (tiles of 8·PS positions cross the image end); stride 2 (forward and
+        // backward-weight; generic backward-input); 1-D
+        pr(&[3, 19, 9, 13], &[21, 19, 1, 1], ConvParams::default(), 17),
+        // a weight gradient with enough tiles for the pointwise variant on any adapter
+        pr(
+            &[2, 150, 5, 6],
+            &[300, 150, 1, 1],
+            ConvParams::default(),
+            21,
+        ),
+        pr(&[2, 10, 15, 15], &[9, 10, 1, 1], ConvParams::new(2, 0), 18),
+        pr(&[2, 5, 70], &[3, 5, 1], ConvParams::default(), 19),
+        // depthwise weight gradient with a kernel 7 high and 3 wide, row stride 2
+        pr(
+            &[2, 6, 16, 10],
+            &[6, 1, 7, 3],
+            ConvParams {
+                groups: 6,
+                ..p2([2, 1], [3, 1], [3, 1])
+            },
+            20,
+        ),
         // 3-D depthwise with anchor
         pr(
             &[1, 4, 6, 7, 8],
@@ -490,7 +496,7 @@ fn tile_edges_and_every_kernel_variant() {
     let mut hit = std::collections::BTreeSet::new();
     for (i, p) in problems.iter().enumerate() {
         gpu_vs_cpu(&format!("named #{i}"), &g, p);
-        hit.extend(variants(p));
+        hit.extend(variants(&g, p));
     }
     for v in [
         "forward",
@@ -500,6 +506,10 @@ fn tile_edges_and_every_kernel_variant() {
         "backward_input_rows",
         "backward_weight",
         "backward_weight_rows",
+        "forward_pointwise",
+        "backward_input_pointwise",
+        "backward_weight_pointwise",
+        "backward_weight_depthwise",
     ] {
         assert!(hit.contains(v), "no named problem reaches {v}");
     }

@@ -31,7 +31,7 @@ use wgcnn::ops::conv::{Conv, ConvPass, ConvWeightParts};
 use wgcnn::ops::elementwise::SumParts;
 use wgcnn::ops::{compare, run_cpu, Launch};
 use wgcnn::plan::{Mode, Plan, Split};
-use wgcnn::{nn, Backend, Conv2dParams, ConvDims, Optimizer};
+use wgcnn::{nn, Backend, Conv2dParams, ConvDims, ConvParams, Optimizer};
 
 const LONG_SUM: (f32, f32) = (1e-3, 1e-4);
 
@@ -40,6 +40,15 @@ fn dims(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -
     Conv2dParams::new(s, p)
         .dims2("split", [n, c, hw, hw], [o, c, k, k])
         .expect("valid conv")
+}
+
+/// A depthwise `x [n,c,hw,hw]`, `w [c,1,k,k]`, stride 1, padding `p`.
+fn depthwise(n: usize, c: usize, hw: usize, k: usize, p: usize) -> ConvDims {
+    ConvParams::new(1, p)
+        .groups(c)
+        .for_dims(2)
+        .dims("split", [n, c, 1, hw, hw], [c, 1, 1, k, k])
+        .expect("valid depthwise conv")
 }
 
 /// Inputs of the backward-weight launches: x, dy and (with a fused ReLU) y = relu(…) ≥ 0.
@@ -119,7 +128,21 @@ fn partials_match_the_twin_at_partition_edges() {
         ),
         ("general, 2 rows in 6 parts", dims(1, 2, 4, 5, 3, 2, 1), 6),
         // 1×1 kernel, rows variant, 2·9 = 18 rows
+        // 1×1 kernel, pointwise variant, 2·9 = 18 rows; stride 2: 3·5 = 15 rows
         ("1x1, 18 rows in 5 parts", dims(2, 40, 9, 33, 1, 1, 0), 5),
+        (
+            "1x1 stride 2, 15 rows in 4 parts",
+            dims(3, 12, 10, 9, 1, 2, 0),
+            4,
+        ),
+        // depthwise 3×3 `same`, sliding-window variant: 3·11 = 33 rows
+        ("depthwise, 1 part", depthwise(3, 5, 11, 3, 1), 1),
+        (
+            "depthwise, 33 rows in 4 parts",
+            depthwise(3, 5, 11, 3, 1),
+            4,
+        ),
+        ("depthwise, 4 rows in 6 parts", depthwise(1, 3, 4, 3, 1), 6),
     ];
     for (tag, d, parts) in cases {
         for (bias, act) in [(true, false), (false, true), (true, true)] {

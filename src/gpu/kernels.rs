@@ -71,10 +71,11 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 /// Every kernel of the library. The CPU twin of each lives in `src/cpu/<family>.rs`
 /// under the same name, except for alternative kernels computing the same function, which
 /// share their twin: `conv_backward_input_rows`, `conv_backward_weight_rows` (stride-1
-/// layers), `conv_forward_depthwise` and `conv_backward_input_depthwise` (depthwise layers;
-/// the launch picks them) and `gemm_naive` (the untiled baseline the
-/// benchmark compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
-/// `conv_backward_weight_parts`) runs the two backward-weight entry points with `SPLIT = 1`. Each launch's bindings are checked against its row.
+/// layers), `conv_*_depthwise` (depthwise layers), `conv_*_pointwise` (1×1 layers; the
+/// launch picks these variants) and `gemm_naive` (the untiled baseline the benchmark
+/// compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
+/// `conv_backward_weight_parts`) runs the backward-weight entry points with `SPLIT = 1`.
+/// Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
     k("conv_forward", "conv", 3, 2),
     k("conv_forward_depthwise", "conv", 3, 2),
@@ -83,6 +84,10 @@ pub const KERNELS: &[KernelSpec] = &[
     k("conv_backward_input_depthwise", "conv", 3, 1),
     k("conv_backward_weight", "conv", 3, 2),
     k("conv_backward_weight_rows", "conv", 3, 2),
+    k("conv_backward_weight_depthwise", "conv", 3, 2),
+    k("conv_forward_pointwise", "conv", 3, 2),
+    k("conv_backward_input_pointwise", "conv", 3, 1),
+    k("conv_backward_weight_pointwise", "conv", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
     k("min_pool2d_forward", "pool", 1, 2),

@@ -111,11 +111,11 @@ impl Launch for Conv {
 
     fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
         let p = self.uniform_block();
-        let entry = variant(self.pass, &p);
+        let tiles = ctx.tiles();
+        let entry = variant(self.pass, &p, &tiles);
         // every field but the batch size: two layers that differ only in groups must not
         // share a tile (the channel tiles must divide the groups)
         let key = format!("{entry} {:?}", ConvUniform { n: 0, ..p });
-        let tiles = ctx.tiles();
         let tile = ctx.tile_for(key, || tile(entry, &p, &tiles))?;
         let mut consts = consts(entry, &p, tile);
         if self.pass == ConvPass::Forward {
@@ -263,9 +263,9 @@ impl Launch for ConvWeightParts {
     /// grid repeated per partition.
     fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
         let p = self.uniform_block();
-        let entry = variant(ConvPass::BackwardWeight, &p);
-        let key = format!("{entry} split {:?}", ConvUniform { n: 0, ..p });
         let tiles = ctx.tiles();
+        let entry = variant(ConvPass::BackwardWeight, &p, &tiles);
+        let key = format!("{entry} split {:?}", ConvUniform { n: 0, ..p });
         let tile = ctx.tile_for(key, || tile_filling(entry, &p, &tiles, 1))?;
         let mut consts = consts(entry, &p, tile);
         consts.push(("SPLIT", 1));
@@ -321,7 +321,7 @@ const MAX_PARTS: u64 = 64;
 /// faster of the two where it suffices — docs/results/issue17-split-reduction.md.)
 pub(crate) fn weight_parts(d: &ConvDims, bias: bool, t: &Tiles) -> usize {
     let p = ConvUniform::new(d, bias, (0, 0.0));
-    let entry = variant(ConvPass::BackwardWeight, &p);
+    let entry = variant(ConvPass::BackwardWeight, &p, t);
     if groups(entry, &p, tile(entry, &p, t)) >= t.split_groups {
         return 1;
     }
@@ -441,23 +441,45 @@ impl ConvUniform {
             && self.sw == 1
             && self.kw <= ROWS_MAX_KW
     }
+
+    /// A 1×1 kernel without padding, groups, dilation or flip in a 2-D geometry (any
+    /// stride): a matrix product over the channels per image, the pointwise variants.
+    fn pointwise(&self) -> bool {
+        self.plain_2d() && self.kh == 1 && self.kw == 1 && self.ph == 0 && self.pw == 0
+    }
 }
 
-/// The entry point that computes `pass`: the rows variants of the backward passes for layers
-/// with a horizontal stride of 1 (both strides 1 for backward-input) and kernels up to
-/// `ROWS_MAX_KW` wide, and the sliding-window forward and backward-input passes of depthwise
-/// layers (backward-input with both strides 1). (A rows
-/// variant of the dense forward pass measured no faster: its weight loads dominate either way.)
-fn variant(pass: ConvPass, p: &ConvUniform) -> &'static str {
+/// The entry point that computes `pass` on an adapter with tiles `t`: the sliding-window
+/// passes of depthwise layers (backward-input with both strides 1); the pointwise passes of
+/// 1×1 layers without padding or groups (backward-input with both strides 1; the weight
+/// gradient where `sw ≠ 1` or the adapter's largest GEMM tiles fill it); the rows variants
+/// of the backward passes for layers with a horizontal stride of 1 (both strides 1 for
+/// backward-input) and kernels up to `ROWS_MAX_KW` wide; the generic kernels otherwise. (A
+/// rows variant of the dense forward pass measured no faster: its weight loads dominate
+/// either way.)
+fn variant(pass: ConvPass, p: &ConvUniform, t: &Tiles) -> &'static str {
     let rows_kw = p.plain_2d() && p.kw <= ROWS_MAX_KW;
+    let unit = p.sh == 1 && p.sw == 1;
+    // a pointwise weight gradient gives each invocation its own outputs and the whole sum:
+    // where the adapter's largest tiles are too few to occupy it and the rows variant
+    // applies (sw = 1), the rows variant (which splits the sum among a workgroup) is the
+    // faster one (measured on lavapipe: docs/results/issue17-pointwise.md)
+    let pw_bw = "conv_backward_weight_pointwise";
+    let pointwise_bw = p.pointwise() && (p.sw != 1 || groups(pw_bw, p, t.gemm[0]) >= t.min_groups);
     match pass {
         ConvPass::Forward if p.depthwise_rows() => "conv_forward_depthwise",
+        ConvPass::Forward if p.pointwise() => "conv_forward_pointwise",
         ConvPass::Forward => "conv_forward",
         ConvPass::BackwardInput if p.depthwise_rows() && p.sh == 1 => {
             "conv_backward_input_depthwise"
         }
-        ConvPass::BackwardInput if rows_kw && p.sh == 1 && p.sw == 1 => "conv_backward_input_rows",
+        ConvPass::BackwardInput if p.pointwise() && unit => "conv_backward_input_pointwise",
+        ConvPass::BackwardInput if rows_kw && unit => "conv_backward_input_rows",
         ConvPass::BackwardInput => "conv_backward_input",
+        ConvPass::BackwardWeight if p.depthwise_rows() && p.kh <= ROWS_MAX_KW => {
+            "conv_backward_weight_depthwise"
+        }
+        ConvPass::BackwardWeight if pointwise_bw => pw_bw,
         ConvPass::BackwardWeight if rows_kw && p.sw == 1 => "conv_backward_weight_rows",
         ConvPass::BackwardWeight => "conv_backward_weight",
     }
@@ -483,6 +505,16 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
             let runs = p.n as u64 * p.c as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             runs.div_ceil(64)
         }
+        "conv_forward_pointwise" => {
+            let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
+            pos.div_ceil(8 * s as u64) * p.o.div_ceil(8 * r) as u64
+        }
+        "conv_backward_input_pointwise" => {
+            let pos = p.n as u64 * p.h as u64 * p.w as u64;
+            pos.div_ceil(8 * s as u64) * p.c.div_ceil(8 * r) as u64
+        }
+        "conv_backward_weight_pointwise" => p.o.div_ceil(8 * r) as u64 * p.c.div_ceil(8 * s) as u64,
+        "conv_backward_weight_depthwise" => p.o as u64,
         "conv_backward_input_rows" => {
             let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             segs.div_ceil(64) * p.c.div_ceil(r) as u64
@@ -524,6 +556,11 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             let (s, _) = pick(cands, |s| groups(entry, p, (r, s)), min_groups);
             (r, s)
         }
+        "conv_forward_pointwise"
+        | "conv_backward_input_pointwise"
+        | "conv_backward_weight_pointwise" => pointwise_tile(entry, p, t, min_groups),
+        // a workgroup per channel: no register tile to choose
+        "conv_backward_weight_depthwise" => (1, 1),
         "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
         "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
         "conv_backward_input_rows" => {
@@ -548,6 +585,28 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             shrink(r, cols, balanced(cols, t.bwd_w.1))
         }
     }
+}
+
+/// The register tile of a pointwise kernel: among the adapter's GEMM tiles, those whose
+/// 8·PR rows and 8·PS columns cover the output's rows and columns with at most an eighth
+/// wasted (32 channels fill 8·4 rows, but only half of 8·8), the first that gives the
+/// dispatch `min_groups` workgroups (all tiles if none wastes that little).
+fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u32, u32) {
+    // (rows, columns) of the product: channels × positions, or O × C for the weight gradient
+    let (rows, cols) = match entry {
+        "conv_forward_pointwise" => (p.o as u64, p.n as u64 * (p.oh * p.ow) as u64),
+        "conv_backward_input_pointwise" => (p.c as u64, p.n as u64 * (p.h * p.w) as u64),
+        _ => (p.o as u64, p.c as u64),
+    };
+    let fits = |len: u64, per: u32| len.div_ceil(8 * per as u64) * 8 * per as u64 - len <= len / 8;
+    let good: Vec<(u32, u32)> = t
+        .gemm
+        .iter()
+        .copied()
+        .filter(|&(r, s)| fits(rows, r) && fits(cols, s))
+        .collect();
+    let cands = if good.is_empty() { t.gemm } else { &good };
+    pick(cands, |tile| groups(entry, p, tile), min_groups).0
 }
 
 /// The specialisation of `entry`: fused activation and bias, geometry flags, register tile.
@@ -575,6 +634,13 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
             consts.extend([("DKW", p.kw), ("DSEG", s + p.kw - 1), ("DS", s)]);
             return consts;
         }
+        "conv_backward_weight_depthwise" => {
+            consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh)]);
+            return consts;
+        }
+        "conv_forward_pointwise"
+        | "conv_backward_input_pointwise"
+        | "conv_backward_weight_pointwise" => ("PR", "PS"),
         _ => ("WR", "WS"),
     };
     consts.extend([(names.0, r), (names.1, s)]);
