@@ -727,7 +727,7 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // multiply-add here). The partial tiles are summed by the fixed-order tree of
 // conv_backward_weight. Same bindings as conv_backward_weight.
 const DKH: u32 = 3u;    // kernel height (= kh)
-const DKM: u32 = 2u;    // DKW − 1
+const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
 const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
 
 var<workgroup> bwd_red: array<f32, WG * DRED>;

@@ -631,7 +631,10 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
             ("IR", "IS")
         }
         "conv_forward_depthwise" | "conv_backward_input_depthwise" => {
-            consts.extend([("DKW", p.kw), ("DSEG", s + p.kw - 1), ("DS", s)]);
+            // DKM too: the module is specialised as a whole, and the depthwise weight
+            // gradient's window (DKM = DKW − 1) must stay valid beside these
+            let dkm = p.kw - 1;
+            consts.extend([("DKW", p.kw), ("DKM", dkm), ("DSEG", s + dkm), ("DS", s)]);
             return consts;
         }
         "conv_backward_weight_depthwise" => {
