@@ -253,8 +253,7 @@ fn run(mut args: Args) -> Res<()> {
         &mut ex,
         &src,
         &info,
-        (start_epoch, start_batch),
-        lr,
+        ((start_epoch, start_batch), lr),
         &stop,
     )?;
     dist::sync_buffers(&world, &mut ex)?;
@@ -395,8 +394,7 @@ fn train_epochs(
     ex: &mut Executor,
     src: &Source,
     run: &RunInfo,
-    start: (u64, usize),
-    lr: f32,
+    (start, lr): ((u64, usize), f32),
     stop: &AtomicBool,
 ) -> Res<Report> {
     let mut r = Report::default();
