@@ -15,8 +15,15 @@
 //!   with fewer samples than ranks is skipped).
 //! - **Adapters**: [`World::backend`] opens the machine's `local_rank`-th best adapter
 //!   ([`crate::gpu::GpuContext::new_for_local_rank`]); `WGCNN_ADAPTER` overrides.
-//! - **Batch norm** uses per-rank batch statistics, as PyTorch DDP without SyncBatchNorm;
-//!   the running statistics are per rank too (rank 0's are checkpointed).
+//! - **Byte batches** (the device input pipeline): [`World::train_epoch_bytes`] /
+//!   [`World::train_step_bytes`] shard each global [`ByteBatch`] alike; the augmentation
+//!   draws are a function of (seed, epoch, dataset index), so each sample is cropped and
+//!   flipped as in a single process.
+//! - **Batch norm** uses per-rank batch statistics, as PyTorch DDP without SyncBatchNorm.
+//!   The running statistics are rank 0's wherever they are read: [`World::broadcast_buffers`]
+//!   sends rank 0's to every rank before each checkpoint ([`World::save_checkpoint_run`]) and
+//!   before each evaluation (the caller's part) — where DDP's `broadcast_buffers=True` sends
+//!   them before every forward pass, with the same values wherever they are read (see there).
 //! - **Metrics** (loss, accuracy, samples) are summed over the ranks.
 //! - **Checkpoints**: rank 0 writes ([`World::save_checkpoint_run`], crash-consistent, the
 //!   world size recorded in the [`RunInfo`]); [`World::resume_checked`] refuses another world
@@ -55,7 +62,7 @@ use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Metrics, Targets};
 use crate::plan::Mode;
-use crate::train::{EpochStats, Progress, Resumed, RunInfo};
+use crate::train::{ByteBatch, EpochStats, Progress, Resumed, RunInfo};
 
 /// Tag of the messages of the rank-ordered reduction.
 const TAG: i32 = 15;
@@ -305,6 +312,31 @@ impl World {
         targets: Targets<'_>,
         global: usize,
     ) -> Result<()> {
+        let n = self.check_shard(ex, targets, global)?;
+        self.split_step(ex, n, global, |ex| ex.forward_backward(images, targets))
+    }
+
+    /// [`World::train_step`] on this rank's shard of a byte batch through the executor's
+    /// input pipeline ([`Executor::forward_backward_bytes`]): `images` are the shard's bytes,
+    /// `samples` their dataset indices (the augmentation draws depend on the pipeline's seed,
+    /// `epoch` and the index only, so each sample is augmented as in a single process).
+    pub fn train_step_bytes(
+        &mut self,
+        ex: &mut Executor,
+        images: &[u8],
+        samples: &[u32],
+        epoch: u32,
+        targets: Targets<'_>,
+        global: usize,
+    ) -> Result<()> {
+        let n = self.check_shard(ex, targets, global)?;
+        self.split_step(ex, n, global, |ex| {
+            ex.forward_backward_bytes(images, samples, epoch, targets)
+        })
+    }
+
+    /// The shard's sample count, checked against the global batch.
+    fn check_shard(&self, ex: &Executor, targets: Targets<'_>, global: usize) -> Result<usize> {
         let n = match targets {
             Targets::Classes(c) => c.len(),
             Targets::Values(v) => v.len() / ex.plan().target_len.max(1),
@@ -318,8 +350,20 @@ impl World {
                 ),
             ));
         }
+        Ok(n)
+    }
+
+    /// `forward_backward` on the shard of `n` samples, then the rank-ordered gradient sum,
+    /// the scaling and the update, timed.
+    fn split_step(
+        &mut self,
+        ex: &mut Executor,
+        n: usize,
+        global: usize,
+        forward_backward: impl FnOnce(&mut Executor) -> Result<()>,
+    ) -> Result<()> {
         let t0 = Instant::now();
-        ex.forward_backward(images, targets)?;
+        forward_backward(ex)?;
         ex.synchronize()?;
         let t1 = Instant::now();
         let mut g = ex.read_flat_gradients()?;
@@ -344,6 +388,82 @@ impl World {
         t.readback += t2 - t1;
         t.allreduce += t3 - t2;
         t.update += t3.elapsed();
+        Ok(())
+    }
+
+    /// This rank's contiguous part ([`shard`]) of the global byte batch `batch`: its images,
+    /// labels and dataset indices, in the batch's order.
+    pub fn shard_byte_batch(&self, batch: &ByteBatch) -> Result<ByteBatch> {
+        let n = batch.labels.len();
+        if n == 0 || batch.indices.len() != n || !batch.images.len().is_multiple_of(n) {
+            return Err(Error::shape(
+                "byte batch",
+                format!(
+                    "{} bytes, {n} labels and {} indices are not one batch",
+                    batch.images.len(),
+                    batch.indices.len()
+                ),
+            ));
+        }
+        let per = batch.images.len() / n;
+        let r = shard(n, self.rank, self.size);
+        Ok(ByteBatch {
+            images: batch.images[r.start * per..r.end * per].to_vec(),
+            labels: batch.labels[r.clone()].to_vec(),
+            indices: batch.indices[r].to_vec(),
+        })
+    }
+
+    /// Sends rank 0's running statistics (batch norm `running_mean` / `running_var`,
+    /// [`Executor::read_flat_buffers`]) to every other rank, which overwrites its own: after
+    /// it, all ranks hold bitwise rank 0's. A no-op for one rank or a model without any.
+    ///
+    /// PyTorch DDP (`broadcast_buffers=True`) does this before every forward pass; here it is
+    /// done before every checkpoint ([`World::save_checkpoint_run`] calls it) and before
+    /// every evaluation (the caller's part). The two are indistinguishable where the
+    /// statistics are read: rank 0 never receives in either scheme, so its statistics evolve
+    /// from its own shards alone in both, and a training-mode forward pass uses the batch's
+    /// statistics, never the running ones, so the other ranks' copies matter only when
+    /// evaluating or saving — when both schemes hand them rank 0's. It costs one readback
+    /// and one upload per evaluation instead of per step.
+    pub fn broadcast_buffers(&self, ex: &mut Executor) -> Result<()> {
+        if self.size == 1 || ex.plan().buffers_len() == 0 {
+            return Ok(());
+        }
+        let mut b = if self.is_root() {
+            ex.read_flat_buffers()?
+        } else {
+            vec![0.0f32; ex.plan().buffers_len()]
+        };
+        self.broadcast_from_root(&mut b, "running statistics broadcast")?;
+        if !self.is_root() {
+            ex.write_flat_buffers(&b)?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0's `buf` to every rank (the same length on all), under the deadline.
+    fn broadcast_from_root<T: Equivalence>(&self, buf: &mut [T], what: &str) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        if self.is_root() {
+            let b: &[T] = buf;
+            mpi::request::scope(|sc| {
+                let reqs = (1..self.size).map(|r| {
+                    let p = self.comm.process_at_rank(r as i32);
+                    (r, p.immediate_send_with_tag(sc, b, TAG))
+                });
+                self.poll(reqs.collect(), deadline, what)
+            });
+        } else {
+            let root = self.comm.process_at_rank(0);
+            mpi::request::scope(|sc| {
+                let req = root.immediate_receive_into_with_tag(sc, &mut *buf, TAG);
+                self.poll(vec![(0, req)], deadline, what)
+            });
+        }
         Ok(())
     }
 
@@ -469,14 +589,113 @@ impl World {
         Ok(stats)
     }
 
+    /// [`crate::train::train_epoch_bytes`] over the ranks: every rank is given the same
+    /// global byte batches (`batches`, the epoch's from number `first` of `total` on, in the
+    /// loader's deterministic order), takes its shard of each ([`World::shard_byte_batch`])
+    /// and trains it with [`World::train_step_bytes`]; `epoch` seeds the augmentation.
+    /// `Progress` counts global images and carries the metrics summed over the ranks; the
+    /// epoch stops where `after_step` returns false on any rank (all agree). `ex`'s plan
+    /// must hold a shard (`⌈batch / size⌉` samples). A batch with fewer samples than ranks
+    /// is skipped on every rank; one that does not split evenly is weighted as in
+    /// [`World::train_step`].
+    pub fn train_epoch_bytes(
+        &mut self,
+        ex: &mut Executor,
+        batches: impl Iterator<Item = Result<ByteBatch>>,
+        (epoch, first, total): (u64, usize, usize),
+        metrics_every: u64,
+        mut after_step: impl FnMut(&mut Executor, &Progress) -> Result<bool>,
+    ) -> Result<EpochStats> {
+        let epoch32 = u32::try_from(epoch).map_err(|_| {
+            Error::invalid("train_epoch_bytes", format!("epoch {epoch} is too large"))
+        })?;
+        let mut sums = (0.0f64, 0.0f64, 0usize);
+        let mut add = |m: Metrics| {
+            let s = m.samples as f64;
+            sums = (
+                sums.0 + m.loss as f64 * s,
+                sums.1 + m.accuracy as f64 * s,
+                sums.2 + m.samples,
+            );
+            let seen = sums.2.max(1) as f64;
+            Metrics {
+                loss: (sums.0 / seen) as f32,
+                accuracy: (sums.1 / seen) as f32,
+                samples: sums.2,
+                non_finite: false,
+            }
+        };
+        let mut stats = EpochStats {
+            batches_done: first,
+            completed: true,
+            ..EpochStats::default()
+        };
+        let mut running = Metrics::default();
+        for (i, b) in (first..).zip(batches) {
+            let b = b?;
+            let global = b.labels.len();
+            stats.batches_done = i + 1;
+            if global < self.size {
+                // a last batch smaller than the world: dropped on every rank alike
+                continue;
+            }
+            let mine = self.shard_byte_batch(&b)?;
+            self.train_step_bytes(
+                ex,
+                &mine.images,
+                &mine.indices,
+                epoch32,
+                Targets::Classes(&mine.labels),
+                global,
+            )?;
+            stats.steps += 1;
+            stats.images += global;
+            let read =
+                i + 1 == total || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
+            let now = if read {
+                Some(add(self.take_metrics(ex)?))
+            } else {
+                None
+            };
+            running = now.unwrap_or(running);
+            let p = Progress {
+                images: stats.images,
+                batches_done: i + 1,
+                batches: total,
+                running: now,
+            };
+            let go_on = after_step(ex, &p)?;
+            if !self.all_agree(go_on, "the stop vote")? && i + 1 < total {
+                stats.completed = false;
+                if !read {
+                    running = add(self.take_metrics(ex)?);
+                }
+                break;
+            }
+        }
+        if stats.batches_done > first && stats.completed && stats.batches_done < total {
+            return Err(Error::invalid(
+                "train_epoch_bytes",
+                format!(
+                    "the batches ran out after {} of {total}",
+                    stats.batches_done
+                ),
+            ));
+        }
+        stats.metrics = running;
+        Ok(stats)
+    }
+
     /// `run` with the world size recorded (`world_size`): what a distributed resume checks.
     pub fn run_info(&self, run: &RunInfo) -> RunInfo {
         run.clone().with("world_size", self.size)
     }
 
     /// Rank 0 writes the checkpoint with [`crate::train::save_checkpoint_run`]
-    /// (crash-consistent) and [`World::run_info`]; the other ranks write nothing. Every rank
-    /// then waits for rank 0's result, so all go on only after a successful write.
+    /// (crash-consistent) and [`World::run_info`]; the other ranks write nothing. First every
+    /// rank takes rank 0's running statistics ([`World::broadcast_buffers`]), so all hold
+    /// what was saved. Every rank then waits for rank 0's result, so all go on only after a
+    /// successful write.
     pub fn save_checkpoint_run(
         &self,
         ex: &mut Executor,
@@ -485,6 +704,7 @@ impl World {
         batch: usize,
         run: &RunInfo,
     ) -> Result<()> {
+        self.broadcast_buffers(ex)?;
         let r = if self.is_root() {
             crate::train::save_checkpoint_run(ex, path, epoch, batch, &self.run_info(run))
         } else {

@@ -10,7 +10,16 @@
 //! ```
 //! Ctrl-C finishes the current step, writes the checkpoint and exits; `--resume` continues
 //! from it bitwise (the augmentation is a function of seed, epoch and image index).
+//!
+//! Data-parallel over MPI (`--features distributed`; `--batch-size` is the global batch):
+//! ```text
+//! mpirun -np 2 --allow-run-as-root --oversubscribe \
+//!     target/release/examples/cifar10 --distributed --data ~/cifar-10-batches-bin --epochs 1
+//! ```
 
+#[allow(dead_code)]
+#[path = "../mnist/dist.rs"]
+mod dist;
 #[allow(dead_code)]
 #[path = "../mnist/plots.rs"]
 mod plots;
@@ -51,7 +60,8 @@ pub struct Args {
     /// With --image-folder: skip (and count) unreadable files instead of failing.
     #[arg(long)]
     skip_bad: bool,
-    /// resnet20 | resnet32 | resnet56 | airbench
+    /// resnet8 | resnet20 | resnet32 | resnet56 | airbench (resnet8: one block per stage, for
+    /// quick checks)
     #[arg(long, default_value = "resnet20")]
     model: String,
     #[arg(long, default_value_t = 10)]
@@ -105,6 +115,28 @@ pub struct Args {
     /// Write a JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Data-parallel training over MPI, one process per GPU (launch with `mpirun -np N`; the
+    /// binary must be built with `--features distributed`). --batch-size is the global batch
+    /// and must divide by N; every rank reads the data, trains its shard of each batch and
+    /// evaluates with rank 0's batch norm statistics; rank 0 prints and writes every output.
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: seconds a rank waits for another in a collective before naming
+    /// it and aborting the job.
+    #[arg(long, default_value_t = 120.0)]
+    mpi_timeout: f64,
+}
+
+/// Whether this process prints (rank 0, or the only process).
+static LOUD: AtomicBool = AtomicBool::new(true);
+
+/// `println!` on rank 0 only.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if LOUD.load(Ordering::Relaxed) {
+            println!($($t)*);
+        }
+    };
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -116,8 +148,28 @@ fn main() {
     }
 }
 
-fn run(args: Args) -> Res<()> {
+fn run(mut args: Args) -> Res<()> {
+    let mut world = dist::init(args.distributed, args.mpi_timeout)?;
+    let (rank, ranks) = dist::rank_size(&world);
+    if rank > 0 {
+        // rank 0 prints and writes every output
+        LOUD.store(false, Ordering::Relaxed);
+        (args.json, args.plot) = (None, None);
+    }
+    if args.distributed {
+        // on stderr from every rank: which process is which (for tests and for kill)
+        let line = format!("rank {rank} of {ranks}: pid {}\n", std::process::id());
+        std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes())?;
+    }
     check_args(&args)?;
+    if !args.batch_size.is_multiple_of(ranks) {
+        return Err(format!(
+            "--batch-size {} (the global batch) does not divide evenly over {ranks} ranks",
+            args.batch_size
+        )
+        .into());
+    }
+    let shard = args.batch_size / ranks;
     let src = Source::open(&args)?;
     let graph = model(&args, src.classes().len())?;
     src.check_shape(&[3, 32, 32])?;
@@ -133,11 +185,16 @@ fn run(args: Args) -> Res<()> {
     opt.validate()?;
     let backend = match args.backend.as_str() {
         "cpu" => Backend::cpu(),
-        _ => Backend::gpu()?,
+        _ => dist::gpu(&world)?,
     };
-    println!("backend: {}", backend.describe());
-    src.describe();
-    let mut ex = Executor::new(&backend, &graph, args.batch_size, opt, args.seed)?;
+    say!("backend: {}", backend.describe());
+    if args.distributed {
+        say!("ranks:   {ranks} (MPI), a shard of {shard} samples per rank and step");
+    }
+    if LOUD.load(Ordering::Relaxed) {
+        src.describe();
+    }
+    let mut ex = Executor::new(&backend, &graph, shard, opt, args.seed)?;
     let normalize = src.normalization();
     ex.set_input_pipeline(InputPipeline {
         normalize: normalize.clone(),
@@ -146,11 +203,11 @@ fn run(args: Args) -> Res<()> {
     })?;
     let params: usize = graph.params().iter().map(|p| p.len()).sum();
     let mem = ex.memory();
-    println!(
+    say!(
         "model:   {}, {params} parameters; {kind:?} lr {lr} ({:?}); batch {}; label smoothing {}; augment {}",
         args.model, args.schedule, args.batch_size, args.label_smoothing, args.augment
     );
-    println!(
+    say!(
         "memory:  params {} KiB, grads {} KiB, optimizer {} KiB, activations {} KiB",
         mem.parameters / 1024,
         mem.gradients / 1024,
@@ -160,7 +217,7 @@ fn run(args: Args) -> Res<()> {
     if args.eval {
         train::load_checkpoint(&mut ex, &args.checkpoint, false)?;
         let (m, confusion) = evaluate(&mut ex, &src, &normalize)?;
-        println!(
+        say!(
             "checkpoint {}: test loss {:.4}, test accuracy {:.2}%",
             args.checkpoint.display(),
             m.loss,
@@ -169,10 +226,10 @@ fn run(args: Args) -> Res<()> {
         print_per_class(&confusion, src.classes());
         return Ok(());
     }
-    let info = run_info(&args, &src, lr);
+    let info = dist::run_info(&world, run_info(&args, &src, lr));
     let (start_epoch, start_batch) = if args.resume {
-        let r = train::resume_checked(&mut ex, &args.checkpoint, &info, false)?;
-        println!(
+        let r = dist::resume(&world, &mut ex, &args.checkpoint, &info, false)?;
+        say!(
             "resumed: epoch {}, batch {}, step {}",
             r.epoch + 1,
             r.batch,
@@ -192,15 +249,16 @@ fn run(args: Args) -> Res<()> {
     let t0 = Instant::now();
     let report = train_epochs(
         &args,
+        &mut world,
         &mut ex,
         &src,
         &info,
-        (start_epoch, start_batch),
-        lr,
+        ((start_epoch, start_batch), lr),
         &stop,
     )?;
+    dist::sync_buffers(&world, &mut ex)?;
     let (m, confusion) = evaluate(&mut ex, &src, &normalize)?;
-    println!(
+    say!(
         "done: test accuracy {:.2}% (loss {:.4}) in {:.1} s; {} dispatches and {} submit per step",
         100.0 * m.accuracy,
         m.loss,
@@ -209,6 +267,9 @@ fn run(args: Args) -> Res<()> {
         ex.counters().submits_last_step
     );
     let per_class = print_per_class(&confusion, src.classes());
+    if let Some(line) = dist::times_line(&mut world) {
+        say!("{line}");
+    }
     if let Some(dir) = &args.plot {
         write_plots(&args, dir, &report, &confusion, &src)?;
     }
@@ -222,6 +283,7 @@ fn run(args: Args) -> Res<()> {
             "epochs": args.epochs,
             "epochs_trained": report.losses.len(),
             "batch_size": args.batch_size,
+            "ranks": ranks,
             "augment": args.augment,
             "label_smoothing": args.label_smoothing,
             "train_images": src.train_len(),
@@ -236,7 +298,7 @@ fn run(args: Args) -> Res<()> {
             "seconds": t0.elapsed().as_secs_f64(),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&j)?.as_bytes())?;
-        println!("json:    {}", path.display());
+        say!("json:    {}", path.display());
     }
     Ok(())
 }
@@ -273,14 +335,16 @@ fn check_args(args: &Args) -> Res<()> {
 
 fn model(args: &Args, classes: usize) -> Res<wgcnn::Graph> {
     let mut g = match args.model.as_str() {
+        "resnet8" => nn::resnet_cifar(8, classes)?,
         "resnet20" => nn::resnet_cifar(20, classes)?,
         "resnet32" => nn::resnet_cifar(32, classes)?,
         "resnet56" => nn::resnet_cifar(56, classes)?,
         "airbench" => nn::airbench_net(classes)?,
         m => {
-            return Err(
-                format!("--model {m}: expected resnet20, resnet32, resnet56 or airbench").into(),
+            return Err(format!(
+                "--model {m}: expected resnet8, resnet20, resnet32, resnet56 or airbench"
             )
+            .into())
         }
     };
     g.set_label_smoothing(args.label_smoothing)?;
@@ -326,11 +390,11 @@ impl Report {
 /// Trains epochs `start.0..` (the first from batch `start.1`), checkpointing after each.
 fn train_epochs(
     args: &Args,
+    world: &mut Option<dist::World>,
     ex: &mut Executor,
     src: &Source,
     run: &RunInfo,
-    start: (u64, usize),
-    lr: f32,
+    (start, lr): ((u64, usize), f32),
     stop: &AtomicBool,
 ) -> Res<Report> {
     let mut r = Report::default();
@@ -342,9 +406,16 @@ fn train_epochs(
     let first_step = ex.step_count();
     for epoch in start.0..args.epochs {
         let first = if epoch == start.0 { start.1 } else { 0 };
-        let bar = ProgressBar::new(src.train_len() as u64)
-            .with_style(style.clone())
-            .with_prefix(format!("epoch {:>2}/{}", epoch + 1, args.epochs));
+        let bar = if LOUD.load(Ordering::Relaxed) {
+            ProgressBar::new(src.train_len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        let bar = bar.with_style(style.clone()).with_prefix(format!(
+            "epoch {:>2}/{}",
+            epoch + 1,
+            args.epochs
+        ));
         let sched = |step: u64| {
             if args.schedule.per_step() {
                 args.schedule.lr_at(lr, step, total_steps)
@@ -355,8 +426,13 @@ fn train_epochs(
         ex.set_lr(sched(epoch * per_epoch as u64 + first as u64))?;
         let t = Instant::now();
         let batches = src.train_batches(args.batch_size, args.seed, epoch, first);
-        let stats =
-            train::train_epoch_bytes(ex, batches, (epoch, first, per_epoch), 25, |ex, p| {
+        let stats = dist::train_epoch_bytes(
+            world,
+            ex,
+            batches,
+            (epoch, first, per_epoch),
+            25,
+            |ex, p| {
                 bar.set_position((p.batches_done * args.batch_size).min(src.train_len()) as u64);
                 if let Some(m) = p.running {
                     let rate = p.images as f64 / t.elapsed().as_secs_f64().max(1e-9);
@@ -365,12 +441,19 @@ fn train_epochs(
                 ex.set_lr(sched(epoch * per_epoch as u64 + p.batches_done as u64))?;
                 let here = ex.step_count() - first_step;
                 Ok(!stop.load(Ordering::SeqCst) && args.stop_after.is_none_or(|n| here < n))
-            })?;
+            },
+        )?;
         let secs = t.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if !stats.completed {
-            train::save_checkpoint_run(ex, &args.checkpoint, epoch, stats.batches_done, run)?;
-            println!(
+            dist::save(
+                world,
+                ex,
+                &args.checkpoint,
+                (epoch, stats.batches_done),
+                run,
+            )?;
+            say!(
                 "interrupted in epoch {} after batch {}: checkpoint {} (continue with --resume)",
                 epoch + 1,
                 stats.batches_done,
@@ -378,9 +461,10 @@ fn train_epochs(
             );
             std::process::exit(130);
         }
+        dist::sync_buffers(world, ex)?;
         let (test, _) = evaluate(ex, src, &src.normalization())?;
         let gpu_bytes = ex.counters().gpu_bytes_allocated;
-        println!(
+        say!(
             "epoch {:>2}/{}  train loss {:.4}  train acc {:.2}%  test acc {:.2}%  {secs:.1} s  ({:.0} img/s)  GPU {:.1} MiB",
             epoch + 1,
             args.epochs,
@@ -396,7 +480,7 @@ fn train_epochs(
         r.test_accs.push(test.accuracy);
         r.images += stats.images;
         r.secs += secs;
-        train::save_checkpoint_run(ex, &args.checkpoint, epoch + 1, 0, run)?;
+        dist::save(world, ex, &args.checkpoint, (epoch + 1, 0), run)?;
     }
     Ok(r)
 }
@@ -454,7 +538,7 @@ fn print_per_class(m: &[Vec<u32>], names: &[String]) -> Vec<f32> {
         .zip(&acc)
         .map(|(n, a)| format!("{n} {:.1}%", 100.0 * a))
         .collect();
-    println!("per class: {}", shown.join(", "));
+    say!("per class: {}", shown.join(", "));
     acc
 }
 
@@ -479,7 +563,7 @@ fn write_plots(
         let names: [&str; 10] = names.try_into().map_err(|_| "10 class names")?;
         files.push(plots::confusion(dir, &matrix, &names)?);
     } else {
-        println!(
+        say!(
             "plot:    confusion matrix skipped ({} classes; the plot draws 10)",
             m.len()
         );
@@ -491,7 +575,7 @@ fn write_plots(
         args.seed,
     )?);
     for f in files {
-        println!("plot:    {}", f.display());
+        say!("plot:    {}", f.display());
     }
     Ok(())
 }

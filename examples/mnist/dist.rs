@@ -1,13 +1,14 @@
 //! `--distributed`: data-parallel training over MPI (built with `--features distributed`),
 //! launched as `mpirun -np <ranks> … --distributed`. `--batch-size` is the global batch; each
 //! rank trains on its shard, rank 0 prints and writes the checkpoint, plots and JSON. A
-//! binary built without the feature refuses the flag, saying so.
+//! binary built without the feature refuses the flag, saying so. Shared by the `mnist` and
+//! `cifar10` examples.
 
 use std::path::Path;
 
 use wgcnn::data::Loader;
 use wgcnn::exec::Executor;
-use wgcnn::train::{self, EpochStats, Progress, Resumed, RunInfo};
+use wgcnn::train::{self, ByteBatch, EpochStats, Progress, Resumed, RunInfo};
 
 #[cfg(feature = "distributed")]
 pub use wgcnn::distributed::World;
@@ -34,7 +35,11 @@ pub fn init(distributed: bool, timeout_s: f64) -> super::Res<Option<World>> {
 #[cfg(not(feature = "distributed"))]
 pub fn init(distributed: bool, _timeout_s: f64) -> super::Res<Option<World>> {
     if distributed {
-        return Err("--distributed: this binary was built without the `distributed` feature (build it with `cargo build --release --features distributed --example mnist`; needs Open MPI)".into());
+        return Err(format!(
+            "--distributed: this binary was built without the `distributed` feature (build it with `cargo build --release --features distributed --example {}`; needs Open MPI)",
+            env!("CARGO_BIN_NAME")
+        )
+        .into());
     }
     Ok(None)
 }
@@ -84,6 +89,55 @@ pub fn train_epoch(
     }
     let _ = world;
     train::train_epoch_with(ex, loader, epoch, skip, every, after_step)
+}
+
+/// One epoch of byte batches: [`train::train_epoch_bytes`], or its data-parallel form
+/// (every rank is given the global batches and trains its shard). Used by `cifar10`.
+#[allow(dead_code)]
+pub fn train_epoch_bytes(
+    world: &mut Option<World>,
+    ex: &mut Executor,
+    batches: impl Iterator<Item = wgcnn::Result<ByteBatch>>,
+    at: (u64, usize, usize),
+    every: u64,
+    after_step: impl FnMut(&mut Executor, &Progress) -> wgcnn::Result<bool>,
+) -> wgcnn::Result<EpochStats> {
+    #[cfg(feature = "distributed")]
+    if let Some(w) = world {
+        return w.train_epoch_bytes(ex, batches, at, every, after_step);
+    }
+    let _ = world;
+    train::train_epoch_bytes(ex, batches, at, every, after_step)
+}
+
+/// Before an evaluation: every rank takes rank 0's batch norm running statistics, and says
+/// on stderr (one line per rank) the FNV-1a of its statistics before and after, e.g.
+/// `rank 1 of 2: running statistics fnv1a 3f2a… before the broadcast, 91c0… after`.
+pub fn sync_buffers(world: &Option<World>, ex: &mut Executor) -> wgcnn::Result<()> {
+    #[cfg(feature = "distributed")]
+    if let Some(w) = world {
+        if ex.plan().buffers_len() == 0 || w.size() == 1 {
+            return Ok(());
+        }
+        let digest = |ex: &mut Executor| -> wgcnn::Result<String> {
+            let b = ex.read_flat_buffers()?;
+            let bytes: Vec<u8> = b.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok(train::fnv1a_hex(&bytes))
+        };
+        let before = digest(ex)?;
+        w.broadcast_buffers(ex)?;
+        let after = digest(ex)?;
+        // one write, so that the ranks' lines never interleave
+        let line = format!(
+            "rank {} of {}: running statistics fnv1a {before} before the broadcast, {after} after\n",
+            w.rank(),
+            w.size()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return Ok(());
+    }
+    let _ = (world, ex);
+    Ok(())
 }
 
 /// Writes the checkpoint (rank 0 only when distributed).

@@ -36,12 +36,25 @@ enum BackendArg {
     Cpu,
 }
 
+/// The network to train.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum ModelArg {
+    /// LeNet-5 (61,706 parameters).
+    Lenet5,
+    /// The Xception-style network of `examples/xception_fashion` (widths 32, 64, 128: depthwise
+    /// separable convolutions, batch norm, residual shortcuts, dropout).
+    XceptionMini,
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Train LeNet-5 on MNIST-format data with wgcnn")]
 struct Args {
     /// Directory with the four IDX files (raw or .gz); default: the bundled 10k subset.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The network: lenet5, or xception-mini (for timing it; the checkpoint must match).
+    #[arg(long, value_enum, default_value = "lenet5")]
+    model: ModelArg,
     /// Epochs to train in total, counting those of a resumed checkpoint; 0 evaluates the
     /// freshly initialised (or --resume'd) model without training.
     #[arg(long, default_value_t = 12)]
@@ -163,9 +176,12 @@ fn run(mut args: Args) -> Res<()> {
     }
     check_args(&args)?;
     let data = load_data(&args)?;
-    let graph = nn::lenet5()?;
+    let graph = match args.model {
+        ModelArg::Lenet5 => nn::lenet5()?,
+        ModelArg::XceptionMini => nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10)?,
+    };
     let input = graph
-        .node(graph.input_node().expect("lenet5 has an input"))
+        .node(graph.input_node().expect("the model has an input"))
         .shape
         .clone();
     for (split, train) in [(&data.pair.train, true), (&data.pair.test, false)] {
@@ -191,7 +207,7 @@ fn run(mut args: Args) -> Res<()> {
     );
     let t_plan = Instant::now();
     let mut ex = Executor::new(&backend, &graph, shard, opt, args.seed)?;
-    print_model(&ex, &graph, kind, lr, args.batch_size, t_plan);
+    print_model(&ex, (&graph, args.model), kind, lr, args.batch_size, t_plan);
     if args.eval {
         return eval_only(&args, &mut ex, &test_loader, &data.name);
     }
@@ -302,15 +318,19 @@ fn load_data(args: &Args) -> Res<Data> {
 
 fn print_model(
     ex: &Executor,
-    graph: &wgcnn::Graph,
+    (graph, model): (&wgcnn::Graph, ModelArg),
     kind: OptimizerKind,
     lr: f32,
     batch: usize,
     t: Instant,
 ) {
     let mem = ex.memory();
+    let name = match model {
+        ModelArg::Lenet5 => "LeNet-5",
+        ModelArg::XceptionMini => "Xception-mini",
+    };
     say!(
-        "model:   LeNet-5, {} parameters; {:?} lr {lr}; batch {batch}; plan built in {:.2} s",
+        "model:   {name}, {} parameters; {:?} lr {lr}; batch {batch}; plan built in {:.2} s",
         graph.params().iter().map(|p| p.len()).sum::<usize>(),
         kind,
         t.elapsed().as_secs_f64()
@@ -355,8 +375,12 @@ fn eval_only(args: &Args, ex: &mut Executor, test: &Loader, name: &str) -> Res<(
 /// schedule and the data.
 fn run_info(args: &Args, kind: OptimizerKind, lr: f32, opt: &Optimizer, data: &Data) -> RunInfo {
     let t = &data.pair.train;
-    RunInfo::default()
-        .with("optimizer", format!("{kind:?}"))
+    let mut info = RunInfo::default();
+    if args.model != ModelArg::Lenet5 {
+        // recorded only for another model, so that LeNet-5 checkpoints still resume
+        info = info.with("model", format!("{:?}", args.model));
+    }
+    info.with("optimizer", format!("{kind:?}"))
         .with("lr", lr)
         .with("weight_decay", opt.weight_decay)
         .with("momentum", opt.momentum)
@@ -489,6 +513,7 @@ fn train_epochs(
             // 130 = interrupted by SIGINT, so scripts can tell this from a finished run
             std::process::exit(130);
         }
+        dist::sync_buffers(world, ex)?; // rank 0's batch norm statistics (Xception-mini)
         let test = train::evaluate(ex, test_loader)?;
         r.epoch_done(ex, &stats, secs, test.accuracy);
         let part = if skip > 0 {

@@ -99,6 +99,55 @@ impl Executor {
         epoch: u32,
         targets: Targets<'_>,
     ) -> Result<()> {
+        self.train_bytes(images, samples, epoch, targets, true)
+    }
+
+    /// The first half of [`Executor::train_step_bytes`], as [`Executor::forward_backward`]
+    /// is of [`Executor::train_step`]: the input pipeline, forward, loss and backward (one
+    /// submit on the GPU), leaving the batch-mean gradient in the flat gradient buffer and
+    /// counting the step. Follow it with [`Executor::apply_update`]: the pair is bitwise one
+    /// `train_step_bytes` (the augmentation draws depend on the pipeline's seed, `epoch` and
+    /// `samples` only, so a shard of a batch gets the draws its samples get in the whole).
+    ///
+    /// ```
+    /// # use wgcnn::{exec::{Executor, InputPipeline, Targets}, nn, Backend, Optimizer};
+    /// # use wgcnn::data::ChannelNormalize;
+    /// # use wgcnn::ops::augment::Augmentation;
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let mut ex = Executor::new(&Backend::cpu(), &nn::resnet_cifar(8, 10)?, 2, Optimizer::sgd(0.1), 0)?;
+    /// ex.set_input_pipeline(InputPipeline {
+    ///     normalize: ChannelNormalize::cifar10(),
+    ///     augment: Augmentation::parse("crop=4,flip")?,
+    ///     seed: 0,
+    /// })?;
+    /// ex.forward_backward_bytes(&vec![7u8; 2 * 3 * 32 * 32], &[40, 41], 0, Targets::Classes(&[1, 7]))?;
+    /// let g = ex.read_flat_gradients()?;   // e.g. summed over ranks
+    /// ex.write_flat_gradients(&g)?;
+    /// ex.apply_update()?;
+    /// assert_eq!(ex.step_count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_backward_bytes(
+        &mut self,
+        images: &[u8],
+        samples: &[u32],
+        epoch: u32,
+        targets: Targets<'_>,
+    ) -> Result<()> {
+        self.train_bytes(images, samples, epoch, targets, false)?;
+        self.update_pending = true;
+        Ok(())
+    }
+
+    /// A training step on a byte batch, with the optimizer update or without it.
+    fn train_bytes(
+        &mut self,
+        images: &[u8],
+        samples: &[u32],
+        epoch: u32,
+        targets: Targets<'_>,
+        update: bool,
+    ) -> Result<()> {
         let n = self.check_batch_len(images.len(), Some(targets))?;
         let p = self.pipeline_checked(n, samples.len())?;
         let launch =
@@ -109,7 +158,7 @@ impl Executor {
             lut: &p.lut,
             launch,
         };
-        self.train(n, &[], Some(raw), targets, true)
+        self.train(n, &[], Some(raw), targets, update)
     }
 
     /// Forward pass and loss on a byte batch (normalised by the input pipeline, not

@@ -454,6 +454,39 @@ impl Executor {
         Ok(())
     }
 
+    /// Reads back the flat buffer of the non-learnable state, the batch norm running
+    /// statistics (`[plan().buffers_len()]`, by offset; [`Executor::buffers`] gives them by
+    /// name). Empty for a model without any. Data-parallel training broadcasts it from rank 0.
+    pub fn read_flat_buffers(&mut self) -> Result<Vec<f32>> {
+        if self.plan.buffers_len() == 0 {
+            return Ok(Vec::new());
+        }
+        crate::gpu::block_on(self.read_flat(Flat::Buffers))
+    }
+
+    /// Overwrites the flat buffer of the running statistics with `buffers`
+    /// (`[plan().buffers_len()]`, as [`Executor::read_flat_buffers`] returns it; one upload on
+    /// the GPU). Another length is an [`Error::Shape`].
+    pub fn write_flat_buffers(&mut self, buffers: &[f32]) -> Result<()> {
+        let len = self.plan.buffers_len();
+        if buffers.len() != len {
+            return Err(Error::shape(
+                "write_flat_buffers",
+                format!(
+                    "{} values, the flat buffer of running statistics holds {len}",
+                    buffers.len()
+                ),
+            ));
+        }
+        if len > 0 {
+            match &mut self.inner {
+                Inner::Cpu(c) => c.load_buffers(buffers.to_vec()),
+                Inner::Gpu(g) => g.load_buffers(buffers),
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the device has finished the work submitted so far (a no-op on the CPU),
     /// for timing a step's parts.
     pub fn synchronize(&mut self) -> Result<()> {
