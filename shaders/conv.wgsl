@@ -815,7 +815,8 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // a 2-D geometry, where each pass is a matrix product over the channels (P = OH·OW output
 // positions; π(p) = (p / OW)·sh·W + (p % OW)·sw the input position under output position p):
 //   forward          y[n,o,p]  = act(b[o] + Σ_c w[o,c] · x[n,c,π(p)])            per image: M = O, N = P, K = C
-//   backward-input   dx[n,c,p] = Σ_o w[o,c] · dy'[n,o,p]   (stride 1 only)      per image: M = C, N = P, K = O
+//   backward-input   dx[n,c,π(p)] = Σ_o w[o,c] · dy'[n,o,p], and 0 at the inputs under no
+//                    window (strides > 1)                                       per image: M = C, N = P, K = O
 //   backward-weight  dw[o,c]   = Σ_n Σ_p dy'[n,o,p] · x[n,c,π(p)],  db[o] = Σ_n Σ_p dy'[n,o,p]
 //                                                                    M = O, N = C, K = N·P
 // Each invocation accumulates a PR × PS register tile, rows ly + 8r and columns lx + 8s
@@ -826,7 +827,10 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // SPLIT as the other backward-weight kernels, the rows being the N·OH output rows), each
 // invocation summing its whole partition in order; db[o] is summed alongside by every
 // invocation and written by those of the first column tile with lx = 0.
-// Same bindings as conv_forward, conv_backward_input and conv_backward_weight.
+// With strides, each backward-input invocation also zeroes the inputs between its positions'
+// windows (rows ih..ih+sh−1 × columns iw..iw+sw−1 but the corner): every input lies in one
+// such block, as OH = ⌊(H − 1)/sh⌋ + 1. Same bindings as conv_forward, conv_backward_input
+// and conv_backward_weight.
 const PR: u32 = 4u;     // rows (output channels; backward-input: input channels) per invocation
 const PS: u32 = 4u;     // columns (positions; backward-weight: input channels) per invocation
 
@@ -888,8 +892,9 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_index) li: u32) {
     let g = bi_p;
-    let np = g.h * g.w; // = OH·OW: stride 1, no padding
+    let np = g.oh * g.ow;
     let nq = g.n * np;
+    let hw = g.h * g.w;
     let tiles_q = (nq + 8u * PS - 1u) / (8u * PS);
     let t = flat_group(wid, nwg);
     if (t >= ((g.c + 8u * PR - 1u) / (8u * PR)) * tiles_q) { return; }
@@ -897,14 +902,19 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     let q0 = (t % tiles_q) * (8u * PS) + li % 8u;
     var wc: array<u32, PR>;
     /*unroll*/ for (var r = 0u; r < PR; r++) { wc[r] = min(c0 + 8u * r, g.c - 1u); }
-    // per column q = n·P + p: the offsets of dy[n, 0, p] and dx[n, 0, p]
+    // per column q = n·P + p: the offsets of dy[n, 0, p] and of dx[n, 0, π(p)]
     var yo: array<u32, PS>;
     var xo: array<u32, PS>;
+    var ih: array<u32, PS>;
+    var iw: array<u32, PS>;
     /*unroll*/ for (var s = 0u; s < PS; s++) {
         let q = min(q0 + 8u * s, nq - 1u);
         let n = q / np;
-        yo[s] = n * g.o * np + q % np;
-        xo[s] = n * g.c * np + q % np;
+        let p = q % np;
+        ih[s] = (p / g.ow) * g.sh;
+        iw[s] = (p % g.ow) * g.sw;
+        yo[s] = n * g.o * np + p;
+        xo[s] = n * g.c * hw + ih[s] * g.w + iw[s];
     }
     var acc: array<array<f32, PS>, PR>;
     var wrow = 0u;
@@ -928,7 +938,19 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     /*unroll*/ for (var r = 0u; r < PR; r++) {
         let c = c0 + 8u * r;
         /*unroll*/ for (var s = 0u; s < PS; s++) {
-            if (c < g.c && q0 + 8u * s < nq) { bi_dx[xo[s] + c * np] = acc[r][s]; }
+            if (c < g.c && q0 + 8u * s < nq) {
+                let k = xo[s] + c * hw;
+                bi_dx[k] = acc[r][s];
+                // with strides, the inputs (ih + u, iw + v) up to the next window's corner
+                // are read by no window: zero
+                if (UNIT == 0u) {
+                    for (var u = 0u; u < g.sh && ih[s] + u < g.h; u++) {
+                        for (var v = 0u; v < g.sw && iw[s] + v < g.w; v++) {
+                            if (u + v > 0u) { bi_dx[k + u * g.w + v] = 0.0; }
+                        }
+                    }
+                }
+            }
         }
     }
 }

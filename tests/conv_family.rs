@@ -9,8 +9,8 @@
 //! backward-input) and `kw ≤ 7`, the sliding-window kernels for depthwise ones (C = O =
 //! groups) with `sw = 1` and `kw ≤ 7` (`conv_forward_depthwise`, with `kh ≤ 7` also
 //! `conv_backward_weight_depthwise`; with `sh = 1` also `conv_backward_input_depthwise`),
-//! the pointwise kernels for plain 1×1 layers without padding (backward-input only at
-//! stride 1), the generic kernels otherwise. [`plain_problem`] aims at
+//! the pointwise kernels for plain 1×1 layers without padding, the generic kernels
+//! otherwise. [`plain_problem`] aims at
 //! the rows variants, [`options_problem`] mostly at the generic ones; [`variants`] names
 //! the kernels a problem reaches and `WGCNN_REPORT=1 … -- --nocapture` prints how often
 //! each was hit. [`tile_edges_and_every_kernel_variant`] reaches every variant on purpose
@@ -463,8 +463,8 @@ fn tile_edges_and_every_kernel_variant() {
         ),
         pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
         // pointwise variants: 19 → 21 channels (no tile divides them), 9·13 = 117 positions
-        // per image (tiles of 8·PS positions cross the image end); stride 2 (forward and
-        // backward-weight; generic backward-input); 1-D
+        // per image (tiles of 8·PS positions cross the image end); stride 2 on an odd input
+        // (15: the last row and column have no window; backward-input zeroes the rest); 1-D
         pr(&[3, 19, 9, 13], &[21, 19, 1, 1], ConvParams::default(), 17),
         // a weight gradient with enough tiles for the pointwise variant on any adapter
         pr(
@@ -475,6 +475,16 @@ fn tile_edges_and_every_kernel_variant() {
         ),
         pr(&[2, 10, 15, 15], &[9, 10, 1, 1], ConvParams::new(2, 0), 18),
         pr(&[2, 5, 70], &[3, 5, 1], ConvParams::default(), 19),
+        // strides 3 × 2 on 16 × 11: rows 15 and the zero blocks cut by the input's end
+        pr(
+            &[2, 7, 16, 11],
+            &[5, 7, 1, 1],
+            ConvParams {
+                stride: [1, 3, 2],
+                ..ConvParams::default()
+            },
+            22,
+        ),
         // depthwise weight gradient with a kernel 7 high and 3 wide, row stride 2
         pr(
             &[2, 6, 16, 10],

@@ -451,8 +451,7 @@ impl ConvUniform {
 
 /// The entry point that computes `pass` on an adapter with tiles `t`: the sliding-window
 /// passes of depthwise layers (backward-input with both strides 1); the pointwise passes of
-/// 1×1 layers without padding or groups (backward-input with both strides 1; the weight
-/// gradient where `sw ≠ 1` or the adapter's largest GEMM tiles fill it); the rows variants
+/// 1×1 layers without padding or groups (the weight gradient where `sw ≠ 1` or the adapter's largest GEMM tiles fill it); the rows variants
 /// of the backward passes for layers with a horizontal stride of 1 (both strides 1 for
 /// backward-input) and kernels up to `ROWS_MAX_KW` wide; the generic kernels otherwise. (A
 /// rows variant of the dense forward pass measured no faster: its weight loads dominate
@@ -473,7 +472,7 @@ fn variant(pass: ConvPass, p: &ConvUniform, t: &Tiles) -> &'static str {
         ConvPass::BackwardInput if p.depthwise_rows() && p.sh == 1 => {
             "conv_backward_input_depthwise"
         }
-        ConvPass::BackwardInput if p.pointwise() && unit => "conv_backward_input_pointwise",
+        ConvPass::BackwardInput if p.pointwise() => "conv_backward_input_pointwise",
         ConvPass::BackwardInput if rows_kw && unit => "conv_backward_input_rows",
         ConvPass::BackwardInput => "conv_backward_input",
         ConvPass::BackwardWeight if p.depthwise_rows() && p.kh <= ROWS_MAX_KW => {
@@ -510,7 +509,7 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
             pos.div_ceil(8 * s as u64) * p.o.div_ceil(8 * r) as u64
         }
         "conv_backward_input_pointwise" => {
-            let pos = p.n as u64 * p.h as u64 * p.w as u64;
+            let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
             pos.div_ceil(8 * s as u64) * p.c.div_ceil(8 * r) as u64
         }
         "conv_backward_weight_pointwise" => p.o.div_ceil(8 * r) as u64 * p.c.div_ceil(8 * s) as u64,
@@ -595,7 +594,7 @@ fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (
     // (rows, columns) of the product: channels × positions, or O × C for the weight gradient
     let (rows, cols) = match entry {
         "conv_forward_pointwise" => (p.o as u64, p.n as u64 * (p.oh * p.ow) as u64),
-        "conv_backward_input_pointwise" => (p.c as u64, p.n as u64 * (p.h * p.w) as u64),
+        "conv_backward_input_pointwise" => (p.c as u64, p.n as u64 * (p.oh * p.ow) as u64),
         _ => (p.o as u64, p.c as u64),
     };
     let fits = |len: u64, per: u32| len.div_ceil(8 * per as u64) * 8 * per as u64 - len <= len / 8;
@@ -641,9 +640,11 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
             consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh)]);
             return consts;
         }
-        "conv_forward_pointwise"
-        | "conv_backward_input_pointwise"
-        | "conv_backward_weight_pointwise" => ("PR", "PS"),
+        "conv_backward_input_pointwise" => {
+            consts.push(("UNIT", (p.sh == 1 && p.sw == 1) as u32));
+            ("PR", "PS")
+        }
+        "conv_forward_pointwise" | "conv_backward_weight_pointwise" => ("PR", "PS"),
         _ => ("WR", "WS"),
     };
     consts.extend([(names.0, r), (names.1, s)]);
