@@ -6,9 +6,19 @@ With `--resnet`, ResNet-20 (`wgcnn::nn::resnet_cifar(20, 10)`, option-B projecti
 3x32x32 inputs at batch 128 and 512 instead (what `bench -- --resnet` runs).
 
     python3 scripts/torch_reference.py [--json out.json] [--device cuda|cpu] [--resnet]
+                                       [--best graph|compile] [--amp]
 
 Each figure: warm-up steps, then steps back to back with one synchronisation at the end
-(like the wgcnn bench, which reads metrics back once), eager mode, float32.
+(like the wgcnn bench, which reads metrics back once). Modes, each a row of the JSON with
+its "mode":
+  eager        always: float32, eager execution (launch-bound at small batches on a GPU)
+  cuda_graph   --best graph (CUDA only): the whole step (forward, backward, SGD update)
+               captured once as a CUDA graph and replayed, PyTorch's "whole network capture"
+  compile      --best compile (PyTorch >= 2.0): torch.compile(mode="max-autotune"), eager
+               loop around it (compilation happens in the warm-up, not timed)
+  amp          --amp (CUDA only): channels_last, autocast to float16, dynamic loss scaling
+               (torch.cuda.amp.GradScaler) — the comparison for wgcnn's f16 mixed precision
+A mode this PyTorch or device cannot run is reported as not measured, never estimated.
 """
 import argparse
 import json
@@ -110,30 +120,93 @@ class ResNetCifar(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def throughput(model, batch, device, steps, shape=(1, 28, 28)):
-    model = model.to(device)
+def setup(model, batch, device, shape, channels_last=False):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.rand(batch, *shape, device=device) * 255
+    x = (torch.rand(batch, *shape, device=device) * 255).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
+    return model, opt, x, y
 
+
+def timed(step, device, steps, warmup):
+    """images/s-ready seconds per step: `warmup` calls, then `steps` back to back."""
+    for _ in range(warmup):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = step()
+    if out is not None:
+        out.item()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / steps
+
+
+def step_eager(model, opt, x, y):
     def step():
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
+    return step
 
-    for _ in range(10 if steps >= 10 else 2):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    loss.item()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t)
+
+def step_cuda_graph(model, opt, x, y):
+    """The whole step captured as one CUDA graph (static x, y), replayed each step."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step_eager(model, opt, x, y)()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def step():
+        graph.replay()
+    return step
+
+
+def step_amp(model, opt, x, y):
+    scaler = torch.cuda.amp.GradScaler()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss
+    return step
+
+
+def throughput(make, batch, device, steps, shape=(1, 28, 28), mode="eager"):
+    """images/s of `mode`'s training step, or a string saying why it cannot run here."""
+    warmup = 10 if steps >= 10 else 2
+    if mode in ("cuda_graph", "amp") and device != "cuda":
+        return f"{mode} needs CUDA"
+    if mode == "compile" and not hasattr(torch, "compile"):
+        return f"torch.compile needs PyTorch >= 2.0 (this is {torch.__version__})"
+    model, opt, x, y = setup(make(), batch, device, shape, channels_last=mode == "amp")
+    if mode == "cuda_graph":
+        step = step_cuda_graph(model, opt, x, y)
+    elif mode == "amp":
+        step = step_amp(model, opt, x, y)
+    elif mode == "compile":
+        step = step_eager(torch.compile(model, mode="max-autotune"), opt, x, y)
+        warmup = max(warmup, 3)
+    else:
+        step = step_eager(model, opt, x, y)
+    return batch / timed(step, device, steps, warmup)
 
 
 def main():
@@ -143,7 +216,16 @@ def main():
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="CPU threads (default: every logical CPU)")
+    ap.add_argument("--best", choices=("graph", "compile"),
+                    help="also PyTorch's best mode: a captured CUDA graph, or torch.compile")
+    ap.add_argument("--amp", action="store_true",
+                    help="also float16 autocast + GradScaler, channels_last (CUDA)")
     a = ap.parse_args()
+    modes = ["eager"]
+    if a.best:
+        modes.append({"graph": "cuda_graph", "compile": "compile"}[a.best])
+    if a.amp:
+        modes.append("amp")
     if a.device == "cpu":
         torch.set_num_threads(a.threads)
     name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
@@ -159,9 +241,14 @@ def main():
             steps = 200 if a.device == "cuda" else 20
             if a.resnet and a.device != "cuda":
                 steps = 4
-            ips = throughput(make(), batch, a.device, steps, shape)
-            rows.append({"model": model_name, "batch": batch, "images_per_s": ips})
-            print(f"{model_name:14s} batch {batch:4d}: {ips:10.0f} images/s")
+            for mode in modes:
+                ips = throughput(make, batch, a.device, steps, shape, mode)
+                if isinstance(ips, str):
+                    print(f"{model_name:14s} batch {batch:4d} {mode:10s}: not measured ({ips})")
+                    continue
+                rows.append({"model": model_name, "batch": batch, "mode": mode,
+                             "images_per_s": ips})
+                print(f"{model_name:14s} batch {batch:4d} {mode:10s}: {ips:10.0f} images/s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"torch": torch.__version__, "device": name, "rows": rows}, f, indent=2)
