@@ -1,5 +1,6 @@
 // matmul.wgsl — one register-tiled GEMM serving matmul and the linear layer's three products,
-// and its untiled twin `gemm_naive` (same semantics; the benchmark's baseline).
+// its variant staging panels in workgroup memory (`gemm_shared`, for hardware GPUs), and its
+// untiled twin `gemm_naive` (same semantics; the benchmark's baseline).
 //
 //   c[m,n] = act_out( Σ_k A(m,k) · B(k,n) + bias[n] )
 //   A(m,k) = a[m·sam + k·sak] · act'(ya[m·sam + k·sak])   (the act' factor only when ACT_IN ≠ 0;
@@ -24,7 +25,9 @@
 // numbered row-major and folded into the grid. Every k-step loads TR + TS values for TR·TS
 // multiply-adds. `gemm_naive`: one invocation per element of the (ones-extended) output, two
 // loads per multiply-add.
-// Bindings (both): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 z, 7 p
+// `gemm_shared` (hardware GPUs): the tiles of `gemm`, fed from workgroup memory (its section
+// at the end).
+// Bindings (all three): 0 a, 1 b, 2 bias, 3 ya, 4 c, 5 cb, 6 z, 7 p
 
 struct GemmUniform {
     m: u32, n: u32, k: u32, sam: u32,
@@ -130,4 +133,77 @@ fn gemm_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         acc += load_a(m * p.sam + k * p.sak, p.alpha_in) * bv;
     }
     store_c(p, m, n, acc);
+}
+
+// ---- workgroup-shared panels (hardware GPUs) -------------------------------------------------
+// `gemm_shared`: the same products and stores as `gemm`, for adapters with fast workgroup
+// memory. A workgroup still computes an (8·TR) × (8·TS) tile of c (invocation li: rows
+// ly + 8r, columns lx + 8s); per step of SK along K it first stages the A panel
+// (8·TR rows × SK) and the B panel (SK × 8·TS columns) in workgroup memory — each of the 64
+// invocations loading LA = TR·SK/8 and LB = TS·SK/8 values, neighbouring invocations
+// neighbouring addresses of row-major operands — then accumulates its TR × TS register tile
+// from the panels. Every element of A and B is read from device memory once per workgroup
+// instead of once per invocation row or column. K is padded to a multiple of SK with zeros
+// (adding +0 leaves every sum as `gemm` forms it: k ascending, one accumulator per output).
+// The A panel is stored k-major with a row pitch of 8·TR + 1 words so that the staging
+// stores of consecutive k do not all fall into one memory bank.
+const SK: u32 = 16u;  // K per staged panel
+const LA: u32 = 8u;   // TR·SK/8: A values each invocation stages per panel
+const LB: u32 = 8u;   // TS·SK/8: B values each invocation stages per panel
+
+var<workgroup> sh_a: array<f32, SK * (8u * TR + 1u)>;
+var<workgroup> sh_b: array<f32, SK * 8u * TS>;
+
+@compute @workgroup_size(64)
+fn gemm_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let p = g_p;
+    let ncols = p.n + ONES_COL;
+    let tiles_n = (ncols + 8u * TS - 1u) / (8u * TS);
+    let t = flat_group(wid, nwg);
+    let mt = (t / tiles_n) * (8u * TR);
+    let nt = (t % tiles_n) * (8u * TS);
+    let ly = li / 8u;
+    let lx = li % 8u;
+    let pa = 8u * TR + 1u;
+    var acc: array<array<f32, TS>, TR>;
+    for (var k0 = 0u; k0 < p.k; k0 += SK) {
+        /*unroll*/ for (var i = 0u; i < LA; i++) {
+            let e = li + 64u * i;
+            let r = e / SK;
+            let kk = e % SK;
+            let k = k0 + kk;
+            let m = min(mt + r, p.m - 1u);
+            var v = 0.0;
+            if (k < p.k) { v = load_a(m * p.sam + k * p.sak, p.alpha_in); }
+            sh_a[kk * pa + r] = v;
+        }
+        /*unroll*/ for (var i = 0u; i < LB; i++) {
+            let e = li + 64u * i;
+            let kk = e / (8u * TS);
+            let c = e % (8u * TS);
+            let k = k0 + kk;
+            let n = nt + c;
+            var v = 0.0;
+            if (k < p.k) {
+                v = g_b[k * p.sbk + min(n, p.n - 1u) * p.sbn];
+                if (ONES_COL == 1u) { v = select(select(0.0, 1.0, n == p.n), v, n < p.n); }
+            }
+            sh_b[kk * (8u * TS) + c] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < SK; kk++) {
+            var av: array<f32, TR>;
+            /*unroll*/ for (var r = 0u; r < TR; r++) { av[r] = sh_a[kk * pa + ly + 8u * r]; }
+            var bv: array<f32, TS>;
+            /*unroll*/ for (var s = 0u; s < TS; s++) { bv[s] = sh_b[kk * (8u * TS) + lx + 8u * s]; }
+            /*unroll*/ for (var r = 0u; r < TR; r++) {
+                /*unroll*/ for (var s = 0u; s < TS; s++) { acc[r][s] += av[r] * bv[s]; }
+            }
+        }
+        workgroupBarrier();
+    }
+    /*unroll*/ for (var r = 0u; r < TR; r++) {
+        /*unroll*/ for (var s = 0u; s < TS; s++) { store_c(p, mt + ly + 8u * r, nt + lx + 8u * s, acc[r][s]); }
+    }
 }

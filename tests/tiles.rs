@@ -247,3 +247,63 @@ proptest! {
         check_conv([n, c, hw, hw], [o, c, k, k], Conv2dParams::new(s, pad));
     }
 }
+
+/// `gemm_shared`, the GEMM hardware GPUs get (panels of A and B staged in workgroup memory,
+/// 16 values of K at a time), forced on this adapter through `SharedMatMul` and checked
+/// against the CPU twin: M and N at the workgroup tile edges, K across the panel edges (1, 15,
+/// 16, 17, 33), for the plain product and the linear layer's fused forms (bias and ReLU out;
+/// ReLU's derivative in and the ones column of the bias gradient). Each output is the same
+/// k-ascending sum as the twin's, so the default tolerance (1e-4) holds with room.
+#[test]
+fn gemm_shared_tile_and_panel_edges() {
+    use common::{gpu, rand01};
+    use wgcnn::cpu::matmul::Gemm;
+    use wgcnn::ops::matmul::{BatchAxis, MatMul, SharedMatMul};
+    use wgcnn::ops::{compare, run_cpu, Access, Launch};
+    let Some(g) = gpu() else { return };
+    let relu = (1, 0.0);
+    for (m, n) in [(1, 1), (7, 9), (33, 65), (64, 128), (129, 17)] {
+        for k in [1, 15, 16, 17, 33] {
+            let mut bw = Gemm::linear_backward_weight(k, n, m, relu);
+            bw.ones_col = true;
+            let cases = [
+                (
+                    "matmul",
+                    MatMul::new(Gemm::matmul(m, k, n), false, BatchAxis::None),
+                ),
+                (
+                    "linear forward, bias, relu",
+                    MatMul::new(Gemm::linear_forward(m, k, n, relu), true, BatchAxis::M),
+                ),
+                (
+                    "linear backward-weight, relu', ones column",
+                    MatMul::new(bw, false, BatchAxis::K),
+                ),
+            ];
+            for (tag, l) in cases {
+                let l = SharedMatMul(l);
+                let seed = (m * 1000 + n * 10 + k) as u64;
+                let ins: Vec<Vec<f32>> = l
+                    .bindings()
+                    .iter()
+                    .filter(|b| b.access == Access::Read)
+                    .enumerate()
+                    .map(|(i, b)| match b.name {
+                        // a kept ReLU output: ≥ 0, some exact zeros
+                        "ya" => rand01(seed + i as u64, b.len)
+                            .iter()
+                            .map(|v| (v - 0.3).max(0.0))
+                            .collect(),
+                        _ => values(seed + i as u64, b.len),
+                    })
+                    .collect();
+                let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+                let got = g.run_launch(tag, &l, &refs).expect("gemm_shared");
+                let want = run_cpu(&l, &refs);
+                if let Some(e) = compare(&l, &got, &want) {
+                    panic!("gemm_shared {tag}, {m}×{k}·{k}×{n}: {e}");
+                }
+            }
+        }
+    }
+}

@@ -72,8 +72,8 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 /// under the same name, except for alternative kernels computing the same function, which
 /// share their twin: `conv_backward_input_rows`, `conv_backward_weight_rows` (stride-1
 /// layers), `conv_*_depthwise` (depthwise layers), `conv_*_pointwise` (1×1 layers; the
-/// launch picks these variants) and `gemm_naive` (the untiled baseline the benchmark
-/// compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
+/// launch picks these variants), `gemm_shared` (`gemm` through workgroup memory, picked on
+/// hardware GPUs) and `gemm_naive` (the untiled baseline the benchmark compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
 /// `conv_backward_weight_parts`) runs the backward-weight entry points with `SPLIT = 1`.
 /// Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
@@ -97,6 +97,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("global_avg_pool_backward", "pool", 1, 1),
     k("gemm", "matmul", 4, 3),
     k("gemm_naive", "matmul", 4, 3),
+    k("gemm_shared", "matmul", 4, 3),
     k("activation_forward", "elementwise", 1, 1),
     k("activation_backward", "elementwise", 2, 1),
     k("add", "elementwise", 2, 1),

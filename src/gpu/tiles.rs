@@ -44,6 +44,9 @@ pub(crate) struct Tiles {
     pub(crate) dw_run: u32,
     /// GEMM: rows × columns per invocation.
     pub(crate) gemm: &'static [(u32, u32)],
+    /// GEMM through panels staged in workgroup memory (`gemm_shared`): its rows × columns
+    /// per invocation; empty: the register-only `gemm` instead.
+    pub(crate) shared_gemm: &'static [(u32, u32)],
     /// Workgroups a dispatch should have to occupy the device.
     pub min_groups: u64,
     /// A weight gradient whose largest register tiles number fewer workgroups than this is
@@ -68,6 +71,8 @@ const CPU_TILES: Tiles = Tiles {
     bwd_w_rows: 8,
     dw_run: 16,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
+    // a workgroup runs on one thread: staging panels only adds copies and barriers
+    shared_gemm: &[],
     min_groups: 2,
     split_groups: 2,
 };
@@ -85,6 +90,10 @@ const GPU_TILES: Tiles = Tiles {
     bwd_w_rows: 2,
     dw_run: 4,
     gemm: &[(4, 4), (2, 4), (1, 4)],
+    // 64×64 tiles per workgroup where the product is large enough; not measured — no
+    // hardware GPU was available (the register-only `gemm` reached 14 % of an H100's fp32
+    // peak at 1024³, docs/results/h100-bench.md)
+    shared_gemm: &[(8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
     min_groups: 32,
     // two workgroups per streaming multiprocessor of a large GPU (an H100 has 132); not
     // measured — no hardware GPU was available

@@ -62,6 +62,18 @@ impl MatMul {
         cpu::elementwise::act_keeps_input(self.g.act_out.0)
     }
 
+    /// The specialisation every GEMM entry point takes: fused bias, activations, ones column.
+    fn fused_consts(&self) -> Consts {
+        let p = self.uniform_block();
+        vec![
+            ("HAS_BIAS", p.has_bias),
+            ("ACT_OUT", p.act_out),
+            ("ACT_IN", p.act_in),
+            ("ONES_COL", p.ones_col),
+            ("KEEP_Z", self.keeps_z() as u32),
+        ]
+    }
+
     fn uniform_block(&self) -> GemmUniform {
         let g = &self.g;
         let u = |v: usize| v as u32;
@@ -113,13 +125,7 @@ impl Launch for MatMul {
 
     fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
         let p = self.uniform_block();
-        let mut consts: Consts = vec![
-            ("HAS_BIAS", p.has_bias),
-            ("ACT_OUT", p.act_out),
-            ("ACT_IN", p.act_in),
-            ("ONES_COL", p.ones_col),
-            ("KEEP_Z", self.keeps_z() as u32),
-        ];
+        let consts = self.fused_consts();
         if self.naive {
             let groups = (p.m as u64 * (p.n + p.ones_col) as u64).div_ceil(64);
             return Ok(GpuCall {
@@ -128,19 +134,8 @@ impl Launch for MatMul {
                 groups,
             });
         }
-        // M and K scale with the batch in the linear layer's products; N and the strides don't
-        let key = format!(
-            "gemm {:?}",
-            [p.n, p.sam, p.sak, p.sbk, p.sbn, p.has_bias, p.act_out, p.act_in, p.ones_col]
-        );
-        let t = ctx.tiles();
-        let tile = ctx.tile_for(key, || pick(t.gemm, |g| groups(&p, g), t.min_groups).0)?;
-        consts.extend([("TR", tile.0), ("TS", tile.1)]);
-        Ok(GpuCall {
-            entry: "gemm",
-            consts,
-            groups: groups(&p, tile),
-        })
+        let shared = !ctx.tiles().shared_gemm.is_empty();
+        tiled_call(ctx, &p, consts, shared)
     }
 
     fn cpu(&self, b: &mut [Vec<f32>]) {
@@ -219,6 +214,93 @@ struct GemmUniform {
     alpha: f32,
     alpha_in: f32,
     pad: [u32; 3],
+}
+
+/// The tiled GEMM's call: `gemm_shared` (panels staged in workgroup memory) when `shared`,
+/// else the register-only `gemm`, with the adapter's tile for this product.
+fn tiled_call(
+    ctx: &GpuContext,
+    p: &GemmUniform,
+    mut consts: Consts,
+    shared: bool,
+) -> Result<GpuCall> {
+    let entry = if shared { "gemm_shared" } else { "gemm" };
+    // M and K scale with the batch in the linear layer's products; N and the strides don't
+    let key = format!(
+        "{entry} {:?}",
+        [p.n, p.sam, p.sak, p.sbk, p.sbn, p.has_bias, p.act_out, p.act_in, p.ones_col]
+    );
+    let t = ctx.tiles();
+    let cands = if shared && !t.shared_gemm.is_empty() {
+        t.shared_gemm
+    } else {
+        t.gemm
+    };
+    let tile = ctx.tile_for(key, || pick(cands, |g| groups(p, g), t.min_groups).0)?;
+    consts.extend([("TR", tile.0), ("TS", tile.1)]);
+    if shared {
+        // each of the 64 invocations stages TR·SK/8 values of A and TS·SK/8 of B (SK = 16)
+        consts.extend([("LA", 2 * tile.0), ("LB", 2 * tile.1)]);
+    }
+    Ok(GpuCall {
+        entry,
+        consts,
+        groups: groups(p, tile),
+    })
+}
+
+/// A [`MatMul`] that always runs `gemm_shared`, the variant hardware GPUs get (for tests and
+/// the benchmark on adapters where [`MatMul`] picks the register-only `gemm`). Same
+/// bindings, semantics and CPU twin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SharedMatMul(pub MatMul);
+
+impl Launch for SharedMatMul {
+    fn kernel(&self) -> &'static str {
+        "gemm_shared"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        self.0.bindings()
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        self.0.uniform()
+    }
+
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        tiled_call(ctx, &self.0.uniform_block(), self.0.fused_consts(), true)
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        self.0.cpu(b)
+    }
+
+    fn at_batch(&self, n: usize) -> Arc<dyn Launch> {
+        let l = self.0.at_batch(n);
+        let m = l
+            .as_any()
+            .downcast_ref::<MatMul>()
+            .copied()
+            .unwrap_or(self.0);
+        Arc::new(SharedMatMul(m))
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn flops(&self) -> f64 {
+        self.0.flops()
+    }
+
+    fn tolerance(&self) -> Tolerance {
+        self.0.tolerance()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// Workgroups of the tiled `gemm` for tile `(tr, ts)` (rows × columns per invocation).
