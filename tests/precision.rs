@@ -79,6 +79,9 @@ fn check(gpu: &Backend, c: &Case) -> (f32, f32, f32) {
     let what = format!("{}×{}·{}×{} ({:?})", g.m, g.k, g.k, g.n, c.l.path);
     let mut worst = (0.0f32, 0.0f32, 0.0f32);
     for i in 0..want.len() {
+        // (1) Against the twin: both sides hold the same f16 inputs and every product is
+        // exact in f32, so only the order of the f32 additions may differ — the launch's
+        // tolerance, Tolerance::DEFAULT (REDUCTION past K = 1024).
         let r = tol.ratio(got[i], want[i]);
         assert!(
             r <= 1.0,
@@ -86,7 +89,7 @@ fn check(gpu: &Backend, c: &Case) -> (f32, f32, f32) {
             got[i],
             want[i]
         );
-        // Against the f32 GEMM of the unrounded inputs. Rounding to f16 moves each input by
+        // (2) Against the f32 GEMM of the unrounded inputs. Rounding to f16 moves each input by
         // at most u = 2⁻¹¹ of itself (round to nearest, 11 significant bits), so each exact
         // product moves by at most (2u + u²)·|a·b|, and the sum by at most
         // (2u + u²)·Σ_k |A(m,k)·B(k,n)| ≈ 2⁻¹⁰·Σ|a·b| — for inputs in [−1, 1] at most
