@@ -48,6 +48,15 @@ pub enum Error {
     },
 
     // ---- device ----------------------------------------------------------
+    /// A kernel needs an optional device feature the adapter does not offer (`feature` is
+    /// its WebGPU name, e.g. `shader-f16`). Checked before any GPU work.
+    #[error("kernel '{kernel}' needs the device feature {feature}, which adapter '{adapter}' does not offer")]
+    MissingFeature {
+        kernel: String,
+        feature: &'static str,
+        adapter: String,
+    },
+
     /// No usable adapter. The message says how to get one.
     #[error("no WebGPU adapter found{detail}. On Linux without a GPU install Mesa's CPU Vulkan driver: `apt-get install mesa-vulkan-drivers` (or try WGCNN_BACKEND=gl for llvmpipe)")]
     NoAdapter { detail: String },

@@ -38,6 +38,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Checkpoint { .. } => "Checkpoint",
         Error::Io { .. } => "Io",
         Error::Distributed { .. } => "Distributed",
+        Error::MissingFeature { .. } => "MissingFeature",
     }
 }
 
@@ -1153,4 +1154,21 @@ fn nan_after_checkpoint_leaves_the_last_good_checkpoint_intact() {
         assert!(again.metrics.loss.is_finite(), "{name}");
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// A kernel that needs an optional device feature is refused where the device lacks it,
+/// naming the kernel, the feature and the adapter (the decision `MatMulF16::choose` takes
+/// before any GPU work; tests/precision.rs covers every path).
+#[test]
+fn f16_gemm_without_shader_f16_is_missing_feature() {
+    use wgcnn::cpu::matmul::Gemm;
+    use wgcnn::gpu::ShaderCaps;
+    use wgcnn::ops::matmul::{F16Path, MatMulF16};
+    let l = MatMulF16::new(Gemm::matmul(8, 8, 8), F16Path::Auto).unwrap();
+    let r = l.choose(&ShaderCaps::default(), "some adapter");
+    expect_err(
+        r,
+        "MissingFeature",
+        &["gemm_f16", "shader-f16", "some adapter"],
+    );
 }

@@ -12,6 +12,13 @@
 //! compute entry point of its family with `@workgroup_size(64)`, binding exactly
 //! `inputs + outputs + 1` resources in group 0, read-only storage first, then
 //! read-write storage, then one uniform.
+//!
+//! The families that need an optional device feature (`feature_shader_sources`: f16,
+//! cooperative matrices) are validated with exactly the capabilities that feature grants —
+//! and must fail without them, or the gate would be a fiction — and translated to SPIR-V (fed
+//! to `spirv-val`) and MSL, the languages of the backends that offer the features.
+
+mod common;
 
 use std::collections::BTreeMap;
 
@@ -19,7 +26,7 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, ResourceBinding, ShaderStage, StorageAccess};
 use wgcnn::gpu::kernels::KernelSpec;
-use wgcnn::gpu::{shader_sources, KERNELS};
+use wgcnn::gpu::{feature_shader_sources, shader_sources, KERNELS};
 
 /// With `WGCNN_NAGA_DUMP=<dir>`, every translation is also written there for inspection.
 fn dump(file: &str, text: &[u8]) {
@@ -42,25 +49,63 @@ fn families() -> Vec<Family> {
     assert!(!sources.is_empty(), "shader_sources() is empty");
     sources
         .into_iter()
-        .map(|(name, src)| {
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                panic!(
-                    "{name}.wgsl does not parse:\n{}",
-                    e.emit_to_string_with_path(&src, &format!("{name}.wgsl"))
-                )
-            });
-            // No optional capability: the kernels must run on any WebGPU adapter.
-            let info = Validator::new(ValidationFlags::default(), Capabilities::empty())
-                .validate(&module)
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{name}.wgsl does not validate:\n{}",
-                        e.emit_to_string_with_path(&src, &format!("{name}.wgsl"))
-                    )
-                });
-            Family { name, module, info }
+        .map(|(name, src)| parse_and_validate(name, &src, Capabilities::empty()))
+        .collect()
+}
+
+/// The naga capabilities a device feature grants (what wgpu-core's validator gets).
+fn capabilities_of(feature: &str) -> Capabilities {
+    match feature {
+        "shader-f16" => Capabilities::SHADER_FLOAT16,
+        "wgpu-cooperative-matrix" => {
+            Capabilities::SHADER_FLOAT16 | Capabilities::COOPERATIVE_MATRIX
+        }
+        other => panic!("unknown device feature {other}"),
+    }
+}
+
+/// The feature-gated families, validated with their feature's capabilities.
+fn feature_families() -> Vec<(Family, &'static str)> {
+    let sources = feature_shader_sources();
+    assert!(!sources.is_empty(), "feature_shader_sources() is empty");
+    sources
+        .into_iter()
+        .map(|(name, src, feature)| {
+            (
+                parse_and_validate(name, &src, capabilities_of(feature)),
+                feature,
+            )
         })
         .collect()
+}
+
+/// The workgroup size the host dispatches `k` with: 64, except the cooperative-matrix
+/// kernel (one subgroup; the WGSL default of its `SG` is 32, specialised per adapter).
+fn workgroup_of(k: &KernelSpec) -> u32 {
+    if k.name == "gemm_coop" {
+        32
+    } else {
+        64
+    }
+}
+
+fn parse_and_validate(name: &'static str, src: &str, caps: Capabilities) -> Family {
+    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| {
+        panic!(
+            "{name}.wgsl does not parse:\n{}",
+            e.emit_to_string_with_path(src, &format!("{name}.wgsl"))
+        )
+    });
+    // The portable families get no optional capability: they must run on any WebGPU adapter.
+    let info = Validator::new(ValidationFlags::default(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{name}.wgsl does not validate with {caps:?}:\n{}",
+                e.emit_to_string_with_path(src, &format!("{name}.wgsl"))
+            )
+        });
+    Family { name, module, info }
 }
 
 /// The kernels of a family, from `KERNELS`.
@@ -138,7 +183,12 @@ fn every_family_parses_and_validates() {
     let fams = families();
     let mut names: Vec<&str> = fams.iter().map(|f| f.name).collect();
     names.sort_unstable();
-    let mut want: Vec<&str> = KERNELS.iter().map(|k| k.family).collect();
+    let gated: Vec<&str> = feature_shader_sources().iter().map(|f| f.0).collect();
+    let mut want: Vec<&str> = KERNELS
+        .iter()
+        .map(|k| k.family)
+        .filter(|f| !gated.contains(f))
+        .collect();
     want.sort_unstable();
     want.dedup();
     assert_eq!(names, want, "families in shader_sources() vs KERNELS");
@@ -183,9 +233,10 @@ fn table_errors(f: &Family, k: &KernelSpec) -> Vec<String> {
             k.name, ep.stage
         ));
     }
-    if ep.workgroup_size != [64, 1, 1] {
+    let wg = workgroup_of(k);
+    if ep.workgroup_size != [wg, 1, 1] {
         errs.push(format!(
-            "{}: @workgroup_size{:?}, the host dispatches 64 invocations per workgroup",
+            "{}: @workgroup_size{:?}, the host dispatches {wg} invocations per workgroup",
             k.name, ep.workgroup_size
         ));
     }
@@ -214,7 +265,8 @@ fn table_errors(f: &Family, k: &KernelSpec) -> Vec<String> {
 
 #[test]
 fn kernel_table_matches_the_wgsl() {
-    let fams = families();
+    let mut fams = families();
+    fams.extend(feature_families().into_iter().map(|(f, _)| f));
     let mut errs = Vec::new();
     for k in KERNELS {
         match fams.iter().find(|f| f.name == k.family) {
@@ -738,5 +790,78 @@ fn spirv_val_and_glslang_accept_the_translations() {
         }
     }
     assert!(checked > 0, "nothing was validated");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The feature-gated families: invalid without their capabilities (so the gate is real), valid
+/// with them, and translated to SPIR-V and MSL (per kernel, with the host layout); the SPIR-V
+/// also goes through `spirv-val` when it is installed (required under
+/// `WGCNN_REQUIRE_SHADER_TOOLS=1`).
+#[test]
+fn feature_families_validate_with_their_capabilities() {
+    let tools = have_tool("spirv-val");
+    assert!(
+        tools || std::env::var("WGCNN_REQUIRE_SHADER_TOOLS").map_or(true, |v| v != "1"),
+        "WGCNN_REQUIRE_SHADER_TOOLS=1 but spirv-val not found"
+    );
+    let mut failures = Vec::new();
+    for (name, src, feature) in feature_shader_sources() {
+        let module = naga::front::wgsl::parse_str(&src).expect("parses (checked below)");
+        let without = capabilities_of(feature) - Capabilities::SHADER_FLOAT16;
+        for caps in [Capabilities::empty(), without] {
+            if caps != capabilities_of(feature) {
+                assert!(
+                    Validator::new(ValidationFlags::default(), caps)
+                        .validate(&module)
+                        .is_err(),
+                    "{name}.wgsl validates with {caps:?}, without {feature}"
+                );
+            }
+        }
+    }
+    for (f, feature) in feature_families() {
+        for k in kernels_of(f.name) {
+            let i = entry_index(&f, k.name);
+            let words = spirv_of(&f, Some(i));
+            dump(&format!("{}.spv", k.name), &spv_bytes(&words));
+            // f16 storage needs SPV_KHR_16bit_storage (core in Vulkan 1.1); cooperative
+            // matrices need SPV_KHR_cooperative_matrix on Vulkan 1.3
+            let env = if feature == "shader-f16" {
+                "vulkan1.1"
+            } else {
+                "vulkan1.3"
+            };
+            if tools {
+                if let Err(e) = run_tool(
+                    "spirv-val",
+                    &["--target-env", env],
+                    &format!("{}.spv", k.name),
+                    &spv_bytes(&words),
+                ) {
+                    // older SPIRV-Tools (e.g. 2023.1) do not know SPV_KHR_cooperative_matrix
+                    if feature != "shader-f16" && e.contains("Invalid capability operand: 6022") {
+                        common::did_not_run(
+                            &format!("spirv-val of {}", k.name),
+                            "this SPIRV-Tools release does not know \
+                             SPV_KHR_cooperative_matrix; naga validated and translated it",
+                        );
+                    } else {
+                        failures.push(e);
+                    }
+                }
+            }
+            let po = msl::PipelineOptions {
+                entry_point: Some((ShaderStage::Compute, k.name.into())),
+                ..Default::default()
+            };
+            let mut opts = msl_options(&f, &[i]);
+            // f16 needs MSL 2.2+ (half in device buffers), simdgroup matrices MSL 2.3
+            opts.lang_version = (2, 3);
+            let (src, info) = msl::write_string(&f.module, &f.info, &opts, &po)
+                .unwrap_or_else(|e| panic!("{}: MSL: {e}", k.name));
+            check_msl(&src, &info, &[k.name], k.name);
+            dump(&format!("{}.metal", k.name), src.as_bytes());
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

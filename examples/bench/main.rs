@@ -8,6 +8,8 @@
 //! ```text
 //! cargo run --release --example bench                    # everything (~2-3 min on 2 CPU cores)
 //! cargo run --release --example bench -- --quick         # LeNet step + small shapes only
+//!                                                        # (GEMM by precision up to 1024³,
+//!                                                        # 4096³ without --quick)
 //! cargo run --release --example bench -- --json out.json # also write the figures as JSON
 //! cargo run --release --example bench -- --naive-1024    # also the naive 1024³ GEMM (slow)
 //! cargo run --release --example bench -- --quick --xception  # also nn::xception_mini's step
@@ -43,6 +45,7 @@ use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
 
+mod gemm;
 mod reference;
 mod resnet;
 mod split;
@@ -302,6 +305,7 @@ fn short_variant(v: &str) -> String {
                     | "ACT_OUT"
                     | "ACT_IN"
                     | "ONES_COL"
+                    | "KEEP_Z"
                     | "KWM"
                     | "WRED"
                     | "SEG"
@@ -557,6 +561,9 @@ fn main() {
     println!();
     print_ops(&ops);
     println!();
+    eprintln!("GEMM by precision…");
+    let gemms = gemm::run(&ctx, a.quick);
+    gemm::print(&ctx, &gemms);
     let find = |name: &str, shape: &str| {
         ops.iter()
             .find(|r| r.name.starts_with(name) && r.shape.starts_with(shape))
@@ -630,6 +637,14 @@ fn main() {
             "logical_cpus": cores,
             "load_average": load_average(),
             "quick": a.quick,
+            "gemm_precisions": gemms.iter().map(|r| json!({
+                "n": r.size,
+                "precision": r.precision,
+                "kernel": r.kernel,
+                "seconds": r.seconds,
+                "gflop_per_s": r.seconds.map(|s| 2.0 * (r.size as f64).powi(3) / s / 1e9),
+                "peak_tflop_per_s": r.peak,
+            })).collect::<Vec<_>>(),
             "lenet": lenet.iter().map(|r| json!({
                 "batch": r.batch,
                 "images_per_s": r.images_per_s,

@@ -76,6 +76,10 @@ impl GpuContext {
                         self.upload("bench.idx", &bench_indices(seed, b.len, bound))
                     }
                     (_, Data::Counter) => self.upload("bench.step", &[1u32]),
+                    (_, Data::F16Pairs) => self.upload(
+                        "bench.in",
+                        &crate::cpu::matmul::pack_f16(&bench_values(seed, 2 * b.len.max(1))),
+                    ),
                     (_, Data::F32) => self.upload("bench.in", &bench_values(seed, b.len.max(1))),
                 };
                 slices.push(Slice::whole(buf.clone()));

@@ -18,6 +18,50 @@ pub struct AdapterSummary {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
+    /// The optional shader features the device was opened with.
+    pub caps: ShaderCaps,
+}
+
+/// Optional shader features of the device: requested when the adapter has them, never
+/// required (their absence only disables the kernels that need them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShaderCaps {
+    /// `Features::SHADER_F16`: f16 arithmetic and 16-bit storage in WGSL (`enable f16;`).
+    pub f16: bool,
+    /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` enabled and a 16×16×16 configuration with
+    /// f16 inputs and an f32 accumulator listed by `Adapter::cooperative_matrix_properties`.
+    pub coop_16x16_f16: bool,
+    /// The adapter's largest subgroup size (the cooperative-matrix kernel's workgroup size).
+    pub subgroup_size: u32,
+}
+
+impl ShaderCaps {
+    /// What `adapter` offers, and the features to request for it.
+    fn of(adapter: &wgpu::Adapter) -> (Self, wgpu::Features) {
+        let have = adapter.features();
+        let mut want = wgpu::Features::empty();
+        let f16 = have.contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            want |= wgpu::Features::SHADER_F16;
+        }
+        let coop = f16
+            && have.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && adapter.cooperative_matrix_properties().iter().any(|p| {
+                use wgpu::CooperativeScalarType as T;
+                (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                    && p.ab_type == T::F16
+                    && p.cr_type == T::F32
+            });
+        if coop {
+            want |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        let caps = ShaderCaps {
+            f16,
+            coop_16x16_f16: coop,
+            subgroup_size: adapter.get_info().subgroup_max_size.max(1),
+        };
+        (caps, want)
+    }
 }
 
 impl std::fmt::Display for AdapterSummary {
@@ -33,6 +77,13 @@ impl std::fmt::Display for AdapterSummary {
             } else {
                 format!(", {}", self.driver)
             }
+        )?;
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "; shader-f16: {}, cooperative matrix 16×16 f16→f32: {}",
+            yes(self.caps.f16),
+            yes(self.caps.coop_16x16_f16)
         )
     }
 }
@@ -181,12 +232,21 @@ impl GpuContext {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let (caps, features) = ShaderCaps::of(&adapter);
+        let experimental = if caps.coop_16x16_f16 {
+            // SAFETY: the opt-in only permits requesting EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // it is used by `gemm_coop` alone (shaders/matmul_coop.wgsl), which is held to its
+            // CPU twin by tests/precision.rs wherever the adapter offers it.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgcnn"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: experimental,
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -223,6 +283,7 @@ impl GpuContext {
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
+            caps,
         };
         if info.backend == wgpu::Backend::BrowserWebGpu {
             // wgpu maps the browser's `isFallbackAdapter` to DeviceType::Cpu
@@ -246,6 +307,11 @@ impl GpuContext {
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// The optional shader features the device was opened with.
+    pub fn caps(&self) -> ShaderCaps {
+        self.summary.caps
     }
 
     /// The device limits (the adapter's own).

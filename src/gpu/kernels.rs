@@ -50,6 +50,23 @@ const FAMILIES: &[(&str, &str)] = &[
     ("augment", include_str!("../../shaders/augment.wgsl")),
 ];
 
+/// The families that need an optional device feature: `(name, source, feature)`. Their
+/// `enable` directives make the module invalid on a device without the feature, so they are
+/// compiled only where [`GpuContext::caps`] has it, and validated by naga with the matching
+/// capabilities (not with the portable families of [`shader_sources`]).
+const FEATURE_FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "matmul_f16",
+        include_str!("../../shaders/matmul_f16.wgsl"),
+        "shader-f16",
+    ),
+    (
+        "matmul_coop",
+        include_str!("../../shaders/matmul_coop.wgsl"),
+        "wgpu-cooperative-matrix",
+    ),
+];
+
 /// A kernel: entry point, family, number of read-only inputs and of outputs.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSpec {
@@ -73,8 +90,11 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 /// share their twin: `conv_backward_input_rows`, `conv_backward_weight_rows` (stride-1
 /// layers), `conv_*_depthwise` (depthwise layers), `conv_*_pointwise` (1×1 layers; the
 /// launch picks these variants), `gemm_shared` (`gemm` through workgroup memory, picked on
-/// hardware GPUs) and `gemm_naive` (the untiled baseline the benchmark compares `gemm` with). The split weight gradient (`ConvWeightParts`, twin
-/// `conv_backward_weight_parts`) runs the backward-weight entry points with `SPLIT = 1`.
+/// hardware GPUs) and `gemm_naive` (the untiled baseline the benchmark compares `gemm`
+/// with). The split weight gradient (`ConvWeightParts`, twin `conv_backward_weight_parts`)
+/// runs the backward-weight entry points with `SPLIT = 1`.
+/// The mixed-precision `gemm_f16` and `gemm_coop` (families `matmul_f16`, `matmul_coop`,
+/// which need optional device features) share the twin `cpu::matmul::gemm_f16`.
 /// Each launch's bindings are checked against its row.
 pub const KERNELS: &[KernelSpec] = &[
     k("conv_forward", "conv", 3, 2),
@@ -98,6 +118,8 @@ pub const KERNELS: &[KernelSpec] = &[
     k("gemm", "matmul", 4, 3),
     k("gemm_naive", "matmul", 4, 3),
     k("gemm_shared", "matmul", 4, 3),
+    k("gemm_f16", "matmul_f16", 2, 1),
+    k("gemm_coop", "matmul_coop", 2, 1),
     k("activation_forward", "elementwise", 1, 1),
     k("activation_backward", "elementwise", 2, 1),
     k("add", "elementwise", 2, 1),
@@ -119,13 +141,40 @@ pub const KERNELS: &[KernelSpec] = &[
     k("augment", "augment", 3, 1),
 ];
 
-/// The full WGSL source of every family (common prelude included), for validation
-/// and translation tests.
+/// The full WGSL source of every portable family (common prelude included), for
+/// validation and translation tests.
 pub fn shader_sources() -> Vec<(&'static str, String)> {
     FAMILIES
         .iter()
-        .map(|(name, src)| (*name, format!("{COMMON}\n{src}")))
+        .map(|(name, src)| (*name, assemble(src)))
         .collect()
+}
+
+/// The full WGSL source of every family that needs an optional device feature, with the
+/// feature's WebGPU name (`shader-f16`, `wgpu-cooperative-matrix`).
+pub fn feature_shader_sources() -> Vec<(&'static str, String, &'static str)> {
+    FEATURE_FAMILIES
+        .iter()
+        .map(|(name, src, feature)| (*name, assemble(src), *feature))
+        .collect()
+}
+
+/// The module as the device compiles it: the family's `enable` directives (which must
+/// precede every declaration), the common prelude, then the rest of the family.
+fn assemble(src: &str) -> String {
+    let (enables, rest): (Vec<&str>, Vec<&str>) = src
+        .lines()
+        .partition(|l| l.trim_start().starts_with("enable "));
+    let mut out = String::new();
+    for e in enables {
+        out.push_str(e);
+        out.push('\n');
+    }
+    out.push_str(COMMON);
+    out.push('\n');
+    out.push_str(&rest.join("\n"));
+    out.push('\n');
+    out
 }
 
 /// Specialisation constants of one pipeline: `(name, value)` pairs replacing the family's
@@ -312,11 +361,13 @@ impl GpuContext {
         }
         let src = FAMILIES
             .iter()
+            .copied()
+            .chain(FEATURE_FAMILIES.iter().map(|(n, s, _)| (*n, *s)))
             .find(|(n, _)| *n == family)
             .map(|(_, s)| {
                 specialise(family, s, consts)
                     .and_then(|s| unroll(family, &s))
-                    .map(|s| format!("{COMMON}\n{s}"))
+                    .map(|s| assemble(&s))
             })
             .ok_or_else(|| Error::Shader {
                 kernel: family.into(),

@@ -9,8 +9,8 @@ pub mod kernels;
 pub(crate) mod tiles;
 
 pub use bench::BenchProgram;
-pub use device::{AdapterSummary, GpuContext};
-pub use kernels::{shader_sources, KERNELS};
+pub use device::{AdapterSummary, GpuContext, ShaderCaps};
+pub use kernels::{feature_shader_sources, shader_sources, KERNELS};
 
 /// `Instant` that works in the browser too (`performance.now()` there).
 #[cfg(not(target_arch = "wasm32"))]

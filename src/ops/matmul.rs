@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{bytes, Binding, GpuCall, Launch, Rule, Tolerance};
+use super::{bytes, Binding, Data, GpuCall, Launch, Rule, Tolerance};
 use crate::cpu;
 use crate::cpu::matmul::Gemm;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Consts;
 use crate::gpu::tiles::pick;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, ShaderCaps};
 use crate::graph::{Graph, NodeId, Op};
 use crate::plan::{act_code, Lowering, TensorId};
 
@@ -188,6 +188,202 @@ impl Launch for MatMul {
         match self.batch {
             BatchAxis::K => Tolerance::REDUCTION,
             _ => Tolerance::DEFAULT,
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Which kernel computes a [`MatMulF16`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Path {
+    /// `gemm_coop` where the device lists 16×16 f16×f16→f32 cooperative matrices and the
+    /// shape fits ([`MatMulF16::coop_fits`]), `gemm_f16` elsewhere.
+    Auto,
+    /// `gemm_f16`: register tiles, f16 loads, f32 products and sums.
+    Registers,
+    /// `gemm_coop` (cooperative matrices, tensor cores): [`Error::MissingFeature`] on a device
+    /// without them, [`Error::InvalidArgument`] for a shape it does not take.
+    CoopMatrix,
+}
+
+/// One mixed-precision GEMM launch: `c [M,N] = A·B` with `A` and `B` stored as f16 (packed
+/// by [`cpu::matmul::pack_f16`]), exact f16 products, f32 accumulation, f32 output
+/// (`shaders/matmul_f16.wgsl`, `shaders/matmul_coop.wgsl`; twin
+/// [`cpu::matmul::gemm_f16`]). Needs `Features::SHADER_F16`: refused with
+/// [`Error::MissingFeature`] on a device without it, before any GPU work.
+///
+/// # Shapes
+/// `A(m,k) = a[m·sam + k·sak]`, `B(k,n) = b[k·sbk + n·sbn]` (f16 elements, two per binding
+/// word), `c [M,N]` f32. Only plain products: no bias, activation or ones column.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatMulF16 {
+    /// The product (strides in f16 elements); its fused parts must be off.
+    pub g: Gemm,
+    /// Which kernel may compute it.
+    pub path: F16Path,
+}
+
+impl MatMulF16 {
+    /// The launch for the plain product `g`; an error if `g` fuses an activation or a ones
+    /// column.
+    pub fn new(g: Gemm, path: F16Path) -> Result<Self> {
+        if g.act_out.0 != 0 || g.act_in.0 != 0 || g.ones_col {
+            return Err(Error::invalid(
+                "gemm_f16",
+                "only plain products (no fused activation, derivative or ones column)",
+            ));
+        }
+        if g.m == 0 || g.n == 0 || g.k == 0 {
+            return Err(Error::shape(
+                "gemm_f16",
+                format!("empty product {}×{}·{}×{}", g.m, g.k, g.k, g.n),
+            ));
+        }
+        Ok(MatMulF16 { g, path })
+    }
+
+    /// The f16 elements `A` and `B` span.
+    fn lens(&self) -> (usize, usize) {
+        let g = &self.g;
+        (
+            (g.m - 1) * g.sam + (g.k - 1) * g.sak + 1,
+            (g.k - 1) * g.sbk + (g.n - 1) * g.sbn + 1,
+        )
+    }
+
+    /// `gemm_coop`'s layout constants `(A_T, B_T)` if it takes this shape: M, N and K
+    /// multiples of 16, each operand row- or column-major with its other stride a multiple of
+    /// 8 (every 16×16 tile then starts 16-byte aligned).
+    pub fn coop_layout(&self) -> Option<(u32, u32)> {
+        let g = &self.g;
+        if ![g.m, g.n, g.k].iter().all(|d| d.is_multiple_of(16)) {
+            return None;
+        }
+        let layout = |unit: usize, other: usize, unit_t: usize, other_t: usize| {
+            if unit == 1 && other.is_multiple_of(8) {
+                Some(0)
+            } else if unit_t == 1 && other_t.is_multiple_of(8) {
+                Some(1)
+            } else {
+                None
+            }
+        };
+        Some((
+            layout(g.sak, g.sam, g.sam, g.sak)?,
+            layout(g.sbn, g.sbk, g.sbk, g.sbn)?,
+        ))
+    }
+
+    /// Whether `gemm_coop` takes this shape (see [`MatMulF16::coop_layout`]).
+    pub fn coop_fits(&self) -> bool {
+        self.coop_layout().is_some()
+    }
+
+    /// The kernel this launch runs on a device with `caps` (`adapter` names it in errors):
+    /// `gemm_f16` or `gemm_coop`, or the typed refusal. Decided before any GPU work.
+    pub fn choose(&self, caps: &ShaderCaps, adapter: &str) -> Result<&'static str> {
+        let missing = |kernel: &str, feature| Error::MissingFeature {
+            kernel: kernel.into(),
+            feature,
+            adapter: adapter.into(),
+        };
+        if !caps.f16 {
+            let kernel = match self.path {
+                F16Path::CoopMatrix => "gemm_coop",
+                _ => "gemm_f16",
+            };
+            return Err(missing(kernel, "shader-f16"));
+        }
+        match self.path {
+            F16Path::Registers => Ok("gemm_f16"),
+            F16Path::Auto if caps.coop_16x16_f16 && self.coop_fits() => Ok("gemm_coop"),
+            F16Path::Auto => Ok("gemm_f16"),
+            F16Path::CoopMatrix if !caps.coop_16x16_f16 => Err(missing(
+                "gemm_coop",
+                "wgpu-cooperative-matrix (16×16 f16×f16→f32)",
+            )),
+            F16Path::CoopMatrix if !self.coop_fits() => Err(Error::invalid(
+                "gemm_coop",
+                format!(
+                    "takes M, N, K multiples of 16 and row- or column-major operands with \
+                     strides that are multiples of 8, not {:?}",
+                    self.g
+                ),
+            )),
+            F16Path::CoopMatrix => Ok("gemm_coop"),
+        }
+    }
+}
+
+impl Launch for MatMulF16 {
+    fn kernel(&self) -> &'static str {
+        "gemm_f16"
+    }
+
+    fn bindings(&self) -> Vec<Binding> {
+        let (a, b) = self.lens();
+        vec![
+            Binding::read("a", a.div_ceil(2)).holding(Data::F16Pairs),
+            Binding::read("b", b.div_ceil(2)).holding(Data::F16Pairs),
+            Binding::write("c", self.g.m * self.g.n),
+        ]
+    }
+
+    fn uniform(&self) -> Vec<u8> {
+        bytes(&MatMul::new(self.g, false, BatchAxis::None).uniform_block())
+    }
+
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        let p = MatMul::new(self.g, false, BatchAxis::None).uniform_block();
+        if self.choose(&ctx.caps(), &ctx.adapter().name)? == "gemm_coop" {
+            let (at, bt) = self.coop_layout().unwrap_or_default();
+            let blocks = (p.m as u64).div_ceil(32) * (p.n as u64).div_ceil(32);
+            return Ok(GpuCall {
+                entry: "gemm_coop",
+                consts: vec![("SG", ctx.caps().subgroup_size), ("A_T", at), ("B_T", bt)],
+                groups: blocks,
+            });
+        }
+        let key = format!("gemm_f16 {:?}", [p.n, p.sam, p.sak, p.sbk, p.sbn]);
+        let t = ctx.tiles();
+        let tile = ctx.tile_for(key, || pick(t.gemm, |g| groups(&p, g), t.min_groups).0)?;
+        Ok(GpuCall {
+            entry: "gemm_f16",
+            consts: vec![("TR", tile.0), ("TS", tile.1)],
+            groups: groups(&p, tile),
+        })
+    }
+
+    fn cpu(&self, b: &mut [Vec<f32>]) {
+        b[2] = cpu::matmul::gemm_f16(&self.g, &b[0], &b[1]);
+    }
+
+    fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
+        Arc::new(*self)
+    }
+
+    fn describe(&self) -> String {
+        let g = &self.g;
+        format!("{}×{}·{}×{} (f16)", g.m, g.k, g.k, g.n)
+    }
+
+    /// 2·M·N·K.
+    fn flops(&self) -> f64 {
+        let g = &self.g;
+        2.0 * g.m as f64 * g.n as f64 * g.k as f64
+    }
+
+    /// The inputs are the same f16 values on both sides and every product is exact, so only
+    /// the f32 summation order differs: [`Tolerance::DEFAULT`], [`Tolerance::REDUCTION`] for
+    /// sums over more than 1024 terms.
+    fn tolerance(&self) -> Tolerance {
+        if self.g.k > 1024 {
+            Tolerance::REDUCTION
+        } else {
+            Tolerance::DEFAULT
         }
     }
 

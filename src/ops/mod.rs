@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | [`conv`] | `conv_forward`, `conv_backward_input(_rows)`, `conv_backward_weight(_rows)` (also split into row partitions: `ConvWeightParts`) | `Conv` |
 //! | [`pool`] | `max/min/avg_pool2d_*`, `global_avg_pool_*` | 1-D/2-D/3-D max, min, average pooling, global average pooling |
-//! | [`matmul`] | `gemm`, `gemm_naive` | `Linear` |
+//! | [`matmul`] | `gemm`, `gemm_naive`, `gemm_f16`, `gemm_coop` (f16 inputs; optional device features) | `Linear` |
 //! | [`elementwise`] | `activation_*`, `add`, `dropout_*`, `rescale`, `sum_parts` | `Activation`, `Add`, `Dropout`, `Rescaling` |
 //! | [`loss`] | `softmax_*`, `cross_entropy`, `mse` | `Softmax`, `CrossEntropy`, `Mse` |
 //! | [`norm`] | `batch_norm_*` | `BatchNorm` |
@@ -78,6 +78,9 @@ pub enum Data {
     Index(usize),
     /// The training step (one `u32`), written by the executor.
     Counter,
+    /// Two f16 values per element (an `array<f16>` in the shader), packed by
+    /// [`crate::cpu::matmul::pack_f16`]: the low half holds the even element.
+    F16Pairs,
 }
 
 /// One storage binding of a launch, in shader order. `len` is in 4-byte elements; an

@@ -209,3 +209,11 @@ pub fn example_binary(name: &str, sources: &[&str]) -> PathBuf {
     }
     bin
 }
+
+/// Says on the terminal that a hardware-only test did not run here and why. Written to the
+/// process's stderr directly, not through `eprintln!`, which the test harness captures (and
+/// shows only for failing tests): a skipped feature test must never look like a silent pass.
+pub fn did_not_run(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{what}: did not run ({why})");
+}
