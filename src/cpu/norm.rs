@@ -1,19 +1,35 @@
 //! CPU twins of `shaders/norm.wgsl`: batch normalisation over `x [N, C, S]` (S = H·W for
 //! `[N,C,H,W]`, 1 for `[N,F]`), statistics per channel over the `M = N·S` elements.
 //!
-//! The sums are accumulated in the kernels' order (64 strided partial sums, then a tree),
-//! so both paths agree to a few ulp.
+//! The sums are accumulated in the kernels' order (64 strided partial sums of units of
+//! [`unit`] consecutive elements, then a tree), so both paths agree to a few ulp.
 
-/// Sum of `f(i)` for `i < m` in the GPU's order: partial sums over `i ≡ l (mod 64)`,
-/// reduced pairwise `part[l] += part[l + s]` for `s = 32, 16, …, 1`.
-fn wg_sum(m: usize, f: impl Fn(usize) -> f32) -> f32 {
+/// Elements per unit the kernels walk a plane of `s` elements in: 4 (vec4) when `s` is a
+/// multiple of 4, else 1.
+pub fn unit(s: usize) -> usize {
+    if s.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
+/// Sum of `f(i)` for `i < m` in the GPU's order for units of `v` elements (1 or 4): the
+/// partial sums `p[l][k]` over the elements `i = v·j + k` with `j ≡ l (mod 64)`, added as
+/// `(p0 + p1) + (p2 + p3)`, then reduced pairwise `part[l] += part[l + s]` for
+/// `s = 32, 16, …, 1`.
+fn wg_sum(m: usize, v: usize, f: impl Fn(usize) -> f32) -> f32 {
     let mut part = [0.0f32; 64];
     for (l, p) in part.iter_mut().enumerate() {
-        let mut i = l;
-        while i < m {
-            *p += f(i);
-            i += 64;
+        let mut acc = [0.0f32; 4];
+        let mut j = l;
+        while j * v < m {
+            for (k, a) in acc[..v].iter_mut().enumerate() {
+                *a += f(j * v + k);
+            }
+            j += 64;
         }
+        *p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     }
     let mut s = 32;
     while s > 0 {
@@ -48,8 +64,8 @@ pub fn batch_norm_forward_train(
     let mut y = vec![0.0f32; x.len()];
     let mut saved = vec![0.0f32; 2 * c];
     for ch in 0..c {
-        let mean = wg_sum(m, |i| x[idx(i, ch, c, s)]) / m as f32;
-        let sq = wg_sum(m, |i| {
+        let mean = wg_sum(m, unit(s), |i| x[idx(i, ch, c, s)]) / m as f32;
+        let sq = wg_sum(m, unit(s), |i| {
             let d = x[idx(i, ch, c, s)] - mean;
             d * d
         });
@@ -100,8 +116,8 @@ pub fn batch_norm_backward(
     let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
     for ch in 0..c {
         let (mean, inv) = (saved[ch], saved[c + ch]);
-        let sdy = wg_sum(m, |i| dy[idx(i, ch, c, s)]);
-        let sdyx = wg_sum(m, |i| {
+        let sdy = wg_sum(m, unit(s), |i| dy[idx(i, ch, c, s)]);
+        let sdyx = wg_sum(m, unit(s), |i| {
             let k = idx(i, ch, c, s);
             dy[k] * ((x[k] - mean) * inv)
         });

@@ -97,14 +97,18 @@ impl Launch for BatchNorm {
         })
     }
 
-    /// One workgroup per channel, except evaluation: one invocation per element.
+    /// One workgroup per channel, except evaluation: one invocation per element. Planes of
+    /// a multiple of 4 elements take the `_v4` variants (vec4 units; see norm.wgsl).
     fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
-        let groups = match self.pass {
-            NormPass::Eval => groups64(self.d.iter().product()),
-            _ => self.d[1] as u64,
+        let v4 = cpu::norm::unit(self.d[2]) == 4;
+        let (entry, groups) = match self.pass {
+            NormPass::Eval => (self.kernel(), groups64(self.d.iter().product())),
+            NormPass::Train if v4 => ("batch_norm_forward_train_v4", self.d[1] as u64),
+            NormPass::Backward if v4 => ("batch_norm_backward_v4", self.d[1] as u64),
+            _ => (self.kernel(), self.d[1] as u64),
         };
         Ok(GpuCall {
-            entry: self.kernel(),
+            entry,
             consts: Vec::new(),
             groups,
         })
