@@ -108,9 +108,11 @@ pub const KERNELS: &[KernelSpec] = &[
     k("optimizer_step", "optim", 3, 4),
     k("batch_norm_forward_train", "norm", 3, 4),
     k("batch_norm_forward_train_v4", "norm", 3, 4),
+    k("batch_norm_forward_train_u4", "norm", 3, 4),
     k("batch_norm_forward_eval", "norm", 5, 1),
     k("batch_norm_backward", "norm", 4, 3),
     k("batch_norm_backward_v4", "norm", 4, 3),
+    k("batch_norm_backward_u4", "norm", 4, 3),
     k("permute", "layout", 1, 1),
     k("augment", "augment", 3, 1),
 ];
