@@ -85,6 +85,7 @@ pub const KERNELS: &[KernelSpec] = &[
     k("conv_backward_weight_rows", "conv", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
+    k("max_pool2d_backward_blocks", "pool", 2, 1),
     k("min_pool2d_forward", "pool", 1, 2),
     k("avg_pool2d_forward", "pool", 1, 1),
     k("avg_pool2d_backward", "pool", 1, 1),
