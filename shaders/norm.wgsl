@@ -80,7 +80,7 @@ fn bn_total(li: u32, a: f32, b: f32) -> vec2<f32> {
 // A vec4's partial sums added in the fixed order (p0 + p1) + (p2 + p3).
 fn sum4(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }
 
-// The units i = li, li + WG, li + 2·WG, … (i < N·T, T = S/V units per plane) of channel c,
+// The units i = li, li + WG, li + 2·WG, … (i < N·T, T units per plane) of channel c,
 // walked as positions (n, t) = (i / T, i % T) without a division per unit: each step adds
 // (q, r) = (WG / T, WG % T) and carries once.
 fn bn_start(li: u32, s: u32) -> vec2<u32> { return vec2<u32>(li / s, li % s); }

@@ -125,7 +125,10 @@ impl Launch for Pool2d {
             consts.push(("DIV", div_code(self.div)));
         }
         if let Some(call) = self.blocks(&u) {
-            return Ok(GpuCall { consts: [consts, call.consts].concat(), ..call });
+            return Ok(GpuCall {
+                consts: [consts, call.consts].concat(),
+                ..call
+            });
         }
         // one invocation per output (forward) or input (backward) element
         let plane = match self.pass {
