@@ -9,10 +9,14 @@
 // equal the uniform's `act` — a branch on a uniform value makes lavapipe recompile the shader
 // at every bind) with parameter `alpha` (LeakyReLU slope, ELU α).
 // Dispatch: one invocation per element, 64 per workgroup, grid folded past 65,535 workgroups.
+// The `_v4` twins take 4 consecutive elements per invocation (tensors bound as vec4 arrays,
+// len/4 invocations; the host picks them when a sample's length is a multiple of 4, so every
+// batch size runs the same pipeline): the same function per element, the same bits. A CPU
+// adapter gathers a storage access lane by lane, and a vec4 costs about what a float does.
 // Bindings:
-//   activation_forward:   0 x, 1 y, 2 p
-//   activation_backward:  0 x, 1 dy, 2 dx, 3 p
-//   add:                  0 a, 1 b, 2 c, 3 p
+//   activation_forward(_v4):   0 x, 1 y, 2 p
+//   activation_backward(_v4):  0 x, 1 dy, 2 dx, 3 p
+//   add(_v4):                  0 a, 1 b, 2 c, 3 p
 
 struct EwUniform {
     len: u32, act: u32, alpha: f32, _pad: u32,
@@ -56,6 +60,48 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let i = flat_id(wid, nwg, li);
     if (i >= ad_p.len) { return; }
     ad_c[i] = ad_a[i] + ad_b[i];
+}
+
+// ---- vec4 twins ----------------------------------------------------------------------------
+@group(0) @binding(0) var<storage, read> af_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> af_y4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn activation_forward_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= af_p.len / 4u) { return; }
+    let x = af_x4[i];
+    let a = af_p.alpha;
+    af_y4[i] = vec4<f32>(act_fwd(x.x, ACT, a), act_fwd(x.y, ACT, a), act_fwd(x.z, ACT, a),
+                         act_fwd(x.w, ACT, a));
+}
+
+@group(0) @binding(0) var<storage, read> ab_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> ab_dy4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ab_dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn activation_backward_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= ab_p.len / 4u) { return; }
+    let x = ab_x4[i];
+    let a = ab_p.alpha;
+    ab_dx4[i] = ab_dy4[i] * vec4<f32>(act_grad_x(x.x, ACT, a), act_grad_x(x.y, ACT, a),
+                                      act_grad_x(x.z, ACT, a), act_grad_x(x.w, ACT, a));
+}
+
+@group(0) @binding(0) var<storage, read> ad_a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> ad_b4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> ad_c4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn add_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) li: u32) {
+    let i = flat_id(wid, nwg, li);
+    if (i >= ad_p.len / 4u) { return; }
+    ad_c4[i] = ad_a4[i] + ad_b4[i];
 }
 
 // ---- dropout and rescaling ----------------------------------------------------------------

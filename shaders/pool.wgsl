@@ -13,10 +13,11 @@
 // the index arithmetic divides by constants — integer division by a uniform is scalarised on
 // a CPU adapter and dominated these kernels there (2–3× faster specialised). The functional
 // API keeps GEO = 0 so that arbitrary shapes share one pipeline.
-// Dispatch: one invocation per output element (forward) or input element (backward), 64 per workgroup.
+// Dispatch: one invocation per output element (forward) or input element (backward), 64 per
+// workgroup; the executor's strided max-pool backward runs max_pool2d_backward_blocks (below).
 // Bindings:
 //   max_pool2d_forward:   0 x, 1 y, 2 idx (u32), 3 p
-//   max_pool2d_backward:  0 dy, 1 idx (u32), 2 dx, 3 p
+//   max_pool2d_backward(_blocks):  0 dy, 1 idx (u32), 2 dx, 3 p
 
 // ph, pw: the padding before each axis (windows start at i·sh − ph); eh, ew: the padding
 // after it, which only the average's divisor reads (DIV = 1).
@@ -132,6 +133,67 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
     }
     b_dx[id] = acc;
+}
+
+// ---- max-pool backward by blocks (the executor's specialised layers with a stride > 1) -------
+//
+// max_pool2d_backward_blocks: the same dx as max_pool2d_backward, one invocation per block of
+// BH×BW = SH×SW input positions {h : (h + ph) / sh = bi} × {w : (w + pw) / sw = bj}. The
+// windows that can hold one of them are i ∈ [bi − WH + 1, bi], j ∈ [bj − WW + 1, bj]
+// (WH = (kh − 1)/sh + 1, WW likewise); each is read once (idx, dy) for the whole block, not
+// once per position, and its dy goes to the position its idx names (0 added to the others),
+// in the same (i, j) order as max_pool2d_backward, so dx is bitwise the same. Loops over
+// these constants are unrolled, so the block's sums stay in registers.
+// Dispatch: one invocation per block, N·C·⌈(H + ph)/sh⌉·⌈(W + pw)/sw⌉ of them, 64 per workgroup.
+const BH: u32 = 1u;
+const BW: u32 = 1u;
+const WH: u32 = 1u;
+const WW: u32 = 1u;
+
+@compute @workgroup_size(64)
+fn max_pool2d_backward_blocks(@builtin(workgroup_id) wid: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    let p = spec(b_p);
+    let nbh = (p.h + p.ph + BH - 1u) / BH;
+    let nbw = (p.w + p.pw + BW - 1u) / BW;
+    let id = flat_id(wid, nwg, li);
+    if (id >= p.n * p.c * nbh * nbw) { return; }
+    let bj = id % nbw;
+    let bi = (id / nbw) % nbh;
+    let plane = id / (nbw * nbh);
+    // the block's first position (h0, w0), possibly in the padding
+    let h0 = i32(bi * BH) - i32(p.ph);
+    let w0 = i32(bj * BW) - i32(p.pw);
+    var acc: array<f32, 16>;
+    /*unroll*/ for (var a = 0u; a < WH; a++) {
+        let i = i32(bi + a) - i32(WH - 1u);
+        /*unroll*/ for (var b = 0u; b < WW; b++) {
+            let j = i32(bj + b) - i32(WW - 1u);
+            if (i >= 0 && i < i32(p.oh) && j >= 0 && j < i32(p.ow)) {
+                let yi = (plane * p.oh + u32(i)) * p.ow + u32(j);
+                let k = b_idx[yi];
+                let g = b_dy[yi];
+                let u = i32(k / p.w) - h0;
+                let v = i32(k % p.w) - w0;
+                /*unroll*/ for (var du = 0u; du < BH; du++) {
+                    /*unroll*/ for (var dv = 0u; dv < BW; dv++) {
+                        let hit = u == i32(du) && v == i32(dv);
+                        acc[du * BW + dv] += select(0.0, g, hit);
+                    }
+                }
+            }
+        }
+    }
+    /*unroll*/ for (var du = 0u; du < BH; du++) {
+        /*unroll*/ for (var dv = 0u; dv < BW; dv++) {
+            let h = h0 + i32(du);
+            let w = w0 + i32(dv);
+            if (h >= 0 && h < i32(p.h) && w >= 0 && w < i32(p.w)) {
+                b_dx[(plane * p.h + u32(h)) * p.w + u32(w)] = acc[du * BW + dv];
+            }
+        }
+    }
 }
 
 // ---- average pooling ----------------------------------------------------------------------

@@ -247,6 +247,46 @@ proptest! {
     }
 }
 
+/// Every unit walk of the kernels (`cpu::norm::units`: vec4 inside the planes, vec4 across
+/// them, single floats) gives the same bits run to run (fixed reduction order, no atomics)
+/// and stays within the property test's tolerances of the twin at a larger M.
+#[test]
+fn unit_walks_are_deterministic_and_match_the_twin() {
+    let Some(g) = gpu() else { return };
+    let cpu = Backend::cpu();
+    for shape in [[16, 8, 14, 14], [16, 8, 7, 7], [16, 3, 7, 7]] {
+        let len: usize = shape.iter().product();
+        let x = arr(&shape, &values(11, len, 2.0, 0.5));
+        let dy = arr(&shape, &values(12, len, 1.0, 0.0));
+        let gamma = a1(&values(13, shape[1], 0.5, 1.0));
+        let beta = a1(&values(14, shape[1], 0.5, 0.0));
+        let run = |be: &Backend| {
+            let (mut rm, mut rv) = (a1(&[0.0; 8][..shape[1]]), a1(&[1.0; 8][..shape[1]]));
+            let t = be
+                .batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, MOMENTUM, EPS)
+                .unwrap();
+            let gr = be
+                .batch_norm_backward(&x, &dy, &gamma, &t.mean, &t.inv_std)
+                .unwrap();
+            let mut out = v(&t.y);
+            out.extend(v(&gr.dx));
+            out.extend(
+                gr.dgamma
+                    .iter()
+                    .chain(&gr.dbeta)
+                    .chain(&t.mean)
+                    .chain(&t.inv_std),
+            );
+            out.extend(rm.iter().chain(&rv));
+            out
+        };
+        let (first, again, twin) = (run(&g), run(&g), run(&cpu));
+        let bits = |o: &[f32]| o.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&first), bits(&again), "{shape:?}: GPU runs differ");
+        assert_close(&format!("{shape:?} vs twin"), &first, &twin, 1e-4, 1e-4);
+    }
+}
+
 // ---- graph, plan and executors ----------------------------------------------------------
 
 use wgcnn::exec::{Executor, NamedTensor, Targets};

@@ -143,6 +143,32 @@ proptest! {
         check("pool dx (geometry)", dxg2.as_slice().unwrap(), dxw.as_slice().unwrap(), 1e-6, 1e-6);
     }
 
+    /// The executor's specialised max-pool backward (one invocation per stride×stride block
+    /// when the stride exceeds 1) adds in the per-element kernel's order: bitwise equal.
+    #[test]
+    fn specialised_max_pool2d_backward_is_bitwise_the_per_element_one(
+        n in 1usize..=4, c in 1usize..=6, h in 1usize..=20, w in 1usize..=20,
+        kh in 1usize..=5, kw in 1usize..=5, sh in 1usize..=4, sw in 1usize..=4,
+        ph in 0usize..=2, pw in 0usize..=2, seed in any::<u64>(),
+    ) {
+        use wgcnn::ops::pool::{Pool2d, PoolPass};
+        use wgcnn::shape::AvgDivisor;
+        let p = Pool2dParams { kernel: [kh, kw], stride: [sh, sw], padding: [ph.min(kh / 2), pw.min(kw / 2)] };
+        prop_assume!(kh <= h + 2 * p.padding[0] && kw <= w + 2 * p.padding[1]);
+        let Some(g) = gpu_or_skip() else { return Ok(()) };
+        let oh = (h + 2 * p.padding[0] - kh) / sh + 1;
+        let ow = (w + 2 * p.padding[1] - kw) / sw + 1;
+        let (xd, yd) = ([n, c, h, w], [n, c, oh, ow]);
+        let launch = |pass, specialise| Pool2d { pass, xd, yd, p, div: AvgDivisor::Window, specialise };
+        let x = values(seed, n * c * h * w);
+        let fwd = g.run_launch("pool", &launch(PoolPass::MaxForward, true), &[&x]).unwrap();
+        let dy = values(seed ^ 7, n * c * oh * ow);
+        let per_element = g.run_launch("pool", &launch(PoolPass::ArgBackward, false), &[&dy, &fwd[1]]).unwrap();
+        let blocks = g.run_launch("pool", &launch(PoolPass::ArgBackward, true), &[&dy, &fwd[1]]).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        prop_assert_eq!(bits(&blocks[0]), bits(&per_element[0]));
+    }
+
     #[test]
     fn matmul_and_linear(m in 1usize..=70, k in 1usize..=70, n in 1usize..=70, seed in any::<u64>()) {
         let Some(g) = gpu_or_skip() else { return Ok(()) };

@@ -52,6 +52,9 @@ pub(crate) struct Tiles {
     /// A weight gradient whose largest register tiles number fewer workgroups than this is
     /// split into row partitions (`ops::conv::weight_parts`).
     pub split_groups: u64,
+    /// Workgroup reductions (batch norm) walked by one invocation between two barriers
+    /// instead of a barrier per tree level (the same order either way).
+    pub(crate) serial_tree: bool,
 }
 
 /// CPU adapters (lavapipe/llvmpipe, SwiftShader, WARP: a workgroup runs on one thread, SIMD
@@ -75,6 +78,7 @@ const CPU_TILES: Tiles = Tiles {
     shared_gemm: &[],
     min_groups: 2,
     split_groups: 2,
+    serial_tree: true,
 };
 
 /// Hardware GPUs: registers are per invocation and few, so tiles of at most 16–40
@@ -98,6 +102,7 @@ const GPU_TILES: Tiles = Tiles {
     // two workgroups per streaming multiprocessor of a large GPU (an H100 has 132); not
     // measured — no hardware GPU was available
     split_groups: 256,
+    serial_tree: false,
 };
 
 /// The widest kernel the stride-1 rows variants are specialised for: 7 keeps the

@@ -126,16 +126,24 @@ impl Launch for Elementwise {
 
     /// An activation is the pipeline constant `ACT`, never a branch on the uniform (a CPU
     /// adapter such as lavapipe recompiles a shader that branches on a uniform value at
-    /// every bind — see docs/SOAK.md).
+    /// every bind — see docs/SOAK.md). Samples of a multiple of 4 elements take the `_v4`
+    /// twins of activations and `add` (4 elements per invocation; the same bits).
     fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
         let consts = match self.op {
             Ew::ActivationForward(a) | Ew::ActivationBackward(a) => vec![("ACT", a.code())],
             _ => Vec::new(),
         };
+        let v4 = self.per.is_multiple_of(4);
+        let (entry, per_invocation) = match self.op {
+            Ew::ActivationForward(_) if v4 => ("activation_forward_v4", 4),
+            Ew::ActivationBackward(_) if v4 => ("activation_backward_v4", 4),
+            Ew::Add if v4 => ("add_v4", 4),
+            _ => (self.kernel(), 1),
+        };
         Ok(GpuCall {
-            entry: self.kernel(),
+            entry,
             consts,
-            groups: groups64(self.len()),
+            groups: groups64(self.len() / per_invocation),
         })
     }
 

@@ -97,15 +97,26 @@ impl Launch for BatchNorm {
         })
     }
 
-    /// One workgroup per channel, except evaluation: one invocation per element.
-    fn gpu(&self, _ctx: &GpuContext) -> Result<GpuCall> {
-        let groups = match self.pass {
-            NormPass::Eval => groups64(self.d.iter().product()),
-            _ => self.d[1] as u64,
+    /// One workgroup per channel, except evaluation: one invocation per element. The
+    /// channel's units (see norm.wgsl and [`cpu::norm::units`]) pick the variant.
+    fn gpu(&self, ctx: &GpuContext) -> Result<GpuCall> {
+        use cpu::norm::Units;
+        let channels = self.d[1] as u64;
+        let (entry, groups) = match (self.pass, cpu::norm::units(self.d[1], self.d[2])) {
+            (NormPass::Eval, _) => (self.kernel(), groups64(self.d.iter().product())),
+            (NormPass::Train, Units::Aligned4) => ("batch_norm_forward_train_v4", channels),
+            (NormPass::Train, Units::Unaligned4) => ("batch_norm_forward_train_u4", channels),
+            (NormPass::Backward, Units::Aligned4) => ("batch_norm_backward_v4", channels),
+            (NormPass::Backward, Units::Unaligned4) => ("batch_norm_backward_u4", channels),
+            _ => (self.kernel(), channels),
+        };
+        let consts = match self.pass {
+            NormPass::Eval => Vec::new(),
+            _ => vec![("SERIAL_TREE", ctx.tiles().serial_tree as u32)],
         };
         Ok(GpuCall {
-            entry: self.kernel(),
-            consts: Vec::new(),
+            entry,
+            consts,
             groups,
         })
     }

@@ -54,6 +54,26 @@ pub struct Pool2d {
     pub specialise: bool,
 }
 
+impl Pool2d {
+    /// `max_pool2d_backward_blocks` (pool.wgsl) for a specialised arg-pool backward with a
+    /// stride > 1: one invocation per stride×stride block of inputs, reading each window that
+    /// can reach the block once (the same dx, bitwise). `None` for the per-element kernel.
+    fn blocks(&self, u: &PoolUniform) -> Option<GpuCall> {
+        let [n, c, h, w, kh, kw, sh, sw, ph, pw, _, _] = u.dims;
+        let (wh, ww) = ((kh - 1) / sh + 1, (kw - 1) / sw + 1);
+        let fits = sh * sw > 1 && sh * sw <= 16 && wh * ww <= 16;
+        if self.pass != PoolPass::ArgBackward || !self.specialise || !fits {
+            return None;
+        }
+        let blocks = (h + ph).div_ceil(sh) as u64 * (w + pw).div_ceil(sw) as u64;
+        Some(GpuCall {
+            entry: "max_pool2d_backward_blocks",
+            consts: vec![("BH", sh), ("BW", sw), ("WH", wh), ("WW", ww)],
+            groups: (n as u64 * c as u64 * blocks).div_ceil(64),
+        })
+    }
+}
+
 impl Launch for Pool2d {
     fn kernel(&self) -> &'static str {
         match self.pass {
@@ -103,6 +123,12 @@ impl Launch for Pool2d {
         };
         if matches!(self.pass, PoolPass::AvgForward | PoolPass::AvgBackward) {
             consts.push(("DIV", div_code(self.div)));
+        }
+        if let Some(call) = self.blocks(&u) {
+            return Ok(GpuCall {
+                consts: [consts, call.consts].concat(),
+                ..call
+            });
         }
         // one invocation per output (forward) or input (backward) element
         let plane = match self.pass {
