@@ -13,8 +13,8 @@
 // position (n, t) = (i / T, i % T), T units per plane), keeps a partial sum per unit
 // component, adds them as (p0 + p1) + (p2 + p3), and the 64 partials are reduced in
 // workgroup memory in a fixed tree order (deterministic, no atomics). Units, chosen by the
-// host from C and S only (so every batch size runs the same pipeline; the CPU twin walks the
-// same units):
+// host from C and S only (so every batch size runs the same pipeline; the CPU twin sums the
+// same elements one at a time, which agrees to a few ulp):
 //   `_v4`  S % 4 == 0: vec4 units, T = S/4, every unit inside its plane; y/dx stored as vec4.
 //   `_u4`  else if C·S % 4 == 0: vec4 units of the tensor, T = (S + 2)/4 + 1 per plane
 //          (enough for any offset of the plane in its first unit); a unit's components outside

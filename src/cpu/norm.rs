@@ -1,8 +1,12 @@
 //! CPU twins of `shaders/norm.wgsl`: batch normalisation over `x [N, C, S]` (S = H·W for
 //! `[N,C,H,W]`, 1 for `[N,F]`), statistics per channel over the `M = N·S` elements.
 //!
-//! The sums are accumulated in the kernels' order (64 strided partial sums over the units
-//! of [`units`], then a tree), so both paths agree to a few ulp.
+//! The sums are accumulated as the plain kernels do (64 strided partial sums over the
+//! elements, then a tree); the vec4 kernels (see [`units`]) add the same elements in units of
+//! 4, which agrees to a few ulp. (The twin once followed the units too: then the CPU and GPU
+//! executors rounded differently from the plain path's bitwise agreement, and one ReLU
+//! decision flipped in a ResNet-20 step — tests/resnet.rs — so the twin keeps the order the
+//! executors' step tests were written against.)
 
 /// How the kernels walk a channel's planes of `s` elements (`c` channels): in units of 4
 /// consecutive elements (vec4) when they can, else one element a unit. Depends on C and S
@@ -29,40 +33,18 @@ pub fn units(c: usize, s: usize) -> Units {
     }
 }
 
-impl Units {
-    /// Elements per unit and units per plane of `s` elements.
-    fn shape(self, s: usize) -> (usize, usize) {
-        match self {
-            Units::Aligned4 => (4, s / 4),
-            Units::Unaligned4 => (4, (s + 2) / 4 + 1),
-            Units::Single => (1, s),
-        }
-    }
-}
-
-/// Sum over channel `ch` of `f(k)` for its elements `k` (flat indices into `[N, C, S]`), in
-/// the kernels' order: invocation `l` walks units `j = l, l + 64, …` (plane `j / T`, unit
-/// `j % T` of it), with a partial sum per unit component (0 added for components outside
-/// the plane); the components' partials are added as `(p0 + p1) + (p2 + p3)`, then the 64
-/// partials are reduced pairwise `part[l] += part[l + s]` for `s = 32, 16, …, 1`.
+/// Sum over channel `ch` of `f(k)` for its elements `k` (flat indices into `[N, C, S]`):
+/// partial sums over the elements `i ≡ l (mod 64)` of the channel (i = n·S + s), reduced
+/// pairwise `part[l] += part[l + s]` for `s = 32, 16, …, 1`.
 fn wg_sum([n, c, s]: [usize; 3], ch: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let (v, t) = units(c, s).shape(s);
+    let m = n * s;
     let mut part = [0.0f32; 64];
     for (l, p) in part.iter_mut().enumerate() {
-        let mut acc = [0.0f32; 4];
-        for j in (l..n * t).step_by(64) {
-            let b = ((j / t) * c + ch) * s;
-            for (k, a) in acc[..v].iter_mut().enumerate() {
-                // element e of the plane: v·t + k − (b mod v)
-                let e = (v * (j % t) + k) as isize - (b % v) as isize;
-                *a += if (0..s as isize).contains(&e) {
-                    f(b + e as usize)
-                } else {
-                    0.0
-                };
-            }
+        let mut i = l;
+        while i < m {
+            *p += f(idx(i, ch, c, s));
+            i += 64;
         }
-        *p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     }
     let mut s = 32;
     while s > 0 {
