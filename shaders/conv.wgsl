@@ -85,6 +85,8 @@ const IR: u32 = 4u;         // backward-input: input channels per invocation
 const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
 const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
+const SERIAL_TREE: u32 = 0u; // depthwise backward-weight: 1 = one invocation walks the tree
+                            // (CPU adapters, where a barrier per level costs more)
 const SPLIT: u32 = 0u;      // backward-weight: 1 = write the partial sums of row partition
                             // `part` into the scratch bound as dw (see "Split reduction")
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
@@ -725,7 +727,8 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // each invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
 // DKH new inputs for DKH·DKW multiply-adds (the generic kernel loads an input per
 // multiply-add here). The partial tiles are summed by the fixed-order tree of
-// conv_backward_weight. Same bindings as conv_backward_weight.
+// conv_backward_weight (walked by one invocation on CPU adapters, SERIAL_TREE: the same
+// order, the same bits). Same bindings as conv_backward_weight.
 const DKH: u32 = 3u;    // kernel height (= kh)
 const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
 const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
@@ -795,11 +798,24 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     }
     bwd_red[kk * WG + li] = accb;
     workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st / 2u) {
-        if (li < st) {
-            for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + li] += bwd_red[v * WG + li + st]; }
+    if (SERIAL_TREE == 1u) {
+        // CPU adapters: one invocation walks the same tree (the same bits) between two
+        // barriers instead of a barrier per level
+        if (li == 0u) {
+            for (var st = WG / 2u; st > 0u; st = st / 2u) {
+                for (var l = 0u; l < st; l++) {
+                    for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + l] += bwd_red[v * WG + l + st]; }
+                }
+            }
         }
         workgroupBarrier();
+    } else {
+        for (var st = WG / 2u; st > 0u; st = st / 2u) {
+            if (li < st) {
+                for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + li] += bwd_red[v * WG + li + st]; }
+            }
+            workgroupBarrier();
+        }
     }
     for (var v = li; v < DRED; v += WG) {
         if (v < kk) {

@@ -117,7 +117,7 @@ impl Launch for Conv {
         // share a tile (the channel tiles must divide the groups)
         let key = format!("{entry} {:?}", ConvUniform { n: 0, ..p });
         let tile = ctx.tile_for(key, || tile(entry, &p, &tiles))?;
-        let mut consts = consts(entry, &p, tile);
+        let mut consts = consts(entry, &p, tile, &tiles);
         if self.pass == ConvPass::Forward {
             consts.push(("KEEP_Z", self.keeps_z() as u32));
         }
@@ -267,7 +267,7 @@ impl Launch for ConvWeightParts {
         let entry = variant(ConvPass::BackwardWeight, &p, &tiles);
         let key = format!("{entry} split {:?}", ConvUniform { n: 0, ..p });
         let tile = ctx.tile_for(key, || tile_filling(entry, &p, &tiles, 1))?;
-        let mut consts = consts(entry, &p, tile);
+        let mut consts = consts(entry, &p, tile, &tiles);
         consts.push(("SPLIT", 1));
         Ok(GpuCall {
             entry,
@@ -609,7 +609,7 @@ fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (
 }
 
 /// The specialisation of `entry`: fused activation and bias, geometry flags, register tile.
-fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
+fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts {
     let mut consts: Consts = vec![("ACT", p.act), ("HAS_BIAS", p.has_bias), ("FLIP", p.flip)];
     if !entry.ends_with("_rows") {
         consts.push(("PLAIN", p.plain_geometry() as u32));
@@ -638,6 +638,7 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> Consts {
         }
         "conv_backward_weight_depthwise" => {
             consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh)]);
+            consts.push(("SERIAL_TREE", t.serial_tree as u32));
             return consts;
         }
         "conv_backward_input_pointwise" => {
