@@ -287,7 +287,8 @@ struct StepRow {
     host_step_us: f64,
     mflop_per_image: f64,
     cpu_images_per_s: f64,
-    breakdown: Vec<(String, String, f64, f64)>,
+    /// Per dispatch: kernel, shape, FLOPs, seconds timed alone, invocations launched.
+    breakdown: Vec<(String, String, f64, f64, u64)>,
     compiled_during_training: u64,
 }
 
@@ -396,11 +397,14 @@ fn bench_step(gpu: &Backend, graph: &Graph, batch: usize, a: &Args, breakdown: b
     if breakdown {
         for (i, op) in ops.iter().enumerate() {
             let s = time_gpu(ctx, &prog, Some(i), 0.1);
+            // 64 invocations per workgroup in every kernel of a training step
+            let invocations = op.gpu(ctx).map_or(0, |c| c.groups * 64);
             rows.push((
                 short_variant(&prog.variant(i)),
                 op.describe(),
                 op.flops(),
                 s,
+                invocations,
             ));
         }
     }
@@ -662,16 +666,16 @@ fn main() {
                 "pipelines_compiled": r.pipelines,
                 "pipeline_compile_s": r.pipeline_s,
                 "pipelines_compiled_during_training": r.compiled_during_training,
-                "breakdown": r.breakdown.iter().map(|(k, s, f, t)| json!({
-                    "kernel": k, "shape": s, "flops": f, "seconds": t,
+                "breakdown": r.breakdown.iter().map(|(k, s, f, t, inv)| json!({
+                    "kernel": k, "shape": s, "flops": f, "seconds": t, "invocations": inv,
                 })).collect::<Vec<Value>>(),
             })).collect::<Vec<Value>>(),
             "xception_mini": xception.as_ref().map(|r| json!({
                 "batch": r.batch,
                 "images_per_s": r.images_per_s,
                 "step_ms": r.step_ms,
-                "breakdown": r.breakdown.iter().map(|(k, s, f, t)| json!({
-                    "kernel": k, "shape": s, "flops": f, "seconds": t,
+                "breakdown": r.breakdown.iter().map(|(k, s, f, t, inv)| json!({
+                    "kernel": k, "shape": s, "flops": f, "seconds": t, "invocations": inv,
                 })).collect::<Vec<Value>>(),
             })),
             "torch": torch.as_ref().map(|t| t.to_json()).unwrap_or(Value::Null),
@@ -712,11 +716,11 @@ fn print_breakdown(r: &StepRow) {
             r.batch
         );
         println!();
-        println!("| # | kernel | shape | MFLOP | ms | share | GFLOP/s |");
-        println!("|---:|---|---|---:|---:|---:|---:|");
-        for (i, (k, shape, f, s)) in r.breakdown.iter().enumerate() {
+        println!("| # | kernel | shape | invocations | MFLOP | ms | share | GFLOP/s |");
+        println!("|---:|---|---|---:|---:|---:|---:|---:|");
+        for (i, (k, shape, f, s, inv)) in r.breakdown.iter().enumerate() {
             println!(
-                "| {} | {k} | {shape} | {:.2} | {:.2} | {:.0}% | {} |",
+                "| {} | {k} | {shape} | {inv} | {:.2} | {:.2} | {:.0}% | {} |",
                 i + 1,
                 f / 1e6,
                 s * 1e3,
@@ -729,7 +733,7 @@ fn print_breakdown(r: &StepRow) {
             );
         }
         println!(
-            "| | **sum** | | {:.1} | {:.1} | | {:.2} |",
+            "| | **sum** | | | {:.1} | {:.1} | | {:.2} |",
             r.breakdown.iter().map(|b| b.2).sum::<f64>() / 1e6,
             total * 1e3,
             gflops(r.breakdown.iter().map(|b| b.2).sum::<f64>(), total)
