@@ -522,22 +522,7 @@ impl World {
                 format!("start batch {start_batch} is past the epoch's {last} batches"),
             ));
         }
-        let mut sums = (0.0f64, 0.0f64, 0usize);
-        let mut add = |m: Metrics| {
-            let s = m.samples as f64;
-            sums = (
-                sums.0 + m.loss as f64 * s,
-                sums.1 + m.accuracy as f64 * s,
-                sums.2 + m.samples,
-            );
-            let seen = sums.2.max(1) as f64;
-            Metrics {
-                loss: (sums.0 / seen) as f32,
-                accuracy: (sums.1 / seen) as f32,
-                samples: sums.2,
-                non_finite: false,
-            }
-        };
+        let mut sums = MetricSums::default();
         let mut stats = EpochStats {
             batches_done: start_batch,
             completed: true,
@@ -565,7 +550,7 @@ impl World {
             let read =
                 i + 1 == last || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
             let now = if read {
-                Some(add(self.take_metrics(ex)?))
+                Some(sums.add(self.take_metrics(ex)?))
             } else {
                 None
             };
@@ -580,7 +565,7 @@ impl World {
             if !self.all_agree(go_on, "the stop vote")? && i + 1 < last {
                 stats.completed = false;
                 if !read {
-                    running = add(self.take_metrics(ex)?);
+                    running = sums.add(self.take_metrics(ex)?);
                 }
                 break;
             }
@@ -609,22 +594,7 @@ impl World {
         let epoch32 = u32::try_from(epoch).map_err(|_| {
             Error::invalid("train_epoch_bytes", format!("epoch {epoch} is too large"))
         })?;
-        let mut sums = (0.0f64, 0.0f64, 0usize);
-        let mut add = |m: Metrics| {
-            let s = m.samples as f64;
-            sums = (
-                sums.0 + m.loss as f64 * s,
-                sums.1 + m.accuracy as f64 * s,
-                sums.2 + m.samples,
-            );
-            let seen = sums.2.max(1) as f64;
-            Metrics {
-                loss: (sums.0 / seen) as f32,
-                accuracy: (sums.1 / seen) as f32,
-                samples: sums.2,
-                non_finite: false,
-            }
-        };
+        let mut sums = MetricSums::default();
         let mut stats = EpochStats {
             batches_done: first,
             completed: true,
@@ -653,7 +623,7 @@ impl World {
             let read =
                 i + 1 == total || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
             let now = if read {
-                Some(add(self.take_metrics(ex)?))
+                Some(sums.add(self.take_metrics(ex)?))
             } else {
                 None
             };
@@ -668,7 +638,7 @@ impl World {
             if !self.all_agree(go_on, "the stop vote")? && i + 1 < total {
                 stats.completed = false;
                 if !read {
-                    running = add(self.take_metrics(ex)?);
+                    running = sums.add(self.take_metrics(ex)?);
                 }
                 break;
             }
@@ -762,5 +732,31 @@ impl World {
             }
         }
         Ok(r)
+    }
+}
+
+/// The epoch's metrics so far: each read-back (already summed over the ranks) weighted by
+/// its samples.
+#[derive(Default)]
+struct MetricSums {
+    loss: f64,
+    accuracy: f64,
+    samples: usize,
+}
+
+impl MetricSums {
+    /// Adds `m` and returns the sample-weighted means of everything added.
+    fn add(&mut self, m: Metrics) -> Metrics {
+        let s = m.samples as f64;
+        self.loss += m.loss as f64 * s;
+        self.accuracy += m.accuracy as f64 * s;
+        self.samples += m.samples;
+        let seen = self.samples.max(1) as f64;
+        Metrics {
+            loss: (self.loss / seen) as f32,
+            accuracy: (self.accuracy / seen) as f32,
+            samples: self.samples,
+            non_finite: false,
+        }
     }
 }
