@@ -547,26 +547,9 @@ impl World {
             stats.steps += 1;
             stats.images += idx.len();
             stats.batches_done = i + 1;
-            let read =
-                i + 1 == last || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
-            let now = if read {
-                Some(sums.add(self.take_metrics(ex)?))
-            } else {
-                None
-            };
-            running = now.unwrap_or(running);
-            let p = Progress {
-                images: stats.images,
-                batches_done: i + 1,
-                batches: last,
-                running: now,
-            };
-            let go_on = after_step(ex, &p)?;
-            if !self.all_agree(go_on, "the stop vote")? && i + 1 < last {
+            let end = (i, last, metrics_every);
+            if self.end_step(ex, end, &stats, &mut sums, &mut running, &mut after_step)? {
                 stats.completed = false;
-                if !read {
-                    running = sums.add(self.take_metrics(ex)?);
-                }
                 break;
             }
         }
@@ -620,26 +603,9 @@ impl World {
             )?;
             stats.steps += 1;
             stats.images += global;
-            let read =
-                i + 1 == total || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
-            let now = if read {
-                Some(sums.add(self.take_metrics(ex)?))
-            } else {
-                None
-            };
-            running = now.unwrap_or(running);
-            let p = Progress {
-                images: stats.images,
-                batches_done: i + 1,
-                batches: total,
-                running: now,
-            };
-            let go_on = after_step(ex, &p)?;
-            if !self.all_agree(go_on, "the stop vote")? && i + 1 < total {
+            let end = (i, total, metrics_every);
+            if self.end_step(ex, end, &stats, &mut sums, &mut running, &mut after_step)? {
                 stats.completed = false;
-                if !read {
-                    running = sums.add(self.take_metrics(ex)?);
-                }
                 break;
             }
         }
@@ -654,6 +620,43 @@ impl World {
         }
         stats.metrics = running;
         Ok(stats)
+    }
+
+    /// The end of a step of global batch `i` of `total` in an epoch loop: reads the metrics
+    /// back (summed over the ranks) when due — the last batch, or every `metrics_every`
+    /// steps — into `sums` and `running`, calls `after_step`, and takes the stop vote.
+    /// Returns whether the epoch stops here (its metrics then read back if they were not).
+    fn end_step(
+        &mut self,
+        ex: &mut Executor,
+        (i, total, metrics_every): (usize, usize, u64),
+        stats: &EpochStats,
+        sums: &mut MetricSums,
+        running: &mut Metrics,
+        after_step: &mut impl FnMut(&mut Executor, &Progress) -> Result<bool>,
+    ) -> Result<bool> {
+        let read =
+            i + 1 == total || (metrics_every > 0 && stats.steps.is_multiple_of(metrics_every));
+        let now = if read {
+            Some(sums.add(self.take_metrics(ex)?))
+        } else {
+            None
+        };
+        *running = now.unwrap_or(*running);
+        let p = Progress {
+            images: stats.images,
+            batches_done: i + 1,
+            batches: total,
+            running: now,
+        };
+        let go_on = after_step(ex, &p)?;
+        if self.all_agree(go_on, "the stop vote")? || i + 1 >= total {
+            return Ok(false);
+        }
+        if !read {
+            *running = sums.add(self.take_metrics(ex)?);
+        }
+        Ok(true)
     }
 
     /// `run` with the world size recorded (`world_size`): what a distributed resume checks.
