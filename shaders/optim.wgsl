@@ -13,14 +13,16 @@
 //   5 AdamW     p ← p·(1 − lr·m·wd), then Adam
 // step = lr/(1 − β₁ᵗ) and bc2 = √(1 − β₂ᵗ) are computed on the host in f64 each step.
 // State s1 = momentum buffer b (kinds 1–3) or m (Adam); s2 = v. Both start at zero.
+// scale[1] ≠ 0 skips the step, leaving parameters and state untouched: mixed precision's
+// overflow (precision.wgsl's amp_unscale sets it; amp_update clears it after the step).
 // After the update, a non-finite parameter sets flag[3] = 1 (the NaN slot of the training
 // metrics), so a NaN that no loss shows (a ReLU can map NaN to 0) still stops training.
 // Dispatch: grad_norm_scale, ONE workgroup of 64 invocations striding over the vector and
 // reducing in workgroup memory in a fixed order; optimizer_step, one invocation per element,
 // 64 per workgroup, grid folded past 65,535 workgroups.
 // Bindings:
-//   grad_norm_scale:  0 grad, 1 scale (1 float), 2 n
-//   optimizer_step:   0 grad, 1 scale (1 float), 2 decay (the flat length, or a 1-float dummy
+//   grad_norm_scale:  0 grad, 1 scale (2 floats: writes the first), 2 n
+//   optimizer_step:   0 grad, 1 scale (2 floats: factor, skip flag), 2 decay (the flat length, or a 1-float dummy
 //                     when not masked), 3 param, 4 s1, 5 s2, 6 flag (4 floats), 7 p
 
 struct ClipUniform {
@@ -79,7 +81,7 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) li: u32) {
     let q = o_params;
     let i = flat_id(wid, nwg, li);
-    if (i >= q.len) { return; }
+    if (i >= q.len || o_scale[1] != 0.0) { return; }
     var p = o_p[i];
     var g = o_g[i] * o_scale[0];
     // m·x is exact for m = 1, so an unmasked step is bitwise the unmasked formula

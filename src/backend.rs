@@ -1407,13 +1407,14 @@ impl Backend {
         }
         nonempty(op, "p", &[n])?;
         self.check_sizes(op, &[("p", n)])?;
-        let mut scale = vec![1.0f32];
+        // (gradient factor, skip flag)
+        let mut scale = vec![1.0f32, 0.0];
         if opt.clip_grad_norm > 0.0 {
             let clip = GradNormScale {
                 len: n,
                 max_norm: opt.clip_grad_norm,
             };
-            scale = self.run_launch(op, &clip, &[g])?.remove(0);
+            scale = self.run_launch(op, &clip, &[g, &scale])?.remove(0);
         }
         let l = OptimizerStep {
             opt: *opt,

@@ -48,6 +48,7 @@ pub use exec::{Executor, Metrics, Targets};
 pub use graph::Graph;
 pub use init::Init;
 pub use optim::{Optimizer, OptimizerKind, ParamSelect};
+pub use plan::{GradScaler, Precision};
 pub use shape::{
     Activation, Conv2dParams, ConvDims, ConvParams, Padding, Pool2dParams, PoolKind, PoolParams,
 };

@@ -30,6 +30,7 @@ use crate::gpu::tiles::Tiles;
 use crate::gpu::GpuContext;
 use crate::graph::{Graph, NodeId, Op, ParamId};
 use crate::ops::elementwise::Ew;
+use crate::ops::precision::{CastF16, HalfInputs, LossScale};
 use crate::ops::{rule, Launch};
 use crate::shape::Activation;
 
@@ -61,6 +62,88 @@ pub enum Home {
     /// The training step counter (one `u32`) the dropout masks hash, written by the
     /// executor with each batch.
     Counter,
+    /// The loss scaler's state `[4]` = (S, good steps, skipped steps, 0) of a
+    /// [`Precision::F16Mixed`] plan.
+    Scaler,
+}
+
+/// The arithmetic of a plan's conv and linear layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Precision {
+    /// Everything in f32 (the default).
+    #[default]
+    F32,
+    /// Mixed precision: conv and linear layers multiply f16 copies of their inputs, weights
+    /// and output gradients (products exact in f32, sums in f32); the f16 copy of a layer's
+    /// input is what the backward pass keeps, at half the bytes. Master weights, every
+    /// other op, the loss and the optimizer stay f32, and the loss is scaled dynamically
+    /// ([`GradScaler`]) so small gradients survive the cast. On a GPU it needs
+    /// `Features::SHADER_F16` ([`crate::Error::MissingFeature`] elsewhere, before any GPU
+    /// work); the CPU executor runs the same arithmetic with its twins.
+    F16Mixed(GradScaler),
+}
+
+impl Precision {
+    /// [`Precision::F16Mixed`] with PyTorch's default scaler.
+    pub fn f16_mixed() -> Self {
+        Precision::F16Mixed(GradScaler::default())
+    }
+
+    /// The loss scaler of a mixed-precision plan.
+    pub fn scaler(&self) -> Option<GradScaler> {
+        match self {
+            Precision::F32 => None,
+            Precision::F16Mixed(s) => Some(*s),
+        }
+    }
+}
+
+/// Dynamic loss scaling, as PyTorch's `torch.cuda.amp.GradScaler`: the loss gradient is
+/// multiplied by `S` (starting at `init_scale`) before the backward pass and the weight
+/// gradients divided by it before the update. A step whose gradients hold an ∞ or NaN is
+/// skipped (parameters and optimizer state untouched) and `S` is multiplied by
+/// `backoff_factor`; after `growth_interval` finite steps in a row `S` is multiplied by
+/// `growth_factor`. The whole rule runs on the device: no readback per step.
+/// (One difference: Adam's bias correction counts skipped steps, where PyTorch's does not.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradScaler {
+    pub init_scale: f32,
+    pub growth_factor: f32,
+    pub backoff_factor: f32,
+    pub growth_interval: u32,
+}
+
+impl Default for GradScaler {
+    /// PyTorch's defaults: 2¹⁶, ×2 every 2,000 good steps, ×0.5 on overflow.
+    fn default() -> Self {
+        GradScaler {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl GradScaler {
+    /// A typed error for a scale or factor that cannot work (checked before any GPU work).
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |what: &str, why: &str| Err(Error::invalid("GradScaler", format!("{what} {why}")));
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return bad("init_scale", "must be finite and positive");
+        }
+        if !(self.growth_factor.is_finite() && self.growth_factor > 1.0) {
+            return bad("growth_factor", "must be finite and above 1");
+        }
+        if !(self.backoff_factor > 0.0 && self.backoff_factor < 1.0) {
+            return bad("backoff_factor", "must be between 0 and 1");
+        }
+        if self.growth_interval == 0 {
+            return bad("growth_interval", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// A tensor of the plan.
@@ -161,6 +244,10 @@ pub struct Plan {
     pub tensors: Vec<Tensor>,
     /// Parameter tensor of every graph parameter, and its gradient tensor.
     pub param_tensors: Vec<(TensorId, TensorId)>,
+    /// The arithmetic of the conv and linear layers.
+    pub precision: Precision,
+    /// The loss scaler's state tensor (`Home::Scaler`) of a mixed-precision plan.
+    pub scaler: Option<TensorId>,
     /// Length of the flat parameter (and gradient, and each optimizer state) buffer.
     pub flat_len: usize,
     /// Length in elements (for `batch`) of every pooled activation buffer.
@@ -242,6 +329,12 @@ pub(crate) struct Lowering<'g> {
     pub train: bool,
     /// Whether weight gradients are split into partitions.
     pub split: Split,
+    /// The arithmetic of conv and linear layers.
+    pub precision: Precision,
+    /// The f16 copy of each tensor cast so far in the schedule being lowered.
+    halves: HashMap<TensorId, TensorId>,
+    /// The loss scaler's state (mixed precision).
+    scaler: Option<TensorId>,
     tensors: Vec<Tensor>,
     by_name: HashMap<String, TensorId>,
     steps: Vec<Step>,
@@ -302,6 +395,54 @@ impl<'g> Lowering<'g> {
     /// Appends a step of node `id`.
     pub fn emit(&mut self, id: NodeId, launch: impl Launch, args: Vec<Option<TensorId>>) {
         self.push_step(id, launch, args, false);
+    }
+
+    /// Appends a conv or linear step of node `id` whose inputs at binding positions `half`
+    /// are multiplied: in a mixed-precision plan those inputs are replaced by their f16
+    /// copies ([`Lowering::half`]) and the launch reads them as f16 ([`HalfInputs`]);
+    /// otherwise it is [`Lowering::emit`].
+    pub fn emit_mixed(
+        &mut self,
+        id: NodeId,
+        launch: impl Launch,
+        mut args: Vec<Option<TensorId>>,
+        half: &[usize],
+    ) {
+        if self.precision == Precision::F32 {
+            return self.emit(id, launch, args);
+        }
+        for &i in half {
+            args[i] = args[i].map(|t| self.half(id, t));
+        }
+        let l = HalfInputs {
+            inner: Arc::new(launch),
+            half: half.to_vec(),
+        };
+        self.emit(id, l, args);
+    }
+
+    /// The f16 copy `<name>.f16` of tensor `t` (two values per word), cast by a step of node
+    /// `id` the first time the schedule being lowered asks for it.
+    pub fn half(&mut self, id: NodeId, t: TensorId) -> TensorId {
+        if let Some(&h) = self.halves.get(&t) {
+            return h;
+        }
+        let ts = self.tensors[t].clone();
+        let words = ts.per_sample.div_ceil(2);
+        let h = self.tensor(
+            format!("{}.f16", ts.name),
+            Home::Arena(0),
+            words,
+            ts.batched,
+        );
+        let cast = CastF16 {
+            n: if ts.batched { self.n } else { 1 },
+            per: ts.per_sample,
+            batched: ts.batched,
+        };
+        self.emit(id, cast, vec![Some(t), Some(h)]);
+        self.halves.insert(t, h);
+        h
     }
 
     /// Appends the loss step of node `id`.
@@ -444,10 +585,23 @@ impl<'g> Lowering<'g> {
         self.out = vec![None; nodes];
         self.kept = vec![Vec::new(); nodes];
         self.grads = vec![Vec::new(); nodes];
+        self.halves.clear();
         let input = self.g.input_node().expect("validated");
         self.out[input] = self.by_name.get("input").copied();
         for id in 0..nodes {
             rule(&self.g.node(id).op).forward(self, id);
+        }
+        if let (true, Some(state)) = (train, self.scaler) {
+            // mixed precision: the loss gradient times the loss scale
+            let (out, loss) = (self.g.output_node(), self.g.loss_node());
+            let (out, loss) = (out.expect("validated"), loss.expect("validated"));
+            for t in self.grads[out].clone() {
+                let l = LossScale {
+                    n: self.n,
+                    per: self.g.numel(out),
+                };
+                self.emit(loss, l, vec![Some(state), Some(t)]);
+            }
         }
         if train {
             for id in (0..nodes).rev() {
@@ -464,7 +618,7 @@ impl<'g> Lowering<'g> {
     /// The driver for `graph` at batch `n`: fusion decisions, which nodes need gradients, and
     /// the tensors that exist in every schedule (parameters, gradients, running statistics,
     /// input, targets, metrics, step counter).
-    fn new(graph: &'g Graph, n: usize, split: Split) -> Result<Self> {
+    fn new(graph: &'g Graph, n: usize, split: Split, precision: Precision) -> Result<Self> {
         let nodes = graph.nodes();
         let mut needs_grad = vec![false; nodes.len()];
         for (id, node) in nodes.iter().enumerate() {
@@ -487,6 +641,9 @@ impl<'g> Lowering<'g> {
             n,
             train: false,
             split,
+            precision,
+            halves: HashMap::new(),
+            scaler: None,
             tensors: Vec::new(),
             by_name: HashMap::new(),
             steps: Vec::new(),
@@ -551,6 +708,9 @@ impl<'g> Lowering<'g> {
             self.tensor("metrics.eval".into(), Home::Metrics(1), 4, false),
         ];
         self.counter = self.tensor("step".into(), Home::Counter, 1, false);
+        if self.precision.scaler().is_some() {
+            self.scaler = Some(self.tensor("loss_scaler".into(), Home::Scaler, 4, false));
+        }
     }
 
     /// Length of the flat parameter buffer (at least [`ALIGN`]).
@@ -641,12 +801,26 @@ impl Plan {
 
     /// As [`Plan::new`], splitting weight-gradient reductions as `split` says.
     pub fn with_split(graph: &Graph, batch: usize, split: Split) -> Result<Plan> {
+        Self::with_precision(graph, batch, split, Precision::F32)
+    }
+
+    /// As [`Plan::with_split`], in `precision` (see [`Precision::F16Mixed`] for what a
+    /// mixed-precision plan adds).
+    pub fn with_precision(
+        graph: &Graph,
+        batch: usize,
+        split: Split,
+        precision: Precision,
+    ) -> Result<Plan> {
         graph.validate()?;
         if batch == 0 {
             return Err(Error::invalid("plan", "batch size must be at least 1"));
         }
+        if let Some(s) = precision.scaler() {
+            s.validate()?;
+        }
         check_addressable(graph, batch)?;
-        let mut lw = Lowering::new(graph, batch, split)?;
+        let mut lw = Lowering::new(graph, batch, split, precision)?;
         let eval_steps = lw.schedule(false);
         let node_outputs = lw.out.clone();
         let train_steps = lw.schedule(true);
@@ -675,6 +849,8 @@ impl Plan {
             memory: MemoryReport::default(),
             fused: lw.fused(),
             param_tensors: lw.param_t.clone(),
+            precision,
+            scaler: lw.scaler,
             flat_len,
             arena: Vec::new(),
             tensors: std::mem::take(&mut lw.tensors),

@@ -28,12 +28,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgcnn::data::{self, Loader, Normalize};
 use wgcnn::exec::Executor;
 use wgcnn::train::{self, RunInfo, Schedule};
-use wgcnn::{nn, Backend, Optimizer, OptimizerKind};
+use wgcnn::{nn, Backend, Optimizer, OptimizerKind, Precision};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BackendArg {
     Gpu,
     Cpu,
+}
+
+/// The arithmetic of the conv and linear layers.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum PrecisionArg {
+    /// Everything in f32.
+    F32,
+    /// f16 copies of the conv/linear inputs, weights and gradients, f32 sums, master
+    /// weights and optimizer, dynamic loss scaling (needs the adapter's shader-f16).
+    F16Mixed,
 }
 
 /// The network to train.
@@ -76,6 +86,9 @@ struct Args {
     schedule: Schedule,
     #[arg(long, value_enum, default_value = "gpu")]
     backend: BackendArg,
+    /// f32, or f16-mixed: mixed-precision training (see wgcnn::Precision::F16Mixed).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images.
@@ -206,7 +219,20 @@ fn run(mut args: Args) -> Res<()> {
         data.pair.test.n
     );
     let t_plan = Instant::now();
-    let mut ex = Executor::new(&backend, &graph, shard, opt, args.seed)?;
+    let precision = match args.precision {
+        PrecisionArg::F32 => Precision::F32,
+        PrecisionArg::F16Mixed => Precision::f16_mixed(),
+    };
+    let mut ex = Executor::with_precision(&backend, &graph, shard, opt, args.seed, precision)?;
+    if let Some(s) = precision.scaler() {
+        say!(
+            "precision: f16 mixed (f16 conv/linear inputs, f32 sums and master weights; loss scale from {}, ×{} every {} good steps, ×{} on overflow)",
+            s.init_scale,
+            s.growth_factor,
+            s.growth_interval,
+            s.backoff_factor
+        );
+    }
     print_model(&ex, (&graph, args.model), kind, lr, args.batch_size, t_plan);
     if args.eval {
         return eval_only(&args, &mut ex, &test_loader, &data.name);
@@ -379,6 +405,9 @@ fn run_info(args: &Args, kind: OptimizerKind, lr: f32, opt: &Optimizer, data: &D
     if args.model != ModelArg::Lenet5 {
         // recorded only for another model, so that LeNet-5 checkpoints still resume
         info = info.with("model", format!("{:?}", args.model));
+    }
+    if args.precision != PrecisionArg::F32 {
+        info = info.with("precision", format!("{:?}", args.precision));
     }
     info.with("optimizer", format!("{kind:?}"))
         .with("lr", lr)
@@ -595,6 +624,14 @@ impl Report {
             None
         };
         let last_loss = self.losses.last().copied();
+        let scale = ex.loss_scale()?;
+        if let Some(s) = scale {
+            say!(
+                "loss scale: {} after {} skipped (overflowing) steps",
+                s.scale,
+                s.skipped_steps
+            );
+        }
         let head = format!(
             "done: final test accuracy {:.2}% (best {:.2}%) in {:.1} s",
             100.0 * final_acc,
@@ -633,6 +670,9 @@ impl Report {
             "gpu_bytes_last_epoch": (trained && gpu).then_some(self.bytes.1),
             "seconds": seconds,
             "checkpoint": self.checkpoint_written.then(|| args.checkpoint.display().to_string()),
+            "precision": match args.precision { PrecisionArg::F32 => "f32", PrecisionArg::F16Mixed => "f16-mixed" },
+            "loss_scale": scale.map(|s| s.scale),
+            "skipped_steps": scale.map(|s| s.skipped_steps),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
         say!("json:       {}", path.display());

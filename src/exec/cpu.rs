@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use super::{Batch, Counters, Flat};
 use crate::error::Result;
 use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
+use crate::ops::precision::{AmpUnscale, AmpUpdate};
 use crate::ops::{Access, Launch};
 use crate::optim::Optimizer;
+use crate::plan::GradScaler;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
 
 pub(crate) struct CpuExec {
@@ -27,6 +29,9 @@ pub(crate) struct CpuExec {
     step: u32,
     /// Per-element decay multipliers (empty: regularise everything).
     pub decay: Vec<f32>,
+    /// Mixed precision's loss scaler and its state (`Home::Scaler`).
+    amp: Option<GradScaler>,
+    scaler: Vec<f32>,
     pub counters: Counters,
 }
 
@@ -46,6 +51,8 @@ impl CpuExec {
             programs: HashMap::new(),
             step: 0,
             decay: Vec::new(),
+            amp: plan.precision.scaler(),
+            scaler: super::init_scaler(plan),
             counters: Counters::default(),
         }
     }
@@ -86,6 +93,7 @@ impl CpuExec {
                 .collect(),
             Home::Metrics(k) => self.metrics[k].to_vec(),
             Home::Counter => vec![f32::from_bits(self.step)],
+            Home::Scaler => self.scaler.clone(),
         }
     }
 
@@ -96,6 +104,7 @@ impl CpuExec {
             Home::Buffer(o) => self.buffers[o..o + v.len()].copy_from_slice(v),
             Home::Arena(b) => self.arena[b][..v.len()].copy_from_slice(v),
             Home::Metrics(k) => self.metrics[k].copy_from_slice(&v[..4]),
+            Home::Scaler => self.scaler.copy_from_slice(&v[..4]),
             Home::Input | Home::Targets | Home::Counter => {
                 unreachable!("kernels never write the batch or the step counter")
             }
@@ -134,7 +143,7 @@ impl CpuExec {
         let clip = opt.clip_grad_norm > 0.0;
         self.optimize(opt, t);
         self.counters.steps += 1;
-        self.counters.dispatches_per_step = 1 + clip as u64;
+        self.counters.dispatches_per_step = 1 + clip as u64 + 2 * self.amp.is_some() as u64;
     }
 
     pub fn write_grads(&mut self, g: &[f32]) {
@@ -191,13 +200,19 @@ impl CpuExec {
     /// The optimizer update (after clipping the gradient's global norm, if asked).
     fn optimize(&mut self, opt: &Optimizer, t: u64) {
         let len = self.params.len();
-        let mut scale = vec![1.0];
+        // (gradient factor, skip flag)
+        let mut scale = vec![1.0, 0.0];
+        if self.amp.is_some() {
+            let mut b = [self.scaler.clone(), std::mem::take(&mut self.grads), scale];
+            AmpUnscale { len }.cpu(&mut b);
+            [_, self.grads, scale] = b;
+        }
         if opt.clip_grad_norm > 0.0 {
             let clip = GradNormScale {
                 len,
                 max_norm: opt.clip_grad_norm,
             };
-            let mut b = [std::mem::take(&mut self.grads), Vec::new()];
+            let mut b = [std::mem::take(&mut self.grads), scale];
             clip.cpu(&mut b);
             [self.grads, scale] = b;
         }
@@ -216,8 +231,13 @@ impl CpuExec {
         } else {
             OptimizerStepMasked(step).cpu(&mut b);
         }
-        let [g, _, decay, p, s1, s2, flag] = b;
+        let [g, scale, decay, p, s1, s2, flag] = b;
         (self.grads, self.decay, self.params, self.s1, self.s2) = (g, decay, p, s1, s2);
         self.metrics[0][3] = flag[3];
+        if let Some(scaler) = self.amp {
+            let mut b = [scale, std::mem::take(&mut self.scaler)];
+            AmpUpdate { scaler }.cpu(&mut b);
+            [_, self.scaler] = b;
+        }
     }
 }

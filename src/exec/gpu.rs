@@ -12,6 +12,7 @@ use crate::gpu::buffers::{bytes_of_len, to_f32, Dispatch, Slice};
 use crate::gpu::GpuContext;
 use crate::ops::augment::{pack_bytes, Augmentation};
 use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
+use crate::ops::precision::{AmpUnscale, AmpUpdate};
 use crate::ops::{compare, Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
@@ -26,6 +27,13 @@ struct Program {
     /// The steps they run (which compute the loss, which node, for validation).
     steps: Vec<Step>,
     _uniforms: Vec<Arc<wgpu::Buffer>>,
+}
+
+/// `amp_unscale` and `amp_update` over the executor's buffers, with their uniforms.
+struct AmpDispatches {
+    unscale: Dispatch,
+    update: Dispatch,
+    _uniforms: [Arc<wgpu::Buffer>; 2],
 }
 
 pub(crate) struct GpuExec {
@@ -54,8 +62,14 @@ pub(crate) struct GpuExec {
     /// Per-element decay multipliers bound by `opt_dispatch` (`None`: regularise everything,
     /// the dummy is bound).
     decay: Option<Arc<wgpu::Buffer>>,
-    /// Gradient scale (1 float) written by `grad_norm_scale`, read by `optimizer_step`.
+    /// (Gradient factor, skip flag): the factor written by `grad_norm_scale`, the flag by
+    /// `amp_unscale`; both read by `optimizer_step`.
     grad_scale: Arc<wgpu::Buffer>,
+    /// The loss scaler's state (`Home::Scaler`; 16 unused bytes in an f32 plan).
+    scaler: Arc<wgpu::Buffer>,
+    /// Mixed precision's update dispatches (unscale before clipping, scaler update after
+    /// the optimizer).
+    amp: Option<AmpDispatches>,
     /// Uniform and dispatch of `grad_norm_scale` (run only when clipping is on).
     clip_uniform: Arc<wgpu::Buffer>,
     clip_dispatch: Dispatch,
@@ -131,9 +145,28 @@ impl GpuExec {
             bytemuck::cast_slice(&super::init_buffers(plan)),
         );
         allocated += bytes_of_len(buffers_len);
-        // gradient scale: 1 unless clipping by global norm rewrites it each step
-        let grad_scale = ctx.upload("grad_scale", &[1.0f32]);
-        allocated += 4;
+        // (gradient factor, skip flag): the factor is 1 unless clipping by global norm
+        // rewrites it each step; mixed precision's overflow sets the flag for one step
+        let grad_scale = ctx.upload("grad_scale", &[1.0f32, 0.0]);
+        let scaler = ctx.upload("loss_scaler", &super::init_scaler(plan));
+        allocated += 8 + 16;
+        let amp = match plan.precision.scaler() {
+            Some(scaler_cfg) => {
+                let unscale = AmpUnscale { len: plan.flat_len };
+                let sl = [&scaler, &g, &grad_scale].map(|b| Slice::whole(b.clone()));
+                let (ud, uu) = ctx.record_launch(&unscale, &sl)?;
+                let update = AmpUpdate { scaler: scaler_cfg };
+                let sl = [&grad_scale, &scaler].map(|b| Slice::whole(b.clone()));
+                let (pd, pu) = ctx.record_launch(&update, &sl)?;
+                allocated += uu.size() + pu.size();
+                Some(AmpDispatches {
+                    unscale: ud,
+                    update: pd,
+                    _uniforms: [uu, pu],
+                })
+            }
+            None => None,
+        };
         let clip = GradNormScale {
             len: plan.flat_len,
             max_norm: 0.0,
@@ -170,6 +203,8 @@ impl GpuExec {
             opt_kind: optimizer.kind,
             decay: None,
             grad_scale,
+            scaler,
+            amp,
             clip_uniform,
             clip_dispatch,
             step_buf: ctx_step,
@@ -300,6 +335,7 @@ impl GpuExec {
             Home::Targets => (self.targets.clone(), 0),
             Home::Metrics(k) => (self.metrics[k].clone(), 0),
             Home::Counter => (self.step_buf.clone(), 0),
+            Home::Scaler => (self.scaler.clone(), 0),
         };
         Slice {
             buffer,
@@ -407,6 +443,8 @@ impl GpuExec {
             .filter(|(o, _)| o.clip_grad_norm > 0.0)
             .map(|_| &self.clip_dispatch);
         let opt_d = opt.map(|_| &self.opt_dispatch);
+        let unscale_d = opt.and(self.amp.as_ref()).map(|a| &a.unscale);
+        let amp_update_d = opt.and(self.amp.as_ref()).map(|a| &a.update);
         // validated steps already ran one by one; the update follows them
         let schedule = prog
             .dispatches
@@ -416,11 +454,19 @@ impl GpuExec {
             .map(|(d, _)| d);
         self.ctx.encode(
             &mut encoder,
-            aug_d.into_iter().chain(schedule).chain(clip_d).chain(opt_d),
+            aug_d
+                .into_iter()
+                .chain(schedule)
+                .chain(unscale_d)
+                .chain(clip_d)
+                .chain(opt_d)
+                .chain(amp_update_d),
         );
         let dispatches = prog.dispatches.len() as u64
             + aug_key.is_some() as u64
-            + opt.map_or(0, |(o, _)| 1 + (o.clip_grad_norm > 0.0) as u64);
+            + opt.map_or(0, |(o, _)| {
+                1 + (o.clip_grad_norm > 0.0) as u64 + 2 * self.amp.is_some() as u64
+            });
         self.ctx.scoped("submitting a step", || {
             self.ctx.queue.submit(Some(encoder.finish()))
         })?;
@@ -440,14 +486,17 @@ impl GpuExec {
         self.prepare_update(o, t)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         let clip_d = (o.clip_grad_norm > 0.0).then_some(&self.clip_dispatch);
-        self.ctx
-            .encode(&mut encoder, clip_d.into_iter().chain([&self.opt_dispatch]));
+        let amp = self.amp.as_ref();
+        let ds = amp.map(|a| &a.unscale).into_iter().chain(clip_d);
+        let ds = ds.chain([&self.opt_dispatch]).chain(amp.map(|a| &a.update));
+        self.ctx.encode(&mut encoder, ds);
         self.ctx.scoped("submitting an update", || {
             self.ctx.queue.submit(Some(encoder.finish()))
         })?;
         self.counters.submits += 1;
         self.counters.steps += 1;
-        self.counters.dispatches_per_step = 1 + clip_d.is_some() as u64;
+        self.counters.dispatches_per_step =
+            1 + clip_d.is_some() as u64 + 2 * self.amp.is_some() as u64;
         self.counters.submits_last_step = 1;
         Ok(())
     }

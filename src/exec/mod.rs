@@ -27,7 +27,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::optim::{Optimizer, ParamSelect};
-use crate::plan::{MemoryReport, Mode, Plan, Split, Step};
+use crate::plan::{MemoryReport, Mode, Plan, Precision, Split, Step};
 use input::RawInput;
 
 /// Targets of a batch: class indices (cross-entropy) or dense values (MSE).
@@ -78,6 +78,24 @@ pub struct Counters {
     pub bytes_read_back: u64,
     /// Bytes of device buffers currently allocated by this executor.
     pub gpu_bytes_allocated: u64,
+}
+
+/// The initial state `[4]` of a mixed-precision plan's loss scaler (S, good steps, skipped
+/// steps, 0); zeros for an f32 plan (unused).
+pub(crate) fn init_scaler(plan: &Plan) -> Vec<f32> {
+    let s = plan.precision.scaler().map_or(0.0, |s| s.init_scale);
+    vec![s, 0.0, 0.0, 0.0]
+}
+
+/// The loss scaler of a mixed-precision executor, read back ([`Executor::loss_scale`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleState {
+    /// The current scale `S`.
+    pub scale: f32,
+    /// Finite steps since the scale last changed (it grows at the scaler's interval).
+    pub good_steps: u32,
+    /// Updates skipped because a gradient overflowed, since the executor was made.
+    pub skipped_steps: u64,
 }
 
 /// A named tensor read back from the executor.
@@ -169,9 +187,49 @@ impl Executor {
         Self::with_plan(backend, Plan::with_split(graph, batch, split)?, opt, seed)
     }
 
+    /// As [`Executor::new`], with the conv and linear layers in `precision`.
+    /// [`Precision::F16Mixed`] on an adapter without `Features::SHADER_F16` is an
+    /// [`Error::MissingFeature`], before any GPU work.
+    ///
+    /// ```
+    /// use wgcnn::{exec::Targets, nn, Backend, Executor, Optimizer, Precision};
+    /// # fn main() -> Result<(), wgcnn::Error> {
+    /// let g = nn::lenet5()?;
+    /// let mut ex =
+    ///     Executor::with_precision(&Backend::cpu(), &g, 2, Optimizer::sgd(0.1), 0, Precision::f16_mixed())?;
+    /// ex.train_step(&vec![0.5; 2 * 784], Targets::Classes(&[1, 7]))?;
+    /// let s = ex.loss_scale()?.expect("a mixed-precision executor");
+    /// assert_eq!((s.scale, s.skipped_steps), (65536.0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_precision(
+        backend: &Backend,
+        graph: &Graph,
+        batch: usize,
+        opt: Optimizer,
+        seed: u64,
+        precision: Precision,
+    ) -> Result<Self> {
+        let split = match backend {
+            Backend::Gpu(ctx) => Split::for_device(ctx),
+            Backend::Cpu => Split::off(),
+        };
+        let plan = Plan::with_precision(graph, batch, split, precision)?;
+        Self::with_plan(backend, plan, opt, seed)
+    }
+
     /// Runs a plan built (and possibly edited) by the caller, e.g. with a launch replaced.
     pub fn with_plan(backend: &Backend, mut plan: Plan, opt: Optimizer, seed: u64) -> Result<Self> {
         opt.validate()?;
+        if let (Backend::Gpu(ctx), Precision::F16Mixed(_)) = (backend, plan.precision) {
+            if !ctx.caps().f16 {
+                return Err(Error::MissingFeature {
+                    kernel: "Precision::F16Mixed (f16 conv and linear inputs)".into(),
+                    feature: "shader-f16",
+                    adapter: ctx.adapter().name.clone(),
+                });
+            }
+        }
         plan.memory.optimizer_state = (opt.kind.state_slots() * plan.flat_len * 4) as u64;
         let params = init_params(&plan, seed);
         let inner = match backend {
@@ -681,6 +739,22 @@ impl Executor {
         };
         ndarray::Array2::from_shape_vec((n, out), v[..n * out].to_vec())
             .map_err(|e| Error::shape("output", e.to_string()))
+    }
+
+    /// The loss scaler's state (one 16-byte readback on the GPU); `None` for an f32 plan.
+    pub fn loss_scale(&mut self) -> Result<Option<LossScaleState>> {
+        let Some(t) = self.plan.scaler else {
+            return Ok(None);
+        };
+        let v = match &mut self.inner {
+            Inner::Cpu(c) => c.read(&self.plan, t, 1),
+            Inner::Gpu(g) => crate::gpu::block_on(g.read(&self.plan, t, 1))?,
+        };
+        Ok(Some(LossScaleState {
+            scale: v[0],
+            good_steps: v[1] as u32,
+            skipped_steps: v[2] as u64,
+        }))
     }
 
     /// Reads back and resets the metrics of `mode` (one 16-byte readback on the GPU).

@@ -48,6 +48,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("norm", include_str!("../../shaders/norm.wgsl")),
     ("layout", include_str!("../../shaders/layout.wgsl")),
     ("augment", include_str!("../../shaders/augment.wgsl")),
+    ("precision", include_str!("../../shaders/precision.wgsl")),
 ];
 
 /// The families that need an optional device feature: `(name, source, feature)`. Their
@@ -147,6 +148,10 @@ pub const KERNELS: &[KernelSpec] = &[
     k("batch_norm_backward_u4", "norm", 4, 3),
     k("permute", "layout", 1, 1),
     k("augment", "augment", 3, 1),
+    k("cast_f16", "precision", 1, 1),
+    k("loss_scale", "precision", 1, 1),
+    k("amp_unscale", "precision", 1, 2),
+    k("amp_update", "precision", 0, 2),
 ];
 
 /// The full WGSL source of every portable family (common prelude included), for
@@ -331,6 +336,84 @@ fn unroll(family: &str, src: &str) -> Result<String> {
     Ok(s)
 }
 
+/// `src` with the read-only `array<f32>` storage bindings whose numbers are set in `mask`
+/// declared `array<f16>` and every read of them widened back, `f32(name[i])`, behind
+/// `enable f16;` (the `HALF` pseudo-constant of [`crate::ops::precision::HalfInputs`]). The
+/// kernel's arithmetic is unchanged: an f16 value is exact in f32, and so is the product of
+/// two of them. A binding with no such declaration is an error.
+fn halve(family: &str, src: &str, mask: u32) -> Result<String> {
+    let mut out = src.to_string();
+    for b in (0..32).filter(|b| mask & 1 << b != 0) {
+        let decl = format!("@binding({b}) var<storage, read> ");
+        let mut names = Vec::new();
+        let lines: Vec<String> = out
+            .lines()
+            .map(|l| {
+                let name = l.find(&decl).and_then(|at| {
+                    let (name, ty) = l[at + decl.len()..].split_once(':')?;
+                    (ty.trim() == "array<f32>;").then(|| name.trim().to_string())
+                });
+                match name {
+                    Some(n) => {
+                        names.push(n);
+                        l.replace("array<f32>", "array<f16>")
+                    }
+                    None => l.to_string(),
+                }
+            })
+            .collect();
+        if names.is_empty() {
+            return Err(Error::Shader {
+                kernel: format!("{family}.wgsl"),
+                msg: format!("HALF: no read-only array<f32> at binding {b}"),
+            });
+        }
+        out = lines.join("\n");
+        for n in &names {
+            out = widen(&out, n);
+        }
+    }
+    Ok(format!("enable f16;\n{out}"))
+}
+
+/// `src` with every indexing `name[…]` (not part of a longer identifier) wrapped in `f32(…)`.
+fn widen(src: &str, name: &str) -> String {
+    let pat = format!("{name}[");
+    let mut out = String::with_capacity(src.len() + 1024);
+    let mut rest = src;
+    while let Some(at) = rest.find(&pat) {
+        let glued = rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let open = at + name.len();
+        let mut depth = 0usize;
+        let close = rest[open..].char_indices().find_map(|(i, ch)| {
+            match ch {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            }
+            (depth == 0).then_some(open + i)
+        });
+        match close {
+            Some(close) if !glued => {
+                out.push_str(&rest[..at]);
+                out.push_str("f32(");
+                out.push_str(&rest[at..=close]);
+                out.push(')');
+                rest = &rest[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..at + pat.len()]);
+                rest = &rest[at + pat.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn cache_key(name: &str, consts: &[(&'static str, u32)]) -> String {
     let mut key = name.to_string();
     for (n, v) in consts {
@@ -367,14 +450,22 @@ impl GpuContext {
         if let Some(m) = modules.get(&key) {
             return Ok(m.clone());
         }
+        // `HALF` is not a constant of the source: it names the bindings read as f16
+        let half = consts.iter().find(|(n, _)| *n == "HALF").map(|c| c.1);
+        let consts: Consts = consts
+            .iter()
+            .filter(|(n, _)| *n != "HALF")
+            .copied()
+            .collect();
         let src = FAMILIES
             .iter()
             .copied()
             .chain(FEATURE_FAMILIES.iter().map(|(n, s, _)| (*n, *s)))
             .find(|(n, _)| *n == family)
             .map(|(_, s)| {
-                specialise(family, s, consts)
+                specialise(family, s, &consts)
                     .and_then(|s| unroll(family, &s))
+                    .and_then(|s| half.map_or(Ok(s.clone()), |m| halve(family, &s, m)))
                     .map(|s| assemble(&s))
             })
             .ok_or_else(|| Error::Shader {

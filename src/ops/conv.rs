@@ -782,7 +782,8 @@ impl Rule for ConvRule {
             Some(y),
             z,
         ];
-        lw.emit(id, Conv::new(ConvPass::Forward, d, b.is_some(), act), args);
+        let l = Conv::new(ConvPass::Forward, d, b.is_some(), act);
+        lw.emit_mixed(id, l, args, &[0, 1]);
         lw.set_out(id, y);
     }
 
@@ -793,7 +794,8 @@ impl Rule for ConvRule {
         if lw.needs_grad(x) {
             let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), lw.g.numel(x));
             let args = vec![Some(dy), Some(lw.param(w)), y, Some(dx)];
-            lw.emit(id, Conv::new(ConvPass::BackwardInput, d, false, act), args);
+            let l = Conv::new(ConvPass::BackwardInput, d, false, act);
+            lw.emit_mixed(id, l, args, &[0, 1]);
             lw.push_grad(x, dx);
         }
         let parts = lw
@@ -811,7 +813,7 @@ impl Rule for ConvRule {
             let name = format!("{}.dw_parts", lw.g.node(id).name);
             let scratch = lw.fixed(name, parts * split.part_len());
             let args = vec![Some(lw.out_of(x)), Some(dy), y, Some(scratch), None];
-            lw.emit(id, split, args);
+            lw.emit_mixed(id, split, args, &[0, 1]);
             let sum = SumParts {
                 parts,
                 a: d.w.iter().product(),
@@ -821,10 +823,7 @@ impl Rule for ConvRule {
             return;
         }
         let args = vec![Some(lw.out_of(x)), Some(dy), y, dw, db];
-        lw.emit(
-            id,
-            Conv::new(ConvPass::BackwardWeight, d, b.is_some(), act),
-            args,
-        );
+        let l = Conv::new(ConvPass::BackwardWeight, d, b.is_some(), act);
+        lw.emit_mixed(id, l, args, &[0, 1]);
     }
 }

@@ -574,7 +574,7 @@ impl Rule for LinearRule {
             None,
             lw.pre_activation(id),
         ];
-        lw.emit(id, MatMul::new(g, b.is_some(), BatchAxis::M), args);
+        lw.emit_mixed(id, MatMul::new(g, b.is_some(), BatchAxis::M), args, &[0, 1]);
         lw.set_out(id, y);
     }
 
@@ -586,7 +586,7 @@ impl Rule for LinearRule {
             let dx = lw.arena(format!("{}.dx", lw.g.node(id).name), inp);
             let g = Gemm::linear_backward_input(lw.n, inp, outf, act);
             let args = vec![Some(dy), Some(lw.param(w)), None, ya, Some(dx), None, None];
-            lw.emit(id, MatMul::new(g, false, BatchAxis::M), args);
+            lw.emit_mixed(id, MatMul::new(g, false, BatchAxis::M), args, &[0, 1]);
             lw.push_grad(x, dx);
         }
         let mut g = Gemm::linear_backward_weight(lw.n, inp, outf, act);
@@ -600,6 +600,6 @@ impl Rule for LinearRule {
             b.map(|b| lw.grad(b)),
             None,
         ];
-        lw.emit(id, MatMul::new(g, false, BatchAxis::K), args);
+        lw.emit_mixed(id, MatMul::new(g, false, BatchAxis::K), args, &[0, 1]);
     }
 }

@@ -20,6 +20,7 @@
 //! | [`layout`] | `permute` | `ChannelsLast`, `Flatten`, `Reshape`, `Input` |
 //! | [`optim`] | `grad_norm_scale`, `optimizer_step` | (the executor's update) |
 //! | [`augment`] | `augment` | (the input pipeline: bytes → normalised, cropped, flipped images) |
+//! | [`precision`] | `cast_f16`, `loss_scale`, `amp_unscale`, `amp_update`; any launch with f16 inputs (`HalfInputs`) | (a `Precision::F16Mixed` plan's casts and loss scale) |
 //!
 //! # Adding a kernel
 //! Write the entry point in its family's WGSL file and its twin in `src/cpu/<family>.rs`, add
@@ -45,6 +46,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod precision;
 
 /// How a kernel uses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! executors run them after a training step's schedule.
 //!
 //! # Shapes
-//! `grad, param, state1, state2 [len]`, `scale [1]`, `decay [len]` (or unused),
+//! `grad, param, state1, state2 [len]`, `scale [2]` (factor, skip flag), `decay [len]` (or unused),
 //! `flag [4]` (the training metrics).
 
 use std::any::Any;
@@ -30,7 +30,7 @@ impl Launch for GradNormScale {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![Binding::read("grad", self.len), Binding::write("scale", 1)]
+        vec![Binding::read("grad", self.len), Binding::update("scale", 2)]
     }
 
     fn uniform(&self) -> Vec<u8> {
@@ -50,7 +50,8 @@ impl Launch for GradNormScale {
     }
 
     fn cpu(&self, b: &mut [Vec<f32>]) {
-        b[1] = vec![cpu::optim::grad_norm_scale(&b[0], self.max_norm)];
+        b[1].resize(2, 0.0);
+        b[1][0] = cpu::optim::grad_norm_scale(&b[0], self.max_norm);
     }
 
     fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
@@ -92,7 +93,7 @@ impl OptimizerStep {
         let len = self.len;
         vec![
             Binding::read("grad", len),
-            Binding::read("scale", 1),
+            Binding::read("scale", 2),
             Binding::read("decay", decay_len),
             Binding::update("param", len),
             Binding::update("state1", len),
@@ -132,6 +133,9 @@ impl OptimizerStep {
     /// The twin on bindings `b` (`b[2]` the decay multipliers, empty when unused).
     fn run_cpu(&self, b: &mut [Vec<f32>]) {
         let scale = b[1].first().copied().unwrap_or(1.0);
+        if b[1].get(1).is_some_and(|&skip| skip != 0.0) {
+            return; // mixed precision's overflow: the step is skipped
+        }
         let (ins, rest) = b.split_at_mut(3);
         let [p, s1, s2, flag] = rest else {
             unreachable!("seven bindings")

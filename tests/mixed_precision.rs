@@ -1,0 +1,374 @@
+//! Mixed-precision training (`Precision::F16Mixed`, issue 17 item 4): the f16 casts, every conv
+//! and GEMM kernel variant reading f16 inputs, the dynamic loss scale (growth, back-off,
+//! skipped steps on overflow), GPU against CPU executors. (LeNet-5's accuracy on the bundled
+//! digits against the f32 run's is tested through the MNIST example, tests/mnist_example.rs.)
+//!
+//! # Tolerances
+//! `|got − want| ≤ atol + rtol·|want|`.
+//! * `cast_f16`: bitwise (both sides round to nearest even on the bits).
+//! * A kernel with f16 inputs against its twin on the same f16 values: the f32 launch's own
+//!   tolerance — an f16 value is exact in f32 and so is the product of two, so only the order
+//!   of the f32 sums differs, as for the f32 kernel.
+//! * The same kernel against the f32 twin on the unrounded values: each input is rounded with a
+//!   relative error ≤ 2⁻¹¹, so each product is off by ≤ 2⁻¹⁰ of its magnitude (plus 2⁻²²); the
+//!   bound is 2⁻¹⁰·Σ|x·w| per output, computed by running the twin on |x| and |w|.
+//! * Executors: the casts make a one-ulp difference of f16 (2⁻¹¹ relative) out of an f32
+//!   reassociation that lands on a rounding boundary, so whole steps agree to 1e-3 absolute,
+//!   2e-2 relative on gradients and parameters (the f32 executors' test uses 1e-4, 2e-3).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, gpu, labels, rand01, values};
+use wgcnn::cpu::matmul::{pack_f16, Gemm};
+use wgcnn::exec::{Executor, Targets};
+use wgcnn::ops::conv::{Conv, ConvPass, ConvWeightParts};
+use wgcnn::ops::matmul::{BatchAxis, MatMul};
+use wgcnn::ops::precision::{CastF16, HalfInputs};
+use wgcnn::ops::{run_cpu, Access, Launch};
+use wgcnn::plan::Mode;
+use wgcnn::{nn, Backend, Conv2dParams, ConvDims, ConvParams, Error, GradScaler};
+use wgcnn::{Optimizer, Precision};
+
+fn conv2d(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -> ConvDims {
+    Conv2dParams::new(s, p)
+        .dims2("mixed", [n, c, hw, hw], [o, c, k, k])
+        .expect("valid conv")
+}
+
+fn depthwise(n: usize, c: usize, hw: usize, k: usize, s: usize) -> ConvDims {
+    ConvParams::new(s, k / 2)
+        .groups(c)
+        .for_dims(2)
+        .dims("mixed", [n, c, 1, hw, hw], [c, 1, 1, k, k])
+        .expect("valid depthwise conv")
+}
+
+#[test]
+fn cast_f16_matches_its_twin_bitwise() {
+    let Some(g) = gpu() else { return };
+    let mut x = values(3, 1001);
+    let big = [
+        65504.0,
+        65519.99,
+        65520.0,
+        1e6,
+        -1e6,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    let tiny = [
+        2f32.powi(-24),
+        2f32.powi(-25),
+        1.5 * 2f32.powi(-25),
+        1e-9,
+        -0.0,
+    ];
+    let ties = [
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        2049.0,
+        2051.0,
+    ];
+    x.extend(big.iter().chain(&tiny).chain(&ties));
+    let l = CastF16 {
+        n: 1,
+        per: x.len(),
+        batched: false,
+    };
+    let got = g.run_launch("cast_f16", &l, &[&x]).unwrap().remove(0);
+    let want = run_cpu(&l, &[&x]).remove(0);
+    assert_eq!(
+        want,
+        pack_f16(&x).into_iter().collect::<Vec<_>>().as_slice()[..]
+    );
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "word {i}: {a:?} vs {b:?}");
+    }
+}
+
+/// The launches of one conv: forward, backward-input, backward-weight (and its split form).
+fn conv_launches(d: ConvDims) -> Vec<(String, Arc<dyn Launch>)> {
+    let none = (0, 0.0);
+    let mut v: Vec<(String, Arc<dyn Launch>)> = vec![
+        (
+            "fwd".into(),
+            Arc::new(Conv::new(ConvPass::Forward, d, true, none)),
+        ),
+        (
+            "bwd-in".into(),
+            Arc::new(Conv::new(ConvPass::BackwardInput, d, false, none)),
+        ),
+        (
+            "bwd-w".into(),
+            Arc::new(Conv::new(ConvPass::BackwardWeight, d, true, none)),
+        ),
+    ];
+    let split = ConvWeightParts {
+        d,
+        bias: true,
+        act: none,
+        parts: 3,
+    };
+    v.push(("bwd-w split".into(), Arc::new(split)));
+    v
+}
+
+/// The launches of a linear layer `[n, inp] → [n, out]`.
+fn linear_launches(n: usize, inp: usize, out: usize) -> Vec<(String, Arc<dyn Launch>)> {
+    let none = (0, 0.0);
+    let mut w = Gemm::linear_backward_weight(n, inp, out, none);
+    w.ones_col = true;
+    vec![
+        (
+            "fwd".into(),
+            Arc::new(MatMul::new(
+                Gemm::linear_forward(n, inp, out, none),
+                true,
+                BatchAxis::M,
+            )),
+        ),
+        (
+            "bwd-in".into(),
+            Arc::new(MatMul::new(
+                Gemm::linear_backward_input(n, inp, out, none),
+                false,
+                BatchAxis::M,
+            )),
+        ),
+        (
+            "bwd-w".into(),
+            Arc::new(MatMul::new(w, false, BatchAxis::K)),
+        ),
+    ]
+}
+
+/// Runs `l` with its first two inputs as f16 on the GPU and holds it to the twin on the same
+/// f16 values (the launch's tolerance) and to the f32 twin on the unrounded values (the f16
+/// bound of the module docs). Returns the worst ratio to the f16 bound.
+fn check_half(g: &Backend, what: &str, l: Arc<dyn Launch>, seed: u64) -> f32 {
+    let b = l.bindings();
+    let reads: Vec<usize> = (0..b.len())
+        .filter(|&i| b[i].access != Access::Write)
+        .collect();
+    let f32_in: Vec<Vec<f32>> = reads
+        .iter()
+        .map(|&i| values(seed + i as u64, b[i].len))
+        .collect();
+    let abs_in: Vec<Vec<f32>> = f32_in
+        .iter()
+        .map(|v| v.iter().map(|x| x.abs()).collect())
+        .collect();
+    let h = HalfInputs {
+        inner: l.clone(),
+        half: vec![0, 1],
+    };
+    let h_in: Vec<Vec<f32>> = f32_in
+        .iter()
+        .enumerate()
+        .map(|(k, v)| if k < 2 { pack_f16(v) } else { v.clone() })
+        .collect();
+    let refs = |v: &[Vec<f32>]| v.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+    let h_refs = refs(&h_in);
+    let h_slices: Vec<&[f32]> = h_refs.iter().map(|v| v.as_slice()).collect();
+    let got = g.run_launch(what, &h, &h_slices).unwrap();
+    let twin = run_cpu(&h, &h_slices);
+    if let Some(m) = wgcnn::ops::compare(&h, &got, &twin) {
+        panic!("{what}: against the twin on f16 values: {m}");
+    }
+    let f_slices: Vec<&[f32]> = f32_in.iter().map(|v| v.as_slice()).collect();
+    let exact = run_cpu(l.as_ref(), &f_slices);
+    let a_slices: Vec<&[f32]> = abs_in.iter().map(|v| v.as_slice()).collect();
+    let mag = run_cpu(l.as_ref(), &a_slices);
+    let mut worst = 0.0f32;
+    for ((gv, ev), mv) in got.iter().zip(&exact).zip(&mag) {
+        for ((&a, &e), &m) in gv.iter().zip(ev).zip(mv) {
+            let bound = 2f32.powi(-10) * m + 1e-6;
+            let r = (a - e).abs() / bound;
+            assert!(
+                r <= 1.0,
+                "{what}: {a} vs f32 {e}: beyond the f16 bound {bound}"
+            );
+            worst = worst.max(r);
+        }
+    }
+    worst
+}
+
+/// Every conv kernel variant the plans pick — general (3×3 stride 2), stride-1 rows (5×5),
+/// depthwise, pointwise (1×1, strided 1×1), split weight gradients — and the linear layer's
+/// three GEMMs, each with f16 inputs.
+#[test]
+fn every_conv_and_gemm_variant_reads_f16_inputs() {
+    let Some(g) = gpu() else { return };
+    let convs = [
+        ("3x3 s2", conv2d(3, 5, 11, 7, 3, 2, 1)),
+        ("5x5 s1 rows", conv2d(2, 3, 12, 6, 5, 1, 2)),
+        ("depthwise 3x3", depthwise(2, 8, 9, 3, 1)),
+        ("depthwise 3x3 s2", depthwise(2, 8, 9, 3, 2)),
+        ("pointwise", conv2d(2, 16, 7, 12, 1, 1, 0)),
+        ("pointwise s2", conv2d(2, 16, 7, 12, 1, 2, 0)),
+    ];
+    let mut worst = 0.0f32;
+    for (k, (name, d)) in convs.into_iter().enumerate() {
+        for (pass, l) in conv_launches(d) {
+            let what = format!("{name} {pass}");
+            worst = worst.max(check_half(&g, &what, l, 10 * k as u64));
+        }
+    }
+    for (pass, l) in linear_launches(5, 37, 11) {
+        let what = format!("linear {pass}");
+        worst = worst.max(check_half(&g, &what, l, 99));
+    }
+    eprintln!("worst error / f16 bound: {worst:.3}");
+}
+
+fn lenet_batch(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    (rand01(seed, n * 784), labels(seed + 1, n, 10))
+}
+
+/// GPU and CPU executors in mixed precision agree step by step, and the plan really holds the
+/// f16 copies (half the bytes of their f32 tensors).
+#[test]
+fn mixed_precision_executors_agree() {
+    let Some(gb) = gpu() else { return };
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::momentum(0.05, 0.9);
+    let p = Precision::f16_mixed();
+    let mut c = Executor::with_precision(&Backend::cpu(), &graph, 16, opt, 5, p).unwrap();
+    let mut gx = Executor::with_precision(&gb, &graph, 16, opt, 5, p).unwrap();
+    let plan = gx.plan();
+    let halves: Vec<_> = plan
+        .tensors
+        .iter()
+        .filter(|t| t.name.ends_with(".f16"))
+        .collect();
+    assert!(halves.len() >= 10, "f16 copies: {}", halves.len());
+    for h in &halves {
+        let base = h.name.trim_end_matches(".f16");
+        let f = plan.tensors.iter().find(|t| t.name == base).unwrap();
+        assert_eq!(h.per_sample, f.per_sample.div_ceil(2), "{}", h.name);
+    }
+    for s in 0..4 {
+        let (x, y) = lenet_batch(16, 40 + s);
+        c.train_step(&x, Targets::Classes(&y)).unwrap();
+        gx.train_step(&x, Targets::Classes(&y)).unwrap();
+        let lc = c.take_metrics(Mode::Train).unwrap().loss;
+        let lg = gx.take_metrics(Mode::Train).unwrap().loss;
+        assert!(
+            (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
+            "step {s}: {lc} vs {lg}"
+        );
+        for ((n, _, a), (_, _, b)) in gx
+            .parameters()
+            .unwrap()
+            .iter()
+            .zip(&c.parameters().unwrap())
+        {
+            assert_close(&format!("step {s} {n}"), a, b, 1e-3, 2e-2);
+        }
+    }
+    assert_eq!(gx.loss_scale().unwrap(), c.loss_scale().unwrap());
+}
+
+/// Injected overflow: a loss scale of 2⁴⁰ makes the f16 cast of the loss gradient ∞, so the
+/// step is skipped (parameters and momentum untouched) and the scale halves; with a scale that
+/// fits, steps update and the scale grows every `growth_interval` good steps.
+#[test]
+fn the_scaler_skips_overflowing_steps_and_grows() {
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::momentum(0.05, 0.9);
+    for (name, be) in common::backends() {
+        let huge = GradScaler {
+            init_scale: 2f32.powi(40),
+            ..GradScaler::default()
+        };
+        let mut ex =
+            Executor::with_precision(&be, &graph, 8, opt, 1, Precision::F16Mixed(huge)).unwrap();
+        let before = ex.parameters().unwrap();
+        let (x, y) = lenet_batch(8, 7);
+        ex.train_step(&x, Targets::Classes(&y)).unwrap();
+        assert_eq!(
+            ex.parameters().unwrap(),
+            before,
+            "{name}: the overflowing step changed parameters"
+        );
+        assert!(ex
+            .optimizer_state()
+            .unwrap()
+            .iter()
+            .all(|(_, _, v)| v.iter().all(|&s| s == 0.0)));
+        let s = ex.loss_scale().unwrap().unwrap();
+        assert_eq!(
+            (s.scale, s.skipped_steps, s.good_steps),
+            (2f32.powi(39), 1, 0),
+            "{name}"
+        );
+
+        let small = GradScaler {
+            init_scale: 1024.0,
+            growth_interval: 2,
+            ..GradScaler::default()
+        };
+        let mut ex =
+            Executor::with_precision(&be, &graph, 8, opt, 1, Precision::F16Mixed(small)).unwrap();
+        let mut seen = Vec::new();
+        for s in 0..5 {
+            let (x, y) = lenet_batch(8, 20 + s);
+            ex.train_step(&x, Targets::Classes(&y)).unwrap();
+            let st = ex.loss_scale().unwrap().unwrap();
+            seen.push((st.scale, st.good_steps, st.skipped_steps));
+        }
+        let want = vec![
+            (1024.0, 1, 0),
+            (2048.0, 0, 0),
+            (2048.0, 1, 0),
+            (4096.0, 0, 0),
+            (4096.0, 1, 0),
+        ];
+        assert_eq!(seen, want, "{name}");
+        assert_ne!(
+            ex.parameters().unwrap(),
+            before,
+            "{name}: good steps must update"
+        );
+    }
+}
+
+#[test]
+fn bad_scalers_are_typed_errors() {
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::sgd(0.1);
+    let bad = [
+        GradScaler {
+            init_scale: 0.0,
+            ..GradScaler::default()
+        },
+        GradScaler {
+            init_scale: f32::INFINITY,
+            ..GradScaler::default()
+        },
+        GradScaler {
+            growth_factor: 1.0,
+            ..GradScaler::default()
+        },
+        GradScaler {
+            backoff_factor: 1.0,
+            ..GradScaler::default()
+        },
+        GradScaler {
+            growth_interval: 0,
+            ..GradScaler::default()
+        },
+    ];
+    for s in bad {
+        let e =
+            Executor::with_precision(&Backend::cpu(), &graph, 4, opt, 0, Precision::F16Mixed(s));
+        assert!(
+            matches!(e, Err(Error::InvalidArgument { .. })),
+            "{s:?}: {:?}",
+            e.err()
+        );
+    }
+}
