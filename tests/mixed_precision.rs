@@ -31,6 +31,19 @@ use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, ConvDims, ConvParams, Error, GradScaler};
 use wgcnn::{Optimizer, Precision};
 
+/// The GPU backend if its adapter has shader-f16; else says so on the terminal (its refusal
+/// is tested by `a_device_without_shader_f16_refuses_mixed_precision`) and gives `None`.
+fn f16_gpu(what: &str) -> Option<Backend> {
+    let g = gpu()?;
+    let ctx = g.gpu_context().unwrap();
+    if ctx.caps().f16 {
+        return Some(g);
+    }
+    let why = format!("adapter {} has no shader-f16", ctx.adapter().name);
+    common::did_not_run(what, &why);
+    None
+}
+
 fn conv2d(n: usize, c: usize, hw: usize, o: usize, k: usize, s: usize, p: usize) -> ConvDims {
     Conv2dParams::new(s, p)
         .dims2("mixed", [n, c, hw, hw], [o, c, k, k])
@@ -47,6 +60,7 @@ fn depthwise(n: usize, c: usize, hw: usize, k: usize, s: usize) -> ConvDims {
 
 #[test]
 fn cast_f16_matches_its_twin_bitwise() {
+    // portable: the casts write bits, no f16 type
     let Some(g) = gpu() else { return };
     let mut x = values(3, 1001);
     let big = [
@@ -201,7 +215,9 @@ fn check_half(g: &Backend, what: &str, l: Arc<dyn Launch>, seed: u64) -> f32 {
 /// three GEMMs, each with f16 inputs.
 #[test]
 fn every_conv_and_gemm_variant_reads_f16_inputs() {
-    let Some(g) = gpu() else { return };
+    let Some(g) = f16_gpu("f16-input conv and GEMM variants") else {
+        return;
+    };
     let convs = [
         ("3x3 s2", conv2d(3, 5, 11, 7, 3, 2, 1)),
         ("5x5 s1 rows", conv2d(2, 3, 12, 6, 5, 1, 2)),
@@ -232,7 +248,9 @@ fn lenet_batch(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
 /// f16 copies (half the bytes of their f32 tensors).
 #[test]
 fn mixed_precision_executors_agree() {
-    let Some(gb) = gpu() else { return };
+    let Some(gb) = f16_gpu("mixed-precision GPU executor") else {
+        return;
+    };
     let graph = nn::lenet5().unwrap();
     let opt = Optimizer::momentum(0.05, 0.9);
     let p = Precision::f16_mixed();
@@ -279,7 +297,8 @@ fn mixed_precision_executors_agree() {
 fn the_scaler_skips_overflowing_steps_and_grows() {
     let graph = nn::lenet5().unwrap();
     let opt = Optimizer::momentum(0.05, 0.9);
-    for (name, be) in common::backends() {
+    let gpu = f16_gpu("the loss scaler on the GPU").map(|g| ("gpu", g));
+    for (name, be) in [("cpu", Backend::cpu())].into_iter().chain(gpu) {
         let huge = GradScaler {
             init_scale: 2f32.powi(40),
             ..GradScaler::default()
@@ -370,5 +389,30 @@ fn bad_scalers_are_typed_errors() {
             "{s:?}: {:?}",
             e.err()
         );
+    }
+}
+
+/// On a device without shader-f16 (llvmpipe's GL in CI) a mixed-precision executor is the
+/// typed error naming the feature and the adapter, before any GPU work; on one with it, the
+/// executor is built.
+#[test]
+fn a_device_without_shader_f16_refuses_mixed_precision() {
+    let Some(g) = gpu() else { return };
+    let ctx = g.gpu_context().unwrap();
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::sgd(0.1);
+    let r = Executor::with_precision(&g, &graph, 4, opt, 0, Precision::f16_mixed());
+    match (ctx.caps().f16, r) {
+        (true, r) => assert!(r.is_ok(), "{:?}", r.err()),
+        (
+            false,
+            Err(Error::MissingFeature {
+                feature, adapter, ..
+            }),
+        ) => {
+            assert_eq!(feature, "shader-f16");
+            assert_eq!(adapter, ctx.adapter().name);
+        }
+        (false, r) => panic!("expected MissingFeature, got {:?}", r.err()),
     }
 }

@@ -371,7 +371,11 @@ fn distributed_flag_without_the_feature_says_so() {
 /// GPU. Both runs report the precision in their JSON; the f16 run its loss scale.
 #[test]
 fn f16_mixed_reaches_the_f32_accuracy_within_0_3_points() {
-    if common::gpu().is_none() {
+    let Some(g) = common::gpu() else { return };
+    let ctx = g.gpu_context().unwrap();
+    if !ctx.caps().f16 {
+        let why = format!("adapter {} has no shader-f16", ctx.adapter().name);
+        common::did_not_run("mnist --precision f16-mixed", &why);
         return;
     }
     let d = dir("f16-mixed");

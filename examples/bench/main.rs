@@ -43,7 +43,7 @@ use wgcnn::ops::matmul::{BatchAxis, MatMul};
 use wgcnn::ops::optim::OptimizerStep;
 use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
-use wgcnn::{nn, Backend, Conv2dParams, Optimizer};
+use wgcnn::{nn, Backend, Conv2dParams, Optimizer, Precision};
 
 mod gemm;
 mod reference;
@@ -322,6 +322,64 @@ fn short_variant(v: &str) -> String {
     }
 }
 
+/// Images/s of `graph`'s training step at `batch` in `precision` (steps back to back, one
+/// metrics readback), or why it cannot run on this adapter.
+fn bench_precision_step(
+    gpu: &Backend,
+    graph: &Graph,
+    batch: usize,
+    precision: Precision,
+    a: &Args,
+) -> Result<f64, String> {
+    let opt = Optimizer::sgd(0.01);
+    let mut ex = Executor::with_precision(gpu, graph, batch, opt, 0, precision)
+        .map_err(|e| e.to_string())?;
+    let x = values(7, batch * 784);
+    let y: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    for _ in 0..2 {
+        ex.train_step(&x, Targets::Classes(&y)).expect("step");
+    }
+    ex.take_metrics(Mode::Train).expect("metrics");
+    let steps = if a.quick { 8 } else { 24 };
+    let t = Instant::now();
+    for _ in 0..steps {
+        ex.train_step(&x, Targets::Classes(&y)).expect("step");
+    }
+    let m = ex.take_metrics(Mode::Train).expect("metrics");
+    assert!(m.loss.is_finite(), "loss is finite");
+    Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The step of each model in f32 and in f16 mixed precision, measured one after the other.
+fn bench_precisions(gpu: &Backend, a: &Args) -> Vec<(String, usize, f64, Result<f64, String>)> {
+    let mut models = vec![("lenet5", nn::lenet5().expect("lenet"), vec![64, 256])];
+    if a.xception {
+        let g = nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10).expect("xception");
+        models.push(("xception_mini", g, vec![64]));
+    }
+    let mut rows = Vec::new();
+    for (name, g, batches) in &models {
+        for &b in batches {
+            eprintln!("{name} batch {b}: f32 and f16-mixed steps…");
+            let f32_ips = bench_precision_step(gpu, g, b, Precision::F32, a).expect("f32 step");
+            let f16 = bench_precision_step(gpu, g, b, Precision::f16_mixed(), a);
+            rows.push((name.to_string(), b, f32_ips, f16));
+        }
+    }
+    println!("## Training step by precision (SGD; measured one after the other)");
+    println!();
+    println!("| model | batch | f32 images/s | f16-mixed images/s | f16 ÷ f32 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, b, f, h) in &rows {
+        match h {
+            Ok(h) => println!("| {name} | {b} | {f:.0} | {h:.0} | {:.2}× |", h / f),
+            Err(e) => println!("| {name} | {b} | {f:.0} | – ({e}) | – |"),
+        }
+    }
+    println!();
+    rows
+}
+
 fn bench_lenet(gpu: &Backend, batch: usize, a: &Args, breakdown: bool) -> StepRow {
     bench_step(gpu, &nn::lenet5().expect("lenet"), batch, a, breakdown)
 }
@@ -543,6 +601,7 @@ fn main() {
         print_breakdown(&r);
         r
     });
+    let precisions = bench_precisions(&gpu, &a);
     let mut bwd = split::bench(&gpu, "lenet5", &nn::lenet5().expect("lenet"), 64);
     if a.xception {
         let g = nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10).expect("xception");
@@ -679,6 +738,11 @@ fn main() {
                 })).collect::<Vec<Value>>(),
             })),
             "torch": torch.as_ref().map(|t| t.to_json()).unwrap_or(Value::Null),
+            "precision_steps": precisions.iter().map(|(m, b, f, h)| json!({
+                "model": m, "batch": b, "f32_images_per_s": f,
+                "f16_mixed_images_per_s": h.as_ref().ok(),
+                "f16_mixed_error": h.as_ref().err(),
+            })).collect::<Vec<Value>>(),
             "backward_weight_vs_forward": bwd.iter().map(|r| r.to_json()).collect::<Vec<Value>>(),
             "ops": ops.iter().map(|r| json!({
                 "op": r.name, "shape": r.shape, "flops": r.flops,
