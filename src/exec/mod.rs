@@ -231,6 +231,9 @@ impl Executor {
             }
         }
         plan.memory.optimizer_state = (opt.kind.state_slots() * plan.flat_len * 4) as u64;
+        if let (Backend::Gpu(ctx), true) = (backend, crate::gpu::tune::enabled_by_env()) {
+            Self::autotune(ctx, &plan)?;
+        }
         let params = init_params(&plan, seed);
         let inner = match backend {
             Backend::Cpu => Inner::Cpu(cpu::CpuExec::new(&plan, params)),
@@ -245,6 +248,33 @@ impl Executor {
             regularized: ParamSelect::All,
             update_pending: false,
         })
+    }
+
+    /// `WGCNN_TUNE=1`: the tiles of the plan's tunable launches, from the cache file
+    /// ([`crate::gpu::tune::default_cache_path`]) or timed now; a missing cache location is an
+    /// error saying which variables to set.
+    fn autotune(ctx: &crate::gpu::GpuContext, plan: &Plan) -> Result<()> {
+        let path = crate::gpu::tune::default_cache_path().ok_or_else(|| {
+            Error::invalid(
+                "WGCNN_TUNE",
+                "no cache location: set WGCNN_TUNE_CACHE (or XDG_CACHE_HOME or HOME)",
+            )
+        })?;
+        let launches: Vec<_> = [Mode::Train, Mode::Eval]
+            .iter()
+            .flat_map(|&m| plan.steps(plan.batch, m).unwrap_or_default())
+            .map(|s| s.launch)
+            .collect();
+        let r = ctx.autotune(&launches, &path)?;
+        if r.tuned > 0 {
+            eprintln!(
+                "wgcnn: tuned {} tile choice(s), {} from {}",
+                r.tuned,
+                r.cached,
+                r.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The plan being executed.

@@ -173,4 +173,16 @@ impl GpuContext {
             .map_err(|_| Error::Device("tile cache lock poisoned".into()))?;
         Ok(*tiles.entry(key).or_insert_with(choose))
     }
+
+    /// Sets the register tile of launch key `key` ([`crate::ops::Launch::tile_choices`] gives
+    /// a launch's key and candidates): the autotuner's choice (`gpu::tune`), or a tool's or
+    /// test's. Launches recorded afterwards use it; a key no launch asks for has no effect.
+    pub fn set_tile(&self, key: &str, tile: (u32, u32)) -> Result<()> {
+        self.kernels
+            .tiles
+            .lock()
+            .map_err(|_| Error::Device("tile cache lock poisoned".into()))?
+            .insert(key.to_string(), tile);
+        Ok(())
+    }
 }

@@ -138,6 +138,15 @@ impl Launch for MatMul {
         tiled_call(ctx, &p, consts, shared)
     }
 
+    fn tile_choices(&self, ctx: &GpuContext) -> Option<(String, Vec<(u32, u32)>)> {
+        if self.naive {
+            return None;
+        }
+        let shared = !ctx.tiles().shared_gemm.is_empty();
+        let (_, key, cands) = tiled_choices(ctx, &self.uniform_block(), shared);
+        Some((key, cands.to_vec()))
+    }
+
     fn cpu(&self, b: &mut [Vec<f32>]) {
         let bias = self.bias.then_some(b[2].as_slice());
         let ya = (self.g.act_in.0 != 0).then_some(b[3].as_slice());
@@ -412,14 +421,14 @@ struct GemmUniform {
     pad: [u32; 3],
 }
 
-/// The tiled GEMM's call: `gemm_shared` (panels staged in workgroup memory) when `shared`,
-/// else the register-only `gemm`, with the adapter's tile for this product.
-fn tiled_call(
+/// The tiled GEMM's entry point, the key its tile is cached under and the candidate tiles.
+/// Every candidate sums each output over k in the same order (k = 0, 1, …), so the choice
+/// never changes a bit of the result.
+fn tiled_choices(
     ctx: &GpuContext,
     p: &GemmUniform,
-    mut consts: Consts,
     shared: bool,
-) -> Result<GpuCall> {
+) -> (&'static str, String, &'static [(u32, u32)]) {
     let entry = if shared { "gemm_shared" } else { "gemm" };
     // M and K scale with the batch in the linear layer's products; N and the strides don't
     let key = format!(
@@ -432,6 +441,19 @@ fn tiled_call(
     } else {
         t.gemm
     };
+    (entry, key, cands)
+}
+
+/// The tiled GEMM's call: `gemm_shared` (panels staged in workgroup memory) when `shared`,
+/// else the register-only `gemm`, with the adapter's tile for this product.
+fn tiled_call(
+    ctx: &GpuContext,
+    p: &GemmUniform,
+    mut consts: Consts,
+    shared: bool,
+) -> Result<GpuCall> {
+    let (entry, key, cands) = tiled_choices(ctx, p, shared);
+    let t = ctx.tiles();
     let tile = ctx.tile_for(key, || pick(cands, |g| groups(p, g), t.min_groups).0)?;
     consts.extend([("TR", tile.0), ("TS", tile.1)]);
     if shared {

@@ -209,6 +209,12 @@ pub trait Launch: fmt::Debug + Send + Sync + 'static {
     fn tolerance(&self) -> Tolerance {
         Tolerance::DEFAULT
     }
+    /// For the autotuner ([`crate::gpu::tune`]): the key this launch's register tile is
+    /// cached under on `ctx` and the tiles it may run with, every one giving bitwise the same
+    /// result. `None` (the default): the launch's own choice stands.
+    fn tile_choices(&self, _ctx: &GpuContext) -> Option<(String, Vec<(u32, u32)>)> {
+        None
+    }
     /// For tests and tools that need the concrete launch.
     fn as_any(&self) -> &dyn Any;
 }

@@ -202,6 +202,11 @@ impl Launch for HalfInputs {
         self.inner.tolerance()
     }
 
+    fn tile_choices(&self, ctx: &GpuContext) -> Option<(String, Vec<(u32, u32)>)> {
+        // the f16 pipeline shares the f32 launch's tile cache entry
+        self.inner.tile_choices(ctx)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
