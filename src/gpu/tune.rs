@@ -30,6 +30,9 @@ use super::device::GpuContext;
 use crate::error::{Error, Result};
 use crate::ops::Launch;
 
+/// A register tile: (TR, TS).
+type Tile = (u32, u32);
+
 /// What [`GpuContext::autotune`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TuneReport {
@@ -148,8 +151,8 @@ impl GpuContext {
         &self,
         l: &Arc<dyn Launch>,
         key: &str,
-        cands: &[(u32, u32)],
-    ) -> Result<((u32, u32), Vec<((u32, u32), f64)>)> {
+        cands: &[Tile],
+    ) -> Result<(Tile, Vec<(Tile, f64)>)> {
         let mut timed = Vec::new();
         for &c in cands {
             self.set_tile(key, c)?;
