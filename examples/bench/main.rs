@@ -334,7 +334,8 @@ fn bench_precision_step(
     let opt = Optimizer::sgd(0.01);
     let mut ex = Executor::with_precision(gpu, graph, batch, opt, 0, precision)
         .map_err(|e| e.to_string())?;
-    let x = values(7, batch * 784);
+    let per = graph.numel(graph.input_node().expect("an input"));
+    let x = values(7, batch * per);
     let y: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     for _ in 0..2 {
         ex.train_step(&x, Targets::Classes(&y)).expect("step");
@@ -356,6 +357,13 @@ fn bench_precisions(gpu: &Backend, a: &Args) -> Vec<(String, usize, f64, Result<
     if a.xception {
         let g = nn::xception_mini(&[1, 28, 28], &[32, 64, 128], 10).expect("xception");
         models.push(("xception_mini", g, vec![64]));
+    }
+    if a.resnet {
+        models.push((
+            "resnet20",
+            nn::resnet_cifar(20, 10).expect("resnet20"),
+            vec![64],
+        ));
     }
     let mut rows = Vec::new();
     for (name, g, batches) in &models {

@@ -222,6 +222,15 @@ pub struct PipelineStats {
     pub seconds: f64,
 }
 
+/// Whether `WGCNN_SHADER_CHECKS=off` asks for shader modules without wgpu's runtime checks
+/// (`ShaderRuntimeChecks::unchecked()`: no injected bounds checks, no forced loop bounding,
+/// no guarded integer division) — measured in docs/PERFORMANCE.md. Off by default: it trusts
+/// every kernel to stay within its bindings, which the crate's kernels do by construction
+/// (clamped loads, masked stores) but a driver would not catch if one did not.
+pub fn unchecked_shaders() -> bool {
+    std::env::var("WGCNN_SHADER_CHECKS").is_ok_and(|v| v == "off")
+}
+
 /// `src` with each `const NAME: u32 = …;` of `consts` replaced; an unknown name is an error.
 fn specialise(family: &str, src: &str, consts: &[(&'static str, u32)]) -> Result<String> {
     let mut out = src.to_string();
@@ -474,11 +483,24 @@ impl GpuContext {
             })??;
         let module = self
             .scoped(family, || {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(family),
-                        source: wgpu::ShaderSource::Wgsl(src.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(family),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                };
+                if unchecked_shaders() {
+                    // SAFETY: opted into with WGCNN_SHADER_CHECKS=off (see `unchecked_shaders`):
+                    // every kernel of this crate indexes only within the lengths its uniform
+                    // gives (loads clamped or guarded, stores masked), every loop is bounded by
+                    // uniform or constant trip counts, and no divisor a plan passes is zero.
+                    unsafe {
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    }
+                } else {
+                    self.device.create_shader_module(desc)
+                }
             })
             .map_err(|e| Error::Shader {
                 kernel: format!("{family}.wgsl"),
