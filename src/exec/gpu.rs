@@ -13,7 +13,7 @@ use crate::gpu::GpuContext;
 use crate::ops::augment::{pack_bytes, Augmentation};
 use crate::ops::optim::{GradNormScale, OptimizerStep, OptimizerStepMasked};
 use crate::ops::precision::{AmpUnscale, AmpUpdate};
-use crate::ops::{compare, Access, Launch};
+use crate::ops::{compare_within, Access, Launch};
 use crate::optim::Optimizer;
 use crate::plan::{Home, Mode, Plan, Step, TensorId};
 
@@ -604,10 +604,25 @@ impl GpuExec {
     /// binding before and after, and holds each result to its launch's CPU twin on the same
     /// inputs. A mismatch beyond the launch's tolerance is [`Error::Shader`].
     fn run_validated(&mut self, plan: &Plan, n: usize, mode: Mode, skip_loss: bool) -> Result<()> {
+        // mixed precision: the gradients after the loss are S times their size, and so are
+        // their absolute errors
+        let scale = match plan.scaler {
+            Some(_) => {
+                let bytes = self
+                    .ctx
+                    .run(std::iter::empty(), &[Slice::whole(self.scaler.clone())])?;
+                to_f32(&bytes[0])[0]
+            }
+            None => 1.0,
+        };
         let prog = &self.programs[&(n, mode)];
         for (i, (d, s)) in prog.dispatches.iter().zip(&prog.steps).enumerate() {
             if skip_loss && s.loss {
                 continue;
+            }
+            let mut tol = s.launch.tolerance();
+            if i >= plan.forward_len {
+                tol.atol *= scale;
             }
             let slices = self.slices(plan, n, s);
             let bindings = s.launch.bindings();
@@ -641,7 +656,7 @@ impl GpuExec {
                 });
                 debug_assert!(at.is_some() || bd.len == 0);
             }
-            if let Some(m) = compare(s.launch.as_ref(), &got, &want) {
+            if let Some(m) = compare_within(s.launch.as_ref(), &got, &want, tol) {
                 return Err(Error::Shader {
                     kernel: d.kernel.spec.name.to_string(),
                     msg: format!(

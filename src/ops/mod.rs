@@ -277,7 +277,17 @@ impl fmt::Display for Mismatch {
 /// order [`run_cpu`] returns; the worst element if any exceeds the tolerance. Index
 /// bindings must match exactly.
 pub fn compare(l: &dyn Launch, got: &[Vec<f32>], want: &[Vec<f32>]) -> Option<Mismatch> {
-    let tol = l.tolerance();
+    compare_within(l, got, want, l.tolerance())
+}
+
+/// [`compare`] at tolerance `tol` instead of the launch's (e.g. a gradient scaled by a
+/// mixed-precision loss scale S, whose absolute errors are S times the unscaled ones).
+pub fn compare_within(
+    l: &dyn Launch,
+    got: &[Vec<f32>],
+    want: &[Vec<f32>],
+    tol: Tolerance,
+) -> Option<Mismatch> {
     let outs = l.bindings().into_iter().filter(|b| b.access.writes());
     let mut worst: Option<Mismatch> = None;
     for ((bd, g), w) in outs.zip(got).zip(want) {
