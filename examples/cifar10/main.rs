@@ -36,7 +36,7 @@ use source::Source;
 use wgcnn::exec::{Executor, InputPipeline, Metrics};
 use wgcnn::ops::augment::Augmentation;
 use wgcnn::train::{self, RunInfo, Schedule};
-use wgcnn::{nn, Backend, Optimizer, OptimizerKind};
+use wgcnn::{nn, Backend, Optimizer, OptimizerKind, Precision};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a CIFAR ResNet or airbench's net on colour images with wgcnn")]
@@ -89,6 +89,11 @@ pub struct Args {
     augment: String,
     #[arg(long, value_parser = ["gpu", "cpu"], default_value = "gpu")]
     backend: String,
+    /// f32, or f16-mixed: mixed-precision training (wgcnn::Precision::F16Mixed: f16 conv and
+    /// linear inputs, f32 sums, master weights and optimizer, dynamic loss scaling; needs the
+    /// adapter's shader-f16).
+    #[arg(long, value_parser = ["f32", "f16-mixed"], default_value = "f32")]
+    precision: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images (in-memory datasets).
@@ -194,7 +199,11 @@ fn run(mut args: Args) -> Res<()> {
     if LOUD.load(Ordering::Relaxed) {
         src.describe();
     }
-    let mut ex = Executor::new(&backend, &graph, shard, opt, args.seed)?;
+    let precision = match args.precision.as_str() {
+        "f16-mixed" => Precision::f16_mixed(),
+        _ => Precision::F32,
+    };
+    let mut ex = Executor::with_precision(&backend, &graph, shard, opt, args.seed, precision)?;
     let normalize = src.normalization();
     ex.set_input_pipeline(InputPipeline {
         normalize: normalize.clone(),
@@ -296,6 +305,9 @@ fn run(mut args: Args) -> Res<()> {
             "images_per_sec": report.images_per_sec(),
             "gpu_bytes_per_epoch": report.gpu_bytes,
             "seconds": t0.elapsed().as_secs_f64(),
+            "precision": args.precision,
+            "loss_scale": ex.loss_scale()?.map(|s| s.scale),
+            "skipped_steps": ex.loss_scale()?.map(|s| s.skipped_steps),
         });
         wgcnn::checkpoint::write_atomic(path, serde_json::to_string_pretty(&j)?.as_bytes())?;
         say!("json:    {}", path.display());
@@ -353,8 +365,13 @@ fn model(args: &Args, classes: usize) -> Res<wgcnn::Graph> {
 
 /// What a resume must match.
 fn run_info(args: &Args, src: &Source, lr: f32) -> RunInfo {
-    RunInfo::default()
-        .with("model", &args.model)
+    let info = RunInfo::default();
+    // recorded only when not f32, so that earlier checkpoints still resume
+    let info = match args.precision.as_str() {
+        "f32" => info,
+        p => info.with("precision", p),
+    };
+    info.with("model", &args.model)
         .with("optimizer", &args.optimizer)
         .with("lr", lr)
         .with("weight_decay", args.weight_decay)
