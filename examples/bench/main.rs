@@ -41,6 +41,7 @@ use wgcnn::graph::Graph;
 use wgcnn::ops::conv::{Conv, ConvPass};
 use wgcnn::ops::matmul::{BatchAxis, MatMul};
 use wgcnn::ops::optim::OptimizerStep;
+use wgcnn::ops::precision::HalfInputs;
 use wgcnn::ops::{run_cpu, Launch};
 use wgcnn::plan::Mode;
 use wgcnn::{nn, Backend, Conv2dParams, Optimizer, Precision};
@@ -234,6 +235,22 @@ fn bench_ops(ctx: &GpuContext, a: &Args) -> Vec<OpRow> {
                 gpu_s * 1e3,
                 cpu_s * 1e3
             );
+            if ctx.caps().f16 {
+                // the same kernel reading x/dy and w as f16 (Precision::F16Mixed's launches)
+                let half = HalfInputs {
+                    inner: Arc::new(op),
+                    half: vec![0, 1],
+                };
+                let prog = ctx.bench_program(&[Arc::new(half)]).expect("record");
+                let gpu_s = time_gpu(ctx, &prog, None, 0.3);
+                rows.push(OpRow {
+                    name: format!("{name}, f16 inputs"),
+                    shape: format!("{label}: {shape}"),
+                    flops: op.flops(),
+                    gpu_s,
+                    cpu_s: None,
+                });
+            }
         }
     }
     let sizes: &[usize] = if a.quick {
