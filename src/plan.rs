@@ -74,8 +74,9 @@ pub enum Precision {
     #[default]
     F32,
     /// Mixed precision: conv and linear layers multiply f16 copies of their inputs, weights
-    /// and output gradients (products exact in f32, sums in f32); the f16 copy of a layer's
-    /// input is what the backward pass keeps, at half the bytes. Master weights, every
+    /// and output gradients (products exact in f32, sums in f32); their weight gradients read
+    /// the f16 copies of their inputs (the f32 tensors stay alive where other ops' gradients
+    /// read them, so activation memory grows by the copies). Master weights, every
     /// other op, the loss and the optimizer stay f32, and the loss is scaled dynamically
     /// ([`GradScaler`]) so small gradients survive the cast. On a GPU it needs
     /// `Features::SHADER_F16` ([`crate::Error::MissingFeature`] elsewhere, before any GPU
