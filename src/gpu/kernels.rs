@@ -345,12 +345,18 @@ fn unroll(family: &str, src: &str) -> Result<String> {
     Ok(s)
 }
 
-/// `src` with the read-only `array<f32>` storage bindings whose numbers are set in `mask`
-/// declared `array<f16>` and every read of them widened back, `f32(name[i])`, behind
-/// `enable f16;` (the `HALF` pseudo-constant of [`crate::ops::precision::HalfInputs`]). The
-/// kernel's arithmetic is unchanged: an f16 value is exact in f32, and so is the product of
-/// two of them. A binding with no such declaration is an error.
+/// `src` with the read-only storage bindings whose numbers are set in `mask` declared with f16
+/// elements — `array<f32>` as `array<f16>`, `array<vec4<f32>>` as `array<vec4<f16>>` (the
+/// same element order, so a vec4 kernel reads the same four values) — and every read of them
+/// widened back (`f32(name[i])`, `vec4<f32>(name[i])`), behind `enable f16;` (the `HALF`
+/// pseudo-constant of [`crate::ops::precision::HalfInputs`]). The kernel's arithmetic is
+/// unchanged: an f16 value is exact in f32, and so is the product of two of them. A binding
+/// with no such declaration is an error.
 fn halve(family: &str, src: &str, mask: u32) -> Result<String> {
+    const TYPES: [(&str, &str, &str); 2] = [
+        ("array<f32>;", "array<f16>;", "f32"),
+        ("array<vec4<f32>>;", "array<vec4<f16>>;", "vec4<f32>"),
+    ];
     let mut out = src.to_string();
     for b in (0..32).filter(|b| mask & 1 << b != 0) {
         let decl = format!("@binding({b}) var<storage, read> ");
@@ -358,14 +364,15 @@ fn halve(family: &str, src: &str, mask: u32) -> Result<String> {
         let lines: Vec<String> = out
             .lines()
             .map(|l| {
-                let name = l.find(&decl).and_then(|at| {
+                let found = l.find(&decl).and_then(|at| {
                     let (name, ty) = l[at + decl.len()..].split_once(':')?;
-                    (ty.trim() == "array<f32>;").then(|| name.trim().to_string())
+                    let t = TYPES.iter().find(|t| ty.trim() == t.0)?;
+                    Some((name.trim().to_string(), t))
                 });
-                match name {
-                    Some(n) => {
-                        names.push(n);
-                        l.replace("array<f32>", "array<f16>")
+                match found {
+                    Some((n, t)) => {
+                        names.push((n, t.2));
+                        l.replace(t.0, t.1)
                     }
                     None => l.to_string(),
                 }
@@ -374,19 +381,19 @@ fn halve(family: &str, src: &str, mask: u32) -> Result<String> {
         if names.is_empty() {
             return Err(Error::Shader {
                 kernel: format!("{family}.wgsl"),
-                msg: format!("HALF: no read-only array<f32> at binding {b}"),
+                msg: format!("HALF: no read-only array<f32> or array<vec4<f32>> at binding {b}"),
             });
         }
         out = lines.join("\n");
-        for n in &names {
-            out = widen(&out, n);
+        for (n, widen_to) in &names {
+            out = widen(&out, n, widen_to);
         }
     }
     Ok(format!("enable f16;\n{out}"))
 }
 
-/// `src` with every indexing `name[…]` (not part of a longer identifier) wrapped in `f32(…)`.
-fn widen(src: &str, name: &str) -> String {
+/// `src` with every indexing `name[…]` (not part of a longer identifier) wrapped in `to(…)`.
+fn widen(src: &str, name: &str, to: &str) -> String {
     let pat = format!("{name}[");
     let mut out = String::with_capacity(src.len() + 1024);
     let mut rest = src;
@@ -408,7 +415,8 @@ fn widen(src: &str, name: &str) -> String {
         match close {
             Some(close) if !glued => {
                 out.push_str(&rest[..at]);
-                out.push_str("f32(");
+                out.push_str(to);
+                out.push('(');
                 out.push_str(&rest[at..=close]);
                 out.push(')');
                 rest = &rest[close + 1..];
