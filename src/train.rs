@@ -333,6 +333,29 @@ fn legacy_optimizer_path(path: &Path) -> PathBuf {
 
 /// Metadata key of the model file naming its optimizer-state file.
 const OPTIMIZER_FILE: &str = "optimizer_file";
+/// Metadata key of a mixed-precision run's loss scale in the optimizer file (with
+/// `.good_steps` and `.skipped_steps`).
+const LOSS_SCALE: &str = "loss_scale";
+
+/// The loss scaler's state recorded in optimizer file `opt`, if any; unreadable values are an
+/// [`Error::Checkpoint`] naming the file.
+fn loss_scale_of(opt: &Checkpoint, opath: &Path) -> Result<Option<crate::exec::LossScaleState>> {
+    let Some(scale) = opt.metadata.get(LOSS_SCALE) else {
+        return Ok(None);
+    };
+    let bad = |what: &str| Error::Checkpoint {
+        path: opath.to_path_buf(),
+        msg: format!("unreadable {what}"),
+    };
+    let get = |k: String| opt.metadata.get(&k).and_then(|v| v.parse::<u64>().ok());
+    Ok(Some(crate::exec::LossScaleState {
+        scale: scale.parse().map_err(|_| bad(LOSS_SCALE))?,
+        good_steps: get(format!("{LOSS_SCALE}.good_steps"))
+            .ok_or_else(|| bad("loss_scale.good_steps"))? as u32,
+        skipped_steps: get(format!("{LOSS_SCALE}.skipped_steps"))
+            .ok_or_else(|| bad("loss_scale.skipped_steps"))?,
+    }))
+}
 
 /// Writes a checkpoint (see [`save_checkpoint_run`]) without run settings to check.
 pub fn save_checkpoint(ex: &mut Executor, path: &Path, epoch: u64, batch: usize) -> Result<()> {
@@ -429,6 +452,16 @@ fn checkpoint_files(
     );
     let mut opt = Checkpoint::new();
     opt.metadata = meta.clone();
+    if let Some(s) = ex.loss_scale()? {
+        // mixed precision: the loss scaler resumes where it was
+        opt.metadata.insert(LOSS_SCALE.into(), s.scale.to_string());
+        opt.metadata
+            .insert(format!("{LOSS_SCALE}.good_steps"), s.good_steps.to_string());
+        opt.metadata.insert(
+            format!("{LOSS_SCALE}.skipped_steps"),
+            s.skipped_steps.to_string(),
+        );
+    }
     for (name, shape, v) in ex.optimizer_state()? {
         opt.push(name, shape, v)?;
     }
@@ -591,7 +624,11 @@ fn apply_checkpoint(
     }
     let opt = Checkpoint::load(&opath)?;
     check_optimizer(ex, &opt, &opath, info.step)?;
+    let scale = loss_scale_of(&opt, &opath)?;
     ex.load_state(&params, &opt.tensors, info.step)?;
+    if let (Some(s), Some(_)) = (scale, ex.plan().scaler) {
+        ex.set_loss_scale(s)?;
+    }
     Ok(info)
 }
 

@@ -469,3 +469,40 @@ fn xception_and_resnet_steps_pass_validation_in_mixed_precision() {
         );
     }
 }
+
+/// A checkpoint of a mixed-precision run carries its loss scaler (scale, good and skipped
+/// steps) in the optimizer file, and resuming restores it; an f32 executor has no scale to set.
+#[test]
+fn the_loss_scale_resumes_from_a_checkpoint() {
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::momentum(0.05, 0.9);
+    let huge = GradScaler {
+        init_scale: 2f32.powi(40),
+        ..GradScaler::default()
+    };
+    let cpu = Backend::cpu();
+    let mut ex =
+        Executor::with_precision(&cpu, &graph, 8, opt, 1, Precision::F16Mixed(huge)).unwrap();
+    for s in 0..3 {
+        let (x, y) = lenet_batch(8, 30 + s);
+        ex.train_step(&x, Targets::Classes(&y)).unwrap();
+    }
+    let saved = ex.loss_scale().unwrap().unwrap();
+    assert!(saved.skipped_steps >= 1, "{saved:?}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mixed-resume");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lenet.safetensors");
+    wgcnn::train::save_checkpoint(&mut ex, &path, 0, 3).unwrap();
+
+    let mut resumed =
+        Executor::with_precision(&cpu, &graph, 8, opt, 1, Precision::f16_mixed()).unwrap();
+    assert_ne!(resumed.loss_scale().unwrap().unwrap(), saved);
+    wgcnn::train::load_checkpoint(&mut resumed, &path, true).unwrap();
+    assert_eq!(resumed.loss_scale().unwrap().unwrap(), saved);
+
+    let mut f32_ex = Executor::new(&cpu, &graph, 8, opt, 1).unwrap();
+    let e = f32_ex.set_loss_scale(saved).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    // an f32 run loads the same checkpoint (the scale is simply not used)
+    wgcnn::train::load_checkpoint(&mut f32_ex, &path, true).unwrap();
+}

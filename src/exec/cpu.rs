@@ -71,6 +71,11 @@ impl CpuExec {
         self.buffers = b;
     }
 
+    /// Overwrites the loss scaler's state `[4]`.
+    pub fn load_scaler(&mut self, s: &[f32; 4]) {
+        self.scaler = s.to_vec();
+    }
+
     pub fn load(&mut self, p: Vec<f32>, s1: Vec<f32>, s2: Vec<f32>) {
         self.params = p;
         self.s1 = s1;

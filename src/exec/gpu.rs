@@ -796,4 +796,10 @@ impl GpuExec {
         let buf = self.buffers.clone();
         self.upload(&buf, bytemuck::cast_slice(b));
     }
+
+    /// Overwrites the loss scaler's state `[4]`.
+    pub fn load_scaler(&mut self, s: &[f32; 4]) {
+        let buf = self.scaler.clone();
+        self.upload(&buf, bytemuck::cast_slice(s));
+    }
 }

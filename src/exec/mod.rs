@@ -787,6 +787,30 @@ impl Executor {
         }))
     }
 
+    /// Restores the loss scaler of a mixed-precision executor (e.g. from a checkpoint: see
+    /// [`crate::train::load_checkpoint`]); an f32 executor, or a scale that is not finite and
+    /// positive, is an [`Error::InvalidArgument`].
+    pub fn set_loss_scale(&mut self, s: LossScaleState) -> Result<()> {
+        if self.plan.scaler.is_none() {
+            return Err(Error::invalid(
+                "set_loss_scale",
+                "this executor trains in f32: it has no loss scale",
+            ));
+        }
+        if !(s.scale.is_finite() && s.scale > 0.0) {
+            return Err(Error::invalid(
+                "set_loss_scale",
+                format!("scale {} must be finite and positive", s.scale),
+            ));
+        }
+        let v = [s.scale, s.good_steps as f32, s.skipped_steps as f32, 0.0];
+        match &mut self.inner {
+            Inner::Cpu(c) => c.load_scaler(&v),
+            Inner::Gpu(g) => g.load_scaler(&v),
+        }
+        Ok(())
+    }
+
     /// Reads back and resets the metrics of `mode` (one 16-byte readback on the GPU).
     /// A non-finite loss is an [`Error::NonFinite`] naming the step.
     pub fn take_metrics(&mut self, mode: Mode) -> Result<Metrics> {
