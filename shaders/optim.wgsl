@@ -15,14 +15,17 @@
 // State s1 = momentum buffer b (kinds 1–3) or m (Adam); s2 = v. Both start at zero.
 // scale[1] ≠ 0 skips the step, leaving parameters and state untouched: mixed precision's
 // overflow (precision.wgsl's amp_unscale sets it; amp_update clears it after the step).
+// scale[2] = the steps skipped so far, which Adam's bias corrections do not count (as
+// PyTorch's GradScaler, which skips optimizer.step()): with any, step and bc2 are computed
+// here in f32 for t − scale[2] (the uniform's `t`) instead of taken from the host.
 // After the update, a non-finite parameter sets flag[3] = 1 (the NaN slot of the training
 // metrics), so a NaN that no loss shows (a ReLU can map NaN to 0) still stops training.
 // Dispatch: grad_norm_scale, ONE workgroup of 64 invocations striding over the vector and
 // reducing in workgroup memory in a fixed order; optimizer_step, one invocation per element,
 // 64 per workgroup, grid folded past 65,535 workgroups.
 // Bindings:
-//   grad_norm_scale:  0 grad, 1 scale (2 floats: writes the first), 2 n
-//   optimizer_step:   0 grad, 1 scale (2 floats: factor, skip flag), 2 decay (the flat length, or a 1-float dummy
+//   grad_norm_scale:  0 grad, 1 scale (3 floats: writes the first), 2 n
+//   optimizer_step:   0 grad, 1 scale (3 floats: factor, skip flag, skipped steps), 2 decay (the flat length, or a 1-float dummy
 //                     when not masked), 3 param, 4 s1, 5 s2, 6 flag (4 floats), 7 p
 
 struct ClipUniform {
@@ -64,7 +67,7 @@ struct OptUniform {
     kind: u32, len: u32, lr: f32, momentum: f32,
     alpha: f32, beta1: f32, beta2: f32, eps: f32,
     wd: f32, l1: f32, step: f32, bc2: f32,
-    masked: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    masked: u32, t: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> o_g: array<f32>;
@@ -116,7 +119,15 @@ fn optimizer_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             let v = q.beta2 * o_s2[i] + (1.0 - q.beta2) * g * g;
             o_s1[i] = m;
             o_s2[i] = v;
-            p -= q.step * m / (sqrt(v) / q.bc2 + q.eps);
+            var step = q.step;
+            var bc2 = q.bc2;
+            if (o_scale[2] > 0.0) {
+                // skipped steps do not count (mixed precision): bias corrections of t − skipped
+                let t = f32(q.t) - o_scale[2];
+                step = q.lr / (1.0 - pow(q.beta1, t));
+                bc2 = sqrt(1.0 - pow(q.beta2, t));
+            }
+            p -= step * m / (sqrt(v) / bc2 + q.eps);
         }
     }
     o_p[i] = p;

@@ -11,10 +11,12 @@
 //                 stores the same value, so the order of writes does not matter)
 //   amp_update:   one invocation. flags[1] ≠ 0 (the optimizer skipped the step): S ← S·backoff,
 //                 good ← 0, skipped += 1; else good += 1 and, when good reaches the interval,
-//                 S ← S·growth (if that is finite), good ← 0. Then flags[1] ← 0 for the next step.
+//                 S ← S·growth (if that is finite), good ← 0. Then flags[1] ← 0 for the next step,
+//                 and flags[2] ← skipped (Adam's bias corrections leave skipped steps out).
 // Shapes: x [len] f32, h [⌈len/2⌉] words (element 2w in the low half of word w), d, g [len];
 // state [4] = (S, good steps, skipped steps, 0), counts held exactly in f32 up to 2²⁴;
-// flags [2] = (the optimizer's gradient scale, skip flag) — the optimizer reads both.
+// flags [3] = (the optimizer's gradient factor, skip flag, skipped steps) — the optimizer
+// reads all three.
 // Dispatch: one invocation per word (cast_f16) or element, 64 per workgroup, grid folded;
 // amp_update one workgroup.
 // Bindings: cast_f16: 0 x, 1 h, 2 p · loss_scale: 0 state, 1 d, 2 p ·
@@ -118,4 +120,5 @@ fn amp_update(@builtin(local_invocation_index) li: u32) {
         }
     }
     up_flags[1] = 0.0;
+    up_flags[2] = up_state[2];
 }

@@ -1407,8 +1407,8 @@ impl Backend {
         }
         nonempty(op, "p", &[n])?;
         self.check_sizes(op, &[("p", n)])?;
-        // (gradient factor, skip flag)
-        let mut scale = vec![1.0f32, 0.0];
+        // (gradient factor, skip flag, skipped steps)
+        let mut scale = vec![1.0f32, 0.0, 0.0];
         if opt.clip_grad_norm > 0.0 {
             let clip = GradNormScale {
                 len: n,

@@ -104,8 +104,8 @@ impl Precision {
 /// gradients divided by it before the update. A step whose gradients hold an ∞ or NaN is
 /// skipped (parameters and optimizer state untouched) and `S` is multiplied by
 /// `backoff_factor`; after `growth_interval` finite steps in a row `S` is multiplied by
-/// `growth_factor`. The whole rule runs on the device: no readback per step.
-/// (One difference: Adam's bias correction counts skipped steps, where PyTorch's does not.)
+/// `growth_factor`. A skipped step does not count in Adam's bias corrections (PyTorch skips
+/// `optimizer.step()`). The whole rule runs on the device: no readback per step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GradScaler {
     pub init_scale: f32,

@@ -506,3 +506,45 @@ fn the_loss_scale_resumes_from_a_checkpoint() {
     // an f32 run loads the same checkpoint (the scale is simply not used)
     wgcnn::train::load_checkpoint(&mut f32_ex, &path, true).unwrap();
 }
+
+/// Adam's bias corrections do not count a skipped step (PyTorch's GradScaler skips
+/// `optimizer.step()`): a run whose first step overflowed and was skipped, then updated on
+/// batch 2, equals a run that updated on batch 2 first — bitwise on the CPU executor (both
+/// take the host's f64 constants for t = 1), within 1e-6 relative on the GPU (whose skipped
+/// path computes them in f32 on the device).
+#[test]
+fn adam_does_not_count_skipped_steps() {
+    let graph = nn::lenet5().unwrap();
+    let opt = Optimizer::adam(1e-3);
+    let skip_once = GradScaler {
+        init_scale: 2f32.powi(40),
+        backoff_factor: 2f32.powi(-30),
+        ..GradScaler::default()
+    };
+    let plain = GradScaler {
+        init_scale: 2f32.powi(10),
+        ..GradScaler::default()
+    };
+    let (b1, b2) = (lenet_batch(8, 71), lenet_batch(8, 72));
+    let gpu = f16_gpu("Adam after a skipped step on the GPU").map(|g| ("gpu", g));
+    for (name, be) in [("cpu", Backend::cpu())].into_iter().chain(gpu) {
+        let mut a =
+            Executor::with_precision(&be, &graph, 8, opt, 4, Precision::F16Mixed(skip_once))
+                .unwrap();
+        a.train_step(&b1.0, Targets::Classes(&b1.1)).unwrap();
+        a.train_step(&b2.0, Targets::Classes(&b2.1)).unwrap();
+        let s = a.loss_scale().unwrap().unwrap();
+        assert_eq!((s.scale, s.skipped_steps), (2f32.powi(10), 1), "{name}");
+        let mut b =
+            Executor::with_precision(&be, &graph, 8, opt, 4, Precision::F16Mixed(plain)).unwrap();
+        b.train_step(&b2.0, Targets::Classes(&b2.1)).unwrap();
+        let (pa, pb) = (a.parameters().unwrap(), b.parameters().unwrap());
+        for ((n, _, x), (_, _, y)) in pa.iter().zip(&pb) {
+            if name == "cpu" {
+                assert_eq!(x, y, "{name} {n}");
+            } else {
+                assert_close(&format!("{name} {n}"), x, y, 1e-7, 1e-6);
+            }
+        }
+    }
+}

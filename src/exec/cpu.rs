@@ -205,8 +205,8 @@ impl CpuExec {
     /// The optimizer update (after clipping the gradient's global norm, if asked).
     fn optimize(&mut self, opt: &Optimizer, t: u64) {
         let len = self.params.len();
-        // (gradient factor, skip flag)
-        let mut scale = vec![1.0, 0.0];
+        // (gradient factor, skip flag, skipped steps)
+        let mut scale = vec![1.0, 0.0, self.scaler[2]];
         if self.amp.is_some() {
             let mut b = [self.scaler.clone(), std::mem::take(&mut self.grads), scale];
             AmpUnscale { len }.cpu(&mut b);

@@ -147,9 +147,9 @@ impl GpuExec {
         allocated += bytes_of_len(buffers_len);
         // (gradient factor, skip flag): the factor is 1 unless clipping by global norm
         // rewrites it each step; mixed precision's overflow sets the flag for one step
-        let grad_scale = ctx.upload("grad_scale", &[1.0f32, 0.0]);
+        let grad_scale = ctx.upload("grad_scale", &[1.0f32, 0.0, 0.0]);
         let scaler = ctx.upload("loss_scaler", &super::init_scaler(plan));
-        allocated += 8 + 16;
+        allocated += 12 + 16;
         let amp = match plan.precision.scaler() {
             Some(scaler_cfg) => {
                 let unscale = AmpUnscale { len: plan.flat_len };
@@ -797,9 +797,15 @@ impl GpuExec {
         self.upload(&buf, bytemuck::cast_slice(b));
     }
 
-    /// Overwrites the loss scaler's state `[4]`.
+    /// Overwrites the loss scaler's state `[4]` (and the skipped-step count the optimizer
+    /// reads beside its gradient factor).
     pub fn load_scaler(&mut self, s: &[f32; 4]) {
         let buf = self.scaler.clone();
         self.upload(&buf, bytemuck::cast_slice(s));
+        let flags = self.grad_scale.clone();
+        self.ctx
+            .queue
+            .write_buffer(&flags, 8, bytemuck::bytes_of(&s[2]));
+        self.counters.bytes_uploaded += 4;
     }
 }

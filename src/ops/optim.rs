@@ -3,7 +3,7 @@
 //! executors run them after a training step's schedule.
 //!
 //! # Shapes
-//! `grad, param, state1, state2 [len]`, `scale [2]` (factor, skip flag), `decay [len]` (or unused),
+//! `grad, param, state1, state2 [len]`, `scale [3]` (factor, skip flag, skipped steps), `decay [len]` (or unused),
 //! `flag [4]` (the training metrics).
 
 use std::any::Any;
@@ -30,7 +30,7 @@ impl Launch for GradNormScale {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![Binding::read("grad", self.len), Binding::update("scale", 2)]
+        vec![Binding::read("grad", self.len), Binding::update("scale", 3)]
     }
 
     fn uniform(&self) -> Vec<u8> {
@@ -50,7 +50,7 @@ impl Launch for GradNormScale {
     }
 
     fn cpu(&self, b: &mut [Vec<f32>]) {
-        b[1].resize(2, 0.0);
+        b[1].resize(3, 0.0);
         b[1][0] = cpu::optim::grad_norm_scale(&b[0], self.max_norm);
     }
 
@@ -93,7 +93,7 @@ impl OptimizerStep {
         let len = self.len;
         vec![
             Binding::read("grad", len),
-            Binding::read("scale", 2),
+            Binding::read("scale", 3),
             Binding::read("decay", decay_len),
             Binding::update("param", len),
             Binding::update("state1", len),
@@ -118,7 +118,8 @@ impl OptimizerStep {
             step,
             bc2,
             masked: masked as u32,
-            pad: [0; 3],
+            t: self.t as u32,
+            pad: [0; 2],
         })
     }
 
@@ -136,12 +137,15 @@ impl OptimizerStep {
         if b[1].get(1).is_some_and(|&skip| skip != 0.0) {
             return; // mixed precision's overflow: the step is skipped
         }
+        // skipped steps do not count in Adam's bias corrections
+        let skipped = b[1].get(2).map_or(0, |&s| s as u64);
+        let t = self.t.saturating_sub(skipped).max(1);
         let (ins, rest) = b.split_at_mut(3);
         let [p, s1, s2, flag] = rest else {
             unreachable!("seven bindings")
         };
         let (g, decay) = (&ins[0], &ins[2]);
-        if cpu::optim::optimizer_step_masked(&self.opt, self.t, p, g, s1, s2, scale, decay) {
+        if cpu::optim::optimizer_step_masked(&self.opt, t, p, g, s1, s2, scale, decay) {
             flag[3] = 1.0;
         }
     }
@@ -242,5 +246,6 @@ struct OptUniform {
     step: f32,
     bc2: f32,
     masked: u32,
-    pad: [u32; 3],
+    t: u32,
+    pad: [u32; 2],
 }

@@ -15,7 +15,7 @@
 //!
 //! # Shapes
 //! `x [len]` f32, `h [⌈len/2⌉]` words; `state [4]` = (S, good steps, skipped steps, 0);
-//! `flags [2]` = (the optimizer's gradient factor, skip flag).
+//! `flags [3]` = (the optimizer's gradient factor, skip flag, skipped steps).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -278,7 +278,7 @@ impl Launch for AmpUnscale {
         vec![
             Binding::read("state", 4),
             Binding::update("grad", self.len),
-            Binding::update("flags", 2),
+            Binding::update("flags", 3),
         ]
     }
 
@@ -344,7 +344,7 @@ impl Launch for AmpUpdate {
     }
 
     fn bindings(&self) -> Vec<Binding> {
-        vec![Binding::update("flags", 2), Binding::update("state", 4)]
+        vec![Binding::update("flags", 3), Binding::update("state", 4)]
     }
 
     fn uniform(&self) -> Vec<u8> {
@@ -386,6 +386,7 @@ impl Launch for AmpUpdate {
             }
         }
         flags[1] = 0.0;
+        flags[2] = st[2];
     }
 
     fn at_batch(&self, _n: usize) -> Arc<dyn Launch> {
