@@ -193,6 +193,11 @@ fn bench_ops(ctx: &GpuContext, a: &Args) -> Vec<OpRow> {
             "x 32×64×32×32, w 64×64×3×3, pad 1",
             conv_dims(32, 64, 32, 64, 3, 1),
         ));
+        convs.push((
+            "ResNet-20 stage 3",
+            "x 128×64×8×8, w 64×64×3×3, pad 1",
+            conv_dims(128, 64, 8, 64, 3, 1),
+        ));
     }
     for (label, shape, d) in convs {
         let x = values(1, d.x.iter().product());
