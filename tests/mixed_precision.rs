@@ -224,6 +224,8 @@ fn every_conv_and_gemm_variant_reads_f16_inputs() {
         ("depthwise 3x3", depthwise(2, 8, 9, 3, 1)),
         ("depthwise 3x3 s2", depthwise(2, 8, 9, 3, 2)),
         ("pointwise", conv2d(2, 16, 7, 12, 1, 1, 0)),
+        // 64 positions per image and 16 channels: the vec4 pointwise variants where they exist
+        ("pointwise 8x8", conv2d(2, 16, 8, 12, 1, 1, 0)),
         ("pointwise s2", conv2d(2, 16, 7, 12, 1, 2, 0)),
     ];
     let mut worst = 0.0f32;
