@@ -582,15 +582,19 @@ fn tile_edges_and_every_kernel_variant() {
 /// writes z, the backward passes read it), across their tile edges: 21 output channels (no
 /// channel tile divides them) over 3 images of 36 positions (9 vec4 units each, so the
 /// 8·PS/4-unit position tiles cross image and batch ends), a layer large enough for 8 × 16
-/// tiles, and one unit per image.
+/// tiles, 32 input channels over 9 images of 56 positions (a CPU adapter's 4 × 32 tiles for
+/// backward-input, 64-unit tiles across 14-unit images), and one unit per image.
 #[test]
 fn pointwise_v4_launches_match_the_twin() {
     let Some(g) = gpu() else { return };
     let ctx = g.gpu_context().expect("a GPU backend");
-    for (i, (x, o)) in [([3, 20, 6, 6], 21), ([2, 40, 8, 8], 70), ([1, 4, 2, 2], 3)]
-        .into_iter()
-        .enumerate()
-    {
+    let layers = [
+        ([3, 20, 6, 6], 21),
+        ([2, 40, 8, 8], 70),
+        ([9, 32, 7, 8], 24),
+        ([1, 4, 2, 2], 3),
+    ];
+    for (i, (x, o)) in layers.into_iter().enumerate() {
         let d = ConvParams::default()
             .for_dims(2)
             .dims("v4", [x[0], x[1], 1, x[2], x[3]], [o, x[1], 1, 1, 1])

@@ -634,7 +634,7 @@ fn depthwise_channels(p: &ConvUniform, min_groups: u64) -> u32 {
 const DEPTHWISE_POSITIONS: u64 = 64;
 
 /// The register tile of a pointwise kernel: among the adapter's GEMM tiles (its
-/// `pointwise_w` tiles for the vec4 weight gradient), those whose
+/// `pointwise_v4` and `pointwise_w` tiles for the vec4 kernels), those whose
 /// 8·PR rows and 8·PS columns cover the output's rows and columns with at most an eighth
 /// wasted (32 channels fill 8·4 rows, but only half of 8·8), the first that gives the
 /// dispatch `min_groups` workgroups (all tiles if none wastes that little).
@@ -650,10 +650,10 @@ fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (
         _ => (p.o as u64, p.c as u64),
     };
     let fits = |len: u64, per: u32| len.div_ceil(8 * per as u64) * 8 * per as u64 - len <= len / 8;
-    let all = if entry == "conv_backward_weight_pointwise_v4" {
-        t.pointwise_w
-    } else {
-        t.gemm
+    let all = match entry {
+        "conv_backward_weight_pointwise_v4" => t.pointwise_w,
+        "conv_forward_pointwise_v4" | "conv_backward_input_pointwise_v4" => t.pointwise_v4,
+        _ => t.gemm,
     };
     let good: Vec<(u32, u32)> = all
         .iter()
