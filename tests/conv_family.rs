@@ -583,7 +583,9 @@ fn tile_edges_and_every_kernel_variant() {
 /// channel tile divides them) over 3 images of 36 positions (9 vec4 units each, so the
 /// 8·PS/4-unit position tiles cross image and batch ends), a layer large enough for 8 × 16
 /// tiles, 32 input channels over 9 images of 56 positions (a CPU adapter's 4 × 32 tiles for
-/// backward-input, 64-unit tiles across 14-unit images), and one unit per image.
+/// backward-input, 64-unit tiles across 14-unit images), and one unit per image. Beside them
+/// a scalar layer of 128 → 128 channels over 11 images of 49 positions: 16-row tiles (a CPU
+/// adapter's 16 × 8 forward and backward-input, 16 × 16 weight gradient).
 #[test]
 fn pointwise_v4_launches_match_the_twin() {
     let Some(g) = gpu() else { return };
@@ -593,6 +595,7 @@ fn pointwise_v4_launches_match_the_twin() {
         ([2, 40, 8, 8], 70),
         ([9, 32, 7, 8], 24),
         ([1, 4, 2, 2], 3),
+        ([11, 128, 7, 7], 128),
     ];
     for (i, (x, o)) in layers.into_iter().enumerate() {
         let d = ConvParams::default()
@@ -608,7 +611,8 @@ fn pointwise_v4_launches_match_the_twin() {
                 let l = Conv::new(pass, d, true, act);
                 let tag = format!("{x:?} → {o}, {pass:?}, act {act:?}");
                 let entry = l.gpu(ctx).expect("conv launch").entry;
-                assert!(entry.ends_with("_pointwise_v4"), "{tag}: {entry}");
+                let v4 = (x[2] * x[3]) % 4 == 0;
+                assert_eq!(entry.ends_with("_pointwise_v4"), v4, "{tag}: {entry}");
                 let ins: Vec<Vec<f32>> = l
                     .bindings()
                     .iter()

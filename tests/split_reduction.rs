@@ -150,6 +150,13 @@ fn partials_match_the_twin_at_partition_edges() {
             5,
         ),
         ("1x1 vec4, 2 rows in 5 parts", dims(1, 4, 2, 3, 1, 1, 0), 5),
+        // 1×1 kernel, 128 → 128 channels of 5 × 5 (the scalar pointwise variant in one
+        // 16 × 16 tile on a CPU adapter): 2·5 = 10 rows
+        (
+            "1x1 16x16 tile, 10 rows in 3 parts",
+            dims(2, 128, 5, 128, 1, 1, 0),
+            3,
+        ),
         // depthwise 3×3 `same`, sliding-window variant: 3·11 = 33 rows
         ("depthwise, 1 part", depthwise(3, 5, 11, 3, 1), 1),
         (

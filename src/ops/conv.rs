@@ -579,11 +579,12 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
         "conv_forward_pointwise"
         | "conv_forward_pointwise_v4"
         | "conv_backward_input_pointwise"
-        | "conv_backward_input_pointwise_v4"
-        | "conv_backward_weight_pointwise" => pointwise_tile(entry, p, t, min_groups),
+        | "conv_backward_input_pointwise_v4" => pointwise_tile(entry, p, t, min_groups),
         // the largest tile: where it leaves too few workgroups, the plan splits the sum
         // (`weight_parts`) rather than shrink the tile
-        "conv_backward_weight_pointwise_v4" => pointwise_tile(entry, p, t, 1),
+        "conv_backward_weight_pointwise" | "conv_backward_weight_pointwise_v4" => {
+            pointwise_tile(entry, p, t, 1)
+        }
         "conv_backward_weight_depthwise" => (depthwise_channels(p, min_groups), 1),
         "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
         "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
@@ -633,8 +634,9 @@ fn depthwise_channels(p: &ConvUniform, min_groups: u64) -> u32 {
 /// before its channel's partials are reduced.
 const DEPTHWISE_POSITIONS: u64 = 64;
 
-/// The register tile of a pointwise kernel: among the adapter's GEMM tiles (its
-/// `pointwise_v4` and `pointwise_w` tiles for the vec4 kernels), those whose
+/// The register tile of a pointwise kernel: among the adapter's pointwise tiles
+/// (`Tiles::pointwise`, `pointwise_v4`, `pointwise_w`: the GEMM's and a few larger or
+/// narrower ones), those whose
 /// 8·PR rows and 8·PS columns cover the output's rows and columns with at most an eighth
 /// wasted (32 channels fill 8·4 rows, but only half of 8·8), the first that gives the
 /// dispatch `min_groups` workgroups (all tiles if none wastes that little).
@@ -651,8 +653,9 @@ fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (
     };
     let fits = |len: u64, per: u32| len.div_ceil(8 * per as u64) * 8 * per as u64 - len <= len / 8;
     let all = match entry {
-        "conv_backward_weight_pointwise_v4" => t.pointwise_w,
+        "conv_backward_weight_pointwise" | "conv_backward_weight_pointwise_v4" => t.pointwise_w,
         "conv_forward_pointwise_v4" | "conv_backward_input_pointwise_v4" => t.pointwise_v4,
+        "conv_forward_pointwise" | "conv_backward_input_pointwise" => t.pointwise,
         _ => t.gemm,
     };
     let good: Vec<(u32, u32)> = all
