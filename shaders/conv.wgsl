@@ -36,11 +36,12 @@
 //   backward-weight:  a workgroup per WR × WS tile of [dw | db]; its 64 invocations split the
 //                     N·OD·OH rows (row r to invocation r mod 64), each accumulating the whole
 //                     tile over its rows, then the 64 partial tiles are summed in workgroup
-//                     memory in a fixed order (deterministic; no atomics): a tree, a barrier
-//                     per level, on GPUs; on CPU adapters (SERIAL_SUM = 1), where a barrier
+//                     memory by a fixed-order tree (deterministic; no atomics): a barrier
+//                     per level on GPUs; on CPU adapters (SERIAL_SUM = 1), where a barrier
 //                     and every workgroup-memory access cost a pass through all 64
-//                     invocations, invocation v adds value v's 64 partials in lane order
-//                     between two barriers (the tree measured up to 2.5× the whole weight
+//                     invocations, invocation v loads value v's 64 partials and adds them
+//                     in the same pairing in registers (tree_sum64: the same bits) between
+//                     two barriers (the barrier tree measured up to 2.5× the whole weight
 //                     gradient of a 1×1 layer on lavapipe).
 // Variants computing the same functions for particular layers, picked by the host
 // (src/ops/conv.rs::variant; see their sections at the end):
@@ -93,10 +94,10 @@ const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
 const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
 const SERIAL_SUM: u32 = 0u; // backward-weight workgroup reductions: 0 = a fixed-order tree,
-                            // a barrier per level (GPUs); 1 = invocation v adds value v's
-                            // partials in lane order 0, 1, …, 63 between two barriers (CPU
-                            // adapters, where a barrier and each workgroup-memory access cost
-                            // a pass through every invocation)
+                            // a barrier per level (GPUs); 1 = invocation v sums value v's
+                            // partials in the same tree pairing in registers (tree_sum64)
+                            // between two barriers (CPU adapters, where a barrier and each
+                            // workgroup-memory access cost a pass through every invocation)
 const SPLIT: u32 = 0u;      // backward-weight: 1 = write the partial sums of row partition
                             // `part` into the scratch bound as dw (see "Split reduction")
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
@@ -107,6 +108,19 @@ fn zero_if_plain(v: u32) -> u32 { return select(v, 0u, PLAIN == 1u); }
 
 // First row of partition `q` of the backward-weight rows (the twin's `part_starts`).
 fn part_start(q: u32, rows: u32, parts: u32) -> u32 { return (q * rows) / parts; }
+
+// The sum of WG = 64 partials in the pairing of the barrier-per-level tree (level s = 32, 16,
+// …, 1 adds element l + s into l), computed by one invocation in registers: the tree's bits
+// without its barriers (SERIAL_SUM = 1, CPU adapters).
+fn tree_sum64(p: array<f32, 64>) -> f32 {
+    var a = p;
+    /*unroll*/ for (var l = 0u; l < 32u; l++) { a[l] += a[l + 32u]; }
+    /*unroll*/ for (var l = 0u; l < 16u; l++) { a[l] += a[l + 16u]; }
+    /*unroll*/ for (var l = 0u; l < 8u; l++) { a[l] += a[l + 8u]; }
+    /*unroll*/ for (var l = 0u; l < 4u; l++) { a[l] += a[l + 4u]; }
+    /*unroll*/ for (var l = 0u; l < 2u; l++) { a[l] += a[l + 2u]; }
+    return a[0] + a[1];
+}
 
 // The stored tap of kernel offset `t` (flat over e, a, b) of a kernel with `kvol` taps.
 fn conv_tap(t: u32, kvol: u32) -> u32 {
@@ -407,9 +421,9 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         workgroupBarrier();
         if (SERIAL_SUM == 1u) {
             if (li < WS) {
-                var sum = bw_red[li * WG];
-                for (var l = 1u; l < WG; l++) { sum += bw_red[li * WG + l]; }
-                bw_red[li * WG] = sum;
+                var a: array<f32, 64>;
+                /*unroll*/ for (var l = 0u; l < 64u; l++) { a[l] = bw_red[li * WG + l]; }
+                bw_red[li * WG] = tree_sum64(a);
             }
             workgroupBarrier();
         } else {
@@ -535,9 +549,9 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
         if (SERIAL_SUM == 1u) {
             for (var v = li; v < WRED; v += WG) {
-                var sum = bwr_red[v * WG];
-                for (var l = 1u; l < WG; l++) { sum += bwr_red[v * WG + l]; }
-                bwr_red[v * WG] = sum;
+                var a: array<f32, 64>;
+                /*unroll*/ for (var l = 0u; l < 64u; l++) { a[l] = bwr_red[v * WG + l]; }
+                bwr_red[v * WG] = tree_sum64(a);
             }
             workgroupBarrier();
         } else {
@@ -759,7 +773,7 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // each invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
 // DKH new inputs for DKH·DKW multiply-adds (the generic kernel loads an input per
 // multiply-add here). Each channel's DL partials are summed as conv_backward_weight's (a
-// tree over the DL invocations, or in lane order with SERIAL_SUM). Same bindings as
+// tree over the DL invocations, in registers with SERIAL_SUM). Same bindings as
 // conv_backward_weight.
 const DKH: u32 = 3u;    // kernel height (= kh)
 const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
@@ -841,9 +855,13 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     if (SERIAL_SUM == 1u) {
         for (var q = li; q < DCH * DRED; q += WG) {
             let base = (q % DRED) * WG + (q / DRED) * DL;
-            var sum = bwd_red[base];
-            for (var l = 1u; l < DL; l++) { sum += bwd_red[base + l]; }
-            bwd_red[base] = sum;
+            // the channel's DL partials, zeros after them: the levels s ≥ DL add zeros, the
+            // rest pair as the DL-wide tree does
+            var a: array<f32, 64>;
+            /*unroll*/ for (var l = 0u; l < 64u; l++) {
+                a[l] = select(0.0, bwd_red[base + min(l, DL - 1u)], l < DL);
+            }
+            bwd_red[base] = tree_sum64(a);
         }
         workgroupBarrier();
     } else {

@@ -63,8 +63,8 @@ pub(crate) struct Tiles {
     /// split into row partitions (`ops::conv::weight_parts`).
     pub split_groups: u64,
     /// Workgroup reductions without a barrier per tree level: batch norm's tree walked by
-    /// one invocation between two barriers (the same order), the conv weight gradients'
-    /// partials added in lane order by one invocation per value (`SERIAL_SUM`).
+    /// one invocation between two barriers, the conv weight gradients' trees in registers
+    /// by one invocation per value (`SERIAL_SUM`); the same order, the same bits.
     pub(crate) serial_tree: bool,
 }
 
