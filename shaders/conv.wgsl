@@ -36,18 +36,26 @@
 //   backward-weight:  a workgroup per WR × WS tile of [dw | db]; its 64 invocations split the
 //                     N·OD·OH rows (row r to invocation r mod 64), each accumulating the whole
 //                     tile over its rows, then the 64 partial tiles are summed in workgroup
-//                     memory by a fixed-order tree (deterministic; no atomics).
+//                     memory by a fixed-order tree (deterministic; no atomics): a barrier
+//                     per level on GPUs; on CPU adapters (SERIAL_SUM = 1), where a barrier
+//                     and every workgroup-memory access cost a pass through all 64
+//                     invocations, invocation v loads value v's 64 partials and adds them
+//                     in the same pairing in registers (tree_sum64: the same bits) between
+//                     two barriers (the barrier tree measured up to 2.5× the whole weight
+//                     gradient of a 1×1 layer on lavapipe).
 // Variants computing the same functions for particular layers, picked by the host
 // (src/ops/conv.rs::variant; see their sections at the end):
 //   stride-1 rows (2-D layers without groups, dilation or flip): conv_backward_input_rows (an
 //     invocation per IR channels × IS consecutive positions of one input row) and
-//     conv_backward_weight_rows (tiles of WR output channels × WA whole kernel rows), both
-//     reusing each loaded value across the KWC kernel columns that slide over it;
+//     conv_backward_weight_rows (tiles of WR output channels × WA whole kernel rows; also
+//     1×1 kernels at any stride), both reusing each loaded value across the KWC kernel
+//     columns that slide over it;
 //   depthwise sliding windows (C = O = groups, sw = 1): conv_forward_depthwise,
 //     conv_backward_input_depthwise (sh = 1 too), conv_backward_weight_depthwise;
 //   pointwise (1×1, no padding or groups): conv_forward_pointwise,
 //     conv_backward_input_pointwise (stride 1), conv_backward_weight_pointwise — GEMM-shaped
-//     register tiles over channels × positions.
+//     register tiles over channels × positions; their _v4 forms (stride 1, positions per
+//     image and input channels multiples of 4) load vec4 units of 4 positions.
 // Split reduction (SPLIT = 1, every backward-weight kernel): when the tiles of [dw | db] are
 // too few to fill the device, the N·OD·OH rows are cut into `p.parts` partitions, partition q
 // holding rows part_start(q) .. part_start(q + 1) (q·rows / parts, rounded down; empty when
@@ -57,9 +65,9 @@
 // partitions in order q = 0, 1, … — no atomics, so the result is the same bits every run.
 // Without SPLIT, parts = 1 and the one partition is every row.
 // Bindings: read-only inputs first, outputs next, the uniform `p` last:
-//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p   (and its _depthwise, _pointwise)
-//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and its _rows, _depthwise, _pointwise)
-//   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and its _rows, _depthwise, _pointwise)
+//   conv_forward:          0 x, 1 w, 2 b, 3 y, 4 z, 5 p   (and its _depthwise, _pointwise(_v4))
+//   conv_backward_input:   0 dy, 1 w, 2 y, 3 dx, 4 p        (and its _rows, _depthwise, _pointwise(_v4))
+//   conv_backward_weight:  0 x, 1 dy, 2 y, 3 dw, 4 db, 5 p   (and its _rows, _depthwise, _pointwise(_v4))
 
 struct ConvUniform {
     n: u32, c: u32, d: u32, h: u32,
@@ -85,8 +93,11 @@ const IR: u32 = 4u;         // backward-input: input channels per invocation
 const IS: u32 = 8u;         // backward-input: positions per invocation
 const WR: u32 = 8u;         // backward-weight: output channels per tile
 const WS: u32 = 8u;         // backward-weight: (c,e,a,b) columns per tile
-const SERIAL_TREE: u32 = 0u; // depthwise backward-weight: 1 = one invocation walks the tree
-                            // (CPU adapters, where a barrier per level costs more)
+const SERIAL_SUM: u32 = 0u; // backward-weight workgroup reductions: 0 = a fixed-order tree,
+                            // a barrier per level (GPUs); 1 = invocation v sums value v's
+                            // partials in the same tree pairing in registers (tree_sum64)
+                            // between two barriers (CPU adapters, where a barrier and each
+                            // workgroup-memory access cost a pass through every invocation)
 const SPLIT: u32 = 0u;      // backward-weight: 1 = write the partial sums of row partition
                             // `part` into the scratch bound as dw (see "Split reduction")
 // (the stride-1 variants add WA, KWC, KWM, WRED and SEG, declared with them below)
@@ -97,6 +108,19 @@ fn zero_if_plain(v: u32) -> u32 { return select(v, 0u, PLAIN == 1u); }
 
 // First row of partition `q` of the backward-weight rows (the twin's `part_starts`).
 fn part_start(q: u32, rows: u32, parts: u32) -> u32 { return (q * rows) / parts; }
+
+// The sum of WG = 64 partials in the pairing of the barrier-per-level tree (level s = 32, 16,
+// …, 1 adds element l + s into l), computed by one invocation in registers: the tree's bits
+// without its barriers (SERIAL_SUM = 1, CPU adapters).
+fn tree_sum64(p: array<f32, 64>) -> f32 {
+    var a = p;
+    /*unroll*/ for (var l = 0u; l < 32u; l++) { a[l] += a[l + 32u]; }
+    /*unroll*/ for (var l = 0u; l < 16u; l++) { a[l] += a[l + 16u]; }
+    /*unroll*/ for (var l = 0u; l < 8u; l++) { a[l] += a[l + 8u]; }
+    /*unroll*/ for (var l = 0u; l < 4u; l++) { a[l] += a[l + 4u]; }
+    /*unroll*/ for (var l = 0u; l < 2u; l++) { a[l] += a[l + 2u]; }
+    return a[0] + a[1];
+}
 
 // The stored tap of kernel offset `t` (flat over e, a, b) of a kernel with `kvol` taps.
 fn conv_tap(t: u32, kvol: u32) -> u32 {
@@ -395,11 +419,20 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     /*unroll*/ for (var r = 0u; r < WR; r++) {
         /*unroll*/ for (var s = 0u; s < WS; s++) { bw_red[s * WG + li] = acc[r][s]; }
         workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st = st / 2u) {
-            if (li < st) {
-                /*unroll*/ for (var s = 0u; s < WS; s++) { bw_red[s * WG + li] += bw_red[s * WG + li + st]; }
+        if (SERIAL_SUM == 1u) {
+            if (li < WS) {
+                var a: array<f32, 64>;
+                /*unroll*/ for (var l = 0u; l < 64u; l++) { a[l] = bw_red[li * WG + l]; }
+                bw_red[li * WG] = tree_sum64(a);
             }
             workgroupBarrier();
+        } else {
+            for (var st = WG / 2u; st > 0u; st = st / 2u) {
+                if (li < st) {
+                    /*unroll*/ for (var s = 0u; s < WS; s++) { bw_red[s * WG + li] += bw_red[s * WG + li + st]; }
+                }
+                workgroupBarrier();
+            }
         }
         let o = o0 + r;
         if (li < WS && o < g.o) {
@@ -415,7 +448,8 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 }
 
 // ---- backward to the weights, stride-1 rows variant ---------------------------------------
-// The same sums as conv_backward_weight for sw = 1, with the tile's columns whole kernel
+// The same sums as conv_backward_weight for sw = 1 (any sw for 1×1 kernels, KWC = 1, whose
+// window of one input slides by sw), with the tile's columns whole kernel
 // rows: WA (c,a) rows × KWC columns b. Along an output row, consecutive positions j see the
 // input row shifted by one, so each invocation keeps a window of KWC inputs per (c,a) row and
 // loads one new input per row and position instead of KWC. The bias sum db[o] is accumulated
@@ -486,7 +520,8 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
         for (var j = 0u; j < g.ow; j++) {
-            let iw = i32(j + KWM) - pw;
+            // a 1×1 kernel has no window to slide: any column stride (folds away otherwise)
+            let iw = i32(select(j, j * g.sw, KWC == 1u) + KWM) - pw;
             let okc = iw >= 0 && iw < wi;
             /*unroll*/ for (var u = 0u; u < WA; u++) {
                 /*unroll*/ for (var b = 0u; b < KWM; b++) { win[u][b] = win[u][b + 1u]; }
@@ -512,11 +547,20 @@ fn conv_backward_weight_rows(@builtin(workgroup_id) wid: vec3<u32>,
         }
         bwr_red[(WRED - 1u) * WG + li] = accb[r];
         workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st = st / 2u) {
-            if (li < st) {
-                for (var v = 0u; v < WRED; v++) { bwr_red[v * WG + li] += bwr_red[v * WG + li + st]; }
+        if (SERIAL_SUM == 1u) {
+            for (var v = li; v < WRED; v += WG) {
+                var a: array<f32, 64>;
+                /*unroll*/ for (var l = 0u; l < 64u; l++) { a[l] = bwr_red[v * WG + l]; }
+                bwr_red[v * WG] = tree_sum64(a);
             }
             workgroupBarrier();
+        } else {
+            for (var st = WG / 2u; st > 0u; st = st / 2u) {
+                if (li < st) {
+                    for (var v = 0u; v < WRED; v++) { bwr_red[v * WG + li] += bwr_red[v * WG + li + st]; }
+                }
+                workgroupBarrier();
+            }
         }
         let o = o0 + r;
         if (o < g.o) {
@@ -722,16 +766,20 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // ---- backward to the weights, depthwise sliding-window variant ------------------------------
 // The same sums as conv_backward_weight for the layers conv_forward_depthwise serves:
 //   dw[c,a,b] = Σ_n Σ_i Σ_j dy'[n,c,i,j] · x[n,c, i·sh + a − ph, j + b − pw],  db[c] = Σ dy'
-// A workgroup per channel (and row partition, SPLIT as the other backward-weight kernels);
-// its 64 invocations split the N·OH output rows (row r to invocation r mod 64). Along a row,
+// A workgroup per DCH channels (and row partition, SPLIT as the other backward-weight
+// kernels): invocation li works on channel c0 + li / DL, and the DL = 64 / DCH invocations of
+// a channel split its N·OH output rows (row r to invocation r mod DL; DCH > 1 on small images,
+// chosen by the host, so an invocation has more than a few positions to sum). Along a row,
 // each invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
 // DKH new inputs for DKH·DKW multiply-adds (the generic kernel loads an input per
-// multiply-add here). The partial tiles are summed by the fixed-order tree of
-// conv_backward_weight (walked by one invocation on CPU adapters, SERIAL_TREE: the same
-// order, the same bits). Same bindings as conv_backward_weight.
+// multiply-add here). Each channel's DL partials are summed as conv_backward_weight's (a
+// tree over the DL invocations, in registers with SERIAL_SUM). Same bindings as
+// conv_backward_weight.
 const DKH: u32 = 3u;    // kernel height (= kh)
 const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
 const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
+const DCH: u32 = 1u;    // channels per workgroup (1, 2, 4 or 8; more on small images)
+const DL: u32 = WG / DCH; // invocations per channel
 
 var<workgroup> bwd_red: array<f32, WG * DRED>;
 
@@ -741,20 +789,25 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                                   @builtin(local_invocation_index) li: u32) {
     let g = bw_p;
     let tq = flat_group(wid, nwg);
+    let cgroups = (g.o + DCH - 1u) / DCH;
     // a folded grid may hold a few workgroups past the last partition: they all leave
-    if (tq >= g.o * g.parts) { return; }
-    let part = tq / g.o;
-    let c = tq % g.o;
+    if (tq >= cgroups * g.parts) { return; }
+    let part = tq / cgroups;
+    let c0 = (tq % cgroups) * DCH; // the workgroup's first channel
+    let lc = li / DL;              // this invocation's channel c0 + lc, and its lane in it
+    let ll = li % DL;
+    let c = min(c0 + lc, g.o - 1u);
     let nrows = g.n * g.oh;
     let row0 = part_start(part, nrows, g.parts);
-    let row1 = part_start(part + 1u, nrows, g.parts);
+    // invocations of a channel past the last one sum nothing
+    let row1 = select(row0, part_start(part + 1u, nrows, g.parts), c0 + lc < g.o);
     let kk = DKH * DKW;
     let pbase = part * (g.o * kk + HAS_BIAS * g.o);
     let wi = i32(g.w);
     let pw = i32(g.pw);
     var acc: array<array<f32, DKW>, DKH>;
     var accb = 0.0;
-    for (var row = row0 + li; row < row1; row += WG) {
+    for (var row = row0 + ll; row < row1; row += DL) {
         let n = row / g.oh;
         let i = row % g.oh;
         let ybase = ((n * g.o + c) * g.oh + i) * g.ow;
@@ -798,30 +851,37 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     }
     bwd_red[kk * WG + li] = accb;
     workgroupBarrier();
-    if (SERIAL_TREE == 1u) {
-        // CPU adapters: one invocation walks the same tree (the same bits) between two
-        // barriers instead of a barrier per level
-        if (li == 0u) {
-            for (var st = WG / 2u; st > 0u; st = st / 2u) {
-                for (var l = 0u; l < st; l++) {
-                    for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + l] += bwd_red[v * WG + l + st]; }
-                }
+    // per channel, value v's DL partials sit at bwd_red[v·WG + lc·DL + 0 .. DL − 1]
+    if (SERIAL_SUM == 1u) {
+        for (var q = li; q < DCH * DRED; q += WG) {
+            let base = (q % DRED) * WG + (q / DRED) * DL;
+            // the channel's DL partials, zeros after them: the levels s ≥ DL add zeros, the
+            // rest pair as the DL-wide tree does
+            var a: array<f32, 64>;
+            /*unroll*/ for (var l = 0u; l < 64u; l++) {
+                a[l] = select(0.0, bwd_red[base + min(l, DL - 1u)], l < DL);
             }
+            bwd_red[base] = tree_sum64(a);
         }
         workgroupBarrier();
     } else {
-        for (var st = WG / 2u; st > 0u; st = st / 2u) {
-            if (li < st) {
+        for (var st = DL / 2u; st > 0u; st = st / 2u) {
+            if (ll < st) {
                 for (var v = 0u; v < DRED; v++) { bwd_red[v * WG + li] += bwd_red[v * WG + li + st]; }
             }
             workgroupBarrier();
         }
     }
-    for (var v = li; v < DRED; v += WG) {
-        if (v < kk) {
-            bw_dw[pbase + c * kk + v] = bwd_red[v * WG];
-        } else if (HAS_BIAS == 1u) {
-            if (SPLIT == 1u) { bw_dw[pbase + g.o * kk + c] = bwd_red[v * WG]; } else { bw_db[c] = bwd_red[v * WG]; }
+    for (var q = li; q < DCH * DRED; q += WG) {
+        let oc = c0 + q / DRED;
+        let v = q % DRED;
+        let total = bwd_red[v * WG + (q / DRED) * DL];
+        if (oc < g.o) {
+            if (v < kk) {
+                bw_dw[pbase + oc * kk + v] = total;
+            } else if (HAS_BIAS == 1u) {
+                if (SPLIT == 1u) { bw_dw[pbase + g.o * kk + oc] = total; } else { bw_db[oc] = total; }
+            }
         }
     }
 }
@@ -903,6 +963,77 @@ fn conv_forward_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// conv_forward_pointwise_v4: the same sums for stride 1 with P and C multiples of 4, in vec4
+// units: 4 consecutive positions of a channel (x, y) or 4 consecutive input channels of a
+// weight row. Each invocation's PS positions are PS/4 units, units lx + 8s; per 4 input
+// channels it loads PR weight units and 4·PS/4 input units — a quarter of the scalar
+// kernel's loads — for the same 4·PR·PS multiply-adds, each output summed over c in the same
+// order. (CPU adapters gather a storage access lane by lane: a vec4 costs about what a float
+// does.) Binds x, w and y as arrays of vec4 (b and z stay scalar: they may be stand-ins).
+@group(0) @binding(0) var<storage, read> f_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> f_w4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> f_y4: array<vec4<f32>>;
+
+const PU: u32 = 1u;     // conv_forward_pointwise_v4: PS / 4, vec4 position units per invocation
+
+@compute @workgroup_size(64)
+fn conv_forward_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    let g = f_p;
+    let np4 = g.oh * g.ow / 4u; // units per plane
+    let nu = g.n * np4;
+    let c4 = g.c / 4u;
+    let tiles_q = (nu + 8u * PU - 1u) / (8u * PU);
+    let t = flat_group(wid, nwg);
+    if (t >= ((g.o + 8u * PR - 1u) / (8u * PR)) * tiles_q) { return; }
+    let o0 = (t / tiles_q) * (8u * PR) + li / 8u;
+    let u0 = (t % tiles_q) * (8u * PU) + li % 8u;
+    // weight-row offsets in units; per unit u = n·P/4 + p/4: the offsets of x[n, 0, p] and
+    // y[n, 0, p] in units (clamped: the stores are masked)
+    var wo: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { wo[r] = min(o0 + 8u * r, g.o - 1u) * c4; }
+    var xo: array<u32, PU>;
+    var yo: array<u32, PU>;
+    /*unroll*/ for (var s = 0u; s < PU; s++) {
+        let u = min(u0 + 8u * s, nu - 1u);
+        let n = u / np4;
+        let pu = u % np4;
+        xo[s] = n * g.c * np4 + pu;
+        yo[s] = n * g.o * np4 + pu;
+    }
+    var acc: array<array<vec4<f32>, PU>, PR>;
+    var xc = 0u;
+    for (var c = 0u; c < c4; c++) {
+        var av: array<vec4<f32>, PR>;
+        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w4[wo[r] + c]; }
+        /*unroll*/ for (var k = 0u; k < 4u; k++) {
+            var bv: array<vec4<f32>, PU>;
+            /*unroll*/ for (var s = 0u; s < PU; s++) { bv[s] = f_x4[xo[s] + xc]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) {
+                /*unroll*/ for (var s = 0u; s < PU; s++) { acc[r][s] += av[r][k] * bv[s]; }
+            }
+            xc += np4;
+        }
+    }
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let o = o0 + 8u * r;
+        var bias = 0.0;
+        if (HAS_BIAS == 1u) { bias = f_b[min(o, g.o - 1u)]; }
+        /*unroll*/ for (var s = 0u; s < PU; s++) {
+            if (o < g.o && u0 + 8u * s < nu) {
+                let k = yo[s] + o * np4;
+                let v = acc[r][s] + bias;
+                if (KEEP_Z == 1u) {
+                    /*unroll*/ for (var e = 0u; e < 4u; e++) { f_z[4u * k + e] = v[e]; }
+                }
+                f_y4[k] = vec4<f32>(act_fwd(v.x, ACT, g.alpha), act_fwd(v.y, ACT, g.alpha),
+                                    act_fwd(v.z, ACT, g.alpha), act_fwd(v.w, ACT, g.alpha));
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(num_workgroups) nwg: vec3<u32>,
@@ -971,6 +1102,71 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// conv_backward_input_pointwise_v4: the same sums as conv_backward_input_pointwise for
+// stride 1 with P a multiple of 4: each invocation's PS positions are PS/4 vec4 units (as
+// conv_forward_pointwise_v4), so per output channel o it loads PR weights and PS/4 dy' units
+// — half the scalar kernel's loads — for the same PR·PS multiply-adds, each input summed
+// over o in the same order. Binds dy and dx as arrays of vec4 (y, a stand-in without a
+// fused activation, stays scalar).
+@group(0) @binding(0) var<storage, read> bi_dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> bi_dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn conv_backward_input_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) li: u32) {
+    let g = bi_p;
+    let np4 = g.oh * g.ow / 4u; // units per plane
+    let nu = g.n * np4;
+    let tiles_q = (nu + 8u * PU - 1u) / (8u * PU);
+    let t = flat_group(wid, nwg);
+    if (t >= ((g.c + 8u * PR - 1u) / (8u * PR)) * tiles_q) { return; }
+    let c0 = (t / tiles_q) * (8u * PR) + li / 8u;
+    let u0 = (t % tiles_q) * (8u * PU) + li % 8u;
+    var wc: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { wc[r] = min(c0 + 8u * r, g.c - 1u); }
+    // per unit u = n·P/4 + p/4: the offsets of dy[n, 0, p] and dx[n, 0, p] in units
+    var yo: array<u32, PU>;
+    var xo: array<u32, PU>;
+    /*unroll*/ for (var s = 0u; s < PU; s++) {
+        let u = min(u0 + 8u * s, nu - 1u);
+        let n = u / np4;
+        let pu = u % np4;
+        yo[s] = n * g.o * np4 + pu;
+        xo[s] = n * g.c * np4 + pu;
+    }
+    var acc: array<array<vec4<f32>, PU>, PR>;
+    var wrow = 0u;
+    var yc = 0u;
+    for (var o = 0u; o < g.o; o++) {
+        var av: array<f32, PR>;
+        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        var bv: array<vec4<f32>, PU>;
+        /*unroll*/ for (var s = 0u; s < PU; s++) {
+            let k = yo[s] + yc;
+            var d = bi_dy4[k];
+            if (ACT != 0u) {
+                d *= vec4<f32>(act_grad_fused(bi_y[4u * k], ACT, g.alpha),
+                               act_grad_fused(bi_y[4u * k + 1u], ACT, g.alpha),
+                               act_grad_fused(bi_y[4u * k + 2u], ACT, g.alpha),
+                               act_grad_fused(bi_y[4u * k + 3u], ACT, g.alpha));
+            }
+            bv[s] = d;
+        }
+        /*unroll*/ for (var r = 0u; r < PR; r++) {
+            /*unroll*/ for (var s = 0u; s < PU; s++) { acc[r][s] += av[r] * bv[s]; }
+        }
+        wrow += g.c;
+        yc += np4;
+    }
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let c = c0 + 8u * r;
+        /*unroll*/ for (var s = 0u; s < PU; s++) {
+            if (c < g.c && u0 + 8u * s < nu) { bi_dx4[xo[s] + c * np4] = acc[r][s]; }
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
                                   @builtin(num_workgroups) nwg: vec3<u32>,
@@ -1016,6 +1212,91 @@ fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
                 /*unroll*/ for (var s = 0u; s < PS; s++) { acc[r][s] += av[r] * bv[s]; }
             }
             xj += g.sw;
+        }
+    }
+    let bias_lane = HAS_BIAS == 1u && t % tiles_c == 0u && li % 8u == 0u;
+    /*unroll*/ for (var r = 0u; r < PR; r++) {
+        let o = o0 + 8u * r;
+        if (o < g.o) {
+            /*unroll*/ for (var s = 0u; s < PS; s++) {
+                let c = c0 + 8u * s;
+                if (c < g.c) { bw_dw[pbase + o * g.c + c] = acc[r][s]; }
+            }
+            if (bias_lane) {
+                if (SPLIT == 1u) { bw_dw[pbase + g.o * g.c + o] = accb[r]; } else { bw_db[o] = accb[r]; }
+            }
+        }
+    }
+}
+
+// conv_backward_weight_pointwise_v4: the same sums as conv_backward_weight_pointwise for
+// stride 1 with P a multiple of 4, in vec4 units of 4 consecutive positions of a plane
+// (dy, x): per unit an invocation loads PR dy' units and PS x units — a quarter of the
+// scalar kernel's loads — and adds the 4 products of each output in position order. The
+// N·P positions are flat (f = n·P + p = row·OW + j), so a partition of rows (SPLIT) is the
+// range f0 = row0·OW .. f1 = row1·OW, whose first and last units may be cut: dy' outside it
+// is masked to 0. Binds x and dy as arrays of vec4 (y, a stand-in without a fused
+// activation, stays scalar).
+@group(0) @binding(0) var<storage, read> bw_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> bw_dy4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn conv_backward_weight_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
+                                     @builtin(num_workgroups) nwg: vec3<u32>,
+                                     @builtin(local_invocation_index) li: u32) {
+    let g = bw_p;
+    let np4 = g.oh * g.ow / 4u; // units per plane
+    let tiles_c = (g.c + 8u * PS - 1u) / (8u * PS);
+    let tiles = ((g.o + 8u * PR - 1u) / (8u * PR)) * tiles_c;
+    let tq = flat_group(wid, nwg);
+    if (tq >= tiles * g.parts) { return; }
+    let part = tq / tiles;
+    let t = tq % tiles;
+    let nrows = g.n * g.oh;
+    let f0 = part_start(part, nrows, g.parts) * g.ow;
+    let f1 = part_start(part + 1u, nrows, g.parts) * g.ow;
+    let pbase = part * (g.o * g.c + HAS_BIAS * g.o); // the partition's slice of the scratch
+    let o0 = (t / tiles_c) * (8u * PR) + li / 8u;
+    let c0 = (t % tiles_c) * (8u * PS) + li % 8u;
+    var yo: array<u32, PR>;
+    /*unroll*/ for (var r = 0u; r < PR; r++) { yo[r] = min(o0 + 8u * r, g.o - 1u) * np4; }
+    var xo: array<u32, PS>;
+    /*unroll*/ for (var s = 0u; s < PS; s++) { xo[s] = min(c0 + 8u * s, g.c - 1u) * np4; }
+    var acc: array<array<f32, PS>, PR>;
+    var accb: array<f32, PR>;
+    let lane = vec4<i32>(0, 1, 2, 3);
+    for (var u = f0 / 4u; u < (f1 + 3u) / 4u; u++) {
+        let n = u / np4;
+        let pu = u % np4;
+        // components 4u + e of the unit inside the partition
+        let m = (lane >= vec4<i32>(i32(f0) - i32(4u * u))) & (lane < vec4<i32>(i32(f1) - i32(4u * u)));
+        let yb = n * g.o * np4 + pu;
+        let xb = n * g.c * np4 + pu;
+        var av: array<vec4<f32>, PR>;
+        /*unroll*/ for (var r = 0u; r < PR; r++) {
+            var d = select(vec4<f32>(0.0), bw_dy4[yb + yo[r]], m);
+            if (ACT != 0u) {
+                let yi = 4u * (yb + yo[r]);
+                d *= vec4<f32>(act_grad_fused(bw_y[yi], ACT, g.alpha),
+                               act_grad_fused(bw_y[yi + 1u], ACT, g.alpha),
+                               act_grad_fused(bw_y[yi + 2u], ACT, g.alpha),
+                               act_grad_fused(bw_y[yi + 3u], ACT, g.alpha));
+            }
+            av[r] = d;
+            accb[r] += d.x;
+            accb[r] += d.y;
+            accb[r] += d.z;
+            accb[r] += d.w;
+        }
+        var bv: array<vec4<f32>, PS>;
+        /*unroll*/ for (var s = 0u; s < PS; s++) { bv[s] = bw_x4[xb + xo[s]]; }
+        /*unroll*/ for (var r = 0u; r < PR; r++) {
+            /*unroll*/ for (var s = 0u; s < PS; s++) {
+                acc[r][s] += av[r].x * bv[s].x;
+                acc[r][s] += av[r].y * bv[s].y;
+                acc[r][s] += av[r].z * bv[s].z;
+                acc[r][s] += av[r].w * bv[s].w;
+            }
         }
     }
     let bias_lane = HAS_BIAS == 1u && t % tiles_c == 0u && li % 8u == 0u;

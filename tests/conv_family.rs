@@ -9,7 +9,9 @@
 //! backward-input) and `kw ≤ 7`, the sliding-window kernels for depthwise ones (C = O =
 //! groups) with `sw = 1` and `kw ≤ 7` (`conv_forward_depthwise`, with `kh ≤ 7` also
 //! `conv_backward_weight_depthwise`; with `sh = 1` also `conv_backward_input_depthwise`),
-//! the pointwise kernels for plain 1×1 layers without padding, the generic kernels
+//! the pointwise kernels for plain 1×1 layers without padding (their `_v4` forms with stride
+//! 1 and positions per image and input channels multiples of 4; the rows weight gradient
+//! where the pointwise tiles are too few, at any stride), the generic kernels
 //! otherwise. [`plain_problem`] aims at
 //! the rows variants, [`options_problem`] mostly at the generic ones; [`variants`] names
 //! the kernels a problem reaches and `WGCNN_REPORT=1 … -- --nocapture` prints how often
@@ -159,6 +161,18 @@ fn variants(g: &Backend, pr: &Problem) -> [&'static str; 3] {
             .expect("conv launch");
         call.entry.trim_start_matches("conv_")
     })
+}
+
+/// The channels per workgroup (`DCH`) of `pr`'s depthwise weight gradient; `None` where it
+/// takes another kernel.
+fn depthwise_channels(g: &Backend, pr: &Problem) -> Option<u32> {
+    let ctx = g.gpu_context().expect("a GPU backend");
+    let call = Conv::new(ConvPass::BackwardWeight, pr.geometry(), pr.bias, (0, 0.0))
+        .gpu(ctx)
+        .expect("conv launch");
+    (call.entry == "conv_backward_weight_depthwise")
+        .then(|| call.consts.iter().find(|(k, _)| *k == "DCH").map(|c| c.1))
+        .flatten()
 }
 
 /// Runs `pr` forward and backward on the CPU and the GPU and compares every output.
@@ -462,6 +476,8 @@ fn tile_edges_and_every_kernel_variant() {
             15,
         ),
         pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
+        // vec4 pointwise variants: 20 → 21 channels, 3 images of 36 positions
+        pr(&[3, 20, 6, 6], &[21, 20, 1, 1], ConvParams::default(), 25),
         // pointwise variants: 19 → 21 channels (no tile divides them), 9·13 = 117 positions
         // per image (tiles of 8·PS positions cross the image end); stride 2 on an odd input
         // (15: the last row and column have no window; backward-input zeroes the rest); 1-D
@@ -495,6 +511,22 @@ fn tile_edges_and_every_kernel_variant() {
             },
             20,
         ),
+        // depthwise weight gradient with several channels per workgroup (DCH): 4×4 images
+        // (16 positions per channel: 8 channels a workgroup on a CPU adapter, 10 = 8 + 2,
+        // so the last workgroup has 6 channels past the end); 40×40 (3,200 positions: 2
+        // channels a workgroup, 3 = 2 + 1)
+        pr(
+            &[1, 10, 4, 4],
+            &[10, 1, 3, 3],
+            ConvParams::new(1, 1).groups(10),
+            23,
+        ),
+        pr(
+            &[2, 3, 40, 40],
+            &[3, 1, 3, 3],
+            ConvParams::new(1, 1).groups(3),
+            24,
+        ),
         // 3-D depthwise with anchor
         pr(
             &[1, 4, 6, 7, 8],
@@ -504,9 +536,25 @@ fn tile_edges_and_every_kernel_variant() {
         ),
     ];
     let mut hit = std::collections::BTreeSet::new();
+    let mut channels_per_group = std::collections::BTreeSet::new();
     for (i, p) in problems.iter().enumerate() {
         gpu_vs_cpu(&format!("named #{i}"), &g, p);
         hit.extend(variants(&g, p));
+        channels_per_group.insert(depthwise_channels(&g, p));
+    }
+    // on a CPU adapter of up to 2 cores (2 workgroups occupy it) both DCH problems above
+    // group channels (tests/split_reduction.rs checks DCH = 8 on every adapter)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if cores <= 2
+        && g.gpu_context()
+            .is_some_and(|c| c.adapter().device_type == "Cpu")
+    {
+        for dch in [2, 8] {
+            assert!(
+                channels_per_group.contains(&Some(dch)),
+                "no named problem runs the depthwise weight gradient with DCH = {dch}: {channels_per_group:?}"
+            );
+        }
     }
     for v in [
         "forward",
@@ -519,9 +567,67 @@ fn tile_edges_and_every_kernel_variant() {
         "forward_pointwise",
         "backward_input_pointwise",
         "backward_weight_pointwise",
+        "forward_pointwise_v4",
+        "backward_input_pointwise_v4",
+        "backward_weight_pointwise_v4",
         "backward_weight_depthwise",
     ] {
         assert!(hit.contains(v), "no named problem reaches {v}");
+    }
+}
+
+/// The vec4 pointwise kernels (`conv_*_pointwise_v4`: 1×1, stride 1, positions per image and
+/// input channels multiples of 4) launch by launch against the twin, without and with a
+/// fused activation (ReLU from y; GELU-tanh, which keeps its input: the forward pass also
+/// writes z, the backward passes read it), across their tile edges: 21 output channels (no
+/// channel tile divides them) over 3 images of 36 positions (9 vec4 units each, so the
+/// 8·PS/4-unit position tiles cross image and batch ends), a layer large enough for 8 × 16
+/// tiles, 32 input channels over 9 images of 56 positions (a CPU adapter's 4 × 32 tiles for
+/// backward-input, 64-unit tiles across 14-unit images), and one unit per image. Beside them
+/// a scalar layer of 128 → 128 channels over 11 images of 49 positions: 16-row tiles (a CPU
+/// adapter's 16 × 8 forward and backward-input, 16 × 16 weight gradient).
+#[test]
+fn pointwise_v4_launches_match_the_twin() {
+    let Some(g) = gpu() else { return };
+    let ctx = g.gpu_context().expect("a GPU backend");
+    let layers = [
+        ([3, 20, 6, 6], 21),
+        ([2, 40, 8, 8], 70),
+        ([9, 32, 7, 8], 24),
+        ([1, 4, 2, 2], 3),
+        ([11, 128, 7, 7], 128),
+    ];
+    for (i, (x, o)) in layers.into_iter().enumerate() {
+        let d = ConvParams::default()
+            .for_dims(2)
+            .dims("v4", [x[0], x[1], 1, x[2], x[3]], [o, x[1], 1, 1, 1])
+            .expect("valid 1×1 conv");
+        for act in [(0, 0.0), (1, 0.0), (8, 0.0)] {
+            for pass in [
+                ConvPass::Forward,
+                ConvPass::BackwardInput,
+                ConvPass::BackwardWeight,
+            ] {
+                let l = Conv::new(pass, d, true, act);
+                let tag = format!("{x:?} → {o}, {pass:?}, act {act:?}");
+                let entry = l.gpu(ctx).expect("conv launch").entry;
+                let v4 = (x[2] * x[3]) % 4 == 0;
+                assert_eq!(entry.ends_with("_pointwise_v4"), v4, "{tag}: {entry}");
+                let ins: Vec<Vec<f32>> = l
+                    .bindings()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.access.reads())
+                    .map(|(k, b)| values(100 * i as u64 + k as u64, b.len))
+                    .collect();
+                let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+                let got = g.run_launch(&tag, &l, &refs).expect("gpu launch");
+                let want = wgcnn::ops::run_cpu(&l, &refs);
+                if let Some(m) = wgcnn::ops::compare(&l, &got, &want) {
+                    panic!("{tag} ({entry}): {m}");
+                }
+            }
+        }
     }
 }
 

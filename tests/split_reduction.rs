@@ -127,13 +127,35 @@ fn partials_match_the_twin_at_partition_edges() {
             4,
         ),
         ("general, 2 rows in 6 parts", dims(1, 2, 4, 5, 3, 2, 1), 6),
-        // 1×1 kernel, rows variant, 2·9 = 18 rows
-        // 1×1 kernel, pointwise variant, 2·9 = 18 rows; stride 2: 3·5 = 15 rows
+        // 1×1 kernel, pointwise variant, 2·9 = 18 rows; stride 2 (9 × 12 channels: the rows
+        // variant on a CPU adapter, whose window of one input slides by the stride): 3·5 = 15
+        // rows
         ("1x1, 18 rows in 5 parts", dims(2, 40, 9, 33, 1, 1, 0), 5),
         (
             "1x1 stride 2, 15 rows in 4 parts",
             dims(3, 12, 10, 9, 1, 2, 0),
             4,
+        ),
+        // 1×1 kernel, vec4 pointwise variant (36 positions per image, 12 channels): 3·6 = 18
+        // rows of 6 positions, so partitions start and end inside vec4 units; 1 image of
+        // 2 × 2 (one unit) in more partitions than rows
+        (
+            "1x1 vec4, 18 rows in 4 parts",
+            dims(3, 12, 6, 9, 1, 1, 0),
+            4,
+        ),
+        (
+            "1x1 vec4, 18 rows in 5 parts",
+            dims(3, 12, 6, 9, 1, 1, 0),
+            5,
+        ),
+        ("1x1 vec4, 2 rows in 5 parts", dims(1, 4, 2, 3, 1, 1, 0), 5),
+        // 1×1 kernel, 128 → 128 channels of 5 × 5 (the scalar pointwise variant in one
+        // 16 × 16 tile on a CPU adapter): 2·5 = 10 rows
+        (
+            "1x1 16x16 tile, 10 rows in 3 parts",
+            dims(2, 128, 5, 128, 1, 1, 0),
+            3,
         ),
         // depthwise 3×3 `same`, sliding-window variant: 3·11 = 33 rows
         ("depthwise, 1 part", depthwise(3, 5, 11, 3, 1), 1),
@@ -143,7 +165,27 @@ fn partials_match_the_twin_at_partition_edges() {
             4,
         ),
         ("depthwise, 4 rows in 6 parts", depthwise(1, 3, 4, 3, 1), 6),
+        // several channels per workgroup (DCH = 8 on a CPU adapter: 16 positions per
+        // channel; 11 channels, the second workgroup 5 short): 2·4 = 8 rows
+        (
+            "depthwise DCH, 8 rows in 3 parts",
+            depthwise(2, 11, 4, 3, 1),
+            3,
+        ),
     ];
+    // the split launch takes the largest channel groups: 8 channels a workgroup for the
+    // DCH case on every adapter
+    let ctx = g.gpu_context().expect("a GPU backend");
+    let dch = ConvWeightParts {
+        d: depthwise(2, 11, 4, 3, 1),
+        bias: true,
+        act: (0, 0.0),
+        parts: 3,
+    }
+    .gpu(ctx)
+    .expect("split launch")
+    .consts;
+    assert!(dch.contains(&("DCH", 8)), "{dch:?}");
     for (tag, d, parts) in cases {
         for (bias, act) in [(true, false), (false, true), (true, true)] {
             let tag = format!("{tag}, bias {bias}, relu {act}");

@@ -689,8 +689,12 @@ fn main() {
             .map(|r| r.split_s.filter(|_| split).unwrap_or(r.whole_s) / r.fwd_s)
             .fold(0.0f64, f64::max)
     };
+    let planned = bwd
+        .iter()
+        .map(|r| r.planned_s / r.fwd_s)
+        .fold(0.0f64, f64::max);
     println!(
-        "- conv backward-weight ≤ 1.5× forward, every conv measured: worst {:.2}× unsplit, {:.2}× split where a plan aiming at {} workgroups splits",
+        "- conv backward-weight ≤ 1.5× forward, every conv measured: worst {planned:.2}× as this adapter's plan runs it, {:.2}× unsplit, {:.2}× split where a plan aiming at {} workgroups splits",
         worst(false),
         worst(true),
         split::TARGET

@@ -33,6 +33,9 @@ pub struct BwdRow {
     pub whole_s: f64,
     /// The split one (partials + sum), when the plan aiming at [`TARGET`] splits the layer.
     pub split_s: Option<f64>,
+    /// The executor's own plan here: its partials + sum where it splits, else the unsplit
+    /// launch (what a training step runs).
+    pub planned_s: f64,
 }
 
 impl BwdRow {
@@ -43,6 +46,7 @@ impl BwdRow {
             "forward_s": self.fwd_s,
             "backward_weight_unsplit_s": self.whole_s,
             "backward_weight_split_s": self.split_s,
+            "backward_weight_planned_s": self.planned_s,
         })
     }
 }
@@ -106,22 +110,29 @@ fn layers(graph: &Graph, batch: usize, split: Split) -> (Vec<Layer>, Vec<Arc<dyn
 /// Times every conv of `graph` at `batch`: forward, weight gradient unsplit and split.
 pub fn bench(gpu: &Backend, model: &'static str, graph: &Graph, batch: usize) -> Vec<BwdRow> {
     let ctx = gpu.gpu_context().expect("gpu backend");
-    let (planned, _) = layers(graph, batch, Split::for_device(ctx));
-    let (layers, ops) = layers(graph, batch, Split::for_device(ctx).aiming_at(TARGET));
+    let (planned, planned_ops) = layers(graph, batch, Split::for_device(ctx));
+    let (layers, mut ops) = layers(graph, batch, Split::for_device(ctx).aiming_at(TARGET));
+    // the planned launches after the measured ones
+    let at = ops.len();
+    ops.extend(planned_ops);
     let prog = ctx.bench_program(&ops).expect("record");
     let t = |i: usize| time_gpu(ctx, &prog, Some(i), 0.1);
     layers
         .into_iter()
         .zip(planned)
-        .map(|(l, p)| BwdRow {
-            model,
-            planned: p.parts,
-            layer: l.name,
-            shape: l.shape,
-            parts: l.parts,
-            fwd_s: t(l.fwd),
-            whole_s: t(l.whole),
-            split_s: l.split.map(|(p, s)| t(p) + t(s)),
+        .map(|(l, p)| {
+            let whole_s = t(l.whole);
+            BwdRow {
+                model,
+                planned: p.parts,
+                layer: l.name,
+                shape: l.shape,
+                parts: l.parts,
+                fwd_s: t(l.fwd),
+                whole_s,
+                split_s: l.split.map(|(p, s)| t(p) + t(s)),
+                planned_s: p.split.map_or(whole_s, |(p, s)| t(at + p) + t(at + s)),
+            }
         })
         .collect()
 }
@@ -138,18 +149,19 @@ pub fn print(rows: &[BwdRow]) {
         "and the adapter's tiles) plus their ordered sum (`sum_parts`); \"–\" where that plan"
     );
     println!(
-        "does not split the layer. \"planned\": the partitions of the executor's own plan here."
+        "does not split the layer. \"planned\": the partitions of the executor's own plan here,"
     );
+    println!("and the time of its weight gradient (what a training step runs).");
     println!();
-    println!("| model | layer | shape | fwd ms | bwd-w unsplit ms | ÷ fwd | parts | bwd-w split ms | ÷ fwd | planned |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| model | layer | shape | fwd ms | bwd-w unsplit ms | ÷ fwd | parts | bwd-w split ms | ÷ fwd | planned | planned ms | ÷ fwd |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let (split_ms, split_ratio) = match r.split_s {
             Some(s) => (format!("{:.2}", s * 1e3), format!("{:.2}×", s / r.fwd_s)),
             None => ("–".into(), "–".into()),
         };
         println!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2}× | {} | {split_ms} | {split_ratio} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2}× | {} | {split_ms} | {split_ratio} | {} | {:.2} | {:.2}× |",
             r.model,
             r.layer,
             r.shape,
@@ -158,6 +170,8 @@ pub fn print(rows: &[BwdRow]) {
             r.whole_s / r.fwd_s,
             r.parts,
             r.planned,
+            r.planned_s * 1e3,
+            r.planned_s / r.fwd_s,
         );
     }
     println!();

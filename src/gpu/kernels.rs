@@ -89,7 +89,7 @@ const fn k(name: &'static str, family: &'static str, inputs: u32, outputs: u32) 
 /// Every kernel of the library. The CPU twin of each lives in `src/cpu/<family>.rs`
 /// under the same name, except for alternative kernels computing the same function, which
 /// share their twin: `conv_backward_input_rows`, `conv_backward_weight_rows` (stride-1
-/// layers), `conv_*_depthwise` (depthwise layers), `conv_*_pointwise` (1×1 layers; the
+/// layers), `conv_*_depthwise` (depthwise layers), `conv_*_pointwise(_v4)` (1×1 layers; the
 /// launch picks these variants), `gemm_shared` (`gemm` through workgroup memory, picked on
 /// hardware GPUs) and `gemm_naive` (the untiled baseline the benchmark compares `gemm`
 /// with). The split weight gradient (`ConvWeightParts`, twin `conv_backward_weight_parts`)
@@ -107,8 +107,11 @@ pub const KERNELS: &[KernelSpec] = &[
     k("conv_backward_weight_rows", "conv", 3, 2),
     k("conv_backward_weight_depthwise", "conv", 3, 2),
     k("conv_forward_pointwise", "conv", 3, 2),
+    k("conv_forward_pointwise_v4", "conv", 3, 2),
     k("conv_backward_input_pointwise", "conv", 3, 1),
+    k("conv_backward_input_pointwise_v4", "conv", 3, 1),
     k("conv_backward_weight_pointwise", "conv", 3, 2),
+    k("conv_backward_weight_pointwise_v4", "conv", 3, 2),
     k("max_pool2d_forward", "pool", 1, 2),
     k("max_pool2d_backward", "pool", 2, 1),
     k("max_pool2d_backward_blocks", "pool", 2, 1),

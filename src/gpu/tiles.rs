@@ -44,6 +44,16 @@ pub(crate) struct Tiles {
     pub(crate) dw_run: u32,
     /// GEMM: rows × columns per invocation.
     pub(crate) gemm: &'static [(u32, u32)],
+    /// The scalar pointwise forward and backward-input passes (`conv_forward_pointwise`,
+    /// `conv_backward_input_pointwise`): rows × positions per invocation.
+    pub(crate) pointwise: &'static [(u32, u32)],
+    /// The vec4 pointwise forward and backward-input passes (`conv_forward_pointwise_v4`,
+    /// `conv_backward_input_pointwise_v4`): rows × positions per invocation.
+    pub(crate) pointwise_v4: &'static [(u32, u32)],
+    /// The pointwise weight gradients (`conv_backward_weight_pointwise(_v4)`): rows ×
+    /// columns per invocation, the largest that fits taken (a plan splits the sum where it
+    /// leaves too few workgroups).
+    pub(crate) pointwise_w: &'static [(u32, u32)],
     /// GEMM through panels staged in workgroup memory (`gemm_shared`): its rows × columns
     /// per invocation; empty: the register-only `gemm` instead.
     pub(crate) shared_gemm: &'static [(u32, u32)],
@@ -52,8 +62,9 @@ pub(crate) struct Tiles {
     /// A weight gradient whose largest register tiles number fewer workgroups than this is
     /// split into row partitions (`ops::conv::weight_parts`).
     pub split_groups: u64,
-    /// Workgroup reductions (batch norm) walked by one invocation between two barriers
-    /// instead of a barrier per tree level (the same order either way).
+    /// Workgroup reductions without a barrier per tree level: batch norm's tree walked by
+    /// one invocation between two barriers, the conv weight gradients' trees in registers
+    /// by one invocation per value (`SERIAL_SUM`); the same order, the same bits.
     pub(crate) serial_tree: bool,
 }
 
@@ -74,6 +85,44 @@ const CPU_TILES: Tiles = Tiles {
     bwd_w_rows: 8,
     dw_run: 16,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
+    // 8 × 4 too: Xception-mini's 64 × 32 weight gradient in one tile of 64 × 32 (4 × 4:
+    // two, each loading 8 units per 64 multiply-adds instead of 12 per 128); 16 rows where
+    // 128+ output channels fill them
+    pointwise_w: &[
+        (16, 16),
+        (16, 8),
+        (8, 16),
+        (8, 8),
+        (8, 4),
+        (4, 8),
+        (4, 4),
+        (2, 4),
+        (1, 4),
+    ],
+    // 16 rows too where 128+ channels fill them: a load of x serves 16 multiply-adds
+    pointwise: &[
+        (16, 16),
+        (16, 8),
+        (8, 16),
+        (8, 8),
+        (4, 8),
+        (4, 4),
+        (2, 4),
+        (1, 4),
+    ],
+    // 4 × 32 too: 32 channels (Xception-mini's first backward-input) fill 8·4 rows, and
+    // 8 vec4 units of positions per invocation keep 4·32 accumulators as 8 × 16 does
+    pointwise_v4: &[
+        (16, 16),
+        (8, 16),
+        (4, 32),
+        (8, 8),
+        (4, 16),
+        (4, 8),
+        (4, 4),
+        (2, 4),
+        (1, 4),
+    ],
     // a workgroup runs on one thread: staging panels only adds copies and barriers
     shared_gemm: &[],
     min_groups: 2,
@@ -94,6 +143,9 @@ const GPU_TILES: Tiles = Tiles {
     bwd_w_rows: 2,
     dw_run: 4,
     gemm: &[(4, 4), (2, 4), (1, 4)],
+    pointwise_w: &[(4, 4), (2, 4), (1, 4)],
+    pointwise: &[(4, 4), (2, 4), (1, 4)],
+    pointwise_v4: &[(4, 4), (2, 4), (1, 4)],
     // 64×64 tiles per workgroup where the product is large enough; not measured — no
     // hardware GPU was available (the register-only `gemm` reached 14 % of an H100's fp32
     // peak at 1024³, docs/results/h100-bench.md)

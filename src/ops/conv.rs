@@ -447,39 +447,58 @@ impl ConvUniform {
     fn pointwise(&self) -> bool {
         self.plain_2d() && self.kh == 1 && self.kw == 1 && self.ph == 0 && self.pw == 0
     }
+
+    /// Pointwise with both strides 1, and the positions per image and the input channels
+    /// multiples of 4: the passes in vec4 units (`conv_*_pointwise_v4`; only the forward
+    /// one needs C % 4 = 0, but one condition keeps the three variants together).
+    fn pointwise_v4(&self) -> bool {
+        self.pointwise()
+            && self.sh == 1
+            && self.sw == 1
+            && (self.oh * self.ow).is_multiple_of(4)
+            && self.c.is_multiple_of(4)
+    }
 }
 
 /// The entry point that computes `pass` on an adapter with tiles `t`: the sliding-window
 /// passes of depthwise layers (backward-input with both strides 1); the pointwise passes of
-/// 1×1 layers without padding or groups (the weight gradient where `sw ≠ 1` or the adapter's largest GEMM tiles fill it); the rows variants
-/// of the backward passes for layers with a horizontal stride of 1 (both strides 1 for
-/// backward-input) and kernels up to `ROWS_MAX_KW` wide; the generic kernels otherwise. (A
+/// 1×1 layers without padding or groups (the weight gradient where the adapter's largest GEMM
+/// tiles fill the device); the rows variants of the backward passes for layers with a
+/// horizontal stride of 1 (both strides 1 for backward-input; any stride for the weight
+/// gradient of a kernel 1 wide) and kernels up to `ROWS_MAX_KW` wide; the generic kernels
+/// otherwise. (A
 /// rows variant of the dense forward pass measured no faster: its weight loads dominate
 /// either way.)
 fn variant(pass: ConvPass, p: &ConvUniform, t: &Tiles) -> &'static str {
     let rows_kw = p.plain_2d() && p.kw <= ROWS_MAX_KW;
     let unit = p.sh == 1 && p.sw == 1;
     // a pointwise weight gradient gives each invocation its own outputs and the whole sum:
-    // where the adapter's largest tiles are too few to occupy it and the rows variant
-    // applies (sw = 1), the rows variant (which splits the sum among a workgroup) is the
-    // faster one (measured on lavapipe: docs/results/issue17-pointwise.md)
+    // where the adapter's largest tiles are too few to occupy it, the rows variant (which
+    // splits the sum among a workgroup, and serves 1×1 kernels at any stride) is the faster
+    // one (measured on lavapipe, docs/results/issue17-pointwise.md; Xception-mini's
+    // stride-2 shortcut 64×32: 2.6 ms pointwise, 1.3–1.5× its forward as rows)
     let pw_bw = "conv_backward_weight_pointwise";
-    let pointwise_bw = p.pointwise() && (p.sw != 1 || groups(pw_bw, p, t.gemm[0]) >= t.min_groups);
+    let pointwise_bw = p.pointwise() && groups(pw_bw, p, t.gemm[0]) >= t.min_groups;
     match pass {
         ConvPass::Forward if p.depthwise_rows() => "conv_forward_depthwise",
+        ConvPass::Forward if p.pointwise_v4() => "conv_forward_pointwise_v4",
         ConvPass::Forward if p.pointwise() => "conv_forward_pointwise",
         ConvPass::Forward => "conv_forward",
         ConvPass::BackwardInput if p.depthwise_rows() && p.sh == 1 => {
             "conv_backward_input_depthwise"
         }
+        ConvPass::BackwardInput if p.pointwise_v4() => "conv_backward_input_pointwise_v4",
         ConvPass::BackwardInput if p.pointwise() => "conv_backward_input_pointwise",
         ConvPass::BackwardInput if rows_kw && unit => "conv_backward_input_rows",
         ConvPass::BackwardInput => "conv_backward_input",
         ConvPass::BackwardWeight if p.depthwise_rows() && p.kh <= ROWS_MAX_KW => {
             "conv_backward_weight_depthwise"
         }
+        ConvPass::BackwardWeight if p.pointwise_v4() => "conv_backward_weight_pointwise_v4",
         ConvPass::BackwardWeight if pointwise_bw => pw_bw,
-        ConvPass::BackwardWeight if rows_kw && p.sw == 1 => "conv_backward_weight_rows",
+        ConvPass::BackwardWeight if rows_kw && (p.sw == 1 || p.kw == 1) => {
+            "conv_backward_weight_rows"
+        }
         ConvPass::BackwardWeight => "conv_backward_weight",
     }
 }
@@ -504,16 +523,18 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
             let runs = p.n as u64 * p.c as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             runs.div_ceil(64)
         }
-        "conv_forward_pointwise" => {
+        "conv_forward_pointwise" | "conv_forward_pointwise_v4" => {
             let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
             pos.div_ceil(8 * s as u64) * p.o.div_ceil(8 * r) as u64
         }
-        "conv_backward_input_pointwise" => {
+        "conv_backward_input_pointwise" | "conv_backward_input_pointwise_v4" => {
             let pos = p.n as u64 * p.oh as u64 * p.ow as u64;
             pos.div_ceil(8 * s as u64) * p.c.div_ceil(8 * r) as u64
         }
-        "conv_backward_weight_pointwise" => p.o.div_ceil(8 * r) as u64 * p.c.div_ceil(8 * s) as u64,
-        "conv_backward_weight_depthwise" => p.o as u64,
+        "conv_backward_weight_pointwise" | "conv_backward_weight_pointwise_v4" => {
+            p.o.div_ceil(8 * r) as u64 * p.c.div_ceil(8 * s) as u64
+        }
+        "conv_backward_weight_depthwise" => p.o.div_ceil(r) as u64,
         "conv_backward_input_rows" => {
             let segs = p.n as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
             segs.div_ceil(64) * p.c.div_ceil(r) as u64
@@ -556,10 +577,15 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             (r, s)
         }
         "conv_forward_pointwise"
+        | "conv_forward_pointwise_v4"
         | "conv_backward_input_pointwise"
-        | "conv_backward_weight_pointwise" => pointwise_tile(entry, p, t, min_groups),
-        // a workgroup per channel: no register tile to choose
-        "conv_backward_weight_depthwise" => (1, 1),
+        | "conv_backward_input_pointwise_v4" => pointwise_tile(entry, p, t, min_groups),
+        // the largest tile: where it leaves too few workgroups, the plan splits the sum
+        // (`weight_parts`) rather than shrink the tile
+        "conv_backward_weight_pointwise" | "conv_backward_weight_pointwise_v4" => {
+            pointwise_tile(entry, p, t, 1)
+        }
+        "conv_backward_weight_depthwise" => (depthwise_channels(p, min_groups), 1),
         "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
         "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
         "conv_backward_input_rows" => {
@@ -586,25 +612,58 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
     }
 }
 
-/// The register tile of a pointwise kernel: among the adapter's GEMM tiles, those whose
+/// Channels per workgroup of the depthwise weight gradient (its tile is `(DCH, 1)`): the
+/// fewest of 1, 2, 4, 8 that give each of a channel's 64 / DCH invocations at least
+/// [`DEPTHWISE_POSITIONS`] output positions to sum (8 if none does), fewer while the dispatch
+/// would have under `min_groups` workgroups. Small images (Xception-mini's exit block: 4×4,
+/// 1,024 positions per channel at batch 64) then run 16 invocations per channel instead of
+/// 64: a quarter of the workgroups, each reducing four channels' partials at once.
+fn depthwise_channels(p: &ConvUniform, min_groups: u64) -> u32 {
+    let positions = p.n as u64 * p.oh as u64 * p.ow as u64;
+    let mut dch = [1, 2, 4, 8]
+        .into_iter()
+        .find(|&dch| positions * dch as u64 / 64 >= DEPTHWISE_POSITIONS)
+        .unwrap_or(8);
+    while dch > 1 && (p.o.div_ceil(dch) as u64) < min_groups {
+        dch /= 2;
+    }
+    dch
+}
+
+/// Output positions each invocation of the depthwise weight gradient should sum at least
+/// before its channel's partials are reduced.
+const DEPTHWISE_POSITIONS: u64 = 64;
+
+/// The register tile of a pointwise kernel: among the adapter's pointwise tiles
+/// (`Tiles::pointwise`, `pointwise_v4`, `pointwise_w`: the GEMM's and a few larger or
+/// narrower ones), those whose
 /// 8·PR rows and 8·PS columns cover the output's rows and columns with at most an eighth
 /// wasted (32 channels fill 8·4 rows, but only half of 8·8), the first that gives the
 /// dispatch `min_groups` workgroups (all tiles if none wastes that little).
 fn pointwise_tile(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u32, u32) {
     // (rows, columns) of the product: channels × positions, or O × C for the weight gradient
     let (rows, cols) = match entry {
-        "conv_forward_pointwise" => (p.o as u64, p.n as u64 * (p.oh * p.ow) as u64),
-        "conv_backward_input_pointwise" => (p.c as u64, p.n as u64 * (p.oh * p.ow) as u64),
+        "conv_forward_pointwise" | "conv_forward_pointwise_v4" => {
+            (p.o as u64, p.n as u64 * (p.oh * p.ow) as u64)
+        }
+        "conv_backward_input_pointwise" | "conv_backward_input_pointwise_v4" => {
+            (p.c as u64, p.n as u64 * (p.oh * p.ow) as u64)
+        }
         _ => (p.o as u64, p.c as u64),
     };
     let fits = |len: u64, per: u32| len.div_ceil(8 * per as u64) * 8 * per as u64 - len <= len / 8;
-    let good: Vec<(u32, u32)> = t
-        .gemm
+    let all = match entry {
+        "conv_backward_weight_pointwise" | "conv_backward_weight_pointwise_v4" => t.pointwise_w,
+        "conv_forward_pointwise_v4" | "conv_backward_input_pointwise_v4" => t.pointwise_v4,
+        "conv_forward_pointwise" | "conv_backward_input_pointwise" => t.pointwise,
+        _ => t.gemm,
+    };
+    let good: Vec<(u32, u32)> = all
         .iter()
         .copied()
         .filter(|&(r, s)| fits(rows, r) && fits(cols, s))
         .collect();
-    let cands = if good.is_empty() { t.gemm } else { &good };
+    let cands = if good.is_empty() { all } else { &good };
     pick(cands, |tile| groups(entry, p, tile), min_groups).0
 }
 
@@ -623,6 +682,7 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts
         }
         "conv_backward_weight_rows" => {
             consts.extend([("KWC", p.kw), ("KWM", p.kw - 1), ("WRED", s * p.kw + 1)]);
+            consts.push(("SERIAL_SUM", t.serial_tree as u32));
             ("WR", "WA")
         }
         "conv_backward_input_rows" => {
@@ -637,16 +697,26 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts
             return consts;
         }
         "conv_backward_weight_depthwise" => {
-            consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh)]);
-            consts.push(("SERIAL_TREE", t.serial_tree as u32));
+            consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh), ("DCH", r)]);
+            consts.push(("SERIAL_SUM", t.serial_tree as u32));
             return consts;
         }
         "conv_backward_input_pointwise" => {
             consts.push(("UNIT", (p.sh == 1 && p.sw == 1) as u32));
             ("PR", "PS")
         }
-        "conv_forward_pointwise" | "conv_backward_weight_pointwise" => ("PR", "PS"),
-        _ => ("WR", "WS"),
+        "conv_forward_pointwise"
+        | "conv_backward_weight_pointwise"
+        | "conv_backward_weight_pointwise_v4" => ("PR", "PS"),
+        "conv_forward_pointwise_v4" | "conv_backward_input_pointwise_v4" => {
+            // every GEMM tile's PS is a multiple of 4
+            consts.push(("PU", s / 4));
+            ("PR", "PS")
+        }
+        _ => {
+            consts.push(("SERIAL_SUM", t.serial_tree as u32));
+            ("WR", "WS")
+        }
     };
     consts.extend([(names.0, r), (names.1, s)]);
     consts

@@ -11,7 +11,7 @@
 //!
 //! | module | kernels (`shaders/<family>.wgsl`) | graph ops |
 //! |---|---|---|
-//! | [`conv`] | `conv_forward`, `conv_backward_input(_rows)`, `conv_backward_weight(_rows)` (also split into row partitions: `ConvWeightParts`) | `Conv` |
+//! | [`conv`] | `conv_forward`, `conv_backward_input(_rows)`, `conv_backward_weight(_rows)`, their `_depthwise` and `_pointwise(_v4)` variants (weight gradients also split into row partitions: `ConvWeightParts`) | `Conv` |
 //! | [`pool`] | `max/min/avg_pool2d_*`, `global_avg_pool_*` | 1-D/2-D/3-D max, min, average pooling, global average pooling |
 //! | [`matmul`] | `gemm`, `gemm_naive`, `gemm_f16`, `gemm_coop` (f16 inputs; optional device features) | `Linear` |
 //! | [`elementwise`] | `activation_*`, `add`, `dropout_*`, `rescale`, `sum_parts` | `Activation`, `Add`, `Dropout`, `Rescaling` |
