@@ -62,8 +62,8 @@ pub(crate) struct GpuExec {
     /// Per-element decay multipliers bound by `opt_dispatch` (`None`: regularise everything,
     /// the dummy is bound).
     decay: Option<Arc<wgpu::Buffer>>,
-    /// (Gradient factor, skip flag): the factor written by `grad_norm_scale`, the flag by
-    /// `amp_unscale`; both read by `optimizer_step`.
+    /// (Gradient factor, skip flag, skipped steps): the factor written by `grad_norm_scale`,
+    /// the flag by `amp_unscale`, the count by `amp_update`; all read by `optimizer_step`.
     grad_scale: Arc<wgpu::Buffer>,
     /// The loss scaler's state (`Home::Scaler`; 16 unused bytes in an f32 plan).
     scaler: Arc<wgpu::Buffer>,
@@ -145,8 +145,9 @@ impl GpuExec {
             bytemuck::cast_slice(&super::init_buffers(plan)),
         );
         allocated += bytes_of_len(buffers_len);
-        // (gradient factor, skip flag): the factor is 1 unless clipping by global norm
-        // rewrites it each step; mixed precision's overflow sets the flag for one step
+        // (gradient factor, skip flag, skipped steps): the factor is 1 unless clipping by
+        // global norm rewrites it each step; mixed precision's overflow sets the flag for one
+        // step and counts it
         let grad_scale = ctx.upload("grad_scale", &[1.0f32, 0.0, 0.0]);
         let scaler = ctx.upload("loss_scaler", &super::init_scaler(plan));
         allocated += 12 + 16;
