@@ -180,11 +180,7 @@ impl Executor {
         opt: Optimizer,
         seed: u64,
     ) -> Result<Self> {
-        let split = match backend {
-            Backend::Gpu(ctx) => Split::for_device(ctx),
-            Backend::Cpu => Split::off(),
-        };
-        Self::with_plan(backend, Plan::with_split(graph, batch, split)?, opt, seed)
+        Self::with_precision(backend, graph, batch, opt, seed, Precision::F32)
     }
 
     /// As [`Executor::new`], with the conv and linear layers in `precision`.
@@ -260,11 +256,10 @@ impl Executor {
                 "no cache location: set WGCNN_TUNE_CACHE (or XDG_CACHE_HOME or HOME)",
             )
         })?;
-        let launches: Vec<_> = [Mode::Train, Mode::Eval]
-            .iter()
-            .flat_map(|&m| plan.steps(plan.batch, m).unwrap_or_default())
-            .map(|s| s.launch)
-            .collect();
+        let mut launches = Vec::new();
+        for m in [Mode::Train, Mode::Eval] {
+            launches.extend(plan.steps(plan.batch, m)?.into_iter().map(|s| s.launch));
+        }
         let r = ctx.autotune(&launches, &path)?;
         if r.tuned > 0 {
             eprintln!(
