@@ -909,6 +909,21 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // and conv_backward_weight.
 const PR: u32 = 4u;     // rows (output channels; backward-input: input channels) per invocation
 const PS: u32 = 4u;     // columns (positions; backward-weight: input channels) per invocation
+// SG_ROWS = 1 (subgroups of exactly 8, common.wgsl): the 8 invocations of a subgroup share
+// their rows, so each loads only rows r = lx + 8j (j < PRS = ⌈PR / 8⌉ ≤ 4) and gets the
+// others by `subgroupBroadcast` — per step of the sum PRS loads instead of PR.
+const SG_ROWS: u32 = 0u;
+const PRS: u32 = 1u;
+
+// The rows lane lx = li % 8 loads under SG_ROWS: first + 8·(lx + 8j), clamped to the tile's
+// last row and to len − 1 (index them by the row's offset).
+fn sg_rows(first: u32, len: u32, li: u32) -> array<u32, PRS> {
+    var rows: array<u32, PRS>;
+    /*unroll*/ for (var j = 0u; j < PRS; j++) {
+        rows[j] = min(first + 8u * min(li % 8u + 8u * j, PR - 1u), len - 1u);
+    }
+    return rows;
+}
 
 @compute @workgroup_size(64)
 fn conv_forward_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
@@ -936,11 +951,18 @@ fn conv_forward_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
         xo[s] = n * g.c * hw + (p / g.ow) * g.sh * g.w + (p % g.ow) * g.sw;
         yo[s] = n * g.o * np + p;
     }
+    let wl = sg_rows(o0, g.o, li);
     var acc: array<array<f32, PS>, PR>;
     var xc = 0u;
     for (var c = 0u; c < g.c; c++) {
         var av: array<f32, PR>;
-        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w[wo[r] + c]; }
+        if (SG_ROWS == 1u) {
+            var m = vec4<f32>(0.0);
+            /*unroll*/ for (var j = 0u; j < PRS; j++) { m[j] = f_w[wl[j] * g.c + c]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(m, r % 8u)[r / 8u]; }
+        } else {
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w[wo[r] + c]; }
+        }
         var bv: array<f32, PS>;
         /*unroll*/ for (var s = 0u; s < PS; s++) { bv[s] = f_x[xo[s] + xc]; }
         /*unroll*/ for (var r = 0u; r < PR; r++) {
@@ -1002,11 +1024,18 @@ fn conv_forward_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
         xo[s] = n * g.c * np4 + pu;
         yo[s] = n * g.o * np4 + pu;
     }
+    let wl = sg_rows(o0, g.o, li);
     var acc: array<array<vec4<f32>, PU>, PR>;
     var xc = 0u;
     for (var c = 0u; c < c4; c++) {
         var av: array<vec4<f32>, PR>;
-        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w4[wo[r] + c]; }
+        if (SG_ROWS == 1u) {
+            var mine: array<vec4<f32>, PRS>;
+            /*unroll*/ for (var j = 0u; j < PRS; j++) { mine[j] = f_w4[wl[j] * c4 + c]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(mine[r / 8u], r % 8u); }
+        } else {
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = f_w4[wo[r] + c]; }
+        }
         /*unroll*/ for (var k = 0u; k < 4u; k++) {
             var bv: array<vec4<f32>, PU>;
             /*unroll*/ for (var s = 0u; s < PU; s++) { bv[s] = f_x4[xo[s] + xc]; }
@@ -1049,6 +1078,7 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     let q0 = (t % tiles_q) * (8u * PS) + li % 8u;
     var wc: array<u32, PR>;
     /*unroll*/ for (var r = 0u; r < PR; r++) { wc[r] = min(c0 + 8u * r, g.c - 1u); }
+    let wl = sg_rows(c0, g.c, li);
     // per column q = n·P + p: the offsets of dy[n, 0, p] and of dx[n, 0, π(p)]
     var yo: array<u32, PS>;
     var xo: array<u32, PS>;
@@ -1068,7 +1098,13 @@ fn conv_backward_input_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     var yc = 0u;
     for (var o = 0u; o < g.o; o++) {
         var av: array<f32, PR>;
-        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        if (SG_ROWS == 1u) {
+            var m = vec4<f32>(0.0);
+            /*unroll*/ for (var j = 0u; j < PRS; j++) { m[j] = bi_w[wrow + wl[j]]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(m, r % 8u)[r / 8u]; }
+        } else {
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        }
         var bv: array<f32, PS>;
         /*unroll*/ for (var s = 0u; s < PS; s++) {
             let yi = yo[s] + yc;
@@ -1125,6 +1161,7 @@ fn conv_backward_input_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
     let u0 = (t % tiles_q) * (8u * PU) + li % 8u;
     var wc: array<u32, PR>;
     /*unroll*/ for (var r = 0u; r < PR; r++) { wc[r] = min(c0 + 8u * r, g.c - 1u); }
+    let wl = sg_rows(c0, g.c, li);
     // per unit u = n·P/4 + p/4: the offsets of dy[n, 0, p] and dx[n, 0, p] in units
     var yo: array<u32, PU>;
     var xo: array<u32, PU>;
@@ -1140,7 +1177,13 @@ fn conv_backward_input_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
     var yc = 0u;
     for (var o = 0u; o < g.o; o++) {
         var av: array<f32, PR>;
-        /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        if (SG_ROWS == 1u) {
+            var m = vec4<f32>(0.0);
+            /*unroll*/ for (var j = 0u; j < PRS; j++) { m[j] = bi_w[wrow + wl[j]]; }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(m, r % 8u)[r / 8u]; }
+        } else {
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bi_w[wrow + wc[r]]; }
+        }
         var bv: array<vec4<f32>, PU>;
         /*unroll*/ for (var s = 0u; s < PU; s++) {
             let k = yo[s] + yc;
@@ -1188,6 +1231,7 @@ fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
     let c0 = (t % tiles_c) * (8u * PS) + li % 8u;
     var yo: array<u32, PR>;
     /*unroll*/ for (var r = 0u; r < PR; r++) { yo[r] = min(o0 + 8u * r, g.o - 1u) * np; }
+    let wl = sg_rows(o0, g.o, li);
     var xo: array<u32, PS>;
     /*unroll*/ for (var s = 0u; s < PS; s++) { xo[s] = min(c0 + 8u * s, g.c - 1u) * hw; }
     var acc: array<array<f32, PS>, PR>;
@@ -1199,13 +1243,24 @@ fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
         var xj = n * g.c * hw + i * g.sh * g.w;
         for (var j = 0u; j < g.ow; j++) {
             var av: array<f32, PR>;
-            /*unroll*/ for (var r = 0u; r < PR; r++) {
-                let yi = yb + yo[r] + j;
-                var d = bw_dy[yi];
-                if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
-                av[r] = d;
-                accb[r] += d;
+            if (SG_ROWS == 1u) {
+                var m = vec4<f32>(0.0);
+                /*unroll*/ for (var l = 0u; l < PRS; l++) {
+                    let yi = yb + wl[l] * np + j;
+                    var d = bw_dy[yi];
+                    if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+                    m[l] = d;
+                }
+                /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(m, r % 8u)[r / 8u]; }
+            } else {
+                /*unroll*/ for (var r = 0u; r < PR; r++) {
+                    let yi = yb + yo[r] + j;
+                    var d = bw_dy[yi];
+                    if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+                    av[r] = d;
+                }
             }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { accb[r] += av[r]; }
             var bv: array<f32, PS>;
             /*unroll*/ for (var s = 0u; s < PS; s++) { bv[s] = bw_x[xj + xo[s]]; }
             /*unroll*/ for (var r = 0u; r < PR; r++) {
@@ -1240,6 +1295,19 @@ fn conv_backward_weight_pointwise(@builtin(workgroup_id) wid: vec3<u32>,
 @group(0) @binding(0) var<storage, read> bw_x4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> bw_dy4: array<vec4<f32>>;
 
+// dy' unit k (dy times the fused activation's derivative), its components outside mask m 0.
+fn bw_dy4_act(k: u32, m: vec4<bool>) -> vec4<f32> {
+    var d = select(vec4<f32>(0.0), bw_dy4[k], m);
+    if (ACT != 0u) {
+        let yi = 4u * k;
+        d *= vec4<f32>(act_grad_fused(bw_y[yi], ACT, bw_p.alpha),
+                       act_grad_fused(bw_y[yi + 1u], ACT, bw_p.alpha),
+                       act_grad_fused(bw_y[yi + 2u], ACT, bw_p.alpha),
+                       act_grad_fused(bw_y[yi + 3u], ACT, bw_p.alpha));
+    }
+    return d;
+}
+
 @compute @workgroup_size(64)
 fn conv_backward_weight_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
                                      @builtin(num_workgroups) nwg: vec3<u32>,
@@ -1260,6 +1328,7 @@ fn conv_backward_weight_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
     let c0 = (t % tiles_c) * (8u * PS) + li % 8u;
     var yo: array<u32, PR>;
     /*unroll*/ for (var r = 0u; r < PR; r++) { yo[r] = min(o0 + 8u * r, g.o - 1u) * np4; }
+    let wl = sg_rows(o0, g.o, li);
     var xo: array<u32, PS>;
     /*unroll*/ for (var s = 0u; s < PS; s++) { xo[s] = min(c0 + 8u * s, g.c - 1u) * np4; }
     var acc: array<array<f32, PS>, PR>;
@@ -1273,16 +1342,15 @@ fn conv_backward_weight_pointwise_v4(@builtin(workgroup_id) wid: vec3<u32>,
         let yb = n * g.o * np4 + pu;
         let xb = n * g.c * np4 + pu;
         var av: array<vec4<f32>, PR>;
+        if (SG_ROWS == 1u) {
+            var mine: array<vec4<f32>, PRS>;
+            /*unroll*/ for (var l = 0u; l < PRS; l++) { mine[l] = bw_dy4_act(yb + wl[l] * np4, m); }
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = subgroupBroadcast(mine[r / 8u], r % 8u); }
+        } else {
+            /*unroll*/ for (var r = 0u; r < PR; r++) { av[r] = bw_dy4_act(yb + yo[r], m); }
+        }
         /*unroll*/ for (var r = 0u; r < PR; r++) {
-            var d = select(vec4<f32>(0.0), bw_dy4[yb + yo[r]], m);
-            if (ACT != 0u) {
-                let yi = 4u * (yb + yo[r]);
-                d *= vec4<f32>(act_grad_fused(bw_y[yi], ACT, g.alpha),
-                               act_grad_fused(bw_y[yi + 1u], ACT, g.alpha),
-                               act_grad_fused(bw_y[yi + 2u], ACT, g.alpha),
-                               act_grad_fused(bw_y[yi + 3u], ACT, g.alpha));
-            }
-            av[r] = d;
+            let d = av[r];
             accb[r] += d.x;
             accb[r] += d.y;
             accb[r] += d.z;

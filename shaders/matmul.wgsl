@@ -44,6 +44,11 @@ const ONES_COL: u32 = 0u;
 const KEEP_Z: u32 = 0u;   // 1: also write the pre-activation z
 const TR: u32 = 4u;   // rows per invocation
 const TS: u32 = 4u;   // columns per invocation
+// `gemm` with SG_ROWS = 1 (subgroups of exactly 8, common.wgsl): the 8 invocations of a
+// subgroup share their rows, so each loads rows r = lx + 8j (j < TRS = ⌈TR / 8⌉ ≤ 4) of A and
+// gets the others by `subgroupBroadcast` — per step of K, TRS loads of A instead of TR.
+const SG_ROWS: u32 = 0u;
+const TRS: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read> g_a: array<f32>;
 @group(0) @binding(1) var<storage, read> g_b: array<f32>;
@@ -94,12 +99,22 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         bmul[s] = select(0.0, 1.0, n < p.n);
         badd[s] = select(0.0, 1.0, n == p.n);
     }
+    var il: array<u32, TRS>;
+    /*unroll*/ for (var j = 0u; j < TRS; j++) {
+        il[j] = min(m0 + 8u * min(li % 8u + 8u * j, TR - 1u), p.m - 1u) * p.sam;
+    }
     var acc: array<array<f32, TS>, TR>;
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.k; k++) {
         var av: array<f32, TR>;
-        /*unroll*/ for (var r = 0u; r < TR; r++) { av[r] = load_a(ia[r] + ka, p.alpha_in); }
+        if (SG_ROWS == 1u) {
+            var mine = vec4<f32>(0.0);
+            /*unroll*/ for (var j = 0u; j < TRS; j++) { mine[j] = load_a(il[j] + ka, p.alpha_in); }
+            /*unroll*/ for (var r = 0u; r < TR; r++) { av[r] = subgroupBroadcast(mine, r % 8u)[r / 8u]; }
+        } else {
+            /*unroll*/ for (var r = 0u; r < TR; r++) { av[r] = load_a(ia[r] + ka, p.alpha_in); }
+        }
         var bv: array<f32, TS>;
         /*unroll*/ for (var s = 0u; s < TS; s++) {
             bv[s] = g_b[ib[s] + kb];

@@ -590,6 +590,17 @@ fn tile_edges_and_every_kernel_variant() {
 fn pointwise_v4_launches_match_the_twin() {
     let Some(g) = gpu() else { return };
     let ctx = g.gpu_context().expect("a GPU backend");
+    // lavapipe on Vulkan has subgroups of 8: its pointwise kernels must share rows (the
+    // GL pass of CI, without subgroups, runs the same launches without)
+    let a = ctx.adapter();
+    if a.name.contains("llvmpipe") && a.backend == "Vulkan" {
+        let off = std::env::var("WGCNN_SUBGROUPS").is_ok_and(|v| v == "off");
+        assert_eq!(ctx.subgroups_of_eight(), !off, "{a}: subgroups of 8");
+    }
+    println!(
+        "pointwise launches with subgroup row sharing (SG_ROWS): {}",
+        ctx.subgroups_of_eight()
+    );
     let layers = [
         ([3, 20, 6, 6], 21),
         ([2, 40, 8, 8], 70),
@@ -610,7 +621,10 @@ fn pointwise_v4_launches_match_the_twin() {
             ] {
                 let l = Conv::new(pass, d, true, act);
                 let tag = format!("{x:?} → {o}, {pass:?}, act {act:?}");
-                let entry = l.gpu(ctx).expect("conv launch").entry;
+                let call = l.gpu(ctx).expect("conv launch");
+                let entry = call.entry;
+                let sg = call.consts.iter().find(|c| c.0 == "SG_ROWS").map(|c| c.1);
+                assert_eq!(sg, Some(ctx.subgroups_of_eight() as u32), "{tag}: {entry}");
                 let v4 = (x[2] * x[3]) % 4 == 0;
                 assert_eq!(entry.ends_with("_pointwise_v4"), v4, "{tag}: {entry}");
                 let ins: Vec<Vec<f32>> = l

@@ -26,7 +26,7 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, ResourceBinding, ShaderStage, StorageAccess};
 use wgcnn::gpu::kernels::KernelSpec;
-use wgcnn::gpu::{feature_shader_sources, shader_sources, KERNELS};
+use wgcnn::gpu::{feature_shader_sources, shader_sources, subgroup_shader_sources, KERNELS};
 
 /// With `WGCNN_NAGA_DUMP=<dir>`, every translation is also written there for inspection.
 fn dump(file: &str, text: &[u8]) {
@@ -413,6 +413,11 @@ fn spv_options(f: &Family, ep: Option<usize>) -> spv::Options<'static> {
 /// The SPIR-V of entry point `ep` (or of the whole module), checked for the magic number
 /// and the `OpEntryPoint` names.
 fn spirv_of(f: &Family, ep: Option<usize>) -> Vec<u32> {
+    spirv_of_version(f, ep, (1, 0))
+}
+
+/// [`spirv_of`] in SPIR-V `version` (wgpu's Vulkan backend writes 1.3 where subgroups are on).
+fn spirv_of_version(f: &Family, ep: Option<usize>, version: (u8, u8)) -> Vec<u32> {
     let po = ep.map(|i| spv::PipelineOptions {
         shader_stage: ShaderStage::Compute,
         entry_point: f.module.entry_points[i].name.clone(),
@@ -431,7 +436,11 @@ fn spirv_of(f: &Family, ep: Option<usize>) -> Vec<u32> {
                 .collect(),
         ),
     };
-    let words = spv::write_vec(&f.module, &f.info, &spv_options(f, ep), po.as_ref())
+    let opts = spv::Options {
+        lang_version: version,
+        ..spv_options(f, ep)
+    };
+    let words = spv::write_vec(&f.module, &f.info, &opts, po.as_ref())
         .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
     check_spirv(f, &words, &names, &what);
     words
@@ -861,6 +870,58 @@ fn feature_families_validate_with_their_capabilities() {
                 .unwrap_or_else(|e| panic!("{}: MSL: {e}", k.name));
             check_msl(&src, &info, &[k.name], k.name);
             dump(&format!("{}.metal", k.name), src.as_bytes());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The families whose `SG_ROWS` specialisations share loads across a subgroup
+/// (`subgroup_shader_sources`): invalid without the `SUBGROUP` capability (so the rename the
+/// host applies without subgroups is what keeps the portable build valid), valid with it, and
+/// translated per kernel to SPIR-V (through `spirv-val` for Vulkan 1.1 when installed) and MSL.
+#[test]
+fn subgroup_families_validate_with_the_subgroup_capability() {
+    let sources = subgroup_shader_sources().expect("the shipped sources unroll");
+    let names: Vec<&str> = sources.iter().map(|s| s.0).collect();
+    assert!(
+        names.contains(&"conv") && names.contains(&"matmul"),
+        "the pointwise convolutions and the GEMM share rows across subgroups: {names:?}"
+    );
+    let tools = have_tool("spirv-val");
+    let mut failures = Vec::new();
+    for (name, src) in sources {
+        let module = naga::front::wgsl::parse_str(&src).expect("parses");
+        assert!(
+            Validator::new(ValidationFlags::default(), Capabilities::empty())
+                .validate(&module)
+                .is_err(),
+            "{name}.wgsl with its subgroup broadcasts validates without SUBGROUP"
+        );
+        let f = parse_and_validate(name, &src, Capabilities::SUBGROUP);
+        for k in kernels_of(name) {
+            let i = entry_index(&f, k.name);
+            let words = spirv_of_version(&f, Some(i), (1, 3));
+            if tools {
+                let file = format!("{}.subgroup.spv", k.name);
+                if let Err(e) = run_tool(
+                    "spirv-val",
+                    &["--target-env", "vulkan1.1"],
+                    &file,
+                    &spv_bytes(&words),
+                ) {
+                    failures.push(e);
+                }
+            }
+            let po = msl::PipelineOptions {
+                entry_point: Some((ShaderStage::Compute, k.name.into())),
+                ..Default::default()
+            };
+            let mut opts = msl_options(&f, &[i]);
+            // simdgroup functions need MSL 2.1+
+            opts.lang_version = (2, 3);
+            let (msl_src, info) = msl::write_string(&f.module, &f.info, &opts, &po)
+                .unwrap_or_else(|e| panic!("{}: MSL with subgroups: {e}", k.name));
+            check_msl(&msl_src, &info, &[k.name], k.name);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -64,6 +64,17 @@ impl ShaderCaps {
     }
 }
 
+/// Whether the kernels may share loads across a subgroup of exactly 8 invocations — the 8
+/// consecutive invocations of a 64-wide workgroup that share a register tile's rows
+/// (`subgroupBroadcast`): `Features::SUBGROUP` with a fixed subgroup size of 8 (lavapipe on
+/// 256-bit vectors), unless `WGCNN_SUBGROUPS=off`.
+fn subgroups_of_eight(adapter: &wgpu::Adapter) -> bool {
+    let info = adapter.get_info();
+    adapter.features().contains(wgpu::Features::SUBGROUP)
+        && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8)
+        && !std::env::var("WGCNN_SUBGROUPS").is_ok_and(|v| v == "off")
+}
+
 impl std::fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -94,6 +105,8 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
     pub(crate) summary: AdapterSummary,
+    /// Subgroups enabled, each exactly 8 invocations (see [`subgroups_of_eight`]).
+    pub(crate) subgroup8: bool,
     pub(crate) kernels: super::kernels::KernelCache,
     /// Why the device is unusable: lost (or, in the browser, the first uncaptured error).
     lost: Arc<Mutex<Option<String>>>,
@@ -232,7 +245,11 @@ impl GpuContext {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let (caps, features) = ShaderCaps::of(&adapter);
+        let (caps, mut features) = ShaderCaps::of(&adapter);
+        let subgroup8 = subgroups_of_eight(&adapter);
+        if subgroup8 {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let experimental = if caps.coop_16x16_f16 {
             // SAFETY: the opt-in only permits requesting EXPERIMENTAL_COOPERATIVE_MATRIX;
             // it is used by `gemm_coop` alone (shaders/matmul_coop.wgsl), which is held to its
@@ -298,6 +315,7 @@ impl GpuContext {
             device,
             queue,
             limits,
+            subgroup8,
             summary,
             kernels: Default::default(),
             lost,
@@ -312,6 +330,15 @@ impl GpuContext {
     /// The optional shader features the device was opened with.
     pub fn caps(&self) -> ShaderCaps {
         self.summary.caps
+    }
+
+    /// Whether the kernels share register-tile rows across subgroups of exactly 8
+    /// invocations (`Features::SUBGROUP` with subgroup size 8, e.g. lavapipe; off with
+    /// `WGCNN_SUBGROUPS=off`): the pointwise convolutions and the tiled GEMM then load each
+    /// row once per subgroup and broadcast it (`SG_ROWS`), which halved their time on
+    /// lavapipe (docs/results/issue17-subgroups.md).
+    pub fn subgroups_of_eight(&self) -> bool {
+        self.subgroup8
     }
 
     /// The device limits (the adapter's own).

@@ -157,13 +157,35 @@ pub const KERNELS: &[KernelSpec] = &[
     k("amp_update", "precision", 0, 2),
 ];
 
-/// The full WGSL source of every portable family (common prelude included), for
-/// validation and translation tests.
+/// The full WGSL source of every portable family (common prelude included) as a device
+/// without subgroups compiles it, for validation and translation tests.
 pub fn shader_sources() -> Vec<(&'static str, String)> {
     FAMILIES
         .iter()
-        .map(|(name, src)| (*name, assemble(src)))
+        .map(|(name, src)| (*name, without_subgroups(assemble(src))))
         .collect()
+}
+
+/// The full WGSL source of every portable family that shares loads across a subgroup
+/// (`subgroupBroadcast`, the `SG_ROWS` specialisations), as a device with subgroups of 8
+/// compiles it (WebGPU feature `subgroups`, naga capability `SUBGROUP`): with its default
+/// constants and its `/*unroll*/` loops unrolled, which makes each broadcast's lane a
+/// constant as WGSL requires.
+pub fn subgroup_shader_sources() -> Result<Vec<(&'static str, String)>> {
+    FAMILIES
+        .iter()
+        .filter(|(_, src)| src.contains(BROADCAST))
+        .map(|(name, src)| Ok((*name, assemble(&unroll(name, src)?))))
+        .collect()
+}
+
+const BROADCAST: &str = "subgroupBroadcast(";
+
+/// `src` for a device without subgroups: its broadcasts, which only the `SG_ROWS = 1`
+/// specialisations execute, call the stand-in `sg_absent` of common.wgsl instead, so the
+/// module validates without the capability.
+fn without_subgroups(src: String) -> String {
+    src.replace(BROADCAST, "sg_absent(")
 }
 
 /// The full WGSL source of every family that needs an optional device feature, with the
@@ -487,6 +509,13 @@ impl GpuContext {
                     .and_then(|s| unroll(family, &s))
                     .and_then(|s| half.map_or(Ok(s.clone()), |m| halve(family, &s, m)))
                     .map(|s| assemble(&s))
+                    .map(|s| {
+                        if self.subgroup8 {
+                            s
+                        } else {
+                            without_subgroups(s)
+                        }
+                    })
             })
             .ok_or_else(|| Error::Shader {
                 kernel: family.into(),

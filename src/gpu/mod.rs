@@ -12,7 +12,7 @@ pub mod tune;
 
 pub use bench::BenchProgram;
 pub use device::{AdapterSummary, GpuContext, ShaderCaps};
-pub use kernels::{feature_shader_sources, shader_sources, KERNELS};
+pub use kernels::{feature_shader_sources, shader_sources, subgroup_shader_sources, KERNELS};
 
 /// `Instant` that works in the browser too (`performance.now()` there).
 #[cfg(not(target_arch = "wasm32"))]

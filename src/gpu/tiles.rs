@@ -66,6 +66,9 @@ pub(crate) struct Tiles {
     /// one invocation between two barriers, the conv weight gradients' trees in registers
     /// by one invocation per value (`SERIAL_SUM`); the same order, the same bits.
     pub(crate) serial_tree: bool,
+    /// Register-tile rows loaded once per subgroup of 8 and shared by `subgroupBroadcast`
+    /// (`GpuContext::subgroup8`), in the pointwise kernels.
+    pub(crate) sg_rows: bool,
 }
 
 /// CPU adapters (lavapipe/llvmpipe, SwiftShader, WARP: a workgroup runs on one thread, SIMD
@@ -128,6 +131,7 @@ const CPU_TILES: Tiles = Tiles {
     min_groups: 2,
     split_groups: 2,
     serial_tree: true,
+    sg_rows: false,
 };
 
 /// Hardware GPUs: registers are per invocation and few, so tiles of at most 16–40
@@ -155,6 +159,7 @@ const GPU_TILES: Tiles = Tiles {
     // measured — no hardware GPU was available
     split_groups: 256,
     serial_tree: false,
+    sg_rows: false,
 };
 
 /// The widest kernel the stride-1 rows variants are specialised for: 7 keeps the
@@ -203,10 +208,14 @@ impl GpuContext {
             Tiles {
                 min_groups: cores,
                 split_groups: cores,
+                sg_rows: self.subgroup8,
                 ..CPU_TILES
             }
         } else {
-            GPU_TILES
+            Tiles {
+                sg_rows: self.subgroup8,
+                ..GPU_TILES
+            }
         }
     }
 

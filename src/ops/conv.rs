@@ -113,10 +113,7 @@ impl Launch for Conv {
         let p = self.uniform_block();
         let tiles = ctx.tiles();
         let entry = variant(self.pass, &p, &tiles);
-        // every field but the batch size: two layers that differ only in groups must not
-        // share a tile (the channel tiles must divide the groups)
-        let key = format!("{entry} {:?}", ConvUniform { n: 0, ..p });
-        let tile = ctx.tile_for(key, || tile(entry, &p, &tiles))?;
+        let tile = ctx.tile_for(tile_key(entry, &p), || tile(entry, &p, &tiles))?;
         let mut consts = consts(entry, &p, tile, &tiles);
         if self.pass == ConvPass::Forward {
             consts.push(("KEEP_Z", self.keeps_z() as u32));
@@ -126,6 +123,20 @@ impl Launch for Conv {
             consts,
             groups: groups(entry, &p, tile),
         })
+    }
+
+    /// The pointwise forward and backward-input kernels: every register tile of the
+    /// adapter's list sums each output over the channels in the same order.
+    fn tile_choices(&self, ctx: &GpuContext) -> Option<(String, Vec<(u32, u32)>)> {
+        let p = self.uniform_block();
+        let tiles = ctx.tiles();
+        let entry = variant(self.pass, &p, &tiles);
+        let cands = match entry {
+            "conv_forward_pointwise" | "conv_backward_input_pointwise" => tiles.pointwise,
+            "conv_forward_pointwise_v4" | "conv_backward_input_pointwise_v4" => tiles.pointwise_v4,
+            _ => return None,
+        };
+        Some((tile_key(entry, &p), cands.to_vec()))
     }
 
     fn cpu(&self, b: &mut [Vec<f32>]) {
@@ -503,6 +514,13 @@ fn variant(pass: ConvPass, p: &ConvUniform, t: &Tiles) -> &'static str {
     }
 }
 
+/// The tile-cache key of a launch of `entry`: every field but the batch size (two layers
+/// that differ only in groups must not share a tile: the channel tiles must divide the
+/// groups).
+fn tile_key(entry: &str, p: &ConvUniform) -> String {
+    format!("{entry} {:?}", ConvUniform { n: 0, ..*p })
+}
+
 /// Workgroups of conv entry point `entry` for register tile `tile`.
 fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
     match entry {
@@ -718,6 +736,10 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts
             ("WR", "WS")
         }
     };
+    if entry.contains("_pointwise") {
+        // a lane loads ⌈PR / 8⌉ ≤ 4 rows (every tile list's PR is at most 32)
+        consts.extend([("SG_ROWS", t.sg_rows as u32), ("PRS", r.div_ceil(8))]);
+    }
     consts.extend([(names.0, r), (names.1, s)]);
     consts
 }

@@ -456,6 +456,10 @@ fn tiled_call(
     let t = ctx.tiles();
     let tile = ctx.tile_for(key, || pick(cands, |g| groups(p, g), t.min_groups).0)?;
     consts.extend([("TR", tile.0), ("TS", tile.1)]);
+    if !shared {
+        // a lane loads ⌈TR / 8⌉ ≤ 4 rows of A (every tile list's TR is at most 32)
+        consts.extend([("SG_ROWS", t.sg_rows as u32), ("TRS", tile.0.div_ceil(8))]);
+    }
     if shared {
         // each of the 64 invocations stages TR·SK/8 values of A and TS·SK/8 of B (SK = 16)
         consts.extend([("LA", 2 * tile.0), ("LB", 2 * tile.1)]);
