@@ -654,15 +654,20 @@ fn conv_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
 // ---- forward, depthwise sliding-window variant -----------------------------------------------
 // The same sums as conv_forward for depthwise layers (groups = C = O: output channel c reads
 // input channel c only) of a plain 2-D geometry with sw = 1 and no flip. Each invocation
-// computes DS consecutive outputs of one output row of one channel: for each kernel row it
-// loads the DS + DKW − 1 inputs the run slides over into registers once, and the DKW
-// weights, then does DS·DKW multiply-adds (conv_forward loads one input per multiply-add
-// here, its channel tile being 1). Same bindings as conv_forward. (Its own constants: a
-// pipeline specialises the whole module, and the rows variants' KWC/KWM/SEG must stay
-// consistent with each other.)
-const DS: u32 = 8u;     // outputs per invocation: a run along the output row
+// computes DS consecutive outputs of each of DR consecutive output rows of one channel
+// (rows i0 .. i0 + DR − 1 of a plane; those past OH are computed on clamped inputs and not
+// stored): it loads the channel's DKH·DKW weights once, then walks the (DR − 1)·sh + DKH
+// input rows the block reads, loading the DS + DKW − 1 inputs each run slides over into
+// registers once and adding their products to every output row whose window holds that
+// input row — one input load per DS·DKW·(rows it serves) multiply-adds (conv_forward loads
+// one input per multiply-add here, its channel tile being 1; a block of DR rows loads
+// (DR − 1)·sh + DKH input rows instead of DR·DKH). Same bindings as conv_forward. (Its own
+// constants: a pipeline specialises the whole module, and the rows variants' KWC/KWM/SEG
+// must stay consistent with each other.)
+const DS: u32 = 8u;     // outputs per invocation and row: a run along the output row
 const DKW: u32 = 3u;    // kernel width (= kw)
 const DSEG: u32 = 10u;  // DS + DKW − 1 inputs per kernel row
+const DR: u32 = 1u;     // output rows per invocation (backward-input: input rows)
 
 @compute @workgroup_size(64)
 fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
@@ -670,43 +675,57 @@ fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) li: u32) {
     let g = f_p;
     let segs = (g.ow + DS - 1u) / DS;
-    let total = g.n * g.o * g.oh * segs;
+    let blocks = (g.oh + DR - 1u) / DR;
+    let total = g.n * g.o * blocks * segs;
     let qq = flat_group(wid, nwg) * WG + li;
     let live = qq < total;
     let q = min(qq, total - 1u);
-    let row = q / segs;            // (n·C + c)·OH + i: the output row
+    let blk = q / segs;            // (n·C + c)·blocks + ib: the block of output rows
     let j0 = (q % segs) * DS;
-    let i = row % g.oh;
-    let nc = row / g.oh;           // n·C + c (C = O)
+    let i0 = (blk % blocks) * DR;  // its first output row
+    let nc = blk / blocks;         // n·C + c (C = O)
     let c = nc % g.o;
     let xplane = nc * g.h * g.w;   // x[n, c, 0, 0]
     let iw0 = i32(j0) - i32(g.pw);
-    var acc: array<f32, DS>;
-    for (var a = 0u; a < g.kh; a++) {
-        let ih = i32(i * g.sh + a) - i32(g.ph);
+    var wr: array<f32, DKH * DKW>;
+    /*unroll*/ for (var a = 0u; a < DKH; a++) {
+        /*unroll*/ for (var b = 0u; b < DKW; b++) { wr[a * DKW + b] = f_w[(c * DKH + a) * DKW + b]; }
+    }
+    var acc: array<array<f32, DS>, DR>;
+    // input row e of the block (ih = i0·sh + e − ph) is row a of output row d's window
+    // where e = d·sh + a
+    for (var e = 0u; e < (DR - 1u) * g.sh + DKH; e++) {
+        let ih = i32(i0 * g.sh + e) - i32(g.ph);
         let rok = ih >= 0 && ih < i32(g.h);
         let rb = i32(xplane) + ih * i32(g.w);
         var seg: array<f32, DSEG>;
-        /*unroll*/ for (var e = 0u; e < DSEG; e++) {
-            let iw = iw0 + i32(e);
+        /*unroll*/ for (var t = 0u; t < DSEG; t++) {
+            let iw = iw0 + i32(t);
             let ok = rok && iw >= 0 && iw < i32(g.w);
-            seg[e] = select(0.0, f_x[u32(select(0, rb + iw, ok))], ok);
+            seg[t] = select(0.0, f_x[u32(select(0, rb + iw, ok))], ok);
         }
-        let wk = (c * g.kh + a) * DKW;
-        /*unroll*/ for (var b = 0u; b < DKW; b++) {
-            let wv = f_w[wk + b];
-            /*unroll*/ for (var s = 0u; s < DS; s++) { acc[s] += wv * seg[s + b]; }
+        /*unroll*/ for (var d = 0u; d < DR; d++) {
+            /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                if (e == d * g.sh + a) {
+                    /*unroll*/ for (var b = 0u; b < DKW; b++) {
+                        let wv = wr[a * DKW + b];
+                        /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + b]; }
+                    }
+                }
+            }
         }
     }
     var bias = 0.0;
     if (HAS_BIAS == 1u) { bias = f_b[c]; }
-    let yb = row * g.ow;
-    /*unroll*/ for (var s = 0u; s < DS; s++) {
-        let j = j0 + s;
-        if (live && j < g.ow) {
-            let v = acc[s] + bias;
-            if (KEEP_Z == 1u) { f_z[yb + j] = v; }
-            f_y[yb + j] = act_fwd(v, ACT, g.alpha);
+    /*unroll*/ for (var d = 0u; d < DR; d++) {
+        let yb = (nc * g.oh + i0 + d) * g.ow;
+        /*unroll*/ for (var s = 0u; s < DS; s++) {
+            let j = j0 + s;
+            if (live && i0 + d < g.oh && j < g.ow) {
+                let v = acc[d][s] + bias;
+                if (KEEP_Z == 1u) { f_z[yb + j] = v; }
+                f_y[yb + j] = act_fwd(v, ACT, g.alpha);
+            }
         }
     }
 }
@@ -714,9 +733,10 @@ fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // ---- backward to the input, depthwise sliding-window variant -------------------------------
 // The same sums as conv_backward_input for the layers conv_forward_depthwise serves, with
 // sh = sw = 1 as well: dx[n,c,h,w] = Σ_a Σ_b w[c,a,b] · dy'[n,c, h+ph−a, w+pw−b]. Each
-// invocation computes DS consecutive inputs of one channel's input row: for each kernel row
-// it loads the DS + DKW − 1 values of dy' the run needs into registers once (applying the
-// fused activation's derivative as it loads) and the DKW weights. Same bindings as
+// invocation computes DS consecutive inputs of each of DR consecutive input rows of one
+// channel: it loads the channel's weights once and walks the DR + DKH − 1 rows of dy' the
+// block reads, loading the DS + DKW − 1 values of dy' each run needs into registers once
+// (applying the fused activation's derivative as it loads). Same bindings as
 // conv_backward_input.
 @compute @workgroup_size(64)
 fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
@@ -724,42 +744,57 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(local_invocation_index) li: u32) {
     let g = bi_p;
     let segs = (g.w + DS - 1u) / DS;
-    let total = g.n * g.c * g.h * segs;
+    let blocks = (g.h + DR - 1u) / DR;
+    let total = g.n * g.c * blocks * segs;
     let qq = flat_group(wid, nwg) * WG + li;
     let live = qq < total;
     let q = min(qq, total - 1u);
-    let row = q / segs;            // (n·C + c)·H + h: the input row
+    let blk = q / segs;            // (n·C + c)·blocks + hb: the block of input rows
     let w0 = (q % segs) * DS;
-    let h = row % g.h;
-    let nc = row / g.h;            // n·C + c (C = O)
+    let h0 = (blk % blocks) * DR;  // its first input row
+    let nc = blk / blocks;         // n·C + c (C = O)
     let c = nc % g.c;
     let yplane = nc * g.oh * g.ow; // dy[n, c, 0, 0]
-    // the dy' columns of the run: j = w0 + pw − (DKW − 1) + e
+    // the dy' columns of the run: j = w0 + pw − (DKW − 1) + t
     let j0 = i32(w0 + g.pw) - i32(DKW - 1u);
-    var acc: array<f32, DS>;
-    for (var a = 0u; a < g.kh; a++) {
-        let i = i32(h + g.ph) - i32(a);
+    var wr: array<f32, DKH * DKW>;
+    /*unroll*/ for (var a = 0u; a < DKH; a++) {
+        /*unroll*/ for (var b = 0u; b < DKW; b++) { wr[a * DKW + b] = bi_w[(c * DKH + a) * DKW + b]; }
+    }
+    var acc: array<array<f32, DS>, DR>;
+    // dy' row e of the block (i = h0 + ph − (DKH − 1) + e) meets input row d under kernel row
+    // a where e + a = d + DKH − 1; walked downwards, so each input sums a ascending
+    for (var k = 0u; k < DR + DKH - 1u; k++) {
+        let e = DR + DKH - 2u - k;
+        let i = i32(h0 + g.ph + e) - i32(DKH - 1u);
         let rok = i >= 0 && i < i32(g.oh);
         let rb = i32(yplane) + i * i32(g.ow);
         var seg: array<f32, DSEG>;
-        /*unroll*/ for (var e = 0u; e < DSEG; e++) {
-            let j = j0 + i32(e);
+        /*unroll*/ for (var t = 0u; t < DSEG; t++) {
+            let j = j0 + i32(t);
             let ok = rok && j >= 0 && j < i32(g.ow);
             let yi = u32(select(0, rb + j, ok));
-            var d = bi_dy[yi];
-            if (ACT != 0u) { d *= act_grad_fused(bi_y[yi], ACT, g.alpha); }
-            seg[e] = select(0.0, d, ok);
+            var dv = bi_dy[yi];
+            if (ACT != 0u) { dv *= act_grad_fused(bi_y[yi], ACT, g.alpha); }
+            seg[t] = select(0.0, dv, ok);
         }
-        let wk = (c * g.kh + a) * DKW;
-        /*unroll*/ for (var b = 0u; b < DKW; b++) {
-            let wv = bi_w[wk + b];
-            /*unroll*/ for (var s = 0u; s < DS; s++) { acc[s] += wv * seg[s + DKW - 1u - b]; }
+        /*unroll*/ for (var d = 0u; d < DR; d++) {
+            /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                if (e + a == d + DKH - 1u) {
+                    /*unroll*/ for (var b = 0u; b < DKW; b++) {
+                        let wv = wr[a * DKW + b];
+                        /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + DKW - 1u - b]; }
+                    }
+                }
+            }
         }
     }
-    let xb = row * g.w;
-    /*unroll*/ for (var s = 0u; s < DS; s++) {
-        let w = w0 + s;
-        if (live && w < g.w) { bi_dx[xb + w] = acc[s]; }
+    /*unroll*/ for (var d = 0u; d < DR; d++) {
+        let xb = (nc * g.h + h0 + d) * g.w;
+        /*unroll*/ for (var s = 0u; s < DS; s++) {
+            let w = w0 + s;
+            if (live && h0 + d < g.h && w < g.w) { bi_dx[xb + w] = acc[d][s]; }
+        }
     }
 }
 
@@ -779,7 +814,7 @@ const DKH: u32 = 3u;    // kernel height (= kh)
 const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
 const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
 const DCH: u32 = 1u;    // channels per workgroup (1, 2, 4 or 8; more on small images)
-const DL: u32 = WG / DCH; // invocations per channel
+const DL: u32 = 64u;    // WG / DCH: invocations per channel (set with DCH)
 
 var<workgroup> bwd_red: array<f32, WG * DRED>;
 
@@ -856,11 +891,9 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
         for (var q = li; q < DCH * DRED; q += WG) {
             let base = (q % DRED) * WG + (q / DRED) * DL;
             // the channel's DL partials, zeros after them: the levels s ≥ DL add zeros, the
-            // rest pair as the DL-wide tree does
+            // rest pair as the DL-wide tree does (only the DL partials are loaded)
             var a: array<f32, 64>;
-            /*unroll*/ for (var l = 0u; l < 64u; l++) {
-                a[l] = select(0.0, bwd_red[base + min(l, DL - 1u)], l < DL);
-            }
+            /*unroll*/ for (var l = 0u; l < DL; l++) { a[l] = bwd_red[base + l]; }
             bwd_red[base] = tree_sum64(a);
         }
         workgroupBarrier();

@@ -476,6 +476,14 @@ fn tile_edges_and_every_kernel_variant() {
             15,
         ),
         pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
+        // blocks of 4 rows on 10-row images (the last block's rows 10 and 11 computed on
+        // clamped inputs and not stored), forward and backward-input
+        pr(
+            &[2, 6, 10, 12],
+            &[6, 1, 3, 3],
+            ConvParams::default().groups(6).same(),
+            26,
+        ),
         // vec4 pointwise variants: 20 → 21 channels, 3 images of 36 positions
         pr(&[3, 20, 6, 6], &[21, 20, 1, 1], ConvParams::default(), 25),
         // pointwise variants: 19 → 21 channels (no tile divides them), 9·13 = 117 positions

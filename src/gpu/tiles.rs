@@ -42,6 +42,9 @@ pub(crate) struct Tiles {
     /// Depthwise conv forward and backward-input (sliding-window variants): at most this many
     /// consecutive outputs per invocation.
     pub(crate) dw_run: u32,
+    /// … on each of at most this many consecutive rows (a block of rows shares the input
+    /// rows its windows overlap on: (DR − 1)·sh + kh row loads instead of DR·kh).
+    pub(crate) dw_rows: u32,
     /// GEMM: rows × columns per invocation.
     pub(crate) gemm: &'static [(u32, u32)],
     /// The scalar pointwise forward and backward-input passes (`conv_forward_pointwise`,
@@ -87,6 +90,7 @@ const CPU_TILES: Tiles = Tiles {
     // 8 measured best for 5×5 and 3×3 kernels (6 rows ran 1.6× slower, 16 no faster)
     bwd_w_rows: 8,
     dw_run: 16,
+    dw_rows: 4,
     gemm: &[(8, 16), (8, 8), (4, 8), (4, 4), (2, 4), (1, 4)],
     // 8 × 4 too: Xception-mini's 64 × 32 weight gradient in one tile of 64 × 32 (4 × 4:
     // two, each loading 8 units per 64 multiply-adds instead of 12 per 128); 16 rows where
@@ -146,6 +150,7 @@ const GPU_TILES: Tiles = Tiles {
     bwd_w: (4, 8),
     bwd_w_rows: 2,
     dw_run: 4,
+    dw_rows: 1,
     gemm: &[(4, 4), (2, 4), (1, 4)],
     pointwise_w: &[(4, 4), (2, 4), (1, 4)],
     pointwise: &[(4, 4), (2, 4), (1, 4)],

@@ -489,7 +489,9 @@ fn variant(pass: ConvPass, p: &ConvUniform, t: &Tiles) -> &'static str {
     // one (measured on lavapipe, docs/results/issue17-pointwise.md; Xception-mini's
     // stride-2 shortcut 64×32: 2.6 ms pointwise, 1.3–1.5× its forward as rows)
     let pw_bw = "conv_backward_weight_pointwise";
-    let pointwise_bw = p.pointwise() && groups(pw_bw, p, t.gemm[0]) >= t.min_groups;
+    // with subgroup row sharing the pointwise weight gradient beats the rows kernel even
+    // where the plan must split its sum to fill the device
+    let pointwise_bw = p.pointwise() && (t.sg_rows || groups(pw_bw, p, t.gemm[0]) >= t.min_groups);
     match pass {
         ConvPass::Forward if p.depthwise_rows() => "conv_forward_depthwise",
         ConvPass::Forward if p.pointwise_v4() => "conv_forward_pointwise_v4",
@@ -534,11 +536,11 @@ fn groups(entry: &str, p: &ConvUniform, (r, s): (u32, u32)) -> u64 {
         }
         "conv_backward_weight_rows" => p.o.div_ceil(r) as u64 * (p.c * p.kh).div_ceil(s) as u64,
         "conv_forward_depthwise" => {
-            let runs = p.n as u64 * p.o as u64 * p.oh as u64 * p.ow.div_ceil(s) as u64;
+            let runs = p.n as u64 * p.o as u64 * p.oh.div_ceil(r) as u64 * p.ow.div_ceil(s) as u64;
             runs.div_ceil(64)
         }
         "conv_backward_input_depthwise" => {
-            let runs = p.n as u64 * p.c as u64 * p.h as u64 * p.w.div_ceil(s) as u64;
+            let runs = p.n as u64 * p.c as u64 * p.h.div_ceil(r) as u64 * p.w.div_ceil(s) as u64;
             runs.div_ceil(64)
         }
         "conv_forward_pointwise" | "conv_forward_pointwise_v4" => {
@@ -604,8 +606,10 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             pointwise_tile(entry, p, t, 1)
         }
         "conv_backward_weight_depthwise" => (depthwise_channels(p, min_groups), 1),
-        "conv_forward_depthwise" => shrink(1, p.ow, balanced(p.ow, t.dw_run)),
-        "conv_backward_input_depthwise" => shrink(1, p.w, balanced(p.w, t.dw_run)),
+        // (rows per block, outputs per run); the blocks shrink to single rows first when the
+        // dispatch has too few workgroups
+        "conv_forward_depthwise" => depthwise_block(entry, p, t, p.oh, p.ow, min_groups),
+        "conv_backward_input_depthwise" => depthwise_block(entry, p, t, p.h, p.w, min_groups),
         "conv_backward_input_rows" => {
             let r = balanced(p.c, t.bwd_in_rows.0);
             shrink(r, p.w, split(p.w, p.w.div_ceil(t.bwd_in_rows.1)))
@@ -628,6 +632,32 @@ fn tile_filling(entry: &str, p: &ConvUniform, t: &Tiles, min_groups: u64) -> (u3
             shrink(r, cols, balanced(cols, t.bwd_w.1))
         }
     }
+}
+
+/// The sliding-window depthwise tile `(DR, DS)`: blocks of up to `Tiles::dw_rows` rows
+/// (balanced over the image's `rows`) and runs of up to `Tiles::dw_run` along its `cols`,
+/// each shrunk — rows first — while the dispatch would have under `min_groups` workgroups.
+fn depthwise_block(
+    entry: &str,
+    p: &ConvUniform,
+    t: &Tiles,
+    rows: u32,
+    cols: u32,
+    min_groups: u64,
+) -> (u32, u32) {
+    let mut s = balanced(cols, t.dw_run);
+    let mut r = balanced(rows, t.dw_rows);
+    let mut blocks = rows.div_ceil(r);
+    while groups(entry, p, (r, s)) < min_groups && r > 1 {
+        blocks += 1;
+        r = split(rows, blocks);
+    }
+    let mut parts = cols.div_ceil(s);
+    while groups(entry, p, (r, s)) < min_groups && s > 1 {
+        parts += 1;
+        s = split(cols, parts);
+    }
+    (r, s)
 }
 
 /// Channels per workgroup of the depthwise weight gradient (its tile is `(DCH, 1)`): the
@@ -712,10 +742,12 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts
             // gradient's window (DKM = DKW − 1) must stay valid beside these
             let dkm = p.kw - 1;
             consts.extend([("DKW", p.kw), ("DKM", dkm), ("DSEG", s + dkm), ("DS", s)]);
+            consts.extend([("DKH", p.kh), ("DR", r)]);
             return consts;
         }
         "conv_backward_weight_depthwise" => {
             consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh), ("DCH", r)]);
+            consts.push(("DL", 64 / r));
             consts.push(("SERIAL_SUM", t.serial_tree as u32));
             return consts;
         }
