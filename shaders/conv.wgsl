@@ -803,18 +803,26 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 //   dw[c,a,b] = Σ_n Σ_i Σ_j dy'[n,c,i,j] · x[n,c, i·sh + a − ph, j + b − pw],  db[c] = Σ dy'
 // A workgroup per DCH channels (and row partition, SPLIT as the other backward-weight
 // kernels): invocation li works on channel c0 + li / DL, and the DL = 64 / DCH invocations of
-// a channel split its N·OH output rows (row r to invocation r mod DL; DCH > 1 on small images,
-// chosen by the host, so an invocation has more than a few positions to sum). Along a row,
-// each invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
-// DKH new inputs for DKH·DKW multiply-adds (the generic kernel loads an input per
-// multiply-add here). Each channel's DL partials are summed as conv_backward_weight's (a
-// tree over the DL invocations, in registers with SERIAL_SUM). Same bindings as
-// conv_backward_weight.
+// a channel split its work (DCH > 1 on small images, chosen by the host, so an invocation
+// has more than a few positions to sum), in one of two ways (the generic kernel loads an
+// input per multiply-add here):
+//   rows (DBLOCK = 0): the N·OH output rows, row r to invocation r mod DL; along a row each
+//     invocation keeps a DKH × DKW window of inputs, so a position costs one dy' load and
+//     DKH new inputs for DKH·DKW multiply-adds;
+//   blocks (DBLOCK = 1, small images): units of DR output rows of an image × DS columns,
+//     unit u to invocation u mod DL; per unit the DR·DS values of dy', then each of the
+//     (DR − 1)·sh + DKH input rows the unit's windows cover once (DS + DKW − 1 inputs, the
+//     forward's sliding window), added for every window row it is — fewer loads per position
+//     where a row is only a few positions wide (on lavapipe: 4×4 images 0.8 vs 1.2 ms, 14×14
+//     images slower than rows, docs/results/issue17-subgroups.md).
+// Each channel's DL partials are summed as conv_backward_weight's (a tree over the DL
+// invocations, in registers with SERIAL_SUM). Same bindings as conv_backward_weight.
 const DKH: u32 = 3u;    // kernel height (= kh)
 const DKM: u32 = 2u;    // DKW − 1 (set with DKW by every depthwise pipeline)
 const DRED: u32 = DKH * DKW + 1u; // values per channel to reduce: the taps and db
 const DCH: u32 = 1u;    // channels per workgroup (1, 2, 4 or 8; more on small images)
 const DL: u32 = 64u;    // WG / DCH: invocations per channel (set with DCH)
+const DBLOCK: u32 = 0u; // 1: blocks of DR rows × DS columns; 0: whole rows
 
 var<workgroup> bwd_red: array<f32, WG * DRED>;
 
@@ -838,46 +846,99 @@ fn conv_backward_weight_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     let row1 = select(row0, part_start(part + 1u, nrows, g.parts), c0 + lc < g.o);
     let kk = DKH * DKW;
     let pbase = part * (g.o * kk + HAS_BIAS * g.o);
-    let wi = i32(g.w);
-    let pw = i32(g.pw);
     var acc: array<array<f32, DKW>, DKH>;
     var accb = 0.0;
-    for (var row = row0 + ll; row < row1; row += DL) {
-        let n = row / g.oh;
-        let i = row % g.oh;
-        let ybase = ((n * g.o + c) * g.oh + i) * g.ow;
-        let ihb = i32(i * g.sh) - i32(g.ph);
-        let xb = i32((n * g.c + c) * g.h * g.w);
-        var rok: array<bool, DKH>;
-        var roff: array<i32, DKH>;
-        /*unroll*/ for (var a = 0u; a < DKH; a++) {
-            let ih = ihb + i32(a);
-            rok[a] = ih >= 0 && ih < i32(g.h);
-            roff[a] = xb + ih * wi;
-        }
-        // win[a][b] = x[row of a, j − pw + b]; preload b = 1..DKW−1 for j = −1
-        var win: array<array<f32, DKW>, DKH>;
-        /*unroll*/ for (var a = 0u; a < DKH; a++) {
-            /*unroll*/ for (var b = 0u; b < DKM; b++) {
-                let iw = i32(b) - pw;
-                let ok = rok[a] && iw >= 0 && iw < wi;
-                win[a][b + 1u] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+    if (DBLOCK == 1u) {
+        // units: a block of DR output rows (i0 = k·DR of image n) × a run of DS columns, over
+        // the images the partition's rows [row0, row1) touch; rows outside it count as dy' = 0
+        let blocks = (g.oh + DR - 1u) / DR;
+        let segs = (g.ow + DS - 1u) / DS;
+        let n0 = row0 / g.oh;
+        let units = select(0u, ((row1 - 1u) / g.oh + 1u - n0) * blocks * segs, row1 > row0);
+        for (var u = ll; u < units; u += DL) {
+            let n = n0 + u / (blocks * segs);
+            let i0 = (u / segs % blocks) * DR;
+            let j0 = (u % segs) * DS;
+            // dy' of the unit, 0 outside the image and the partition
+            var dv: array<array<f32, DS>, DR>;
+            /*unroll*/ for (var d = 0u; d < DR; d++) {
+                let fr = n * g.oh + i0 + d; // the flat output row
+                let rok = i0 + d < g.oh && fr >= row0 && fr < row1;
+                let yb = ((n * g.o + c) * g.oh + min(i0 + d, g.oh - 1u)) * g.ow;
+                /*unroll*/ for (var s = 0u; s < DS; s++) {
+                    let ok = rok && j0 + s < g.ow;
+                    let yi = select(0u, yb + j0 + s, ok);
+                    var v = bw_dy[yi];
+                    if (ACT != 0u) { v *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+                    dv[d][s] = select(0.0, v, ok);
+                    accb += dv[d][s];
+                }
+            }
+            // input row e of the block (ih = i0·sh + e − ph) is row a of output row d's window
+            // where e = d·sh + a: its DS + DKW − 1 inputs are loaded once for every such pair
+            let xplane = i32((n * g.c + c) * g.h * g.w);
+            let iw0 = i32(j0) - i32(g.pw);
+            for (var e = 0u; e < (DR - 1u) * g.sh + DKH; e++) {
+                let ih = i32(i0 * g.sh + e) - i32(g.ph);
+                let hok = ih >= 0 && ih < i32(g.h);
+                let rb = xplane + ih * i32(g.w);
+                var seg: array<f32, DSEG>;
+                /*unroll*/ for (var t = 0u; t < DSEG; t++) {
+                    let iw = iw0 + i32(t);
+                    let ok = hok && iw >= 0 && iw < i32(g.w);
+                    seg[t] = select(0.0, bw_x[u32(select(0, rb + iw, ok))], ok);
+                }
+                /*unroll*/ for (var d = 0u; d < DR; d++) {
+                    /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                        if (e == d * g.sh + a) {
+                            /*unroll*/ for (var b = 0u; b < DKW; b++) {
+                                /*unroll*/ for (var s = 0u; s < DS; s++) { acc[a][b] += dv[d][s] * seg[s + b]; }
+                            }
+                        }
+                    }
+                }
             }
         }
-        for (var j = 0u; j < g.ow; j++) {
-            let iw = i32(j + DKW - 1u) - pw;
-            let okc = iw >= 0 && iw < wi;
+    } else {
+        let wi = i32(g.w);
+        let pw = i32(g.pw);
+        for (var row = row0 + ll; row < row1; row += DL) {
+            let n = row / g.oh;
+            let i = row % g.oh;
+            let ybase = ((n * g.o + c) * g.oh + i) * g.ow;
+            let ihb = i32(i * g.sh) - i32(g.ph);
+            let xb = i32((n * g.c + c) * g.h * g.w);
+            var rok: array<bool, DKH>;
+            var roff: array<i32, DKH>;
             /*unroll*/ for (var a = 0u; a < DKH; a++) {
-                /*unroll*/ for (var b = 0u; b < DKM; b++) { win[a][b] = win[a][b + 1u]; }
-                let ok = rok[a] && okc;
-                win[a][DKM] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+                let ih = ihb + i32(a);
+                rok[a] = ih >= 0 && ih < i32(g.h);
+                roff[a] = xb + ih * wi;
             }
-            let yi = ybase + j;
-            var d = bw_dy[yi];
-            if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
-            accb += d;
+            // win[a][b] = x[row of a, j − pw + b]; preload b = 1..DKW−1 for j = −1
+            var win: array<array<f32, DKW>, DKH>;
             /*unroll*/ for (var a = 0u; a < DKH; a++) {
-                /*unroll*/ for (var b = 0u; b < DKW; b++) { acc[a][b] += d * win[a][b]; }
+                /*unroll*/ for (var b = 0u; b < DKM; b++) {
+                    let iw = i32(b) - pw;
+                    let ok = rok[a] && iw >= 0 && iw < wi;
+                    win[a][b + 1u] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+                }
+            }
+            for (var j = 0u; j < g.ow; j++) {
+                let iw = i32(j + DKW - 1u) - pw;
+                let okc = iw >= 0 && iw < wi;
+                /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                    /*unroll*/ for (var b = 0u; b < DKM; b++) { win[a][b] = win[a][b + 1u]; }
+                    let ok = rok[a] && okc;
+                    win[a][DKM] = select(0.0, bw_x[u32(select(0, roff[a] + iw, ok))], ok);
+                }
+                let yi = ybase + j;
+                var d = bw_dy[yi];
+                if (ACT != 0u) { d *= act_grad_fused(bw_y[yi], ACT, g.alpha); }
+                accb += d;
+                /*unroll*/ for (var a = 0u; a < DKH; a++) {
+                    /*unroll*/ for (var b = 0u; b < DKW; b++) { acc[a][b] += d * win[a][b]; }
+                }
             }
         }
     }

@@ -476,6 +476,17 @@ fn tile_edges_and_every_kernel_variant() {
             15,
         ),
         pr(&[2, 4, 70], &[4, 1, 7], ConvParams::new(1, 3).groups(4), 16),
+        // the weight gradient in blocks of rows (output rows 4 wide): row stride 2, 5 output
+        // rows in blocks of 3 (the sixth masked)
+        pr(
+            &[2, 4, 9, 4],
+            &[4, 1, 3, 3],
+            ConvParams {
+                groups: 4,
+                ..p2([2, 1], [1, 1], [1, 1])
+            },
+            27,
+        ),
         // blocks of 4 rows on 10-row images (the last block's rows 10 and 11 computed on
         // clamped inputs and not stored), forward and backward-input
         pr(
