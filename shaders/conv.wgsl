@@ -656,12 +656,12 @@ fn conv_backward_input_rows(@builtin(workgroup_id) wid: vec3<u32>,
 // input channel c only) of a plain 2-D geometry with sw = 1 and no flip. Each invocation
 // computes DS consecutive outputs of each of DR consecutive output rows of one channel
 // (rows i0 .. i0 + DR − 1 of a plane; those past OH are computed on clamped inputs and not
-// stored): it loads the channel's DKH·DKW weights once, then walks the (DR − 1)·sh + DKH
-// input rows the block reads, loading the DS + DKW − 1 inputs each run slides over into
-// registers once and adding their products to every output row whose window holds that
-// input row — one input load per DS·DKW·(rows it serves) multiply-adds (conv_forward loads
+// stored): it walks the (DR − 1)·sh + kh input rows the block reads, loading the
+// DS + DKW − 1 inputs each run slides over into registers once and adding their products
+// (with the DKW weights of the kernel row they are) to every output row whose window holds
+// that input row — one input load per DS·DKW·(rows it serves) multiply-adds (conv_forward loads
 // one input per multiply-add here, its channel tile being 1; a block of DR rows loads
-// (DR − 1)·sh + DKH input rows instead of DR·DKH). Same bindings as conv_forward. (Its own
+// (DR − 1)·sh + kh input rows instead of DR·kh). Same bindings as conv_forward. (Its own
 // constants: a pipeline specialises the whole module, and the rows variants' KWC/KWM/SEG
 // must stay consistent with each other.)
 const DS: u32 = 8u;     // outputs per invocation and row: a run along the output row
@@ -687,14 +687,10 @@ fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     let c = nc % g.o;
     let xplane = nc * g.h * g.w;   // x[n, c, 0, 0]
     let iw0 = i32(j0) - i32(g.pw);
-    var wr: array<f32, DKH * DKW>;
-    /*unroll*/ for (var a = 0u; a < DKH; a++) {
-        /*unroll*/ for (var b = 0u; b < DKW; b++) { wr[a * DKW + b] = f_w[(c * DKH + a) * DKW + b]; }
-    }
     var acc: array<array<f32, DS>, DR>;
-    // input row e of the block (ih = i0·sh + e − ph) is row a of output row d's window
-    // where e = d·sh + a
-    for (var e = 0u; e < (DR - 1u) * g.sh + DKH; e++) {
+    // input row e of the block (ih = i0·sh + e − ph) is row a = e − d·sh of output row d's
+    // window (when 0 ≤ a < kh)
+    for (var e = 0u; e < (DR - 1u) * g.sh + g.kh; e++) {
         let ih = i32(i0 * g.sh + e) - i32(g.ph);
         let rok = ih >= 0 && ih < i32(g.h);
         let rb = i32(xplane) + ih * i32(g.w);
@@ -705,12 +701,12 @@ fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
             seg[t] = select(0.0, f_x[u32(select(0, rb + iw, ok))], ok);
         }
         /*unroll*/ for (var d = 0u; d < DR; d++) {
-            /*unroll*/ for (var a = 0u; a < DKH; a++) {
-                if (e == d * g.sh + a) {
-                    /*unroll*/ for (var b = 0u; b < DKW; b++) {
-                        let wv = wr[a * DKW + b];
-                        /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + b]; }
-                    }
+            let a = i32(e) - i32(d * g.sh);
+            if (a >= 0 && a < i32(g.kh)) {
+                let wk = (c * g.kh + u32(a)) * DKW;
+                /*unroll*/ for (var b = 0u; b < DKW; b++) {
+                    let wv = f_w[wk + b];
+                    /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + b]; }
                 }
             }
         }
@@ -734,10 +730,10 @@ fn conv_forward_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
 // The same sums as conv_backward_input for the layers conv_forward_depthwise serves, with
 // sh = sw = 1 as well: dx[n,c,h,w] = Σ_a Σ_b w[c,a,b] · dy'[n,c, h+ph−a, w+pw−b]. Each
 // invocation computes DS consecutive inputs of each of DR consecutive input rows of one
-// channel: it loads the channel's weights once and walks the DR + DKH − 1 rows of dy' the
-// block reads, loading the DS + DKW − 1 values of dy' each run needs into registers once
-// (applying the fused activation's derivative as it loads). Same bindings as
-// conv_backward_input.
+// channel: it walks the DR + kh − 1 rows of dy' the block reads, loading the DS + DKW − 1
+// values of dy' each run needs into registers once (applying the fused activation's
+// derivative as it loads), and the DKW weights of each kernel row it meets. Same bindings
+// as conv_backward_input.
 @compute @workgroup_size(64)
 fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(num_workgroups) nwg: vec3<u32>,
@@ -757,16 +753,12 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     let yplane = nc * g.oh * g.ow; // dy[n, c, 0, 0]
     // the dy' columns of the run: j = w0 + pw − (DKW − 1) + t
     let j0 = i32(w0 + g.pw) - i32(DKW - 1u);
-    var wr: array<f32, DKH * DKW>;
-    /*unroll*/ for (var a = 0u; a < DKH; a++) {
-        /*unroll*/ for (var b = 0u; b < DKW; b++) { wr[a * DKW + b] = bi_w[(c * DKH + a) * DKW + b]; }
-    }
     var acc: array<array<f32, DS>, DR>;
-    // dy' row e of the block (i = h0 + ph − (DKH − 1) + e) meets input row d under kernel row
-    // a where e + a = d + DKH − 1; walked downwards, so each input sums a ascending
-    for (var k = 0u; k < DR + DKH - 1u; k++) {
-        let e = DR + DKH - 2u - k;
-        let i = i32(h0 + g.ph + e) - i32(DKH - 1u);
+    // dy' row e of the block (i = h0 + ph − (kh − 1) + e) meets input row d under kernel row
+    // a = d + kh − 1 − e; walked downwards, so each input sums a ascending
+    for (var k = 0u; k < DR + g.kh - 1u; k++) {
+        let e = DR + g.kh - 2u - k;
+        let i = i32(h0 + g.ph + e) - i32(g.kh - 1u);
         let rok = i >= 0 && i < i32(g.oh);
         let rb = i32(yplane) + i * i32(g.ow);
         var seg: array<f32, DSEG>;
@@ -779,12 +771,12 @@ fn conv_backward_input_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
             seg[t] = select(0.0, dv, ok);
         }
         /*unroll*/ for (var d = 0u; d < DR; d++) {
-            /*unroll*/ for (var a = 0u; a < DKH; a++) {
-                if (e + a == d + DKH - 1u) {
-                    /*unroll*/ for (var b = 0u; b < DKW; b++) {
-                        let wv = wr[a * DKW + b];
-                        /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + DKW - 1u - b]; }
-                    }
+            let a = i32(d + g.kh - 1u) - i32(e);
+            if (a >= 0 && a < i32(g.kh)) {
+                let wk = (c * g.kh + u32(a)) * DKW;
+                /*unroll*/ for (var b = 0u; b < DKW; b++) {
+                    let wv = bi_w[wk + b];
+                    /*unroll*/ for (var s = 0u; s < DS; s++) { acc[d][s] += wv * seg[s + DKW - 1u - b]; }
                 }
             }
         }

@@ -115,6 +115,37 @@ fn every_figure_of_the_text_equals_the_json() {
     assert_eq!(j["checkpoint"], path_str(&ck));
 }
 
+/// Without `--checkpoint` each model has its own default file: training Xception-mini must
+/// not overwrite LeNet-5's `runs/mnist/lenet5.safetensors`.
+#[test]
+fn default_checkpoint_is_per_model() {
+    let d = dir("default-checkpoint");
+    for (model, file) in [("lenet5", "lenet5"), ("xception-mini", "xception-mini")] {
+        let o = Command::new(example())
+            .args(["--backend", "cpu", "--model", model, "--epochs", "1"])
+            .args(["--train-limit", "64", "--test-limit", "64"])
+            .current_dir(&d)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let t = ok(&o);
+        let want = Path::new("runs/mnist").join(format!("{file}.safetensors"));
+        assert!(
+            d.join(&want).is_file(),
+            "{model}: no {}:\n{t}",
+            want.display()
+        );
+        assert!(
+            t.contains(&format!("checkpoint: {}", want.display())),
+            "{t}"
+        );
+    }
+    // LeNet-5's checkpoint is still LeNet-5's (its first conv has 6 filters, Xception's 32)
+    let ck = Checkpoint::load(&d.join("runs/mnist/lenet5.safetensors")).expect("lenet5 checkpoint");
+    let names: Vec<&str> = ck.tensors.iter().map(|t| t.0.as_str()).collect();
+    assert!(names.iter().any(|n| n.starts_with("c1.")), "{names:?}");
+}
+
 #[test]
 fn epochs_zero_evaluates_and_writes_no_checkpoint() {
     let d = dir("epochs0");

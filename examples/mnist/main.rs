@@ -98,7 +98,12 @@ struct Args {
     #[arg(long)]
     test_limit: Option<usize>,
     /// Checkpoint file (safetensors, PyTorch names); written crash-consistently every epoch.
-    #[arg(long, default_value = "runs/mnist/lenet5.safetensors")]
+    /// Default: runs/mnist/lenet5.safetensors, or runs/mnist/xception-mini.safetensors for
+    /// --model xception-mini (one model's run never overwrites the other's checkpoint).
+    #[arg(long = "checkpoint", value_name = "CHECKPOINT")]
+    checkpoint_arg: Option<PathBuf>,
+    /// `--checkpoint`, or the model's default (set in `main`).
+    #[arg(skip)]
     checkpoint: PathBuf,
     /// Also write the checkpoint every N training steps (0: only at the end of each epoch).
     #[arg(long, default_value_t = 0)]
@@ -149,7 +154,15 @@ macro_rules! say {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
+    let mut args = Args::parse();
+    args.checkpoint = args.checkpoint_arg.clone().unwrap_or_else(|| {
+        let model = match args.model {
+            ModelArg::Lenet5 => "lenet5",
+            ModelArg::XceptionMini => "xception-mini",
+        };
+        PathBuf::from(format!("runs/mnist/{model}.safetensors"))
+    });
+    if let Err(e) = run(args) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

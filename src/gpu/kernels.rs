@@ -181,11 +181,63 @@ pub fn subgroup_shader_sources() -> Result<Vec<(&'static str, String)>> {
 
 const BROADCAST: &str = "subgroupBroadcast(";
 
+/// The branch every `SG_ROWS` kernel writes: `if (SG_ROWS == 1u) { shared rows } else { own
+/// rows }`.
+const SG_BRANCH: &str = "if (SG_ROWS == 1u) {";
+
 /// `src` for a device without subgroups: its broadcasts, which only the `SG_ROWS = 1`
 /// specialisations execute, call the stand-in `sg_absent` of common.wgsl instead, so the
 /// module validates without the capability.
 fn without_subgroups(src: String) -> String {
     src.replace(BROADCAST, "sg_absent(")
+}
+
+/// `src` with every `SG_ROWS` branch replaced by its `then` block (`shared`) or its `else`
+/// block — what the specialisation executes — so that no compiler wades through the dead one
+/// (llvmpipe's GL compiler took minutes over them in CI). Leaves the text as it is where the
+/// pattern is not `if (…) { … } else { … }` (it then still compiles, only more slowly).
+fn keep_sg_branch(mut src: String, shared: bool) -> String {
+    // the end (exclusive) of the block whose `{` is at `open`
+    let block_end = |s: &str, open: usize| -> Option<usize> {
+        let mut depth = 0usize;
+        for (i, ch) in s[open..].char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(open + i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    let mut from = 0;
+    while let Some(found) = src[from..].find(SG_BRANCH) {
+        let at = from + found;
+        let then_open = at + SG_BRANCH.len() - 1;
+        let Some(then_end) = block_end(&src, then_open) else {
+            break;
+        };
+        if !src[then_end..].starts_with(" else {") {
+            from = then_end;
+            continue;
+        }
+        let else_open = then_end + " else ".len();
+        let Some(else_end) = block_end(&src, else_open) else {
+            break;
+        };
+        let kept = if shared {
+            src[then_open..then_end].to_string()
+        } else {
+            src[else_open..else_end].to_string()
+        };
+        src.replace_range(at..else_end, &kept);
+        from = at + kept.len();
+    }
+    src
 }
 
 /// The full WGSL source of every family that needs an optional device feature, with the
@@ -506,6 +558,7 @@ impl GpuContext {
             .find(|(n, _)| *n == family)
             .map(|(_, s)| {
                 specialise(family, s, &consts)
+                    .map(|s| keep_sg_branch(s, consts.contains(&("SG_ROWS", 1))))
                     .and_then(|s| unroll(family, &s))
                     .and_then(|s| half.map_or(Ok(s.clone()), |m| halve(family, &s, m)))
                     .map(|s| assemble(&s))

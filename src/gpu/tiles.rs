@@ -214,6 +214,13 @@ impl GpuContext {
                 min_groups: cores,
                 split_groups: cores,
                 sg_rows: self.subgroup8,
+                // llvmpipe through GL compiles the 4-row depthwise blocks' unrolled code many
+                // times slower than lavapipe does (CI's GL pass: minutes per test): rows there
+                dw_rows: if self.summary.backend == "Gl" {
+                    1
+                } else {
+                    CPU_TILES.dw_rows
+                },
                 ..CPU_TILES
             }
         } else {

@@ -746,15 +746,19 @@ fn consts(entry: &str, p: &ConvUniform, (r, s): (u32, u32), t: &Tiles) -> Consts
             // gradient's window (DKM = DKW − 1) must stay valid beside these
             let dkm = p.kw - 1;
             consts.extend([("DKW", p.kw), ("DKM", dkm), ("DSEG", s + dkm), ("DS", s)]);
-            consts.extend([("DKH", p.kh), ("DR", r)]);
+            consts.push(("DR", r));
             return consts;
         }
         "conv_backward_weight_depthwise" => {
             consts.extend([("DKW", p.kw), ("DKM", p.kw - 1), ("DKH", p.kh), ("DCH", r)]);
             consts.push(("DL", 64 / r));
-            // blocks of rows where a whole output row fits one short run (small images)
-            let (dr, ds) = (balanced(p.oh, t.dw_rows), balanced(p.ow, t.dw_run));
+            // blocks of rows where a whole output row fits one short run (small images);
+            // otherwise the (unused) block is 1 × 1, which keeps the module small
             let block = t.dw_rows > 1 && p.ow <= DEPTHWISE_BLOCK_WIDTH;
+            let (dr, ds) = match block {
+                true => (balanced(p.oh, t.dw_rows), p.ow),
+                false => (1, 1),
+            };
             consts.extend([("DBLOCK", block as u32), ("DR", dr), ("DS", ds)]);
             consts.push(("DSEG", ds + p.kw - 1));
             consts.push(("SERIAL_SUM", t.serial_tree as u32));
