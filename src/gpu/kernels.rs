@@ -192,28 +192,30 @@ fn without_subgroups(src: String) -> String {
     src.replace(BROADCAST, "sg_absent(")
 }
 
+/// The index of the `}` closing the block whose `{` is at `open` in `s`.
+fn block_close(s: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, ch) in s[open..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(open + i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `src` with every `SG_ROWS` branch replaced by its `then` block (`shared`) or its `else`
 /// block — what the specialisation executes — so that no compiler wades through the dead one
 /// (llvmpipe's GL compiler took minutes over them in CI). Leaves the text as it is where the
 /// pattern is not `if (…) { … } else { … }` (it then still compiles, only more slowly).
 fn keep_sg_branch(mut src: String, shared: bool) -> String {
-    // the end (exclusive) of the block whose `{` is at `open`
-    let block_end = |s: &str, open: usize| -> Option<usize> {
-        let mut depth = 0usize;
-        for (i, ch) in s[open..].char_indices() {
-            match ch {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(open + i + 1);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    };
+    let block_end = |s: &str, open: usize| block_close(s, open).map(|c| c + 1);
     let mut from = 0;
     while let Some(found) = src[from..].find(SG_BRANCH) {
         let at = from + found;
@@ -396,22 +398,7 @@ fn unroll(family: &str, src: &str) -> Result<String> {
                     .map_err(|_| err(format!("unroll: `{bound}` is not a literal")))?
             }
         };
-        let mut depth = 0usize;
-        let mut close = None;
-        for (i, ch) in s[open..].char_indices() {
-            match ch {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        close = Some(open + i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let close = close.ok_or_else(|| err("unroll: unbalanced braces".into()))?;
+        let close = block_close(&s, open).ok_or_else(|| err("unroll: unbalanced braces".into()))?;
         let body = &s[open + 1..close];
         let expanded: String = (0..n)
             .map(|k| format!("{{ let {var} = {k}u;{body}}}"))
